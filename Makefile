@@ -1,0 +1,113 @@
+# AgentVoiceBox. The two commands a newcomer needs:
+#   make dev    run the platform locally (Postgres, Redis, Temporal, SpiceDB, avb on :8080)
+#   make test   run every check CI runs
+#
+# Tools are pinned here and installed once into ./bin (never globally).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(BIN)/npm/node_modules/.bin:$(PATH)
+export AVB_TOOLS_DIR := $(BIN)
+
+# Pinned tool versions. Changing one reinstalls it on the next run.
+BUF_VERSION               := v1.75.0
+PROTOC_GEN_GO_VERSION     := v1.36.12
+PROTOC_GEN_CONNECT_VERSION := v1.21.1
+PROTOC_GEN_ES_VERSION     := 2.17.0
+PROTOVALIDATE_VERSION     := v1.2.2
+TEMPORAL_CLI_VERSION      := v1.5.1
+SPICEDB_VERSION           := v1.56.2
+
+STAMP := $(BIN)/.versions
+GO_TOOL_STAMPS := \
+	$(STAMP)/buf@$(BUF_VERSION) \
+	$(STAMP)/protoc-gen-go@$(PROTOC_GEN_GO_VERSION) \
+	$(STAMP)/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_VERSION)
+SERVICE_TOOL_STAMPS := \
+	$(STAMP)/temporal@$(TEMPORAL_CLI_VERSION) \
+	$(STAMP)/spicedb@$(SPICEDB_VERSION)
+NPM_TOOL_STAMPS := $(STAMP)/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)
+
+GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^gen/')
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------- tools
+
+$(STAMP)/buf@%:
+	@echo "installing buf $* into ./bin"
+	@GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$*
+	@mkdir -p $(STAMP) && rm -f $(STAMP)/buf@* && touch $@
+
+$(STAMP)/protoc-gen-go@%:
+	@echo "installing protoc-gen-go $* into ./bin"
+	@GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$*
+	@mkdir -p $(STAMP) && rm -f $(STAMP)/protoc-gen-go@* && touch $@
+
+$(STAMP)/protoc-gen-connect-go@%:
+	@echo "installing protoc-gen-connect-go $* into ./bin"
+	@GOBIN=$(BIN) go install connectrpc.com/connect/cmd/protoc-gen-connect-go@$*
+	@mkdir -p $(STAMP) && rm -f $(STAMP)/protoc-gen-connect-go@* && touch $@
+
+$(STAMP)/protoc-gen-es@%:
+	@command -v npm >/dev/null || { echo "npm is missing: run  apt-get install -y nodejs npm" >&2; exit 1; }
+	@echo "installing protoc-gen-es $* into ./bin/npm"
+	@mkdir -p $(BIN)/npm && npm install --silent --no-audit --no-fund --prefix $(BIN)/npm \
+		@bufbuild/protoc-gen-es@$* @bufbuild/protobuf@$*
+	@mkdir -p $(STAMP) && rm -f $(STAMP)/protoc-gen-es@* && touch $@
+
+$(STAMP)/temporal@%:
+	@echo "installing the Temporal CLI $* into ./bin (first time only: a few minutes)"
+	@GOBIN=$(BIN) go install github.com/temporalio/cli/cmd/temporal@$*
+	@mkdir -p $(STAMP) && rm -f $(STAMP)/temporal@* && touch $@
+
+$(STAMP)/spicedb@%:
+	@echo "installing SpiceDB $* into ./bin (first time only: a few minutes)"
+	@GOBIN=$(BIN) go install github.com/authzed/spicedb/cmd/spicedb@$*
+	@mkdir -p $(STAMP) && rm -f $(STAMP)/spicedb@* && touch $@
+
+.PHONY: tools
+tools: $(GO_TOOL_STAMPS) $(NPM_TOOL_STAMPS) $(SERVICE_TOOL_STAMPS) ## install every pinned tool into ./bin
+
+# ---------------------------------------------------------------- contract
+
+.PHONY: generate
+generate: $(GO_TOOL_STAMPS) $(NPM_TOOL_STAMPS) ## regenerate gen/ from proto/ (and vendor validate.proto)
+	@scripts/generate.sh $(PROTOVALIDATE_VERSION) .
+
+.PHONY: check-generate
+check-generate: $(GO_TOOL_STAMPS) $(NPM_TOOL_STAMPS) ## fail if gen/ is not what the protos generate
+	@scripts/check-generate.sh $(PROTOVALIDATE_VERSION)
+
+.PHONY: lint
+lint: $(GO_TOOL_STAMPS) ## gofmt, go vet, buf lint
+	@bad=$$(gofmt -l $(GO_FILES)); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
+	go vet ./...
+	buf lint
+
+# ---------------------------------------------------------------- run and test
+
+.PHONY: build
+build: ## build ./bin/avb
+	@go build -o $(BIN)/avb ./cmd/avb
+
+.PHONY: deps
+deps: ## make sure Postgres and Redis answer on their local ports (starts or explains)
+	@scripts/ensure-services.sh
+
+.PHONY: dev
+dev: tools deps build ## run the whole platform locally on :8080 (Ctrl-C stops it)
+	@$(BIN)/avb dev
+
+.PHONY: test
+test: tools deps lint check-generate ## everything CI checks: format, vet, lint, generated code, tests
+	go test -race -count=1 -timeout 15m ./...
+
+.PHONY: bench
+bench: tools deps ## benchmarks (allocations reported)
+	go test -run '^$$' -bench . -benchmem ./...

@@ -1,0 +1,78 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/agentvoicebox/avb/platform/probe"
+)
+
+// shared holds the processes one test binary shares between its tests:
+// starting Temporal takes seconds, so it starts once. Stop them from TestMain
+// with Main.
+var shared struct {
+	sync.Mutex
+	temporal *Process
+	spicedb  *Process
+}
+
+// Main runs the tests and stops the shared processes afterwards. Use it as
+// func TestMain(m *testing.M) { testenv.Main(m) }.
+func Main(m *testing.M) {
+	code := m.Run()
+	shared.Lock()
+	for _, p := range []*Process{shared.temporal, shared.spicedb} {
+		if p != nil {
+			p.Stop()
+		}
+	}
+	shared.Unlock()
+	os.Exit(code)
+}
+
+// Temporal returns the address (host:port) of a Temporal dev server shared by
+// the test binary, namespace "default", in-memory.
+func Temporal(t testing.TB) string {
+	t.Helper()
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.temporal == nil {
+		port := FreePort(t)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		pr, err := probe.NewGRPCHealth(addr, "temporal.api.workflowservice.v1.WorkflowService")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := newProcess(t, "temporal", addr, pr.Check, Tool(t, "temporal"), "server", "start-dev",
+			"--ip", "127.0.0.1", "--port", fmt.Sprint(port), "--headless",
+			"--ui-port", fmt.Sprint(FreePort(t)), "--http-port", fmt.Sprint(FreePort(t)),
+			"--metrics-port", fmt.Sprint(FreePort(t)), "--log-level", "error")
+		p.Start()
+		shared.temporal = p
+	}
+	return shared.temporal.Addr()
+}
+
+// SpiceDB returns the address of a SpiceDB serve-testing server shared by the
+// test binary, and a fresh preshared key: serve-testing gives every distinct
+// key its own empty store, so tests are isolated from each other.
+func SpiceDB(t testing.TB) (addr, token string) {
+	t.Helper()
+	shared.Lock()
+	defer shared.Unlock()
+	if shared.spicedb == nil {
+		addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+		pr, err := probe.NewGRPCHealth(addr, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := newProcess(t, "spicedb", addr, pr.Check, Tool(t, "spicedb"), "serve-testing",
+			"--grpc-addr", addr, "--readonly-grpc-addr", fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
+			"--log-level", "warn")
+		p.Start()
+		shared.spicedb = p
+	}
+	return shared.spicedb.Addr(), "test-" + randomSuffix()
+}

@@ -1,0 +1,93 @@
+// Package config holds every setting of the avb binary. Settings come from
+// environment variables with the AVB_ prefix; each has a type, a description
+// and a default per profile (dev, test, prod). A setting without a default in
+// the active profile is required there. Load validates everything at once and
+// returns a single error that names every missing or invalid variable.
+package config
+
+import "time"
+
+// Profile selects a set of defaults.
+type Profile string
+
+// Profiles.
+const (
+	ProfileDev  Profile = "dev"
+	ProfileTest Profile = "test"
+	ProfileProd Profile = "prod"
+)
+
+// Config is the whole configuration of the binary.
+type Config struct {
+	Profile   Profile `env:"AVB_PROFILE" default:"dev" oneof:"dev,test,prod" desc:"configuration profile: dev, test or prod; selects the defaults below"`
+	HTTP      HTTP
+	Log       Log
+	Database  Database
+	Redis     Redis
+	Temporal  Temporal
+	SpiceDB   SpiceDB
+	Readiness Readiness
+	Dev       Dev
+}
+
+// HTTP configures the one listener that serves Connect, gRPC, gRPC-Web and
+// the plain HTTP endpoints (health, metrics).
+type HTTP struct {
+	Addr                string        `env:"AVB_HTTP_ADDR" default:":8080" hostport:"" desc:"listen address (host:port) for Connect, gRPC, gRPC-Web, health and metrics"`
+	TLSCertFile         string        `env:"AVB_TLS_CERT_FILE" default:"" file:"" desc:"PEM certificate; with AVB_TLS_KEY_FILE serves HTTPS (HTTP/2 over TLS), otherwise HTTP/2 cleartext"`
+	TLSKeyFile          string        `env:"AVB_TLS_KEY_FILE" default:"" file:"" desc:"PEM private key for AVB_TLS_CERT_FILE"`
+	ReadHeaderTimeout   time.Duration `env:"AVB_READ_HEADER_TIMEOUT" default:"10s" min:"1s" desc:"time allowed to read request headers"`
+	MaxRequestBytes     int           `env:"AVB_MAX_REQUEST_BYTES" default:"4194304" min:"1024" desc:"largest accepted request message in bytes"`
+	ShutdownTimeout     time.Duration `env:"AVB_SHUTDOWN_TIMEOUT" default:"30s" min:"1s" desc:"on SIGTERM, how long in-flight calls may take to finish"`
+	StreamDrainTimeout  time.Duration `env:"AVB_STREAM_DRAIN_TIMEOUT" default:"10s" dev:"2s" test:"2s" min:"0s" desc:"on SIGTERM, how long open streams keep running before they are closed with unavailable/server_shutting_down"`
+	CORSAllowedOrigins  []string      `env:"AVB_CORS_ALLOWED_ORIGINS" default:"" dev:"http://localhost:5173,http://localhost:8080,http://127.0.0.1:8080" desc:"comma-separated browser origins allowed to call the API (none by default in prod)"`
+	TrustForwardedFor   bool          `env:"AVB_TRUST_FORWARDED_FOR" default:"false" desc:"take the client IP from X-Forwarded-For (only behind a proxy you run)"`
+	ExposeErrorInternal bool          `env:"AVB_EXPOSE_INTERNAL_ERRORS" default:"false" dev:"true" desc:"include the cause of internal errors in responses (never in prod)"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  string `env:"AVB_LOG_LEVEL" default:"info" oneof:"debug,info,warn,error" desc:"minimum log level"`
+	Format string `env:"AVB_LOG_FORMAT" default:"json" dev:"text" oneof:"json,text" desc:"log format: json (one object a line) or text"`
+}
+
+// Database configures the PostgreSQL pool.
+type Database struct {
+	URL             string        `env:"AVB_DATABASE_URL" dev:"postgres://postgres@127.0.0.1:5432/avb?sslmode=disable" test:"postgres://postgres@127.0.0.1:5432/avb_test?sslmode=disable" url:"postgres,postgresql" secret:"" desc:"PostgreSQL connection URL"`
+	MaxConns        int           `env:"AVB_DATABASE_MAX_CONNS" default:"20" min:"1" desc:"largest number of pooled connections"`
+	MinConns        int           `env:"AVB_DATABASE_MIN_CONNS" default:"2" dev:"0" test:"0" min:"0" desc:"connections the pool keeps open when idle"`
+	ConnectTimeout  time.Duration `env:"AVB_DATABASE_CONNECT_TIMEOUT" default:"5s" min:"100ms" desc:"time allowed to open one connection"`
+	MaxConnLifetime time.Duration `env:"AVB_DATABASE_MAX_CONN_LIFETIME" default:"1h" min:"1m" desc:"a connection older than this is closed and replaced"`
+	MaxConnIdleTime time.Duration `env:"AVB_DATABASE_MAX_CONN_IDLE_TIME" default:"15m" min:"10s" desc:"an idle connection older than this is closed"`
+	MigrateOnStart  bool          `env:"AVB_DATABASE_MIGRATE_ON_START" default:"false" dev:"true" desc:"apply pending migrations when the server starts"`
+}
+
+// Redis configures the Redis client (cache, rate limits, pub/sub).
+type Redis struct {
+	URL string `env:"AVB_REDIS_URL" dev:"redis://127.0.0.1:6379/0" test:"redis://127.0.0.1:6379/0" url:"redis,rediss,unix" secret:"" desc:"Redis connection URL"`
+}
+
+// Temporal configures the Temporal client.
+type Temporal struct {
+	Address   string `env:"AVB_TEMPORAL_ADDRESS" dev:"127.0.0.1:7233" test:"127.0.0.1:7233" hostport:"" desc:"Temporal frontend address (host:port)"`
+	Namespace string `env:"AVB_TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
+}
+
+// SpiceDB configures the authorization client.
+type SpiceDB struct {
+	Endpoint string `env:"AVB_SPICEDB_ENDPOINT" dev:"127.0.0.1:50051" test:"127.0.0.1:50051" hostport:"" desc:"SpiceDB gRPC address (host:port)"`
+	Token    string `env:"AVB_SPICEDB_TOKEN" dev:"avb-dev-spicedb-key" test:"avb-test-spicedb-key" secret:"" desc:"SpiceDB preshared key"`
+	Insecure bool   `env:"AVB_SPICEDB_INSECURE" default:"false" dev:"true" test:"true" desc:"connect to SpiceDB without TLS"`
+}
+
+// Readiness configures GET /health/ready/ and the gRPC health service.
+type Readiness struct {
+	Timeout  time.Duration `env:"AVB_READINESS_TIMEOUT" default:"2s" min:"10ms" desc:"time allowed for each dependency check"`
+	Optional []string      `env:"AVB_READINESS_OPTIONAL" default:"" each:"postgres,redis,temporal,spicedb" desc:"dependencies whose failure is reported but does not make the server unready"`
+}
+
+// Dev configures `avb dev`, the local platform.
+type Dev struct {
+	DataDir  string `env:"AVB_DEV_DATA_DIR" default:".data" desc:"where avb dev keeps local state (Temporal database, logs)"`
+	ToolsDir string `env:"AVB_TOOLS_DIR" default:"bin" desc:"where the pinned temporal and spicedb binaries are (make tools installs them)"`
+}

@@ -1,0 +1,284 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Problem is one missing or invalid variable.
+type Problem struct {
+	Var    string
+	Reason string
+}
+
+// Error lists every problem found in one Load.
+type Error struct {
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid configuration: %d problem(s)", len(e.Problems))
+	for _, p := range e.Problems {
+		fmt.Fprintf(&b, "\n  %s: %s", p.Var, p.Reason)
+	}
+	return b.String()
+}
+
+// Vars returns the names of the problem variables, in order.
+func (e *Error) Vars() []string {
+	names := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		names[i] = p.Var
+	}
+	return names
+}
+
+// Lookup reads one variable, like os.LookupEnv.
+type Lookup func(name string) (string, bool)
+
+// FromEnv loads the configuration from the process environment.
+func FromEnv() (*Config, error) {
+	return Load(os.LookupEnv)
+}
+
+// Load builds a Config from lookup and validates all of it. A variable that is
+// set to the empty string counts as unset.
+func Load(lookup Lookup) (*Config, error) {
+	var cfg Config
+	var problems []Problem
+	add := func(v, format string, args ...any) {
+		problems = append(problems, Problem{Var: v, Reason: fmt.Sprintf(format, args...)})
+	}
+
+	profile := ProfileDev
+	profileKnown := true
+	if raw, ok := lookup("AVB_PROFILE"); ok && raw != "" {
+		profile = Profile(raw)
+		profileKnown = slices.Contains([]Profile{ProfileDev, ProfileTest, ProfileProd}, profile)
+	}
+
+	for _, v := range fields(reflect.ValueOf(&cfg).Elem()) {
+		raw, ok := lookup(v.Name)
+		if !ok || raw == "" {
+			def, has := v.Default(profile)
+			switch {
+			case has:
+				raw = def
+			case !profileKnown:
+				continue // requiredness depends on the profile, reported below
+			default:
+				add(v.Name, "required in profile %s (%s)", profile, v.Desc)
+				continue
+			}
+		}
+		if err := v.set(raw); err != nil {
+			add(v.Name, "%v", err)
+		}
+	}
+	if !profileKnown {
+		// Reported once, under its own name; the type problems above still count.
+		problems = slices.DeleteFunc(problems, func(p Problem) bool { return p.Var == "AVB_PROFILE" })
+		problems = append([]Problem{{Var: "AVB_PROFILE", Reason: fmt.Sprintf("%q is not one of dev, test, prod", profile)}}, problems...)
+	}
+	problems = append(problems, crossCheck(&cfg, problems)...)
+	if len(problems) > 0 {
+		return nil, &Error{Problems: problems}
+	}
+	return &cfg, nil
+}
+
+// crossCheck validates rules that span variables. It skips a rule when one of
+// its variables already has a problem, so each variable is named once.
+func crossCheck(c *Config, earlier []Problem) []Problem {
+	bad := map[string]bool{}
+	for _, p := range earlier {
+		bad[p.Var] = true
+	}
+	var out []Problem
+	check := func(cond bool, v, reason string, involved ...string) {
+		for _, name := range append(involved, v) {
+			if bad[name] {
+				return
+			}
+		}
+		if !cond {
+			out = append(out, Problem{Var: v, Reason: reason})
+		}
+	}
+	check(c.HTTP.TLSCertFile != "" || c.HTTP.TLSKeyFile == "", "AVB_TLS_CERT_FILE",
+		"required when AVB_TLS_KEY_FILE is set", "AVB_TLS_KEY_FILE")
+	check(c.HTTP.TLSKeyFile != "" || c.HTTP.TLSCertFile == "", "AVB_TLS_KEY_FILE",
+		"required when AVB_TLS_CERT_FILE is set", "AVB_TLS_CERT_FILE")
+	check(c.HTTP.StreamDrainTimeout < c.HTTP.ShutdownTimeout, "AVB_STREAM_DRAIN_TIMEOUT",
+		"must be shorter than AVB_SHUTDOWN_TIMEOUT", "AVB_SHUTDOWN_TIMEOUT")
+	check(c.Database.MinConns <= c.Database.MaxConns, "AVB_DATABASE_MIN_CONNS",
+		"must not exceed AVB_DATABASE_MAX_CONNS", "AVB_DATABASE_MAX_CONNS")
+	check(c.Profile != ProfileProd || !c.HTTP.ExposeErrorInternal, "AVB_EXPOSE_INTERNAL_ERRORS",
+		"must be false in profile prod", "AVB_PROFILE")
+	return out
+}
+
+// Var describes one environment variable.
+type Var struct {
+	Name   string
+	Desc   string
+	Secret bool
+	field  reflect.Value
+	tag    reflect.StructTag
+}
+
+// Default returns the variable's default in profile p, and whether it has one.
+func (v Var) Default(p Profile) (string, bool) {
+	if d, ok := v.tag.Lookup(string(p)); ok {
+		return d, true
+	}
+	return v.tag.Lookup("default")
+}
+
+// Value returns the variable's current value as text, with secrets redacted.
+func (v Var) Value() string {
+	var s string
+	switch x := v.field.Interface().(type) {
+	case []string:
+		s = strings.Join(x, ",")
+	default:
+		s = fmt.Sprint(x)
+	}
+	if v.Secret {
+		return redact(s)
+	}
+	return s
+}
+
+// Vars lists every variable of cfg in declaration order.
+func Vars(cfg *Config) []Var {
+	return fields(reflect.ValueOf(cfg).Elem())
+}
+
+func fields(v reflect.Value) []Var {
+	var out []Var
+	t := v.Type()
+	for i := range t.NumField() {
+		f, fv := t.Field(i), v.Field(i)
+		name, ok := f.Tag.Lookup("env")
+		if !ok {
+			if f.Type.Kind() == reflect.Struct {
+				out = append(out, fields(fv)...)
+			}
+			continue
+		}
+		_, secret := f.Tag.Lookup("secret")
+		out = append(out, Var{Name: name, Desc: f.Tag.Get("desc"), Secret: secret, field: fv, tag: f.Tag})
+	}
+	return out
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// set parses raw into the field and applies the field's validation tags.
+func (v Var) set(raw string) error {
+	switch {
+	case v.field.Type() == durationType:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (examples: 500ms, 10s, 1h)", raw)
+		}
+		if m, ok := v.tag.Lookup("min"); ok {
+			if min, _ := time.ParseDuration(m); d < min {
+				return fmt.Errorf("%s is below the minimum %s", d, min)
+			}
+		}
+		v.field.SetInt(int64(d))
+	case v.field.Kind() == reflect.Int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", raw)
+		}
+		if m, ok := v.tag.Lookup("min"); ok {
+			if min, _ := strconv.Atoi(m); n < min {
+				return fmt.Errorf("%d is below the minimum %d", n, min)
+			}
+		}
+		v.field.SetInt(int64(n))
+	case v.field.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("%q is not a boolean (true or false)", raw)
+		}
+		v.field.SetBool(b)
+	case v.field.Kind() == reflect.Slice:
+		var items []string
+		for item := range strings.SplitSeq(raw, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				items = append(items, item)
+			}
+		}
+		if allowed, ok := v.tag.Lookup("each"); ok {
+			for _, item := range items {
+				if !slices.Contains(strings.Split(allowed, ","), item) {
+					return fmt.Errorf("%q is not one of %s", item, allowed)
+				}
+			}
+		}
+		v.field.Set(reflect.ValueOf(items))
+	default:
+		if err := validateString(v.tag, raw); err != nil {
+			return err
+		}
+		v.field.SetString(raw)
+	}
+	return nil
+}
+
+func validateString(tag reflect.StructTag, raw string) error {
+	if allowed, ok := tag.Lookup("oneof"); ok && !slices.Contains(strings.Split(allowed, ","), raw) {
+		return fmt.Errorf("%q is not one of %s", raw, allowed)
+	}
+	if schemes, ok := tag.Lookup("url"); ok {
+		u, err := url.Parse(raw)
+		if err != nil || !slices.Contains(strings.Split(schemes, ","), u.Scheme) || (u.Host == "" && u.Path == "") {
+			return fmt.Errorf("not a URL with scheme %s", strings.ReplaceAll(schemes, ",", " or "))
+		}
+	}
+	if _, ok := tag.Lookup("hostport"); ok {
+		if _, port, err := net.SplitHostPort(raw); err != nil || port == "" {
+			return fmt.Errorf("%q is not host:port", raw)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return fmt.Errorf("%q has no valid port", raw)
+		}
+	}
+	if _, ok := tag.Lookup("file"); ok && raw != "" {
+		if st, err := os.Stat(raw); err != nil || st.IsDir() {
+			return fmt.Errorf("file %q is not readable", raw)
+		}
+	}
+	return nil
+}
+
+// redact hides a secret: a URL keeps its scheme, host and path but loses its
+// password; anything else is replaced entirely.
+func redact(s string) string {
+	if s == "" {
+		return ""
+	}
+	if u, err := url.Parse(s); err == nil && u.Scheme != "" && u.Host != "" {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "REDACTED")
+			u.RawQuery = q.Encode()
+		}
+		return u.String()
+	}
+	return "REDACTED"
+}

@@ -1,0 +1,89 @@
+// Package store is the PostgreSQL data layer: a pgx pool (and bun on top of
+// it for queries), embedded versioned migrations, and the repositories.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+
+	"github.com/agentvoicebox/avb/platform/config"
+)
+
+// DB is the connection pool, with a bun handle sharing it.
+type DB struct {
+	Pool *pgxpool.Pool
+	Bun  *bun.DB
+	sql  *sql.DB
+}
+
+// Open creates the pool. It does not wait for the database: a server starts
+// and reports the database in its readiness until it answers.
+func Open(ctx context.Context, cfg config.Database) (*DB, error) {
+	pc, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parse database url: %w", err)
+	}
+	pc.MaxConns = int32(cfg.MaxConns)
+	pc.MinConns = int32(cfg.MinConns)
+	pc.MaxConnLifetime = cfg.MaxConnLifetime
+	pc.MaxConnIdleTime = cfg.MaxConnIdleTime
+	pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("create database pool: %w", err)
+	}
+	sqldb := stdlib.OpenDBFromPool(pool)
+	return &DB{Pool: pool, Bun: bun.NewDB(sqldb, pgdialect.New()), sql: sqldb}, nil
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	return db.Pool.Ping(ctx)
+}
+
+// Close closes the pool.
+func (db *DB) Close() {
+	_ = db.sql.Close()
+	db.Pool.Close()
+}
+
+// EnsureDatabase creates the database named in rawURL if it does not exist,
+// connecting to the server's "postgres" database to do so. avb dev and the
+// tests use it; production databases are provisioned outside avb.
+func EnsureDatabase(ctx context.Context, rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("parse database url: %w", err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if name == "" {
+		return errors.New("database url names no database")
+	}
+	admin := *u
+	admin.Path = "/postgres"
+	conn, err := pgx.Connect(ctx, admin.String())
+	if err != nil {
+		return fmt.Errorf("connect to postgres at %s: %w", u.Host, err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create database %s: %w", name, err)
+	}
+	return nil
+}
