@@ -12,9 +12,9 @@ import (
 func TestReasonStringsAreStableSnakeCase(t *testing.T) {
 	t.Parallel()
 	tests := map[avbv1.ErrorReason]string{
-		avbv1.ErrorReason_ERROR_REASON_TOKEN_EXPIRED:    "token_expired",
-		avbv1.ErrorReason_ERROR_REASON_API_KEY_REVOKED:  "api_key_revoked",
-		avbv1.ErrorReason_ERROR_REASON_TENANT_SUSPENDED: "tenant_suspended",
+		avbv1.ErrorReason_ERROR_REASON_TOKEN_EXPIRED:     "token_expired",
+		avbv1.ErrorReason_ERROR_REASON_API_KEY_REVOKED:   "api_key_revoked",
+		avbv1.ErrorReason_ERROR_REASON_TENANT_SUSPENDED:  "tenant_suspended",
 		avbv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED: "permission_denied",
 	}
 	for r, want := range tests {

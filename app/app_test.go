@@ -1,0 +1,133 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/agentvoicebox/avb/app"
+	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/platform/config"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// testConfig is a test-profile configuration pointing at real components.
+func testConfig(t *testing.T, redisURL string) *config.Config {
+	t.Helper()
+	spiceAddr, spiceToken := testenv.SpiceDB(t)
+	env := map[string]string{
+		"AVB_PROFILE":                   "test",
+		"AVB_HTTP_ADDR":                 "127.0.0.1:0",
+		"AVB_DATABASE_URL":              testenv.Postgres(t),
+		"AVB_DATABASE_MIGRATE_ON_START": "true",
+		"AVB_REDIS_URL":                 redisURL,
+		"AVB_TEMPORAL_ADDRESS":          testenv.Temporal(t),
+		"AVB_SPICEDB_ENDPOINT":          spiceAddr,
+		"AVB_SPICEDB_TOKEN":             spiceToken,
+		"AVB_READINESS_TIMEOUT":         "500ms",
+	}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// run starts the app and returns its base URL.
+func run(t *testing.T, cfg *config.Config) string {
+	t.Helper()
+	a, err := app.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- a.Serve(ctx, func(addr net.Addr) { addrs <- addr }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		a.Close()
+	})
+	select {
+	case addr := <-addrs:
+		return "http://" + addr.String()
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	return ""
+}
+
+type report struct {
+	Status string `json:"status"`
+	Checks map[string]struct {
+		Status    string  `json:"status"`
+		LatencyMS float64 `json:"latency_ms"`
+	} `json:"checks"`
+}
+
+func ready(t *testing.T, base string) (int, report) {
+	t.Helper()
+	res, err := http.Get(base + "/health/ready/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var r report
+	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return res.StatusCode, r
+}
+
+// waitReady polls readiness until it returns want or the deadline passes.
+func waitReady(t *testing.T, base string, want int) report {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, r := ready(t, base)
+		if code == want {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readiness stayed %d (%+v), want %d", code, r, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Readiness against the real components: all up -> 200; the test's own Redis
+// stopped -> 503 naming redis; Redis back -> 200, with the same avb process.
+func TestReadinessFollowsRealDependencies(t *testing.T) {
+	redisProc := testenv.StartRedis(t)
+	base := run(t, testConfig(t, "redis://"+redisProc.Addr()+"/0"))
+
+	r := waitReady(t, base, http.StatusOK)
+	for _, dep := range []string{"postgres", "redis", "temporal", "spicedb"} {
+		if r.Checks[dep].Status != "up" {
+			t.Fatalf("%s not up: %+v", dep, r)
+		}
+	}
+
+	redisProc.Stop()
+	r = waitReady(t, base, http.StatusServiceUnavailable)
+	if r.Status != "not_ready" || r.Checks["redis"].Status != "down" {
+		t.Fatalf("want not_ready with redis down, got %+v", r)
+	}
+	for _, dep := range []string{"postgres", "temporal", "spicedb"} {
+		if r.Checks[dep].Status != "up" {
+			t.Fatalf("%s reported down while only redis is: %+v", dep, r)
+		}
+	}
+
+	redisProc.Start()
+	waitReady(t, base, http.StatusOK)
+}

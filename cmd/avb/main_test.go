@@ -1,0 +1,73 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// buildAVB compiles the binary once for the test.
+func buildAVB(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "avb")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build avb: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Start-up with a bad environment exits non-zero with one message that names
+// every missing or invalid variable.
+func TestBadConfigurationExitsWithOneMessage(t *testing.T) {
+	bin := buildAVB(t)
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(cleanEnv(), "AVB_PROFILE=prod", "AVB_LOG_LEVEL=loud", "AVB_REDIS_URL=redis://r:6379/0",
+		"AVB_TEMPORAL_ADDRESS=t:7233", "AVB_SPICEDB_ENDPOINT=s:50051")
+	out, err := cmd.CombinedOutput()
+	exit, ok := err.(*exec.ExitError)
+	if !ok || exit.ExitCode() != 2 {
+		t.Fatalf("want exit code 2, got %v\n%s", err, out)
+	}
+	msg := string(out)
+	if strings.Count(msg, "avb: invalid configuration") != 1 {
+		t.Fatalf("want exactly one configuration message:\n%s", msg)
+	}
+	for _, v := range []string{"AVB_DATABASE_URL", "AVB_SPICEDB_TOKEN", "AVB_LOG_LEVEL"} {
+		if !strings.Contains(msg, v+":") {
+			t.Errorf("message does not name %s:\n%s", v, msg)
+		}
+	}
+	if strings.Contains(msg, "AVB_REDIS_URL:") {
+		t.Errorf("message names a valid variable:\n%s", msg)
+	}
+}
+
+func TestConfigCheckRedactsSecrets(t *testing.T) {
+	bin := buildAVB(t)
+	cmd := exec.Command(bin, "config", "check")
+	cmd.Env = append(cleanEnv(), "AVB_DATABASE_URL=postgres://avb:topsecret@db:5432/avb", "AVB_SPICEDB_TOKEN=alsosecret")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "topsecret") || strings.Contains(string(out), "alsosecret") {
+		t.Fatalf("secret printed:\n%s", out)
+	}
+	if !strings.Contains(string(out), "postgres://avb:REDACTED@db:5432/avb") {
+		t.Fatalf("effective database url not shown:\n%s", out)
+	}
+}
+
+// cleanEnv is the process environment without AVB_ variables.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AVB_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
