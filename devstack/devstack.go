@@ -257,4 +257,3 @@ func (c *child) stop(out io.Writer) {
 	}
 	fmt.Fprintf(out, "  stopped %s\n", c.name)
 }
-
