@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -79,7 +80,7 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintf(o.Out, "  API (Connect, gRPC, gRPC-Web)  %s\n", base)
 		fmt.Fprintf(o.Out, "  liveness / readiness           %s/health/  %s/health/ready/\n", base, base)
 		fmt.Fprintf(o.Out, "  metrics                        %s/metrics\n", base)
-		fmt.Fprintf(o.Out, "  Temporal UI                    http://127.0.0.1:8233\n")
+		fmt.Fprintf(o.Out, "  Temporal UI                    http://%s\n", temporalUIAddr(cfg))
 		fmt.Fprintf(o.Out, "  try: curl -s %s/health/ready/\n", base)
 		fmt.Fprintf(o.Out, "       curl -s -H 'Content-Type: application/json' -d '{}' %s/avb.v1.SystemService/GetServerInfo\n", base)
 		fmt.Fprintf(o.Out, "Ctrl-C stops everything. Logs of the started services are in %s\n\n", cfg.Dev.DataDir)
@@ -142,12 +143,21 @@ type service struct {
 	logFile string
 }
 
+// temporalUIAddr is where the dev server's web UI listens: the frontend port
+// plus 1000 (7233 -> 8233, Temporal's own convention).
+func temporalUIAddr(cfg *config.Config) string {
+	host, port, _ := net.SplitHostPort(cfg.Temporal.Address)
+	n, _ := strconv.Atoi(port)
+	return net.JoinHostPort(host, strconv.Itoa(n+1000))
+}
+
 func temporalService(cfg *config.Config) service {
 	host, port, _ := net.SplitHostPort(cfg.Temporal.Address)
+	_, uiPort, _ := net.SplitHostPort(temporalUIAddr(cfg))
 	return service{
 		name: "temporal", addr: cfg.Temporal.Address, health: "temporal.api.workflowservice.v1.WorkflowService",
 		binary: filepath.Join(cfg.Dev.ToolsDir, "temporal"),
-		args: []string{"server", "start-dev", "--ip", host, "--port", port, "--ui-port", "8233",
+		args: []string{"server", "start-dev", "--ip", host, "--port", port, "--ui-port", uiPort,
 			"--db-filename", filepath.Join(cfg.Dev.DataDir, "temporal.db"), "--log-level", "warn",
 			"--namespace", cfg.Temporal.Namespace},
 		logFile: filepath.Join(cfg.Dev.DataDir, "temporal.log"),

@@ -1,0 +1,103 @@
+package devstack_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentvoicebox/avb/devstack"
+	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/platform/config"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// avb dev brings up Temporal and SpiceDB itself, reaches ready with all four
+// dependencies up, and stops every process it started when cancelled.
+func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
+	temporalPort, spicePort, httpPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	dbURL := testenv.Postgres(t)
+	env := map[string]string{
+		"AVB_PROFILE":          "dev",
+		"AVB_HTTP_ADDR":        fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"AVB_DATABASE_URL":     dbURL,
+		"AVB_REDIS_URL":        testenv.RedisURL(t),
+		"AVB_TEMPORAL_ADDRESS": fmt.Sprintf("127.0.0.1:%d", temporalPort),
+		"AVB_SPICEDB_ENDPOINT": fmt.Sprintf("127.0.0.1:%d", spicePort),
+		"AVB_DEV_DATA_DIR":     t.TempDir(),
+		"AVB_TOOLS_DIR":        filepath.Dir(testenv.Tool(t, "temporal")),
+	}
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- devstack.Run(ctx, devstack.Options{Config: cfg, Out: &out, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/health/ready/", httpPort)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		res, err := http.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode == 200 && strings.Count(string(body), `"status":"up"`) == 4 {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("avb dev exited early: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready in time:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "AgentVoiceBox is up") {
+		t.Fatalf("no endpoints printed:\n%s", out.String())
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("avb dev returned %v on stop", err)
+	}
+	for _, name := range []string{"temporal", "spicedb"} {
+		if !strings.Contains(out.String(), "stopped "+name) {
+			t.Errorf("%s not stopped:\n%s", name, out.String())
+		}
+		pattern := fmt.Sprintf("%d", map[string]int{"temporal": temporalPort, "spicedb": spicePort}[name])
+		if exec.Command("pgrep", "-f", pattern).Run() == nil {
+			t.Errorf("a %s process on port %s is still running", name, pattern)
+		}
+	}
+}
