@@ -46,6 +46,11 @@ const (
 	ErrorReason_ERROR_REASON_TENANT_SUSPENDED ErrorReason = 12
 	// resource_exhausted: creating this would exceed a tenant limit.
 	ErrorReason_ERROR_REASON_TENANT_LIMIT_EXCEEDED ErrorReason = 13
+	// permission_denied: the credentials belong to another tenant than the one
+	// the request names (X-Tenant-ID or subdomain).
+	ErrorReason_ERROR_REASON_TENANT_MISMATCH ErrorReason = 14
+	// permission_denied: the tenant is pending activation.
+	ErrorReason_ERROR_REASON_TENANT_PENDING ErrorReason = 15
 	// Authentication.
 	// unauthenticated: no credentials were supplied.
 	ErrorReason_ERROR_REASON_UNAUTHENTICATED ErrorReason = 20
@@ -94,6 +99,8 @@ var (
 		11: "ERROR_REASON_TENANT_NOT_FOUND",
 		12: "ERROR_REASON_TENANT_SUSPENDED",
 		13: "ERROR_REASON_TENANT_LIMIT_EXCEEDED",
+		14: "ERROR_REASON_TENANT_MISMATCH",
+		15: "ERROR_REASON_TENANT_PENDING",
 		20: "ERROR_REASON_UNAUTHENTICATED",
 		21: "ERROR_REASON_TOKEN_EXPIRED",
 		22: "ERROR_REASON_INVALID_TOKEN",
@@ -119,6 +126,8 @@ var (
 		"ERROR_REASON_TENANT_NOT_FOUND":       11,
 		"ERROR_REASON_TENANT_SUSPENDED":       12,
 		"ERROR_REASON_TENANT_LIMIT_EXCEEDED":  13,
+		"ERROR_REASON_TENANT_MISMATCH":        14,
+		"ERROR_REASON_TENANT_PENDING":         15,
 		"ERROR_REASON_UNAUTHENTICATED":        20,
 		"ERROR_REASON_TOKEN_EXPIRED":          21,
 		"ERROR_REASON_INVALID_TOKEN":          22,
@@ -242,7 +251,7 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\tafter_key\x18\x01 \x01(\tR\bafterKey\x12\x19\n" +
 	"\bafter_id\x18\x02 \x01(\tR\aafterId\x12\x1d\n" +
 	"\n" +
-	"query_hash\x18\x03 \x01(\fR\tqueryHash*\x96\x06\n" +
+	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xd9\x06\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eERROR_REASON_VALIDATION_FAILED\x10\x01\x12#\n" +
@@ -253,6 +262,8 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\x1dERROR_REASON_TENANT_NOT_FOUND\x10\v\x12!\n" +
 	"\x1dERROR_REASON_TENANT_SUSPENDED\x10\f\x12&\n" +
 	"\"ERROR_REASON_TENANT_LIMIT_EXCEEDED\x10\r\x12 \n" +
+	"\x1cERROR_REASON_TENANT_MISMATCH\x10\x0e\x12\x1f\n" +
+	"\x1bERROR_REASON_TENANT_PENDING\x10\x0f\x12 \n" +
 	"\x1cERROR_REASON_UNAUTHENTICATED\x10\x14\x12\x1e\n" +
 	"\x1aERROR_REASON_TOKEN_EXPIRED\x10\x15\x12\x1e\n" +
 	"\x1aERROR_REASON_INVALID_TOKEN\x10\x16\x12 \n" +
