@@ -5,12 +5,14 @@ package apierror
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/store"
 )
 
 // Domain is the ErrorInfo domain of every error the API returns.
@@ -71,4 +73,31 @@ func Info(err error) *errdetails.ErrorInfo {
 func Internal(requestID string) *connect.Error {
 	return New(connect.CodeInternal, avbv1.ErrorReason_ERROR_REASON_INTERNAL,
 		"internal error; quote request id "+requestID+" when reporting it", "request_id", requestID)
+}
+
+// From maps the data layer's errors to API errors. Errors it does not know
+// are returned unchanged (the error interceptor turns them into internal).
+func From(err error) error {
+	var limit *store.LimitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, new(*connect.Error)):
+		return err
+	case errors.Is(err, store.ErrNotFound):
+		return New(connect.CodeNotFound, avbv1.ErrorReason_ERROR_REASON_NOT_FOUND, "not found")
+	case errors.Is(err, store.ErrAlreadyExists):
+		return New(connect.CodeAlreadyExists, avbv1.ErrorReason_ERROR_REASON_ALREADY_EXISTS, err.Error())
+	case errors.As(err, &limit):
+		return New(connect.CodeResourceExhausted, avbv1.ErrorReason_ERROR_REASON_TENANT_LIMIT_EXCEEDED,
+			limit.Error(), "limit", limit.Limit, "max", strconv.Itoa(limit.Max))
+	case errors.Is(err, store.ErrInvalidPageToken):
+		return New(connect.CodeInvalidArgument, avbv1.ErrorReason_ERROR_REASON_INVALID_PAGE_TOKEN,
+			"page_token is invalid or belongs to another query")
+	case errors.Is(err, store.ErrNoTenant):
+		return New(connect.CodeInvalidArgument, avbv1.ErrorReason_ERROR_REASON_TENANT_REQUIRED, "no tenant for this request")
+	case errors.Is(err, store.ErrWrongTenant):
+		return New(connect.CodePermissionDenied, avbv1.ErrorReason_ERROR_REASON_TENANT_MISMATCH, "belongs to another tenant")
+	}
+	return err
 }

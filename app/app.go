@@ -5,19 +5,29 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/agentvoicebox/avb/authn"
+	"github.com/agentvoicebox/avb/authz"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/platform/config"
+	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/platform/probe"
 	"github.com/agentvoicebox/avb/server"
+	"github.com/agentvoicebox/avb/server/middleware"
 	"github.com/agentvoicebox/avb/store"
 )
 
@@ -35,6 +45,10 @@ type App struct {
 	redis   *redis.Client
 	probes  []*probe.GRPCHealth
 	server  *server.Server
+	bus     *invalidation.Bus
+	usage   *authn.Usage
+	issuer  *authn.DevIssuer
+	stop    context.CancelFunc
 	Metrics *metrics.Metrics
 }
 
@@ -45,20 +59,22 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 	reg := prometheus.NewRegistry()
 	a.Metrics = metrics.New(reg)
 
+	if cfg.Database.MigrateOnStart {
+		if err := Migrate(ctx, cfg.Database, log); err != nil {
+			return nil, err
+		}
+	}
 	db, err := store.Open(ctx, cfg.Database)
 	if err != nil {
 		return nil, err
 	}
 	a.db = db
-	if cfg.Database.MigrateOnStart {
-		applied, err := store.MigrateUp(ctx, db.Pool)
-		if err != nil {
+	if err := db.CheckRole(ctx); err != nil {
+		if errors.Is(err, store.ErrBypassesRLS) {
 			db.Close()
-			return nil, fmt.Errorf("migrate on start: %w", err)
+			return nil, err
 		}
-		for _, m := range applied {
-			log.Info("migration applied", "version", m.Version, "name", m.Name)
-		}
+		log.Warn("database not reachable yet; readiness reports it", "error", err.Error())
 	}
 
 	redisOpts, err := redis.ParseURL(cfg.Redis.URL)
@@ -67,6 +83,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 		return nil, fmt.Errorf("parse redis url: %w", err)
 	}
 	a.redis = redis.NewClient(redisOpts)
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	a.stop = stop
+	a.bus = invalidation.New(a.redis, log)
+	go a.bus.Run(runCtx)
 
 	temporal, err := probe.NewGRPCHealth(cfg.Temporal.Address, temporalHealthService)
 	if err != nil {
@@ -88,15 +108,94 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 		{Name: "spicedb", Required: required("spicedb"), Probe: spicedb.Check},
 	}, cfg.Readiness.Timeout, log, a.Metrics)
 
+	interceptors, identity, err := a.identity(cfg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.server = server.New(server.Options{
-		HTTP:      cfg.HTTP,
-		Logger:    log,
-		Metrics:   a.Metrics,
-		Gatherer:  reg,
-		Readiness: readiness,
+		HTTP:         cfg.HTTP,
+		Logger:       log,
+		Metrics:      a.Metrics,
+		Gatherer:     reg,
+		Readiness:    readiness,
+		Interceptors: interceptors,
 	})
-	a.server.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer(Version, string(cfg.Profile)), a.server.HandlerOptions()...))
+	if a.issuer != nil {
+		a.server.HandleHTTP(issuerPath(cfg.Auth.OIDCIssuerURL), a.issuer.Handler())
+	}
+	opts := a.server.HandlerOptions()
+	a.server.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer(Version, string(cfg.Profile)), opts...))
+	a.server.Handle(avbv1connect.NewTenantServiceHandler(server.NewTenantServer(identity), opts...))
+	a.server.Handle(avbv1connect.NewAdminServiceHandler(server.NewAdminServer(identity), opts...))
+	a.server.Handle(avbv1connect.NewUserServiceHandler(server.NewUserServer(identity), opts...))
+	a.server.Handle(avbv1connect.NewApiKeyServiceHandler(server.NewAPIKeyServer(identity), opts...))
 	return a, nil
+}
+
+// identity builds authentication, tenancy and authorization: the
+// interceptors every RPC passes, and the dependencies of the identity services.
+func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identity, error) {
+	tenants := authn.NewTenants(a.db.Tenants(), a.bus,
+		invalidation.NewCache[*store.Tenant](a.bus, authn.TopicTenant, cfg.Auth.TenantCacheTTL))
+	keys := authn.NewAPIKeys(a.db.APIKeys(), a.bus, cfg.Auth.CredentialTTL)
+	a.usage = authn.NewUsage(a.db.APIKeys(), cfg.Auth.UsageFlush, a.log)
+	a.usage.Start()
+	if cfg.Auth.DevIssuer {
+		issuer, err := authn.NewDevIssuer(cfg.Auth.OIDCIssuerURL)
+		if err != nil {
+			return nil, server.Identity{}, err
+		}
+		a.issuer = issuer
+	}
+	auth := &authn.Authenticator{
+		OIDC:       authn.NewOIDC(cfg.Auth.OIDCIssuerURL, cfg.Auth.OIDCAudience),
+		Keys:       keys,
+		Usage:      a.usage,
+		Tenants:    tenants,
+		Users:      a.db.Users(),
+		UserCache:  invalidation.NewCache[*store.User](a.bus, authn.TopicUser, cfg.Auth.CredentialTTL),
+		BaseDomain: cfg.Auth.TenantBaseDomain,
+	}
+	validate, err := middleware.Validate()
+	if err != nil {
+		return nil, server.Identity{}, err
+	}
+	interceptors := []connect.Interceptor{auth.Interceptor(), authz.Interceptor(authz.Roles{}), validate}
+	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus}, nil
+}
+
+// DevIssuer is the development OIDC issuer, when AVB_OIDC_DEV_ISSUER is on.
+func (a *App) DevIssuer() *authn.DevIssuer { return a.issuer }
+
+// DB is the application's database handle (the avb_app role).
+func (a *App) DB() *store.DB { return a.db }
+
+func issuerPath(issuer string) string {
+	u, err := url.Parse(issuer)
+	if err != nil || u.Path == "" {
+		return "/"
+	}
+	return strings.TrimSuffix(u.Path, "/") + "/"
+}
+
+// Migrate applies pending migrations as the schema owner (AVB_DATABASE_MIGRATION_URL).
+func Migrate(ctx context.Context, cfg config.Database, log *slog.Logger) error {
+	owner := cfg
+	owner.URL, owner.MinConns = cfg.MigrationURL, 0
+	db, err := store.Open(ctx, owner)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	applied, err := store.MigrateUp(ctx, db.Pool)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for _, m := range applied {
+		log.Info("migration applied", "version", m.Version, "name", m.Name)
+	}
+	return nil
 }
 
 // Serve listens on the configured address and serves until ctx is done, then
@@ -114,8 +213,18 @@ func (a *App) Serve(ctx context.Context, ready func(addr net.Addr)) error {
 	return a.server.Serve(ctx, ln)
 }
 
-// Close releases every client.
+// Close flushes API key usage and releases every client.
 func (a *App) Close() {
+	if a.usage != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := a.usage.Stop(ctx); err != nil {
+			a.log.Error("final api key usage flush failed", "error", err.Error())
+		}
+		cancel()
+	}
+	if a.stop != nil {
+		a.stop()
+	}
 	for _, p := range a.probes {
 		_ = p.Close()
 	}

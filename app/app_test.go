@@ -21,11 +21,14 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func testConfig(t *testing.T, redisURL string) *config.Config {
 	t.Helper()
 	spiceAddr, spiceToken := testenv.SpiceDB(t)
+	owner := testenv.Postgres(t)
 	env := map[string]string{
 		"AVB_PROFILE":                   "test",
 		"AVB_HTTP_ADDR":                 "127.0.0.1:0",
-		"AVB_DATABASE_URL":              testenv.Postgres(t),
+		"AVB_DATABASE_URL":              testenv.AppURL(owner),
+		"AVB_DATABASE_MIGRATION_URL":    owner,
 		"AVB_DATABASE_MIGRATE_ON_START": "true",
+		"AVB_OIDC_ISSUER_URL":           "http://127.0.0.1:1/realms/none",
 		"AVB_REDIS_URL":                 redisURL,
 		"AVB_TEMPORAL_ADDRESS":          testenv.Temporal(t),
 		"AVB_SPICEDB_ENDPOINT":          spiceAddr,

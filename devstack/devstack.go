@@ -49,7 +49,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 
-	if err := step(o.Out, "postgres", func() error { return checkPostgres(ctx, cfg.Database.URL) }); err != nil {
+	if err := step(o.Out, "postgres", func() error { return checkPostgres(ctx, cfg.Database.MigrationURL) }); err != nil {
 		return err
 	}
 	if err := step(o.Out, "redis", func() error { return checkRedis(ctx, cfg.Redis.URL) }); err != nil {

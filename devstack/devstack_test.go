@@ -42,14 +42,15 @@ func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
 	temporalPort, spicePort, httpPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
 	dbURL := testenv.Postgres(t)
 	env := map[string]string{
-		"AVB_PROFILE":          "dev",
-		"AVB_HTTP_ADDR":        fmt.Sprintf("127.0.0.1:%d", httpPort),
-		"AVB_DATABASE_URL":     dbURL,
-		"AVB_REDIS_URL":        testenv.RedisURL(t),
-		"AVB_TEMPORAL_ADDRESS": fmt.Sprintf("127.0.0.1:%d", temporalPort),
-		"AVB_SPICEDB_ENDPOINT": fmt.Sprintf("127.0.0.1:%d", spicePort),
-		"AVB_DEV_DATA_DIR":     t.TempDir(),
-		"AVB_TOOLS_DIR":        filepath.Dir(testenv.Tool(t, "temporal")),
+		"AVB_PROFILE":                "dev",
+		"AVB_HTTP_ADDR":              fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"AVB_DATABASE_URL":           testenv.AppURL(dbURL),
+		"AVB_DATABASE_MIGRATION_URL": dbURL,
+		"AVB_REDIS_URL":              testenv.RedisURL(t),
+		"AVB_TEMPORAL_ADDRESS":       fmt.Sprintf("127.0.0.1:%d", temporalPort),
+		"AVB_SPICEDB_ENDPOINT":       fmt.Sprintf("127.0.0.1:%d", spicePort),
+		"AVB_DEV_DATA_DIR":           t.TempDir(),
+		"AVB_TOOLS_DIR":              filepath.Dir(testenv.Tool(t, "temporal")),
 	}
 	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {

@@ -107,6 +107,13 @@ func (s *Server) Handle(path string, h http.Handler) {
 	}
 }
 
+// HandleHTTP mounts a plain HTTP handler under prefix (for example the
+// development OIDC issuer). It gets the HTTP middleware, not the interceptors.
+func (s *Server) HandleHTTP(prefix string, h http.Handler) {
+	s.mux.Handle(prefix, h)
+	s.routes[prefix] = true
+}
+
 // Services returns the fully-qualified names of the mounted services.
 func (s *Server) Services() []string { return append([]string(nil), s.services...) }
 

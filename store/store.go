@@ -87,3 +87,21 @@ func EnsureDatabase(ctx context.Context, rawURL string) error {
 	}
 	return nil
 }
+
+// ErrBypassesRLS: the server's database role would see every tenant's rows.
+var ErrBypassesRLS = errors.New("AVB_DATABASE_URL connects as a role that bypasses row-level security (superuser, BYPASSRLS or table owner); use the avb_app role")
+
+// CheckRole verifies the pool's role is subject to row-level security.
+func (db *DB) CheckRole(ctx context.Context) error {
+	var super, bypass, owner bool
+	err := db.Pool.QueryRow(ctx, `SELECT r.rolsuper, r.rolbypassrls,
+		EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename = 'users' AND tableowner = current_user)
+		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&super, &bypass, &owner)
+	if err != nil {
+		return fmt.Errorf("check database role: %w", err)
+	}
+	if super || bypass || owner {
+		return ErrBypassesRLS
+	}
+	return nil
+}

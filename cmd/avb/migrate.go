@@ -83,7 +83,12 @@ func withDB(cmd *cobra.Command, fn func(*store.DB) error) error {
 	if err != nil {
 		return err
 	}
-	db, err := store.Open(cmd.Context(), cfg.Database)
+	if cfg.Database.MigrationURL == "" {
+		return fmt.Errorf("AVB_DATABASE_MIGRATION_URL is required for migrations (the schema owner's URL)")
+	}
+	owner := cfg.Database
+	owner.URL, owner.MinConns = cfg.Database.MigrationURL, 0
+	db, err := store.Open(cmd.Context(), owner)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,6 +112,18 @@ func Postgres(t testing.TB) string {
 		}
 	})
 	return strings.Replace(PostgresServerURL(), "/postgres?", "/"+name+"?", 1)
+}
+
+// AppURL turns a database URL of the owner (as Postgres returns) into the
+// URL of the avb_app role on the same database, which row-level security
+// applies to. The role exists once migrations have run.
+func AppURL(ownerURL string) string {
+	u, err := url.Parse(ownerURL)
+	if err != nil {
+		panic(err)
+	}
+	u.User = url.User("avb_app")
+	return u.String()
 }
 
 // RedisURL returns the shared Redis server's URL after checking it answers.

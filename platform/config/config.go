@@ -27,6 +27,7 @@ type Config struct {
 	Temporal  Temporal
 	SpiceDB   SpiceDB
 	Readiness Readiness
+	Auth      Auth
 	Dev       Dev
 }
 
@@ -53,7 +54,8 @@ type Log struct {
 
 // Database configures the PostgreSQL pool.
 type Database struct {
-	URL             string        `env:"AVB_DATABASE_URL" dev:"postgres://postgres@127.0.0.1:5432/avb?sslmode=disable" test:"postgres://postgres@127.0.0.1:5432/avb_test?sslmode=disable" url:"postgres,postgresql" secret:"" desc:"PostgreSQL connection URL"`
+	URL             string        `env:"AVB_DATABASE_URL" dev:"postgres://avb_app@127.0.0.1:5432/avb?sslmode=disable" test:"postgres://avb_app@127.0.0.1:5432/avb_test?sslmode=disable" url:"postgres,postgresql" secret:"" desc:"PostgreSQL URL the server uses: the avb_app role (no superuser, no BYPASSRLS), so row-level security applies"`
+	MigrationURL    string        `env:"AVB_DATABASE_MIGRATION_URL" default:"" dev:"postgres://postgres@127.0.0.1:5432/avb?sslmode=disable" test:"postgres://postgres@127.0.0.1:5432/avb_test?sslmode=disable" url:"postgres,postgresql" secret:"" desc:"PostgreSQL URL of the schema owner, for avb migrate and AVB_DATABASE_MIGRATE_ON_START"`
 	MaxConns        int           `env:"AVB_DATABASE_MAX_CONNS" default:"20" min:"1" desc:"largest number of pooled connections"`
 	MinConns        int           `env:"AVB_DATABASE_MIN_CONNS" default:"2" dev:"0" test:"0" min:"0" desc:"connections the pool keeps open when idle"`
 	ConnectTimeout  time.Duration `env:"AVB_DATABASE_CONNECT_TIMEOUT" default:"5s" min:"100ms" desc:"time allowed to open one connection"`
@@ -84,6 +86,17 @@ type SpiceDB struct {
 type Readiness struct {
 	Timeout  time.Duration `env:"AVB_READINESS_TIMEOUT" default:"2s" min:"10ms" desc:"time allowed for each dependency check"`
 	Optional []string      `env:"AVB_READINESS_OPTIONAL" default:"" each:"postgres,redis,temporal,spicedb" desc:"dependencies whose failure is reported but does not make the server unready"`
+}
+
+// Auth configures authentication and tenant resolution.
+type Auth struct {
+	OIDCIssuerURL    string        `env:"AVB_OIDC_ISSUER_URL" dev:"http://127.0.0.1:8080/dev/oidc/realms/avb" test:"" url:"http,https" desc:"OIDC issuer (Keycloak realm URL, e.g. https://id.example.com/realms/avb); discovery and JWKS are fetched from it"`
+	OIDCAudience     string        `env:"AVB_OIDC_AUDIENCE" default:"avb-api" desc:"audience (aud) a token must carry"`
+	DevIssuer        bool          `env:"AVB_OIDC_DEV_ISSUER" default:"false" dev:"true" desc:"serve the built-in development OIDC issuer under /dev/oidc/ (never in prod)"`
+	TenantBaseDomain string        `env:"AVB_TENANT_BASE_DOMAIN" default:"" dev:"localhost" desc:"base domain for tenant subdomains (<slug>.<base domain>); empty turns subdomain resolution off"`
+	TenantCacheTTL   time.Duration `env:"AVB_TENANT_CACHE_TTL" default:"5s" min:"0s" desc:"how long a tenant lookup is cached in process (changes also invalidate it through Redis)"`
+	CredentialTTL    time.Duration `env:"AVB_CREDENTIAL_CACHE_TTL" default:"30s" min:"0s" desc:"how long a verified API key or user record is cached in process (revocation and deactivation also invalidate it through Redis)"`
+	UsageFlush       time.Duration `env:"AVB_APIKEY_USAGE_FLUSH_INTERVAL" default:"2s" min:"100ms" desc:"how often aggregated API key usage is written to the database"`
 }
 
 // Dev configures `avb dev`, the local platform.

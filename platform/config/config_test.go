@@ -22,6 +22,7 @@ func prodEnv() map[string]string {
 		"AVB_TEMPORAL_ADDRESS": "temporal.internal:7233",
 		"AVB_SPICEDB_ENDPOINT": "spicedb.internal:50051",
 		"AVB_SPICEDB_TOKEN":    "prod-preshared-key",
+		"AVB_OIDC_ISSUER_URL":  "https://id.example.com/realms/avb",
 	}
 }
 
@@ -36,7 +37,7 @@ func TestProdRequiresExactlyTheDeploymentVariables(t *testing.T) {
 	if !errors.As(err, &cerr) {
 		t.Fatalf("want *config.Error, got %v", err)
 	}
-	want := []string{"AVB_DATABASE_URL", "AVB_REDIS_URL", "AVB_TEMPORAL_ADDRESS", "AVB_SPICEDB_ENDPOINT", "AVB_SPICEDB_TOKEN"}
+	want := []string{"AVB_DATABASE_URL", "AVB_REDIS_URL", "AVB_TEMPORAL_ADDRESS", "AVB_SPICEDB_ENDPOINT", "AVB_SPICEDB_TOKEN", "AVB_OIDC_ISSUER_URL"}
 	if got := cerr.Vars(); !slices.Equal(got, want) {
 		t.Fatalf("problems name %v, want %v\n%v", got, want, err)
 	}
@@ -60,24 +61,27 @@ func TestDevAndTestNeedNothing(t *testing.T) {
 
 // invalidValues holds, for some variables, a value that must be rejected.
 var invalidValues = map[string]string{
-	"AVB_HTTP_ADDR":                  "8080",
-	"AVB_READ_HEADER_TIMEOUT":        "ten seconds",
-	"AVB_MAX_REQUEST_BYTES":          "12",
-	"AVB_SHUTDOWN_TIMEOUT":           "-5s",
-	"AVB_LOG_LEVEL":                  "verbose",
-	"AVB_LOG_FORMAT":                 "xml",
-	"AVB_DATABASE_URL":               "mysql://db/avb",
-	"AVB_DATABASE_MAX_CONNS":         "many",
-	"AVB_DATABASE_CONNECT_TIMEOUT":   "1ns",
-	"AVB_DATABASE_MIGRATE_ON_START":  "maybe",
-	"AVB_REDIS_URL":                  "http://redis",
-	"AVB_TEMPORAL_ADDRESS":           "temporal",
-	"AVB_SPICEDB_ENDPOINT":           "spicedb:port",
-	"AVB_SPICEDB_INSECURE":           "yes please",
-	"AVB_READINESS_TIMEOUT":          "0s",
-	"AVB_READINESS_OPTIONAL":         "postgres,kafka",
-	"AVB_TLS_CERT_FILE":              "/nonexistent/cert.pem",
-	"AVB_DATABASE_MAX_CONN_LIFETIME": "1s",
+	"AVB_HTTP_ADDR":                   "8080",
+	"AVB_READ_HEADER_TIMEOUT":         "ten seconds",
+	"AVB_MAX_REQUEST_BYTES":           "12",
+	"AVB_SHUTDOWN_TIMEOUT":            "-5s",
+	"AVB_LOG_LEVEL":                   "verbose",
+	"AVB_LOG_FORMAT":                  "xml",
+	"AVB_DATABASE_URL":                "mysql://db/avb",
+	"AVB_DATABASE_MAX_CONNS":          "many",
+	"AVB_DATABASE_CONNECT_TIMEOUT":    "1ns",
+	"AVB_DATABASE_MIGRATE_ON_START":   "maybe",
+	"AVB_REDIS_URL":                   "http://redis",
+	"AVB_TEMPORAL_ADDRESS":            "temporal",
+	"AVB_SPICEDB_ENDPOINT":            "spicedb:port",
+	"AVB_SPICEDB_INSECURE":            "yes please",
+	"AVB_READINESS_TIMEOUT":           "0s",
+	"AVB_READINESS_OPTIONAL":          "postgres,kafka",
+	"AVB_TLS_CERT_FILE":               "/nonexistent/cert.pem",
+	"AVB_DATABASE_MAX_CONN_LIFETIME":  "1s",
+	"AVB_OIDC_ISSUER_URL":             "ftp://id.example.com",
+	"AVB_TENANT_CACHE_TTL":            "soon",
+	"AVB_APIKEY_USAGE_FLUSH_INTERVAL": "1ms",
 }
 
 // Property 1: for random subsets of required variables removed and of other
@@ -85,7 +89,7 @@ var invalidValues = map[string]string{
 // exactly those variables.
 func TestPropertyStartupNamesExactlyTheBadVariables(t *testing.T) {
 	t.Parallel()
-	required := []string{"AVB_DATABASE_URL", "AVB_REDIS_URL", "AVB_TEMPORAL_ADDRESS", "AVB_SPICEDB_ENDPOINT", "AVB_SPICEDB_TOKEN"}
+	required := []string{"AVB_DATABASE_URL", "AVB_REDIS_URL", "AVB_TEMPORAL_ADDRESS", "AVB_SPICEDB_ENDPOINT", "AVB_SPICEDB_TOKEN", "AVB_OIDC_ISSUER_URL"}
 	invalidNames := slices.Sorted(maps.Keys(invalidValues))
 	rapid.Check(t, func(t *rapid.T) {
 		env := prodEnv()
@@ -147,6 +151,8 @@ func TestCrossFieldRules(t *testing.T) {
 		{"drain longer than shutdown", map[string]string{"AVB_STREAM_DRAIN_TIMEOUT": "40s", "AVB_SHUTDOWN_TIMEOUT": "30s"}, "AVB_STREAM_DRAIN_TIMEOUT"},
 		{"min above max conns", map[string]string{"AVB_DATABASE_MIN_CONNS": "30", "AVB_DATABASE_MAX_CONNS": "10"}, "AVB_DATABASE_MIN_CONNS"},
 		{"internal errors in prod", map[string]string{"AVB_EXPOSE_INTERNAL_ERRORS": "true"}, "AVB_EXPOSE_INTERNAL_ERRORS"},
+		{"dev issuer in prod", map[string]string{"AVB_OIDC_DEV_ISSUER": "true"}, "AVB_OIDC_DEV_ISSUER"},
+		{"migrate on start without owner url", map[string]string{"AVB_DATABASE_MIGRATE_ON_START": "true"}, "AVB_DATABASE_MIGRATION_URL"},
 		{"unknown profile", map[string]string{"AVB_PROFILE": "staging", "AVB_DATABASE_URL": ""}, "AVB_PROFILE"},
 	}
 	for _, tt := range tests {

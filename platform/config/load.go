@@ -121,6 +121,10 @@ func crossCheck(c *Config, earlier []Problem) []Problem {
 		"must be shorter than AVB_SHUTDOWN_TIMEOUT", "AVB_SHUTDOWN_TIMEOUT")
 	check(c.Database.MinConns <= c.Database.MaxConns, "AVB_DATABASE_MIN_CONNS",
 		"must not exceed AVB_DATABASE_MAX_CONNS", "AVB_DATABASE_MAX_CONNS")
+	check(c.Profile != ProfileProd || !c.Auth.DevIssuer, "AVB_OIDC_DEV_ISSUER",
+		"must be false in profile prod", "AVB_PROFILE")
+	check(!c.Database.MigrateOnStart || c.Database.MigrationURL != "", "AVB_DATABASE_MIGRATION_URL",
+		"required when AVB_DATABASE_MIGRATE_ON_START is true", "AVB_DATABASE_MIGRATE_ON_START")
 	check(c.Profile != ProfileProd || !c.HTTP.ExposeErrorInternal, "AVB_EXPOSE_INTERNAL_ERRORS",
 		"must be false in profile prod", "AVB_PROFILE")
 	return out
@@ -239,6 +243,9 @@ func (v Var) set(raw string) error {
 }
 
 func validateString(tag reflect.StructTag, raw string) error {
+	if raw == "" {
+		return nil // an optional setting left empty
+	}
 	if allowed, ok := tag.Lookup("oneof"); ok && !slices.Contains(strings.Split(allowed, ","), raw) {
 		return fmt.Errorf("%q is not one of %s", raw, allowed)
 	}
@@ -255,7 +262,7 @@ func validateString(tag reflect.StructTag, raw string) error {
 			return fmt.Errorf("%q has no valid port", raw)
 		}
 	}
-	if _, ok := tag.Lookup("file"); ok && raw != "" {
+	if _, ok := tag.Lookup("file"); ok {
 		if st, err := os.Stat(raw); err != nil || st.IsDir() {
 			return fmt.Errorf("file %q is not readable", raw)
 		}

@@ -29,6 +29,14 @@ type HTTPOptions struct {
 
 type clientIPKey struct{}
 
+type hostKey struct{}
+
+// Host returns the Host (HTTP/1.1) or :authority (HTTP/2) the request was sent to.
+func Host(ctx context.Context) string {
+	h, _ := ctx.Value(hostKey{}).(string)
+	return h
+}
+
 // ClientIP returns the client address recorded for the request in ctx.
 func ClientIP(ctx context.Context) string {
 	ip, _ := ctx.Value(clientIPKey{}).(string)
@@ -54,6 +62,7 @@ func HTTP(next http.Handler, opts HTTPOptions) http.Handler {
 
 		ctx, _ := logging.WithFields(r.Context(), id)
 		ctx = context.WithValue(ctx, clientIPKey{}, clientIP(r, opts.TrustForwardedFor))
+		ctx = context.WithValue(ctx, hostKey{}, r.Host)
 		r = r.WithContext(ctx)
 
 		if origin := r.Header.Get("Origin"); origin != "" {

@@ -144,6 +144,7 @@ func (e *errorMapper) mapErr(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
+	err = apierror.From(err)
 	var cerr *connect.Error
 	if errors.As(err, &cerr) && (apierror.Info(err) != nil || !isServerFault(cerr.Code())) {
 		return err

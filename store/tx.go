@@ -1,0 +1,28 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/uptrace/bun"
+
+	"github.com/agentvoicebox/avb/tenancy"
+)
+
+// InTenant runs fn in a transaction that acts for the tenant in ctx: it sets
+// app.tenant_id for the transaction only (SET LOCAL semantics), so row-level
+// security confines every statement in fn to that tenant. It is the one way
+// repositories reach tenant-owned tables.
+func (db *DB) InTenant(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+	id, ok := tenancy.ID(ctx)
+	if !ok {
+		return ErrNoTenant
+	}
+	return db.Bun.RunInTx(ctx, &sql.TxOptions{}, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, "SELECT set_config('app.tenant_id', ?, true)", id.String()); err != nil {
+			return fmt.Errorf("set tenant: %w", err)
+		}
+		return fn(ctx, tx)
+	})
+}

@@ -1,0 +1,175 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/agentvoicebox/avb/tenancy"
+)
+
+// User is a person of a tenant, mirrored from the identity provider.
+type User struct {
+	bun.BaseModel `bun:"table:users"`
+
+	ID          uuid.UUID       `bun:"id,pk,type:uuid,default:gen_random_uuid()"`
+	TenantID    uuid.UUID       `bun:"tenant_id,type:uuid"`
+	Subject     string          `bun:"subject"`
+	Email       string          `bun:"email"`
+	FirstName   string          `bun:"first_name"`
+	LastName    string          `bun:"last_name"`
+	IsActive    bool            `bun:"is_active"`
+	Roles       []string        `bun:"roles,array"`
+	Preferences json.RawMessage `bun:"preferences,type:jsonb"`
+	CreatedAt   time.Time       `bun:"created_at,nullzero,default:now()"`
+	UpdatedAt   time.Time       `bun:"updated_at,nullzero,default:now()"`
+	LastLoginAt time.Time       `bun:"last_login_at,nullzero,default:now()"`
+}
+
+// Users is the user repository; every method is scoped to the tenant in ctx.
+type Users struct{ db *DB }
+
+// Users returns the user repository.
+func (db *DB) Users() Users { return Users{db} }
+
+// Upsert records the user from a verified token: created on first sight
+// (counted against max_users), its profile and roles refreshed afterwards.
+// Concurrent first requests of one user are safe. A subject that belongs to
+// another tenant yields ErrWrongTenant.
+func (r Users) Upsert(ctx context.Context, u *User) (*User, error) {
+	out := new(User)
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		tenantID, _ := tenancy.ID(ctx)
+		exists, err := tx.NewSelect().Model((*User)(nil)).Where("subject = ?", u.Subject).Exists(ctx)
+		if err != nil {
+			return err
+		}
+		if !exists {
+			limits, err := lockForLimit(ctx, tx, tenantID)
+			if err != nil {
+				return err
+			}
+			n, err := tx.NewSelect().Model((*User)(nil)).Where("is_active").Count(ctx)
+			if err != nil {
+				return err
+			}
+			if int(n) >= limits.MaxUsers {
+				return &LimitError{Limit: "max_users", Max: limits.MaxUsers}
+			}
+		}
+		row := *u
+		row.TenantID, row.IsActive = tenantID, true
+		if row.Roles == nil {
+			row.Roles = []string{}
+		}
+		if len(row.Preferences) == 0 {
+			row.Preferences = json.RawMessage(`{}`)
+		}
+		return tx.NewInsert().Model(&row).
+			ExcludeColumn("id", "created_at", "updated_at", "last_login_at").
+			On("CONFLICT (subject) DO UPDATE").
+			Set("email = EXCLUDED.email, first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name").
+			Set("roles = EXCLUDED.roles, last_login_at = now(), updated_at = now()").
+			Returning("*").Scan(ctx, out)
+	})
+	if pgCode(err) == codeRLSViolation {
+		return nil, ErrWrongTenant
+	}
+	return out, err
+}
+
+// Get returns a user of the tenant.
+func (r Users) Get(ctx context.Context, id uuid.UUID) (*User, error) {
+	return r.one(ctx, "id = ?", id)
+}
+
+// GetBySubject returns the tenant's user with that token subject.
+func (r Users) GetBySubject(ctx context.Context, subject string) (*User, error) {
+	return r.one(ctx, "subject = ?", subject)
+}
+
+func (r Users) one(ctx context.Context, where string, arg any) (*User, error) {
+	u := new(User)
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewSelect().Model(u).Where(where, arg).Scan(ctx)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return u, err
+}
+
+// SetPreferences replaces a user's preferences.
+func (r Users) SetPreferences(ctx context.Context, id uuid.UUID, prefs json.RawMessage) (*User, error) {
+	return r.update(ctx, id, "preferences = ?", string(prefs))
+}
+
+// Deactivate marks a user inactive; their tokens are refused from then on.
+func (r Users) Deactivate(ctx context.Context, id uuid.UUID) (*User, error) {
+	return r.update(ctx, id, "is_active = ?", false)
+}
+
+func (r Users) update(ctx context.Context, id uuid.UUID, set string, arg any) (*User, error) {
+	u := new(User)
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewUpdate().Model(u).Set(set, arg).Set("updated_at = now()").
+			Where("id = ?", id).Returning("*").Scan(ctx)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return u, err
+}
+
+// List returns one page of the tenant's users, oldest first.
+func (r Users) List(ctx context.Context, activeOnly bool, size int, token string) ([]User, string, error) {
+	var out []User
+	var next string
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewSelect().Model(&out)
+		if activeOnly {
+			q = q.Where("is_active")
+		}
+		var err error
+		next, err = keysetPage(ctx, q, &out, size, token, false, activeOnly,
+			func(u User) (time.Time, uuid.UUID) { return u.CreatedAt, u.ID })
+		return err
+	})
+	return out, next, err
+}
+
+// keysetPage runs q ordered by (created_at, id), after the token's cursor,
+// and returns the next token. filter distinguishes queries for the token.
+func keysetPage[T any](ctx context.Context, q *bun.SelectQuery, out *[]T, size int, token string, desc bool, filter any, key func(T) (time.Time, uuid.UUID)) (string, error) {
+	qh := queryHash(q.GetTableName(), fmtAny(filter), fmtAny(desc))
+	cursor, err := decodePageToken(token, qh)
+	if err != nil {
+		return "", err
+	}
+	op, dir := ">", "ASC"
+	if desc {
+		op, dir = "<", "DESC"
+	}
+	if cursor != nil {
+		at, err1 := time.Parse(time.RFC3339Nano, cursor.GetAfterKey())
+		id, err2 := uuid.Parse(cursor.GetAfterId())
+		if err1 != nil || err2 != nil {
+			return "", ErrInvalidPageToken
+		}
+		q = q.Where("(created_at, id) "+op+" (?, ?)", at, id)
+	}
+	if err := q.OrderExpr("created_at " + dir + ", id " + dir).Limit(int64(size + 1)).Scan(ctx); err != nil {
+		return "", err
+	}
+	if len(*out) <= size {
+		return "", nil
+	}
+	*out = (*out)[:size]
+	at, id := key((*out)[size-1])
+	return encodePageToken(at.Format(time.RFC3339Nano), id.String(), qh), nil
+}
