@@ -235,3 +235,6 @@ func (a *App) Close() {
 		a.db.Close()
 	}
 }
+
+// BusHealthy reports whether cache invalidations are being received.
+func (a *App) BusHealthy() bool { return a.bus.Healthy() }

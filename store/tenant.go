@@ -54,9 +54,9 @@ type Tenant struct {
 	StatusReason string          `bun:"status_reason"`
 	BillingID    string          `bun:"billing_id"`
 	Settings     json.RawMessage `bun:"settings,type:jsonb"`
-	Limits       `bun:",extend"`
-	CreatedAt    time.Time `bun:"created_at,nullzero,default:now()"`
-	UpdatedAt    time.Time `bun:"updated_at,nullzero,default:now()"`
+	Limits
+	CreatedAt time.Time `bun:"created_at,nullzero,default:now()"`
+	UpdatedAt time.Time `bun:"updated_at,nullzero,default:now()"`
 }
 
 // Tenants is the tenant repository. Tenants are platform-level rows.
@@ -214,7 +214,7 @@ func escapeLike(s string) string {
 func lockForLimit(ctx context.Context, tx bun.Tx, id uuid.UUID) (Limits, error) {
 	var l Limits
 	err := tx.NewSelect().Table("tenants").Column("max_users", "max_projects", "max_api_keys", "max_sessions_per_month").
-		Where("id = ?", id).For("UPDATE").Scan(ctx, &l)
+		Where("id = ?", id).For("UPDATE").Scan(ctx, &l.MaxUsers, &l.MaxProjects, &l.MaxAPIKeys, &l.MaxSessionsPerMonth)
 	if errors.Is(err, sql.ErrNoRows) {
 		return l, ErrNotFound
 	}
