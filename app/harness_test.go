@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -222,3 +223,5 @@ func ownerDB(t *testing.T, owner string) *pgx.Conn {
 	t.Cleanup(func() { c.Close(context.Background()) })
 	return c
 }
+
+var keyShape = regexp.MustCompile(`^avb_[A-Za-z0-9_-]{43}$`)

@@ -172,3 +172,10 @@ func (u *Usage) Stop(ctx context.Context) error {
 	}
 	return u.Flush(ctx)
 }
+
+// NewAPIKeysWithClock is NewAPIKeys with a clock, for tests of expiry.
+func NewAPIKeysWithClock(s KeyStore, bus *invalidation.Bus, ttl time.Duration, now func() time.Time) *APIKeys {
+	v := NewAPIKeys(s, bus, ttl)
+	v.now = now
+	return v
+}
