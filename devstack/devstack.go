@@ -73,6 +73,14 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer a.Close()
+	var creds *Credentials
+	if err := step(o.Out, "demo tenant", func() error {
+		var err error
+		creds, err = seed(ctx, a, cfg.Dev.DataDir)
+		return err
+	}); err != nil {
+		return err
+	}
 
 	return a.Serve(ctx, func(addr net.Addr) {
 		base := "http://" + hostPort(addr)
@@ -83,7 +91,8 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintf(o.Out, "  Temporal UI                    http://%s\n", temporalUIAddr(cfg))
 		fmt.Fprintf(o.Out, "  try: curl -s %s/health/ready/\n", base)
 		fmt.Fprintf(o.Out, "       curl -s -H 'Content-Type: application/json' -d '{}' %s/avb.v1.SystemService/GetServerInfo\n", base)
-		fmt.Fprintf(o.Out, "Ctrl-C stops everything. Logs of the started services are in %s\n\n", cfg.Dev.DataDir)
+		creds.print(o.Out, base)
+		fmt.Fprintf(o.Out, "\nCtrl-C stops everything. Logs of the started services are in %s\n\n", cfg.Dev.DataDir)
 	})
 }
 

@@ -40,7 +40,7 @@ func root() *cobra.Command {
 		SilenceErrors: true,
 		Version:       app.Version,
 	}
-	cmd.AddCommand(serveCmd(), migrateCmd(), configCmd(), devCmd())
+	cmd.AddCommand(serveCmd(), migrateCmd(), configCmd(), devCmd(), apikeyCmd())
 	return cmd
 }
 

@@ -6,6 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/agentvoicebox/avb/authn"
+	"github.com/agentvoicebox/avb/internal/testenv"
 )
 
 // buildAVB compiles the binary once for the test.
@@ -71,3 +76,50 @@ func cleanEnv() []string {
 	}
 	return env
 }
+
+// avb apikey create prints a working key once, for a tenant named by slug.
+func TestAPIKeyCreateCommand(t *testing.T) {
+	bin := buildAVB(t)
+	owner := testenv.Postgres(t)
+	env := append(cleanEnv(), "AVB_PROFILE=test", "AVB_DATABASE_URL="+testenv.AppURL(owner), "AVB_DATABASE_MIGRATION_URL="+owner)
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		out, err := cmd.Output()
+		return string(out), err
+	}
+	if out, err := run("migrate", "up"); err != nil {
+		t.Fatalf("migrate up: %v %s", err, out)
+	}
+	conn, err := pgx.Connect(t.Context(), owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	if _, err := conn.Exec(t.Context(), "INSERT INTO tenants (name, slug) VALUES ('Ops', 'ops')"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("apikey", "create", "--tenant", "ops", "--name", "deploy", "--scopes", "admin,realtime", "--expires-in", "720h")
+	if err != nil {
+		t.Fatalf("apikey create: %v %s", err, out)
+	}
+	secret := strings.TrimSpace(out)
+	if !authn.LooksLikeAPIKey(secret) {
+		t.Fatalf("printed %q, not a key", out)
+	}
+	var scopes []string
+	if err := conn.QueryRow(t.Context(), "SELECT scopes FROM api_keys WHERE key_hash = $1", authn.HashAPIKey(secret)).Scan(&scopes); err != nil {
+		t.Fatalf("key not stored by hash: %v", err)
+	}
+	if strings.Join(scopes, ",") != "admin,realtime" {
+		t.Fatalf("scopes %v", scopes)
+	}
+	if out, err := run("migrate", "status"); err != nil || !strings.Contains(out, "0002") || strings.Contains(out, "pending") {
+		t.Fatalf("migrate status: %v\n%s", err, out)
+	}
+	if _, err := run("apikey", "create", "--tenant", "nope", "--name", "x"); err == nil {
+		t.Fatal("unknown tenant accepted")
+	}
+}
+
+func TestMain(m *testing.M) { testenv.Main(m) }

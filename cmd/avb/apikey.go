@@ -1,0 +1,77 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/spf13/cobra"
+
+	"github.com/agentvoicebox/avb/authn"
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
+)
+
+func apikeyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "apikey", Short: "Manage API keys from the operator's shell"}
+	var tenant, name, description, scopes, tier string
+	var ttl time.Duration
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create an API key for a tenant and print it (the only time it is shown)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tenant == "" || name == "" {
+				return errors.New("--tenant and --name are required")
+			}
+			var list []string
+			for s := range strings.SplitSeq(scopes, ",") {
+				s = strings.TrimSpace(s)
+				if s != "realtime" && s != "billing" && s != "admin" {
+					return fmt.Errorf("--scopes: %q is not one of realtime, billing, admin", s)
+				}
+				list = append(list, s)
+			}
+			cfg, err := loadConfig()
+			if err != nil {
+				return err
+			}
+			db, err := store.Open(cmd.Context(), cfg.Database)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			var t *store.Tenant
+			if id, perr := uuid.Parse(tenant); perr == nil {
+				t, err = db.Tenants().Get(cmd.Context(), id)
+			} else {
+				t, err = db.Tenants().GetBySlug(cmd.Context(), tenant)
+			}
+			if err != nil {
+				return fmt.Errorf("tenant %q: %w", tenant, err)
+			}
+			secret, prefix, hash := authn.NewAPIKey()
+			k := &store.APIKey{Name: name, Description: description, Prefix: prefix, Hash: hash, Scopes: list, RateLimitTier: tier}
+			if ttl > 0 {
+				e := time.Now().Add(ttl)
+				k.ExpiresAt = &e
+			}
+			if err := db.APIKeys().Create(tenancy.With(cmd.Context(), t.ID), k); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "created key %s (%s) for tenant %s; it is shown once:\n", k.ID, k.Prefix, t.Slug)
+			fmt.Fprintln(cmd.OutOrStdout(), secret)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&tenant, "tenant", "", "tenant id or slug")
+	create.Flags().StringVar(&name, "name", "", "key name")
+	create.Flags().StringVar(&description, "description", "", "what the key is for")
+	create.Flags().StringVar(&scopes, "scopes", "realtime", "comma-separated: realtime, billing, admin")
+	create.Flags().StringVar(&tier, "rate-limit-tier", "standard", "standard, elevated or unlimited")
+	create.Flags().DurationVar(&ttl, "expires-in", 0, "lifetime, e.g. 720h (default: no expiry)")
+	cmd.AddCommand(create)
+	return cmd
+}

@@ -1,0 +1,87 @@
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/agentvoicebox/avb/app"
+	"github.com/agentvoicebox/avb/authn"
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
+)
+
+// DemoSlug is the tenant avb dev creates.
+const DemoSlug = "demo"
+
+// devTokenTTL is how long the printed tokens last.
+const devTokenTTL = 12 * time.Hour
+
+// Credentials are what avb dev hands the developer.
+type Credentials struct {
+	Tenant     *store.Tenant
+	AdminToken string
+	SysToken   string
+	APIKey     string
+}
+
+// seed makes sure the demo tenant exists, with an API key (kept in the data
+// dir across runs), and issues tokens from the development issuer.
+func seed(ctx context.Context, a *app.App, dataDir string) (*Credentials, error) {
+	db := a.DB()
+	t, err := db.Tenants().GetBySlug(ctx, DemoSlug)
+	if errors.Is(err, store.ErrNotFound) {
+		t = &store.Tenant{Name: "Demo", Slug: DemoSlug, Tier: store.TierPro}
+		err = db.Tenants().Create(ctx, t)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("demo tenant: %w", err)
+	}
+	c := &Credentials{Tenant: t}
+	if iss := a.DevIssuer(); iss != nil {
+		if c.AdminToken, err = iss.Issue(authn.Token{Subject: "dev|admin@demo.test", Email: "admin@demo.test", GivenName: "Demo",
+			FamilyName: "Admin", TenantID: t.ID.String(), Roles: []string{"admin"}, Audience: "avb-api", TTL: devTokenTTL}); err != nil {
+			return nil, err
+		}
+		if c.SysToken, err = iss.Issue(authn.Token{Subject: "dev|root@avb.test", Email: "root@avb.test",
+			Roles: []string{authn.RoleSysadmin}, Audience: "avb-api", TTL: devTokenTTL}); err != nil {
+			return nil, err
+		}
+	}
+	keyFile := filepath.Join(dataDir, "demo-api-key")
+	if b, err := os.ReadFile(keyFile); err == nil {
+		secret := strings.TrimSpace(string(b))
+		if k, err := db.APIKeys().ByHash(ctx, authn.HashAPIKey(secret)); err == nil && k.TenantID == t.ID && k.RevokedAt == nil {
+			c.APIKey = secret
+			return c, nil
+		}
+	}
+	secret, prefix, hash := authn.NewAPIKey()
+	k := &store.APIKey{Name: "avb dev", Description: "created by avb dev", Prefix: prefix, Hash: hash,
+		Scopes: []string{"admin", "realtime", "billing"}}
+	if err := db.APIKeys().Create(tenancy.With(ctx, t.ID), k); err != nil {
+		return nil, fmt.Errorf("demo api key: %w", err)
+	}
+	if err := os.WriteFile(keyFile, []byte(secret+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("save demo api key: %w", err)
+	}
+	c.APIKey = secret
+	return c, nil
+}
+
+func (c *Credentials) print(out io.Writer, base string) {
+	fmt.Fprintf(out, "\nDemo tenant %q (id %s)\n", c.Tenant.Slug, c.Tenant.ID)
+	fmt.Fprintf(out, "  API key (admin, realtime, billing):\n    export AVB_API_KEY=%s\n", c.APIKey)
+	if c.AdminToken != "" {
+		fmt.Fprintf(out, "  tenant admin token (12 h):\n    export AVB_TOKEN=%s\n", c.AdminToken)
+		fmt.Fprintf(out, "  platform sysadmin token (12 h):\n    export AVB_SYSADMIN_TOKEN=%s\n", c.SysToken)
+	}
+	fmt.Fprintf(out, "  try:\n")
+	fmt.Fprintf(out, "    curl -s -H \"X-API-Key: $AVB_API_KEY\" -H 'Content-Type: application/json' -d '{}' %s/avb.v1.TenantService/GetTenant\n", base)
+	fmt.Fprintf(out, "    curl -s -H \"Authorization: Bearer $AVB_TOKEN\" -H 'Content-Type: application/json' -d '{}' %s/avb.v1.UserService/GetMe\n", base)
+}

@@ -1,0 +1,65 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/platform/config"
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
+)
+
+// BenchmarkTenantScopedRead compares reading one user through the
+// tenant-scoped repository (transaction + SET LOCAL app.tenant_id + RLS) with
+// the same row read by a plain query outside any transaction.
+func BenchmarkTenantScopedRead(b *testing.B) {
+	owner := testenv.Postgres(b)
+	cfg := config.Database{URL: owner, MaxConns: 4, ConnectTimeout: 5 * time.Second, MaxConnLifetime: time.Hour, MaxConnIdleTime: time.Minute}
+	odb, err := store.Open(b.Context(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer odb.Close()
+	if _, err := store.MigrateUp(b.Context(), odb.Pool); err != nil {
+		b.Fatal(err)
+	}
+	cfg.URL = testenv.AppURL(owner)
+	db, err := store.Open(b.Context(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	ten := &store.Tenant{Name: "B", Slug: "bench"}
+	if err := db.Tenants().Create(b.Context(), ten); err != nil {
+		b.Fatal(err)
+	}
+	ctx := tenancy.With(context.Background(), ten.ID)
+	u, err := db.Users().Upsert(ctx, &store.User{Subject: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	b.Run("plain", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var id uuid.UUID
+			var email string
+			if err := odb.Pool.QueryRow(context.Background(), "SELECT id, email FROM users WHERE id = $1", u.ID).Scan(&id, &email); err != nil && err != pgx.ErrNoRows {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("tenant_scoped", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := db.Users().Get(ctx, u.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
