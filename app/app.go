@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -48,7 +49,11 @@ type App struct {
 	bus     *invalidation.Bus
 	usage   *authn.Usage
 	issuer  *authn.DevIssuer
+	spicedb *authz.Client
+	grants  *authz.Grants
 	stop    context.CancelFunc
+
+	schemaWritten atomic.Bool
 	Metrics *metrics.Metrics
 }
 
@@ -130,6 +135,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 	a.server.Handle(avbv1connect.NewAdminServiceHandler(server.NewAdminServer(identity), opts...))
 	a.server.Handle(avbv1connect.NewUserServiceHandler(server.NewUserServer(identity), opts...))
 	a.server.Handle(avbv1connect.NewApiKeyServiceHandler(server.NewAPIKeyServer(identity), opts...))
+	a.server.Handle(avbv1connect.NewRoleServiceHandler(server.NewRoleServer(identity), opts...))
 	return a, nil
 }
 
@@ -157,12 +163,55 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		UserCache:  invalidation.NewCache[*store.User](a.bus, authn.TopicUser, cfg.Auth.CredentialTTL),
 		BaseDomain: cfg.Auth.TenantBaseDomain,
 	}
+	spice, err := authz.Dial(cfg.SpiceDB.Endpoint, cfg.SpiceDB.Token, cfg.SpiceDB.Insecure)
+	if err != nil {
+		return nil, server.Identity{}, err
+	}
+	a.spicedb = spice
+	go a.writeSchema(spice)
+	grants := &authz.Grants{C: spice, DB: a.db, TenantChanged: tenants.Invalidate}
+	a.grants = grants
+	auth.UserCreated = grants.SeedUserRoles
 	validate, err := middleware.Validate()
 	if err != nil {
 		return nil, server.Identity{}, err
 	}
-	interceptors := []connect.Interceptor{auth.Interceptor(), authz.Interceptor(authz.Roles{}), validate}
-	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus}, nil
+	interceptors := []connect.Interceptor{auth.Interceptor(), authz.Interceptor(&authz.SpiceDB{C: spice}), validate}
+	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus, Grants: grants}, nil
+}
+
+// writeSchema writes the authorization schema, retrying until SpiceDB
+// answers. Until then permission checks fail closed.
+func (a *App) writeSchema(c *authz.Client) {
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.WriteSchema(ctx)
+		cancel()
+		if err == nil {
+			a.schemaWritten.Store(true)
+			return
+		}
+		a.log.Warn("authorization schema not written yet; retrying", "error", err.Error(), "retry_in", delay.String())
+		time.Sleep(delay)
+	}
+}
+
+// Grants keeps SpiceDB and the database in step (for seeding and tools).
+func (a *App) Grants() *authz.Grants { return a.grants }
+
+// AuthzReady reports whether the authorization schema has been written.
+func (a *App) AuthzReady() bool { return a.schemaWritten.Load() }
+
+// WaitAuthzReady waits until the authorization schema is written.
+func (a *App) WaitAuthzReady(ctx context.Context) error {
+	for !a.schemaWritten.Load() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("authorization schema not written: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // DevIssuer is the development OIDC issuer, when AVB_OIDC_DEV_ISSUER is on.
@@ -230,6 +279,9 @@ func (a *App) Close() {
 	}
 	if a.redis != nil {
 		_ = a.redis.Close()
+	}
+	if a.spicedb != nil {
+		_ = a.spicedb.Close()
 	}
 	if a.db != nil {
 		a.db.Close()

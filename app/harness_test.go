@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
@@ -53,7 +54,10 @@ func startIssuer(t *testing.T) *authn.DevIssuer {
 
 func identityConfig(t *testing.T, owner, issuer string, extra map[string]string) *config.Config {
 	t.Helper()
+	spiceAddr, spiceToken := testenv.SpiceDB(t)
 	env := map[string]string{
+		"AVB_SPICEDB_ENDPOINT":            spiceAddr,
+		"AVB_SPICEDB_TOKEN":               spiceToken,
 		"AVB_PROFILE":                     "test",
 		"AVB_HTTP_ADDR":                   "127.0.0.1:0",
 		"AVB_DATABASE_URL":                testenv.AppURL(owner),
@@ -83,7 +87,7 @@ func newPlatform(t *testing.T) *platform {
 
 func startPlatform(t *testing.T, cfg *config.Config, issuer *authn.DevIssuer, owner string) *platform {
 	t.Helper()
-	a, err := app.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err := app.New(t.Context(), cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +96,13 @@ func startPlatform(t *testing.T, cfg *config.Config, issuer *authn.DevIssuer, ow
 	done := make(chan error, 1)
 	go func() { done <- a.Serve(ctx, func(addr net.Addr) { addrs <- addr }) }()
 	p := &platform{t: t, issuer: issuer, app: a, owner: owner, cfg: cfg}
+	deadline := time.Now().Add(10 * time.Second)
+	for !a.AuthzReady() || !a.BusHealthy() {
+		if time.Now().After(deadline) {
+			t.Fatal("authorization schema or invalidation bus not ready")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	stopped := false
 	p.stop = func() {
 		if stopped {
@@ -112,11 +123,14 @@ func startPlatform(t *testing.T, cfg *config.Config, issuer *authn.DevIssuer, ow
 	return p
 }
 
-// tenant creates an active tenant directly in the store.
+// tenant creates an active tenant, as AdminService.CreateTenant does.
 func (p *platform) tenant(slug string, tier string) *store.Tenant {
 	p.t.Helper()
 	ten := &store.Tenant{Name: strings.ToUpper(slug), Slug: slug, Tier: tier}
 	if err := p.app.DB().Tenants().Create(context.Background(), ten); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := p.app.Grants().TenantCreated(context.Background(), ten); err != nil {
 		p.t.Fatal(err)
 	}
 	return ten
@@ -225,3 +239,11 @@ func ownerDB(t *testing.T, owner string) *pgx.Conn {
 }
 
 var keyShape = regexp.MustCompile(`^avb_[A-Za-z0-9_-]{43}$`)
+
+// testLog sends the server's error logs to the test's log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}

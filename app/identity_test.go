@@ -189,8 +189,10 @@ func TestRevokeReachesEveryInstanceWithinASecond(t *testing.T) {
 	t.Parallel()
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
-	a := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), nil), issuer, owner)
-	b := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{"AVB_DATABASE_MIGRATE_ON_START": "false"}), issuer, owner)
+	cfgA := identityConfig(t, owner, issuer.Issuer(), nil)
+	a := startPlatform(t, cfgA, issuer, owner)
+	b := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
+		"AVB_DATABASE_MIGRATE_ON_START": "false", "AVB_SPICEDB_TOKEN": cfgA.SpiceDB.Token}), issuer, owner)
 	ten := a.tenant("multi", store.TierPro)
 	admin := a.token("ada", ten.ID.String(), "admin")
 	created := wantOK(t, a.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"k","scopes":["API_KEY_SCOPE_ADMIN"]}`, bearer(admin)...))

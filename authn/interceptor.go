@@ -44,6 +44,10 @@ type Authenticator struct {
 	Users      UserStore
 	UserCache  *invalidation.Cache[*store.User]
 	BaseDomain string
+	// UserCreated runs when a user is recorded for the first time, with the
+	// roles their token carries (authorization seeds their grants from them).
+	// It returns the ZedToken of its writes, which this request's checks then use.
+	UserCreated func(ctx context.Context, u *store.User, roles []string) (string, error)
 }
 
 // Interceptor returns the Connect interceptor.
@@ -174,7 +178,7 @@ func (a *Authenticator) resolveTenant(ctx context.Context, p *Principal, claim s
 	if err := Serving(t); err != nil {
 		return err
 	}
-	p.TenantID = t.ID
+	p.TenantID, p.AuthzToken = t.ID, t.AuthzToken
 	return nil
 }
 
@@ -194,8 +198,15 @@ func (a *Authenticator) recordUser(ctx context.Context, p *Principal, fromClaim 
 			}
 			return u, err
 		}
-		return a.Users.Upsert(ctx, &store.User{Subject: p.Subject, Email: p.Email,
+		u, err := a.Users.Upsert(ctx, &store.User{Subject: p.Subject, Email: p.Email,
 			FirstName: p.FirstName, LastName: p.LastName, Roles: p.Roles})
+		if err == nil && u.Inserted && a.UserCreated != nil {
+			var token string
+			if token, err = a.UserCreated(ctx, u, p.Roles); token != "" {
+				p.AuthzToken = token
+			}
+		}
+		return u, err
 	})
 	if err != nil {
 		return err

@@ -39,6 +39,9 @@ type Principal struct {
 	RateLimitTier string
 	// TenantID is the tenant the request acts for (uuid.Nil for platform RPCs without one).
 	TenantID uuid.UUID
+	// AuthzToken is the ZedToken of the tenant's newest authorization write:
+	// permission checks are at least as fresh as it.
+	AuthzToken string
 }
 
 // RoleSysadmin is the realm role of platform operators.

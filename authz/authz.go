@@ -7,8 +7,7 @@ package authz
 import (
 	"context"
 	"errors"
-	"slices"
-
+	
 	"connectrpc.com/connect"
 
 	"github.com/agentvoicebox/avb/apierror"
@@ -32,63 +31,8 @@ const (
 	RoleBilling   = "billing"
 )
 
-// permissionRoles is the tenant role model: which roles grant each permission.
-var permissionRoles = map[string][]string{
-	"manage":         {RoleAdmin},
-	"administrate":   {RoleAdmin},
-	"develop":        {RoleAdmin, RoleDeveloper},
-	"operate":        {RoleAdmin, RoleDeveloper, RoleOperator},
-	"view":           {RoleAdmin, RoleDeveloper, RoleOperator, RoleViewer, RoleBilling},
-	"billing_access": {RoleAdmin, RoleBilling},
-}
-
-// scopeRoles maps API key scopes to the tenant role they act with.
+// scopeRoles maps API key scopes to the tenant role a key acts with.
 var scopeRoles = map[string]string{"admin": RoleAdmin, "realtime": RoleOperator, "billing": RoleBilling}
-
-// TenantRoles returns the tenant roles a principal acts with: a user's realm
-// roles, or the roles an API key's scopes map to.
-func TenantRoles(p *authn.Principal) []string {
-	if p.Kind == authn.KindAPIKey {
-		var out []string
-		for _, s := range p.Scopes {
-			if r, ok := scopeRoles[s]; ok {
-				out = append(out, r)
-			}
-		}
-		return out
-	}
-	var out []string
-	for _, r := range p.Roles {
-		if r == "tenant_admin" {
-			r = RoleAdmin
-		}
-		if slices.Contains(permissionRoles["view"], r) { // every tenant role can view
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// Roles is the Decider that reads roles from the credentials themselves
-// (realm roles in the token, scopes of the key). Sysadmins may do anything.
-type Roles struct{}
-
-// Allowed implements Decider.
-func (Roles) Allowed(_ context.Context, p *authn.Principal, rule policy.Rule, _ string) (bool, error) {
-	if p.IsSysadmin() {
-		return true, nil
-	}
-	if rule.ResourceType == "platform" {
-		return false, nil
-	}
-	allowed := permissionRoles[rule.Permission]
-	for _, r := range TenantRoles(p) {
-		if slices.Contains(allowed, r) {
-			return true, nil
-		}
-	}
-	return false, nil
-}
 
 // Interceptor enforces each RPC's policy with d. It runs after authn.
 func Interceptor(d Decider) connect.Interceptor { return interceptor{d} }

@@ -13,8 +13,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -150,6 +152,8 @@ type service struct {
 	binary  string
 	args    []string
 	logFile string
+	// prepare runs before the first start (migrations of its own datastore).
+	prepare func(context.Context) error
 }
 
 // temporalUIAddr is where the dev server's web UI listens: the frontend port
@@ -173,11 +177,35 @@ func temporalService(cfg *config.Config) service {
 	}
 }
 
+// SpiceDBDatastore is SpiceDB's own database beside the platform's
+// ("avb" -> "avb_spicedb"), so relationships survive restarts of avb dev.
+func SpiceDBDatastore(cfg *config.Config) string {
+	u, err := url.Parse(cfg.Database.MigrationURL)
+	if err != nil {
+		return ""
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "_spicedb"
+	return u.String()
+}
+
 func spicedbService(cfg *config.Config) service {
+	ds := SpiceDBDatastore(cfg)
 	return service{
 		name: "spicedb", addr: cfg.SpiceDB.Endpoint,
 		binary: filepath.Join(cfg.Dev.ToolsDir, "spicedb"),
-		args: []string{"serve", "--grpc-preshared-key", cfg.SpiceDB.Token, "--datastore-engine", "memory",
+		prepare: func(ctx context.Context) error {
+			if err := store.EnsureDatabase(ctx, ds); err != nil {
+				return err
+			}
+			out, err := exec.CommandContext(ctx, filepath.Join(cfg.Dev.ToolsDir, "spicedb"), "datastore", "migrate", "head",
+				"--datastore-engine", "postgres", "--datastore-conn-uri", ds, "--log-level", "warn").CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("spicedb datastore migrate: %w: %s", err, out)
+			}
+			return nil
+		},
+		args: []string{"serve", "--grpc-preshared-key", cfg.SpiceDB.Token,
+			"--datastore-engine", "postgres", "--datastore-conn-uri", ds,
 			"--grpc-addr", cfg.SpiceDB.Endpoint, "--http-enabled=false", "--metrics-enabled=false",
 			"--telemetry-endpoint=", "--skip-release-check", "--log-level", "warn"},
 		logFile: filepath.Join(cfg.Dev.DataDir, "spicedb.log"),
@@ -201,6 +229,11 @@ func (s service) ensure(ctx context.Context, out io.Writer) (*child, error) {
 	err = step(out, s.name, func() error {
 		if _, err := os.Stat(s.binary); err != nil {
 			return fmt.Errorf("%s is not installed: run  make tools  (or make dev, which does)", s.binary)
+		}
+		if s.prepare != nil {
+			if err := s.prepare(ctx); err != nil {
+				return err
+			}
 		}
 		var err error
 		if c, err = startChild(s); err != nil {

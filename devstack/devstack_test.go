@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/agentvoicebox/avb/devstack"
 	"github.com/agentvoicebox/avb/internal/testenv"
@@ -56,6 +59,7 @@ func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { dropDatabase(t, devstack.SpiceDBDatastore(cfg)) })
 	var out syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -100,5 +104,21 @@ func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
 		if exec.Command("pgrep", "-f", pattern).Run() == nil {
 			t.Errorf("a %s process on port %s is still running", name, pattern)
 		}
+	}
+}
+
+func dropDatabase(t *testing.T, rawURL string) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	c, err := pgx.Connect(context.Background(), testenv.PostgresServerURL())
+	if err != nil {
+		return
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		t.Logf("drop %s: %v", name, err)
 	}
 }

@@ -33,6 +33,11 @@ type Credentials struct {
 // seed makes sure the demo tenant exists, with an API key (kept in the data
 // dir across runs), and issues tokens from the development issuer.
 func seed(ctx context.Context, a *app.App, dataDir string) (*Credentials, error) {
+	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := a.WaitAuthzReady(wait); err != nil {
+		return nil, err
+	}
 	db := a.DB()
 	t, err := db.Tenants().GetBySlug(ctx, DemoSlug)
 	if errors.Is(err, store.ErrNotFound) {
@@ -41,6 +46,9 @@ func seed(ctx context.Context, a *app.App, dataDir string) (*Credentials, error)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("demo tenant: %w", err)
+	}
+	if err := a.Grants().TenantCreated(ctx, t); err != nil {
+		return nil, fmt.Errorf("demo tenant grants: %w", err)
 	}
 	c := &Credentials{Tenant: t}
 	if iss := a.DevIssuer(); iss != nil {
@@ -66,6 +74,9 @@ func seed(ctx context.Context, a *app.App, dataDir string) (*Credentials, error)
 		Scopes: []string{"admin", "realtime", "billing"}}
 	if err := db.APIKeys().Create(tenancy.With(ctx, t.ID), k); err != nil {
 		return nil, fmt.Errorf("demo api key: %w", err)
+	}
+	if err := a.Grants().KeyCreated(ctx, k); err != nil {
+		return nil, fmt.Errorf("demo api key grants: %w", err)
 	}
 	if err := os.WriteFile(keyFile, []byte(secret+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("save demo api key: %w", err)

@@ -25,6 +25,9 @@ func (s *adminServer) CreateTenant(ctx context.Context, req *connect.Request[avb
 	if err := s.DB.Tenants().Create(ctx, t); err != nil {
 		return nil, err
 	}
+	if err := s.Grants.TenantCreated(ctx, t); err != nil {
+		return nil, err
+	}
 	return connect.NewResponse(&avbv1.CreateTenantResponse{Tenant: tenantToProto(t)}), nil
 }
 

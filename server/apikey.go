@@ -49,6 +49,9 @@ func (s *apiKeyServer) CreateApiKey(ctx context.Context, req *connect.Request[av
 	if err := s.DB.APIKeys().Create(ctx, k); err != nil {
 		return nil, err
 	}
+	if err := s.Grants.KeyCreated(ctx, k); err != nil {
+		return nil, err
+	}
 	return connect.NewResponse(&avbv1.CreateApiKeyResponse{ApiKey: apiKeyToProto(k), Secret: secret}), nil
 }
 
@@ -105,6 +108,16 @@ func (s *apiKeyServer) RevokeApiKey(ctx context.Context, req *connect.Request[av
 	if err != nil {
 		return nil, err
 	}
+	tenantID, err := callerTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.DB.APIKeys().Get(ctx, id); err != nil {
+		return nil, err // not this tenant's key: touch nothing
+	}
+	if err := s.Grants.KeyRevoked(ctx, tenantID, id); err != nil {
+		return nil, err
+	}
 	k, err := s.DB.APIKeys().Revoke(ctx, id)
 	if err != nil {
 		return nil, err
@@ -131,6 +144,9 @@ func (s *apiKeyServer) RotateApiKey(ctx context.Context, req *connect.Request[av
 		return nil, apierror.New(connect.CodeFailedPrecondition, avbv1.ErrorReason_ERROR_REASON_CONFLICT, err.Error())
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := s.Grants.KeyCreated(ctx, next); err != nil {
 		return nil, err
 	}
 	if err := s.Keys.Invalidate(ctx, old.Hash); err != nil { // its expiry moved

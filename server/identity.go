@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentvoicebox/avb/apierror"
 	"github.com/agentvoicebox/avb/authn"
+	"github.com/agentvoicebox/avb/authz"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/store"
@@ -20,6 +21,7 @@ type Identity struct {
 	Tenants *authn.Tenants
 	Keys    *authn.APIKeys
 	Bus     *invalidation.Bus
+	Grants  *authz.Grants
 }
 
 func invalidArgument(msg string) error {

@@ -54,6 +54,7 @@ type Tenant struct {
 	StatusReason string          `bun:"status_reason"`
 	BillingID    string          `bun:"billing_id"`
 	Settings     json.RawMessage `bun:"settings,type:jsonb"`
+	AuthzToken   string          `bun:"authz_token"`
 	Limits
 	CreatedAt time.Time `bun:"created_at,nullzero,default:now()"`
 	UpdatedAt time.Time `bun:"updated_at,nullzero,default:now()"`
@@ -127,6 +128,13 @@ func (r Tenants) UpdateSettings(ctx context.Context, id uuid.UUID, settings json
 		return nil, ErrNotFound
 	}
 	return t, err
+}
+
+// SetAuthzToken records the ZedToken of the tenant's newest authorization
+// write; checks on the tenant are then at least as fresh as that write.
+func (r Tenants) SetAuthzToken(ctx context.Context, id uuid.UUID, token string) error {
+	_, err := r.db.Bun.NewUpdate().Table("tenants").Set("authz_token = ?", token).Where("id = ?", id).Exec(ctx)
+	return err
 }
 
 // TenantOrder is how List sorts.

@@ -29,6 +29,8 @@ type User struct {
 	CreatedAt   time.Time       `bun:"created_at,nullzero,default:now()"`
 	UpdatedAt   time.Time       `bun:"updated_at,nullzero,default:now()"`
 	LastLoginAt time.Time       `bun:"last_login_at,nullzero,default:now()"`
+	// Inserted is true when Upsert created the row.
+	Inserted bool `bun:"inserted,scanonly"`
 }
 
 // Users is the user repository; every method is scoped to the tenant in ctx.
@@ -75,7 +77,7 @@ func (r Users) Upsert(ctx context.Context, u *User) (*User, error) {
 			On("CONFLICT (subject) DO UPDATE").
 			Set("email = EXCLUDED.email, first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name").
 			Set("roles = EXCLUDED.roles, last_login_at = now(), updated_at = now()").
-			Returning("*").Scan(ctx, out)
+			Returning("*, (xmax = 0) AS inserted").Scan(ctx, out)
 	})
 	if pgCode(err) == codeRLSViolation {
 		return nil, ErrWrongTenant
@@ -146,7 +148,16 @@ func (r Users) List(ctx context.Context, activeOnly bool, size int, token string
 // keysetPage runs q ordered by (created_at, id), after the token's cursor,
 // and returns the next token. filter distinguishes queries for the token.
 func keysetPage[T any](ctx context.Context, q *bun.SelectQuery, out *[]T, size int, token string, desc bool, filter any, key func(T) (time.Time, uuid.UUID)) (string, error) {
-	qh := queryHash(q.GetTableName(), fmtAny(filter), fmtAny(desc))
+	return keyset(ctx, q, out, size, token, desc, "id", fmtAny(filter), key)
+}
+
+// keysetPageBy is keysetPage, ascending, with another tie-breaking column.
+func keysetPageBy[T any](ctx context.Context, q *bun.SelectQuery, out *[]T, size int, token string, idColumn, filter string, key func(T) (time.Time, uuid.UUID)) (string, error) {
+	return keyset(ctx, q, out, size, token, false, idColumn, filter, key)
+}
+
+func keyset[T any](ctx context.Context, q *bun.SelectQuery, out *[]T, size int, token string, desc bool, idColumn, filter string, key func(T) (time.Time, uuid.UUID)) (string, error) {
+	qh := queryHash(q.GetTableName(), filter, fmtAny(desc))
 	cursor, err := decodePageToken(token, qh)
 	if err != nil {
 		return "", err
@@ -161,9 +172,9 @@ func keysetPage[T any](ctx context.Context, q *bun.SelectQuery, out *[]T, size i
 		if err1 != nil || err2 != nil {
 			return "", ErrInvalidPageToken
 		}
-		q = q.Where("(created_at, id) "+op+" (?, ?)", at, id)
+		q = q.Where("(created_at, ?) "+op+" (?, ?)", bun.Ident(idColumn), at, id)
 	}
-	if err := q.OrderExpr("created_at " + dir + ", id " + dir).Limit(int64(size + 1)).Scan(ctx); err != nil {
+	if err := q.OrderExpr("created_at "+dir+", ? "+dir, bun.Ident(idColumn)).Limit(int64(size + 1)).Scan(ctx); err != nil {
 		return "", err
 	}
 	if len(*out) <= size {

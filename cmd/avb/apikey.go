@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/agentvoicebox/avb/authn"
+	"github.com/agentvoicebox/avb/authz"
+	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
 )
@@ -61,6 +65,20 @@ func apikeyCmd() *cobra.Command {
 			if err := db.APIKeys().Create(tenancy.With(cmd.Context(), t.ID), k); err != nil {
 				return err
 			}
+			spice, err := authz.Dial(cfg.SpiceDB.Endpoint, cfg.SpiceDB.Token, cfg.SpiceDB.Insecure)
+			if err != nil {
+				return err
+			}
+			defer spice.Close()
+			if err := spice.WriteSchema(cmd.Context()); err != nil {
+				return err
+			}
+			grants := &authz.Grants{C: spice, DB: db, TenantChanged: func(ctx context.Context, t *store.Tenant) error {
+				return publishTenantChange(ctx, cfg.Redis.URL, t)
+			}}
+			if err := grants.KeyCreated(cmd.Context(), k); err != nil {
+				return fmt.Errorf("grant the key its scopes (it exists but can do nothing yet; revoke it and retry): %w", err)
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "created key %s (%s) for tenant %s; it is shown once:\n", k.ID, k.Prefix, t.Slug)
 			fmt.Fprintln(cmd.OutOrStdout(), secret)
 			return nil
@@ -74,4 +92,22 @@ func apikeyCmd() *cobra.Command {
 	create.Flags().DurationVar(&ttl, "expires-in", 0, "lifetime, e.g. 720h (default: no expiry)")
 	cmd.AddCommand(create)
 	return cmd
+}
+
+// publishTenantChange tells running servers to reload the tenant (its new
+// authorization token).
+func publishTenantChange(ctx context.Context, redisURL string, t *store.Tenant) error {
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	bus := invalidation.New(rdb, nil)
+	for _, key := range []string{t.ID.String(), t.Slug} {
+		if err := bus.Publish(ctx, authn.TopicTenant, key); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -81,7 +81,9 @@ func cleanEnv() []string {
 func TestAPIKeyCreateCommand(t *testing.T) {
 	bin := buildAVB(t)
 	owner := testenv.Postgres(t)
-	env := append(cleanEnv(), "AVB_PROFILE=test", "AVB_DATABASE_URL="+testenv.AppURL(owner), "AVB_DATABASE_MIGRATION_URL="+owner)
+	spiceAddr, spiceToken := testenv.SpiceDB(t)
+	env := append(cleanEnv(), "AVB_PROFILE=test", "AVB_DATABASE_URL="+testenv.AppURL(owner), "AVB_DATABASE_MIGRATION_URL="+owner,
+		"AVB_SPICEDB_ENDPOINT="+spiceAddr, "AVB_SPICEDB_TOKEN="+spiceToken, "AVB_REDIS_URL="+testenv.RedisURL(t))
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(bin, args...)
 		cmd.Env = env

@@ -1,0 +1,149 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/google/uuid"
+
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
+)
+
+// Grants keeps SpiceDB in step with the database. The order of the two
+// writes is chosen so that a crash between them never grants access the
+// database does not show:
+//   - granting (a role, a new key's scopes, a new tenant): the database row
+//     first, then the relationship. A crash leaves a row without its grant:
+//     less access than the database shows, and a retry completes it.
+//   - revoking (a role, a key): the relationship first, then the database.
+//     A crash leaves a row that no longer grants anything.
+//
+// After each write the tenant records the write's ZedToken, and checks on
+// the tenant are at least as fresh as that token (no new-enemy problem).
+type Grants struct {
+	C  *Client
+	DB *store.DB
+	// TenantChanged drops the tenant from every instance's cache, so the
+	// next request reads the new ZedToken.
+	TenantChanged func(ctx context.Context, t *store.Tenant) error
+}
+
+// TenantRoles lists the tenant roles, as relation names.
+var TenantRoles = []string{RoleAdmin, RoleDeveloper, RoleOperator, RoleViewer, RoleBilling}
+
+func tenantObject(id uuid.UUID) Object { return Object{Type: "tenant", ID: id.String()} }
+
+func (g *Grants) recordToken(ctx context.Context, tenantID uuid.UUID, token string) error {
+	if token == "" {
+		return nil
+	}
+	if err := g.DB.Tenants().SetAuthzToken(ctx, tenantID, token); err != nil {
+		return fmt.Errorf("record authorization token: %w", err)
+	}
+	t, err := g.DB.Tenants().Get(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	if g.TenantChanged != nil {
+		return g.TenantChanged(ctx, t)
+	}
+	return nil
+}
+
+// TenantCreated links a new tenant to the platform's sysadmins.
+func (g *Grants) TenantCreated(ctx context.Context, t *store.Tenant) error {
+	token, err := g.C.Write(ctx, []Relationship{{Resource: tenantObject(t.ID), Relation: "sysadmin", Subject: Platform, SubjectRelation: "sysadmin"}}, nil)
+	if err != nil {
+		return err
+	}
+	return g.recordToken(ctx, t.ID, token)
+}
+
+// GrantRole gives user a role in the tenant of ctx.
+func (g *Grants) GrantRole(ctx context.Context, userID uuid.UUID, role string, grantedBy *uuid.UUID) (*store.RoleAssignment, error) {
+	a, _, err := g.grantRole(ctx, userID, role, grantedBy)
+	return a, err
+}
+
+func (g *Grants) grantRole(ctx context.Context, userID uuid.UUID, role string, grantedBy *uuid.UUID) (*store.RoleAssignment, string, error) {
+	tenantID, ok := tenancy.ID(ctx)
+	if !ok {
+		return nil, "", store.ErrNoTenant
+	}
+	if !slices.Contains(TenantRoles, role) {
+		return nil, "", fmt.Errorf("unknown role %q", role)
+	}
+	a := &store.RoleAssignment{UserID: userID, Role: role, GrantedBy: grantedBy}
+	if err := g.DB.Roles().Grant(ctx, a); err != nil {
+		return nil, "", err
+	}
+	token, err := g.C.Write(ctx, []Relationship{{Resource: tenantObject(tenantID), Relation: role, Subject: Object{Type: "user", ID: userID.String()}}}, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	return a, token, g.recordToken(ctx, tenantID, token)
+}
+
+// RevokeRole takes a role from user in the tenant of ctx.
+func (g *Grants) RevokeRole(ctx context.Context, userID uuid.UUID, role string) error {
+	tenantID, ok := tenancy.ID(ctx)
+	if !ok {
+		return store.ErrNoTenant
+	}
+	token, err := g.C.Write(ctx, nil, []Relationship{{Resource: tenantObject(tenantID), Relation: role, Subject: Object{Type: "user", ID: userID.String()}}})
+	if err != nil {
+		return err
+	}
+	if err := g.recordToken(ctx, tenantID, token); err != nil {
+		return err
+	}
+	return g.DB.Roles().Revoke(ctx, userID, role)
+}
+
+// SeedUserRoles grants a new user the tenant roles their first token carries
+// (the identity provider's realm roles); from then on roles are managed here.
+// It returns the ZedToken of the last grant ("" if none).
+func (g *Grants) SeedUserRoles(ctx context.Context, u *store.User, roles []string) (string, error) {
+	token := ""
+	for _, r := range roles {
+		if r == "tenant_admin" {
+			r = RoleAdmin
+		}
+		if !slices.Contains(TenantRoles, r) {
+			continue
+		}
+		_, t, err := g.grantRole(ctx, u.ID, r, nil)
+		if err != nil {
+			return "", fmt.Errorf("seed role %s: %w", r, err)
+		}
+		token = t
+	}
+	return token, nil
+}
+
+// KeyCreated grants a stored key the roles its scopes map to.
+func (g *Grants) KeyCreated(ctx context.Context, k *store.APIKey) error {
+	key := Object{Type: "api_key", ID: k.ID.String()}
+	rels := []Relationship{{Resource: key, Relation: "tenant", Subject: tenantObject(k.TenantID)}}
+	for _, s := range k.Scopes {
+		if role, ok := scopeRoles[s]; ok {
+			rels = append(rels, Relationship{Resource: tenantObject(k.TenantID), Relation: role, Subject: key})
+		}
+	}
+	token, err := g.C.Write(ctx, rels, nil)
+	if err != nil {
+		return err
+	}
+	return g.recordToken(ctx, k.TenantID, token)
+}
+
+// KeyRevoked removes every grant of a key. Call it before the database revoke.
+func (g *Grants) KeyRevoked(ctx context.Context, tenantID, keyID uuid.UUID) error {
+	token, err := g.C.DeleteAll(ctx, Object{Type: "api_key", ID: keyID.String()})
+	if err != nil {
+		return err
+	}
+	return g.recordToken(ctx, tenantID, token)
+}

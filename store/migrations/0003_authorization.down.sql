@@ -1,0 +1,2 @@
+DROP TABLE role_assignments;
+ALTER TABLE tenants DROP COLUMN authz_token;
