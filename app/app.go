@@ -54,7 +54,7 @@ type App struct {
 	stop    context.CancelFunc
 
 	schemaWritten atomic.Bool
-	Metrics *metrics.Metrics
+	Metrics       *metrics.Metrics
 }
 
 // New builds the components. It does not wait for the dependencies: they are

@@ -7,7 +7,7 @@ package authz
 import (
 	"context"
 	"errors"
-	
+
 	"connectrpc.com/connect"
 
 	"github.com/agentvoicebox/avb/apierror"

@@ -82,7 +82,9 @@ func consistency(zedToken string) *v1.Consistency {
 	return &v1.Consistency{Requirement: &v1.Consistency_AtLeastAsFresh{AtLeastAsFresh: &v1.ZedToken{Token: zedToken}}}
 }
 
-func ref(o Object) *v1.ObjectReference { return &v1.ObjectReference{ObjectType: o.Type, ObjectId: o.ID} }
+func ref(o Object) *v1.ObjectReference {
+	return &v1.ObjectReference{ObjectType: o.Type, ObjectId: o.ID}
+}
 
 func subject(o Object, relation string) *v1.SubjectReference {
 	return &v1.SubjectReference{Object: ref(o), OptionalRelation: relation}
