@@ -10,6 +10,8 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/store"
@@ -98,6 +100,10 @@ func From(err error) error {
 		return New(connect.CodeInvalidArgument, avbv1.ErrorReason_ERROR_REASON_TENANT_REQUIRED, "no tenant for this request")
 	case errors.Is(err, store.ErrWrongTenant):
 		return New(connect.CodePermissionDenied, avbv1.ErrorReason_ERROR_REASON_TENANT_MISMATCH, "belongs to another tenant")
+	}
+	// A gRPC dependency (SpiceDB, Temporal) that is down or too slow.
+	if s, ok := status.FromError(err); ok && (s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded) {
+		return New(connect.CodeUnavailable, avbv1.ErrorReason_ERROR_REASON_DEPENDENCY_UNAVAILABLE, "a dependency is unavailable; retry")
 	}
 	return err
 }

@@ -1,7 +1,12 @@
 package apierror_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"connectrpc.com/connect"
 
@@ -36,5 +41,16 @@ func TestNewCarriesReasonAndMetadata(t *testing.T) {
 	}
 	if apierror.Reason(connect.NewError(connect.CodeInternal, nil)) != "" {
 		t.Fatal("reason invented for a bare error")
+	}
+}
+
+func TestDependencyErrorsBecomeUnavailable(t *testing.T) {
+	t.Parallel()
+	err := apierror.From(fmt.Errorf("write relationships: %w", status.Error(codes.Unavailable, "connection refused")))
+	if connect.CodeOf(err) != connect.CodeUnavailable || apierror.Reason(err) != "dependency_unavailable" {
+		t.Fatalf("got %v (%s)", err, apierror.Reason(err))
+	}
+	if strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("internals leaked: %v", err)
 	}
 }

@@ -51,16 +51,27 @@ type App struct {
 	issuer  *authn.DevIssuer
 	spicedb *authz.Client
 	grants  *authz.Grants
+	decider authz.Decider
 	stop    context.CancelFunc
 
 	schemaWritten atomic.Bool
 	Metrics       *metrics.Metrics
 }
 
+// Option changes how New builds the App.
+type Option func(*App)
+
+// WithDecider replaces the SpiceDB authorization decider (benchmarks use it
+// to measure what authorization adds).
+func WithDecider(d authz.Decider) Option { return func(a *App) { a.decider = d } }
+
 // New builds the components. It does not wait for the dependencies: they are
 // reported by readiness until they answer.
-func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error) {
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	a := &App{cfg: cfg, log: log}
+	for _, o := range opts {
+		o(a)
+	}
 	reg := prometheus.NewRegistry()
 	a.Metrics = metrics.New(reg)
 
@@ -129,13 +140,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, error
 	if a.issuer != nil {
 		a.server.HandleHTTP(issuerPath(cfg.Auth.OIDCIssuerURL), a.issuer.Handler())
 	}
-	opts := a.server.HandlerOptions()
-	a.server.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer(Version, string(cfg.Profile)), opts...))
-	a.server.Handle(avbv1connect.NewTenantServiceHandler(server.NewTenantServer(identity), opts...))
-	a.server.Handle(avbv1connect.NewAdminServiceHandler(server.NewAdminServer(identity), opts...))
-	a.server.Handle(avbv1connect.NewUserServiceHandler(server.NewUserServer(identity), opts...))
-	a.server.Handle(avbv1connect.NewApiKeyServiceHandler(server.NewAPIKeyServer(identity), opts...))
-	a.server.Handle(avbv1connect.NewRoleServiceHandler(server.NewRoleServer(identity), opts...))
+	ho := a.server.HandlerOptions()
+	a.server.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer(Version, string(cfg.Profile)), ho...))
+	a.server.Handle(avbv1connect.NewTenantServiceHandler(server.NewTenantServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewAdminServiceHandler(server.NewAdminServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewUserServiceHandler(server.NewUserServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewApiKeyServiceHandler(server.NewAPIKeyServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewRoleServiceHandler(server.NewRoleServer(identity), ho...))
 	return a, nil
 }
 
@@ -176,7 +187,10 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 	if err != nil {
 		return nil, server.Identity{}, err
 	}
-	interceptors := []connect.Interceptor{auth.Interceptor(), authz.Interceptor(&authz.SpiceDB{C: spice}), validate}
+	if a.decider == nil {
+		a.decider = &authz.SpiceDB{C: spice}
+	}
+	interceptors := []connect.Interceptor{auth.Interceptor(), authz.Interceptor(a.decider), validate}
 	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus, Grants: grants}, nil
 }
 

@@ -29,7 +29,7 @@ import (
 // platform is one avb instance against real Postgres and Redis, with a dev
 // OIDC issuer served over HTTP so go-oidc verifies tokens for real.
 type platform struct {
-	t      *testing.T
+	t      testing.TB
 	base   string
 	issuer *authn.DevIssuer
 	app    *app.App
@@ -39,7 +39,7 @@ type platform struct {
 }
 
 // startIssuer serves a dev issuer on its own port.
-func startIssuer(t *testing.T) *authn.DevIssuer {
+func startIssuer(t testing.TB) *authn.DevIssuer {
 	t.Helper()
 	mux := http.NewServeMux()
 	ts := httptest.NewServer(mux)
@@ -52,7 +52,7 @@ func startIssuer(t *testing.T) *authn.DevIssuer {
 	return d
 }
 
-func identityConfig(t *testing.T, owner, issuer string, extra map[string]string) *config.Config {
+func identityConfig(t testing.TB, owner, issuer string, extra map[string]string) *config.Config {
 	t.Helper()
 	spiceAddr, spiceToken := testenv.SpiceDB(t)
 	env := map[string]string{
@@ -85,9 +85,9 @@ func newPlatform(t *testing.T) *platform {
 	return startPlatform(t, identityConfig(t, owner, issuer.Issuer(), nil), issuer, owner)
 }
 
-func startPlatform(t *testing.T, cfg *config.Config, issuer *authn.DevIssuer, owner string) *platform {
+func startPlatform(t testing.TB, cfg *config.Config, issuer *authn.DevIssuer, owner string, opts ...app.Option) *platform {
 	t.Helper()
-	a, err := app.New(t.Context(), cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelError})))
+	a, err := app.New(t.Context(), cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelError})), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func ownerDB(t *testing.T, owner string) *pgx.Conn {
 var keyShape = regexp.MustCompile(`^avb_[A-Za-z0-9_-]{43}$`)
 
 // testLog sends the server's error logs to the test's log.
-type testLog struct{ t *testing.T }
+type testLog struct{ t testing.TB }
 
 func (l testLog) Write(b []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(b)))

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"sync"
+	"time"
 
 	"github.com/agentvoicebox/avb/authn"
 	"github.com/agentvoicebox/avb/policy"
@@ -33,13 +34,32 @@ func sysadminSubject(p *authn.Principal) Object {
 }
 
 // SpiceDB is the Decider that asks SpiceDB. Any error fails closed.
+//
+// Decisions are cached per (tenant ZedToken, subject, resource, permission).
+// Every authorization write to a tenant records a new ZedToken on the tenant
+// and invalidates the tenant everywhere, so the next request carries the new
+// token and misses the cache: a cached decision is exactly as fresh as a
+// SpiceDB check at that token would be. Entries also expire after decisionTTL.
 type SpiceDB struct {
 	C *Client
 
 	// sysadmins remembers the subjects whose platform#sysadmin relationship
 	// this process has written, with the ZedToken of that write.
 	sysadmins sync.Map
+
+	mu        sync.Mutex
+	decisions map[string]decision
 }
+
+type decision struct {
+	allowed bool
+	at      time.Time
+}
+
+const (
+	decisionTTL      = 30 * time.Second
+	maxDecisionCache = 100_000
+)
 
 // Allowed implements Decider.
 func (s *SpiceDB) Allowed(ctx context.Context, p *authn.Principal, rule policy.Rule, resourceID string) (bool, error) {
@@ -59,7 +79,28 @@ func (s *SpiceDB) Allowed(ctx context.Context, p *authn.Principal, rule policy.R
 	if id == "" {
 		return false, nil
 	}
-	return s.C.Check(ctx, Object{Type: rule.ResourceType, ID: id}, rule.Permission, SubjectOf(p), p.AuthzToken)
+	resource, sub := Object{Type: rule.ResourceType, ID: id}, SubjectOf(p)
+	if p.AuthzToken == "" { // no write recorded yet: ask, fully consistent
+		return s.C.Check(ctx, resource, rule.Permission, sub, "")
+	}
+	key := p.AuthzToken + "|" + sub.Type + ":" + sub.ID + "|" + resource.Type + ":" + resource.ID + "#" + rule.Permission
+	s.mu.Lock()
+	d, ok := s.decisions[key]
+	s.mu.Unlock()
+	if ok && time.Since(d.at) < decisionTTL {
+		return d.allowed, nil
+	}
+	allowed, err := s.C.Check(ctx, resource, rule.Permission, sub, p.AuthzToken)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	if s.decisions == nil || len(s.decisions) >= maxDecisionCache {
+		s.decisions = map[string]decision{}
+	}
+	s.decisions[key] = decision{allowed: allowed, at: time.Now()}
+	s.mu.Unlock()
+	return allowed, nil
 }
 
 // sysadmin mirrors the identity provider's sysadmin role into SpiceDB (once

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"os/exec"
 	"os"
 	"sync"
 	"testing"
@@ -75,4 +76,33 @@ func SpiceDB(t testing.TB) (addr, token string) {
 		shared.spicedb = p
 	}
 	return shared.spicedb.Addr(), "test-" + randomSuffix()
+}
+
+// SpiceDBKey is the preshared key of the SpiceDB processes tests start.
+const SpiceDBKey = "avb-test-key"
+
+// StartSpiceDBPostgres runs a SpiceDB of the test's own, on a PostgreSQL
+// datastore (a fresh database), so it keeps its data when the test stops and
+// restarts it.
+func StartSpiceDBPostgres(t testing.TB) *Process {
+	t.Helper()
+	bin := Tool(t, "spicedb")
+	ds := Postgres(t)
+	out, err := exec.Command(bin, "datastore", "migrate", "head", "--datastore-engine", "postgres",
+		"--datastore-conn-uri", ds, "--log-level", "warn").CombinedOutput()
+	if err != nil {
+		t.Fatalf("migrate the spicedb datastore: %v\n%s", err, out)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	pr, err := probe.NewGRPCHealth(addr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProcess(t, "spicedb-pg", addr, pr.Check, bin, "serve", "--grpc-preshared-key", SpiceDBKey,
+		"--datastore-engine", "postgres", "--datastore-conn-uri", ds, "--grpc-addr", addr,
+		"--http-enabled=false", "--metrics-enabled=false", "--telemetry-endpoint=", "--skip-release-check",
+		"--log-level", "warn")
+	p.Start()
+	t.Cleanup(func() { p.Stop(); _ = pr.Close() })
+	return p
 }
