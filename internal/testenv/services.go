@@ -2,8 +2,8 @@ package testenv
 
 import (
 	"fmt"
-	"os/exec"
 	"os"
+	"os/exec"
 	"sync"
 	"testing"
 
