@@ -40,8 +40,22 @@ func (s *syncBuffer) String() string {
 }
 
 // avb dev brings up Temporal and SpiceDB itself, reaches ready with all four
-// dependencies up, and stops every process it started when cancelled.
+// dependencies up, and stops every process it started when cancelled. The
+// ports are random; a start that loses a port race is tried again.
 func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
+	for attempt := 1; ; attempt++ {
+		out, err := runDevStack(t)
+		if err == nil {
+			return
+		}
+		if attempt == 3 || !strings.Contains(out, "exited") {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		t.Logf("attempt %d lost a port race: %v", attempt, err)
+	}
+}
+
+func runDevStack(t *testing.T) (string, error) {
 	temporalPort, spicePort, httpPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
 	dbURL := testenv.Postgres(t)
 	env := map[string]string{
@@ -67,10 +81,10 @@ func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
 		done <- devstack.Run(ctx, devstack.Options{Config: cfg, Out: &out, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 
-	url := fmt.Sprintf("http://127.0.0.1:%d/health/ready/", httpPort)
+	ready := fmt.Sprintf("http://127.0.0.1:%d/health/ready/", httpPort)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		res, err := http.Get(url)
+		res, err := http.Get(ready)
 		if err == nil {
 			body, _ := io.ReadAll(res.Body)
 			res.Body.Close()
@@ -80,7 +94,8 @@ func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
 		}
 		select {
 		case err := <-done:
-			t.Fatalf("avb dev exited early: %v\n%s", err, out.String())
+			cancel()
+			return out.String(), fmt.Errorf("avb dev exited early: %w", err)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -105,6 +120,7 @@ func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
 			t.Errorf("a %s process on port %s is still running", name, pattern)
 		}
 	}
+	return out.String(), nil
 }
 
 func dropDatabase(t *testing.T, rawURL string) {

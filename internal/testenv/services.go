@@ -39,7 +39,9 @@ func Temporal(t testing.TB) string {
 	t.Helper()
 	shared.Lock()
 	defer shared.Unlock()
-	if shared.temporal == nil {
+	// The dev server also binds ports next to its frontend port, which another
+	// process may hold: try a few port choices before giving up.
+	for attempt := 1; shared.temporal == nil; attempt++ {
 		port := FreePort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		pr, err := probe.NewGRPCHealth(addr, "temporal.api.workflowservice.v1.WorkflowService")
@@ -50,7 +52,12 @@ func Temporal(t testing.TB) string {
 			"--ip", "127.0.0.1", "--port", fmt.Sprint(port), "--headless",
 			"--ui-port", fmt.Sprint(FreePort(t)), "--http-port", fmt.Sprint(FreePort(t)),
 			"--metrics-port", fmt.Sprint(FreePort(t)), "--log-level", "error")
-		p.Start()
+		if err := p.TryStart(); err != nil {
+			if attempt == 3 {
+				t.Fatal(err)
+			}
+			continue
+		}
 		shared.temporal = p
 	}
 	return shared.temporal.Addr()

@@ -166,6 +166,14 @@ func (p *Process) Addr() string { return p.addr }
 // Start launches the process and waits until it is ready.
 func (p *Process) Start() {
 	p.t.Helper()
+	if err := p.TryStart(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// TryStart launches the process and waits until it is ready, or reports why
+// not (it exited, for example because a port it needs was taken).
+func (p *Process) TryStart() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cmd := exec.Command(p.argv[0], p.argv[1:]...)
@@ -173,19 +181,27 @@ func (p *Process) Start() {
 	// The child dies with the test binary even if cleanup never runs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start %s: %v", p.name, err)
+		return fmt.Errorf("start %s: %w", p.name, err)
 	}
 	p.cmd = cmd
+	exited := make(chan struct{})
+	go func() { _, _ = cmd.Process.Wait(); close(exited) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := p.ready(ctx)
 		cancel()
 		if err == nil {
-			return
+			return nil
+		}
+		select {
+		case <-exited:
+			p.cmd = nil
+			return fmt.Errorf("%s exited before it was ready (log: %s)", p.name, p.output.Name())
+		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not become ready at %s within 60s: %v (log: %s)", p.name, p.addr, err, p.output.Name())
+			return fmt.Errorf("%s did not become ready at %s within 60s: %v (log: %s)", p.name, p.addr, err, p.output.Name())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -199,7 +215,7 @@ func (p *Process) Stop() {
 		return
 	}
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	_ = p.cmd.Wait()
+	_, _ = p.cmd.Process.Wait()
 	p.cmd = nil
 }
 
