@@ -1,16 +1,11 @@
 package app_test
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/agentvoicebox/avb/app"
 	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/platform/config"
 )
@@ -40,33 +35,6 @@ func testConfig(t *testing.T, redisURL string) *config.Config {
 		t.Fatal(err)
 	}
 	return cfg
-}
-
-// run starts the app and returns its base URL.
-func run(t *testing.T, cfg *config.Config) string {
-	t.Helper()
-	a, err := app.New(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrs := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() { done <- a.Serve(ctx, func(addr net.Addr) { addrs <- addr }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		a.Close()
-	})
-	select {
-	case addr := <-addrs:
-		return "http://" + addr.String()
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
-	return ""
 }
 
 type report struct {
@@ -111,7 +79,7 @@ func waitReady(t *testing.T, base string, want int) report {
 // stopped -> 503 naming redis; Redis back -> 200, with the same avb process.
 func TestReadinessFollowsRealDependencies(t *testing.T) {
 	redisProc := testenv.StartRedis(t)
-	base := run(t, testConfig(t, "redis://"+redisProc.Addr()+"/0"))
+	base := startPlatform(t, testConfig(t, "redis://"+redisProc.Addr()+"/0"), nil, "").base
 
 	r := waitReady(t, base, http.StatusOK)
 	for _, dep := range []string{"postgres", "redis", "temporal", "spicedb"} {

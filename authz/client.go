@@ -175,6 +175,15 @@ func (c *Client) LookupResources(ctx context.Context, resourceType, permission s
 	if err != nil {
 		return nil, fmt.Errorf("lookup %s %s: %w", resourceType, permission, err)
 	}
+	ids, err := collect(stream, (*v1.LookupResourcesResponse).GetResourceObjectId)
+	if err != nil {
+		return nil, fmt.Errorf("lookup %s %s: %w", resourceType, permission, err)
+	}
+	return ids, nil
+}
+
+// collect reads a server stream to its end, keeping one string of each message.
+func collect[M any](stream interface{ Recv() (M, error) }, id func(M) string) ([]string, error) {
 	var ids []string
 	for {
 		res, err := stream.Recv()
@@ -182,9 +191,9 @@ func (c *Client) LookupResources(ctx context.Context, resourceType, permission s
 			return ids, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("lookup %s %s: %w", resourceType, permission, err)
+			return nil, err
 		}
-		ids = append(ids, res.GetResourceObjectId())
+		ids = append(ids, id(res))
 	}
 }
 
@@ -196,15 +205,9 @@ func (c *Client) LookupSubjects(ctx context.Context, resource Object, permission
 	if err != nil {
 		return nil, fmt.Errorf("lookup subjects of %s:%s#%s: %w", resource.Type, resource.ID, permission, err)
 	}
-	var ids []string
-	for {
-		res, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return ids, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("lookup subjects of %s:%s#%s: %w", resource.Type, resource.ID, permission, err)
-		}
-		ids = append(ids, res.GetSubject().GetSubjectObjectId())
+	ids, err := collect(stream, func(r *v1.LookupSubjectsResponse) string { return r.GetSubject().GetSubjectObjectId() })
+	if err != nil {
+		return nil, fmt.Errorf("lookup subjects of %s:%s#%s: %w", resource.Type, resource.ID, permission, err)
 	}
+	return ids, nil
 }

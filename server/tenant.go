@@ -8,6 +8,7 @@ import (
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/store"
 )
 
 // NewTenantServer returns the TenantService handler.
@@ -15,12 +16,17 @@ func NewTenantServer(deps Identity) avbv1connect.TenantServiceHandler { return &
 
 type tenantServer struct{ Identity }
 
-func (s *tenantServer) GetTenant(ctx context.Context, _ *connect.Request[avbv1.GetTenantRequest]) (*connect.Response[avbv1.GetTenantResponse], error) {
+// own returns the caller's tenant row.
+func (s *tenantServer) own(ctx context.Context) (*store.Tenant, error) {
 	id, err := callerTenant(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.DB.Tenants().Get(ctx, id)
+	return s.DB.Tenants().Get(ctx, id)
+}
+
+func (s *tenantServer) GetTenant(ctx context.Context, _ *connect.Request[avbv1.GetTenantRequest]) (*connect.Response[avbv1.GetTenantResponse], error) {
+	t, err := s.own(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -28,11 +34,7 @@ func (s *tenantServer) GetTenant(ctx context.Context, _ *connect.Request[avbv1.G
 }
 
 func (s *tenantServer) UpdateTenantSettings(ctx context.Context, req *connect.Request[avbv1.UpdateTenantSettingsRequest]) (*connect.Response[avbv1.UpdateTenantSettingsResponse], error) {
-	id, err := callerTenant(ctx)
-	if err != nil {
-		return nil, err
-	}
-	t, err := s.DB.Tenants().Get(ctx, id)
+	t, err := s.own(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +46,7 @@ func (s *tenantServer) UpdateTenantSettings(ctx context.Context, req *connect.Re
 	if err != nil {
 		return nil, err
 	}
-	t, err = s.DB.Tenants().UpdateSettings(ctx, id, raw)
+	t, err = s.DB.Tenants().UpdateSettings(ctx, t.ID, raw)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -49,17 +50,25 @@ func loadConfig() (*config.Config, error) {
 	return config.FromEnv()
 }
 
+// loadConfigAndLogger is loadConfig plus the process logger it configures.
+func loadConfigAndLogger() (*config.Config, *slog.Logger, error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level), nil
+}
+
 func serveCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the API (Connect, gRPC, gRPC-Web), health and metrics on AVB_HTTP_ADDR",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig()
+			cfg, log, err := loadConfigAndLogger()
 			if err != nil {
 				return err
 			}
-			log := logging.New(os.Stderr, cfg.Log.Format, cfg.Log.Level)
 			a, err := app.New(cmd.Context(), cfg, log)
 			if err != nil {
 				return err
