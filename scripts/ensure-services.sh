@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ensure-services.sh: make sure PostgreSQL (127.0.0.1:5432, user postgres,
-# trust) and Redis (127.0.0.1:6379) answer, for `make dev` and `make test`.
+# ensure-services.sh: make sure the speech libraries are installed and
+# PostgreSQL (127.0.0.1:5432, user postgres, trust) and Redis (127.0.0.1:6379)
+# answer, for `make dev` and `make test`.
 # Uses running servers when there are some; otherwise installs the Debian
 # packages (as root) and starts local servers whose data lives under .data/.
 # When it cannot, it stops with the one command to run.
@@ -62,5 +63,16 @@ ensure_redis() {
   echo "started Redis (data dir $data/redis)"
 }
 
+# The embedded speech providers link against Debian's libraries (cgo).
+ensure_speech() {
+  local need=()
+  pkg-config --exists pocketsphinx sphinxbase 2>/dev/null || need+=(libpocketsphinx-dev libsphinxbase-dev)
+  [ -f /usr/share/pocketsphinx/model/en-us/cmudict-en-us.dict ] || need+=(pocketsphinx-en-us)
+  pkg-config --exists espeak-ng 2>/dev/null || need+=(libespeak-ng-dev)
+  command -v pkg-config >/dev/null || need+=(pkg-config)
+  if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
+}
+
+ensure_speech
 ensure_postgres
 ensure_redis

@@ -1,0 +1,192 @@
+package stt
+
+/*
+#cgo pkg-config: pocketsphinx sphinxbase
+#include <stdlib.h>
+#include <pocketsphinx.h>
+
+static ps_decoder_t *avb_ps_new(const char *hmm, const char *dict, const char *lm) {
+	cmd_ln_t *cfg = cmd_ln_init(NULL, ps_args(), TRUE,
+		"-hmm", hmm, "-dict", dict, "-lm", lm, "-logfn", "/dev/null", NULL);
+	if (cfg == NULL) return NULL;
+	return ps_init(cfg);
+}
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"unsafe"
+)
+
+// Model paths of Debian's pocketsphinx-en-us package.
+const (
+	DefaultModelDir = "/usr/share/pocketsphinx/model/en-us"
+)
+
+// Pocketsphinx is CMU pocketsphinx in process. Decoders cost about 200 ms
+// to create, so they are pooled per grammar and reused across utterances.
+type Pocketsphinx struct {
+	modelDir string
+	maxIdle  int
+
+	mu   sync.Mutex
+	idle map[string][]*decoder // by grammar key ("" = language model)
+}
+
+// NewPocketsphinx returns a transcriber using the models in modelDir.
+func NewPocketsphinx(modelDir string, maxIdlePerGrammar int) *Pocketsphinx {
+	if modelDir == "" {
+		modelDir = DefaultModelDir
+	}
+	return &Pocketsphinx{modelDir: modelDir, maxIdle: maxIdlePerGrammar, idle: map[string][]*decoder{}}
+}
+
+type decoder struct {
+	ps      *C.ps_decoder_t
+	grammar string
+}
+
+var word = regexp.MustCompile(`[a-z']+`)
+
+// grammar turns phrase hints into a JSGF grammar: one alternative a phrase,
+// normalized to the dictionary's lower-case words.
+func grammar(phrases []string) string {
+	var alts []string
+	for _, p := range phrases {
+		if w := word.FindAllString(strings.ToLower(p), -1); len(w) > 0 {
+			alts = append(alts, strings.Join(w, " "))
+		}
+	}
+	if len(alts) == 0 {
+		return ""
+	}
+	sort.Strings(alts)
+	return "#JSGF V1.0;\ngrammar hints;\npublic <utterance> = " + strings.Join(alts, " | ") + ";\n"
+}
+
+func (p *Pocketsphinx) acquire(g string) (*decoder, error) {
+	p.mu.Lock()
+	if list := p.idle[g]; len(list) > 0 {
+		d := list[len(list)-1]
+		p.idle[g] = list[:len(list)-1]
+		p.mu.Unlock()
+		return d, nil
+	}
+	p.mu.Unlock()
+	hmm := C.CString(p.modelDir + "/en-us")
+	dict := C.CString(p.modelDir + "/cmudict-en-us.dict")
+	lm := C.CString(p.modelDir + "/en-us.lm.bin")
+	defer C.free(unsafe.Pointer(hmm))
+	defer C.free(unsafe.Pointer(dict))
+	defer C.free(unsafe.Pointer(lm))
+	ps := C.avb_ps_new(hmm, dict, lm)
+	if ps == nil {
+		return nil, fmt.Errorf("stt: pocketsphinx could not load models from %s (apt-get install pocketsphinx-en-us)", p.modelDir)
+	}
+	d := &decoder{ps: ps, grammar: g}
+	if g != "" {
+		name, js := C.CString("hints"), C.CString(g)
+		defer C.free(unsafe.Pointer(name))
+		defer C.free(unsafe.Pointer(js))
+		if C.ps_set_jsgf_string(ps, name, js) != 0 || C.ps_set_search(ps, name) != 0 {
+			C.ps_free(ps)
+			return nil, errors.New("stt: phrase hints use words pocketsphinx does not know")
+		}
+	}
+	return d, nil
+}
+
+func (p *Pocketsphinx) release(d *decoder) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle[d.grammar]) >= p.maxIdle {
+		C.ps_free(d.ps)
+		return
+	}
+	p.idle[d.grammar] = append(p.idle[d.grammar], d)
+}
+
+// Warm creates a decoder for phrases ahead of the first call.
+func (p *Pocketsphinx) Warm(phrases []string) error {
+	d, err := p.acquire(grammar(phrases))
+	if err != nil {
+		return err
+	}
+	p.release(d)
+	return nil
+}
+
+// Start implements Transcriber.
+func (p *Pocketsphinx) Start(_ context.Context, opts Options) (Session, error) {
+	d, err := p.acquire(grammar(opts.Phrases))
+	if err != nil {
+		return nil, err
+	}
+	if C.ps_start_utt(d.ps) != 0 {
+		p.release(d)
+		return nil, errors.New("stt: pocketsphinx could not start an utterance")
+	}
+	return &psSession{p: p, d: d}, nil
+}
+
+type psSession struct {
+	p    *Pocketsphinx
+	d    *decoder
+	done bool
+}
+
+func (s *psSession) Write(samples []int16) error {
+	if s.done {
+		return errors.New("stt: session finished")
+	}
+	if len(samples) == 0 {
+		return nil
+	}
+	if C.ps_process_raw(s.d.ps, (*C.int16)(unsafe.Pointer(&samples[0])), C.size_t(len(samples)), 0, 0) < 0 {
+		return errors.New("stt: pocketsphinx failed to process audio")
+	}
+	return nil
+}
+
+func (s *psSession) hyp() string {
+	var score C.int32
+	h := C.ps_get_hyp(s.d.ps, &score)
+	if h == nil {
+		return ""
+	}
+	return C.GoString(h)
+}
+
+func (s *psSession) Partial() string {
+	if s.done {
+		return ""
+	}
+	return s.hyp()
+}
+
+func (s *psSession) Finish() (string, error) {
+	if s.done {
+		return "", errors.New("stt: session finished")
+	}
+	s.done = true
+	C.ps_end_utt(s.d.ps)
+	text := s.hyp()
+	s.p.release(s.d)
+	return text, nil
+}
+
+func (s *psSession) Close() {
+	if s.done {
+		return
+	}
+	s.done = true
+	C.ps_end_utt(s.d.ps)
+	s.p.release(s.d)
+}
