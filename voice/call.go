@@ -1,0 +1,427 @@
+// Package voice is the realtime media engine: one Call per live conversation
+// takes caller audio in any supported wire format, detects turns, transcribes
+// them, asks the model, and speaks the reply back sentence by sentence, with
+// barge-in. It knows nothing of HTTP, SQL or Temporal.
+//
+// Buffers are bounded everywhere:
+//   - input: at most InputBufferMS of audio waits for processing; a client
+//     sending faster than that gets ErrInputOverflow (resource_exhausted);
+//   - output: at most EventBuffer events wait for the client; a client that
+//     reads nothing for SlowClientTimeout ends the call with ErrSlowClient.
+package voice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/agentvoicebox/avb/voice/audio"
+	"github.com/agentvoicebox/avb/voice/llm"
+	"github.com/agentvoicebox/avb/voice/stt"
+	"github.com/agentvoicebox/avb/voice/tts"
+	"github.com/agentvoicebox/avb/voice/vad"
+)
+
+// Limits of a call.
+const (
+	InputBufferMS     = 2000
+	EventBuffer       = 256
+	SlowClientTimeout = 5 * time.Second
+	MaxFrameBytes     = 64 << 10 // one AppendAudio call
+	frameSamples      = stt.SampleRate * vad.FrameMS / 1000
+)
+
+// Errors of a call.
+var (
+	ErrInputOverflow = errors.New("audio arrives faster than real time beyond the input buffer")
+	ErrSlowClient    = errors.New("client is not reading events")
+	ErrFrameTooLarge = fmt.Errorf("audio message larger than %d bytes", MaxFrameBytes)
+	ErrClosed        = errors.New("call closed")
+)
+
+// TurnMode says who decides when the caller has finished speaking.
+type TurnMode int
+
+// Turn modes.
+const (
+	ServerVAD TurnMode = iota // the engine detects the end of speech
+	Manual                    // the client commits the input buffer
+)
+
+// Config is a call's configuration; Update may change it mid-call.
+type Config struct {
+	Input, Output audio.Format
+	Voice         string
+	Model         string
+	Instructions  string
+	// Phrases are recognition hints (grammar mode for the embedded recognizer).
+	Phrases []string
+	Turn    TurnMode
+	VAD     vad.Config
+	// CreateResponse answers each detected turn automatically (server VAD).
+	CreateResponse bool
+	// InterruptResponse lets caller speech cancel a response in progress.
+	InterruptResponse bool
+}
+
+// Providers are the models a call uses.
+type Providers struct {
+	STT stt.Transcriber
+	LLM llm.Model
+	TTS tts.Synthesizer
+}
+
+// EventType tells what an Event reports.
+type EventType int
+
+// Event types.
+const (
+	SpeechStarted EventType = iota + 1
+	SpeechStopped
+	TranscriptPartial
+	TranscriptFinal
+	ResponseStarted
+	TextDelta
+	AudioDelta
+	ResponseDone
+	Error
+)
+
+// Event is something the client is told.
+type Event struct {
+	Type       EventType
+	ResponseID int
+	Text       string
+	Audio      []byte  // encoded in the output format
+	AudioMS    float64 // input position (speech events) or length (audio deltas)
+	// ResponseDone: whether caller speech cut it short, and how much of its
+	// audio the caller can have heard by then.
+	Interrupted bool
+	PlayedMS    float64
+	Usage       llm.Usage
+	Metrics     TurnMetrics
+	Err         error
+}
+
+// TurnMetrics time one turn from the end of the caller's speech.
+type TurnMetrics struct {
+	STTFinal      time.Duration
+	LLMFirstToken time.Duration
+	TTSFirstAudio time.Duration
+	FirstByteSent time.Duration
+	AudioOutMS    float64
+}
+
+type control int
+
+const (
+	ctlCommit control = iota
+	ctlClear
+	ctlCreateResponse
+	ctlCancelResponse
+)
+
+// Call is one live conversation.
+type Call struct {
+	prov   Providers
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu     sync.Mutex // guards cfg and the input remainder
+	cfg    Config
+	dec    []int16
+	rs     *audio.Resampler
+	rsFrom int
+	rest   []int16
+
+	frames   chan []int16
+	controls chan control
+	events   chan Event
+	done     chan struct{}
+
+	// Loop state (loop goroutine only).
+	det        *vad.Detector
+	sess       stt.Session
+	lastPart   string
+	framesIn   int
+	inputMS    float64
+	history    []llm.Message
+	resp       *response
+	respDone   chan *response
+	nextResp   int
+	speechEnd  time.Time
+	sttFinalAt time.Time
+}
+
+// New starts a call. It ends when ctx is done, Close is called, or a limit is broken.
+func New(ctx context.Context, cfg Config, prov Providers) (*Call, error) {
+	if err := cfg.Input.Validate(); err != nil {
+		return nil, fmt.Errorf("input format: %w", err)
+	}
+	if err := cfg.Output.Validate(); err != nil {
+		return nil, fmt.Errorf("output format: %w", err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	c := &Call{
+		prov: prov, ctx: ctx, cancel: cancel, cfg: cfg,
+		frames:   make(chan []int16, InputBufferMS/vad.FrameMS),
+		controls: make(chan control, 16),
+		events:   make(chan Event, EventBuffer),
+		done:     make(chan struct{}),
+		det:      vad.New(cfg.VAD),
+		respDone: make(chan *response, 1),
+	}
+	go c.loop()
+	return c, nil
+}
+
+// Events delivers what happens; it is closed when the call ends.
+func (c *Call) Events() <-chan Event { return c.events }
+
+// Err is why the call ended (nil while it runs or after a clean Close).
+func (c *Call) Err() error {
+	if err := context.Cause(c.ctx); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// Close ends the call and waits for it to stop.
+func (c *Call) Close() {
+	c.cancel(ErrClosed)
+	<-c.done
+}
+
+// Config returns the current configuration.
+func (c *Call) Config() Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg
+}
+
+// Update changes the configuration; formats must stay valid.
+func (c *Call) Update(cfg Config) error {
+	if err := cfg.Input.Validate(); err != nil {
+		return fmt.Errorf("input format: %w", err)
+	}
+	if err := cfg.Output.Validate(); err != nil {
+		return fmt.Errorf("output format: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cfg = cfg
+	return nil
+}
+
+// AppendAudio takes caller audio in the input format.
+func (c *Call) AppendAudio(b []byte) error {
+	if len(b) > MaxFrameBytes {
+		return ErrFrameTooLarge
+	}
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	c.mu.Lock()
+	in := c.cfg.Input
+	var err error
+	c.dec, err = audio.Decode(in, b, c.dec)
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if c.rs == nil || c.rsFrom != in.SampleRate {
+		c.rs, c.rsFrom = audio.NewResampler(in.SampleRate, stt.SampleRate), in.SampleRate
+	}
+	c.rest = c.rs.Process(c.dec, c.rest)
+	var ready [][]int16
+	for len(c.rest) >= frameSamples {
+		f := make([]int16, frameSamples)
+		copy(f, c.rest)
+		ready = append(ready, f)
+		c.rest = c.rest[frameSamples:]
+	}
+	c.rest = append([]int16(nil), c.rest...)
+	c.mu.Unlock()
+	for _, f := range ready {
+		select {
+		case c.frames <- f:
+		default:
+			return ErrInputOverflow
+		}
+	}
+	return nil
+}
+
+func (c *Call) send(ctl control) error {
+	select {
+	case c.controls <- ctl:
+		return nil
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// Commit ends the caller's turn now (manual turn detection).
+func (c *Call) Commit() error { return c.send(ctlCommit) }
+
+// Clear drops the caller audio not yet committed.
+func (c *Call) Clear() error { return c.send(ctlClear) }
+
+// CreateResponse asks for a reply to the conversation so far.
+func (c *Call) CreateResponse() error { return c.send(ctlCreateResponse) }
+
+// CancelResponse stops the reply in progress.
+func (c *Call) CancelResponse() error { return c.send(ctlCancelResponse) }
+
+// emit hands an event to the client, waiting at most SlowClientTimeout.
+func (c *Call) emit(ev Event) bool {
+	select {
+	case c.events <- ev:
+		return true
+	default:
+	}
+	t := time.NewTimer(SlowClientTimeout)
+	defer t.Stop()
+	select {
+	case c.events <- ev:
+		return true
+	case <-t.C:
+		c.cancel(ErrSlowClient)
+		return false
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+func (c *Call) loop() {
+	defer close(c.done)
+	defer close(c.events)
+	defer func() {
+		if c.sess != nil {
+			c.sess.Close()
+		}
+		if c.resp != nil {
+			c.resp.cancel()
+			<-c.respDone
+		}
+	}()
+	for {
+		select {
+		case <-c.ctx.Done():
+			if err := c.Err(); err != nil {
+				select { // best effort: the client may be gone
+				case c.events <- Event{Type: Error, Err: err}:
+				default:
+				}
+			}
+			return
+		case f := <-c.frames:
+			c.frame(f)
+		case ctl := <-c.controls:
+			c.control(ctl)
+		case r := <-c.respDone:
+			c.finishResponse(r)
+		}
+	}
+}
+
+func (c *Call) frame(f []int16) {
+	cfg := c.Config()
+	c.framesIn++
+	c.inputMS += vad.FrameMS
+	if cfg.Turn == Manual {
+		c.feed(f)
+		return
+	}
+	switch c.det.Process(f) {
+	case vad.SpeechStarted:
+		c.emit(Event{Type: SpeechStarted, AudioMS: c.inputMS})
+		if c.resp != nil && cfg.InterruptResponse {
+			c.resp.interrupt()
+		}
+		for _, p := range c.det.Prefix() {
+			c.feed(p)
+		}
+	case vad.SpeechStopped:
+		c.speechEnd = time.Now()
+		c.emit(Event{Type: SpeechStopped, AudioMS: c.inputMS})
+		if text := c.finishTurn(); text != "" && cfg.CreateResponse {
+			c.startResponse()
+		}
+	default:
+		if c.det.Speaking() {
+			c.feed(f)
+		}
+	}
+}
+
+// feed passes a frame to recognition, starting a session if needed.
+func (c *Call) feed(f []int16) {
+	if c.sess == nil {
+		s, err := c.prov.STT.Start(c.ctx, stt.Options{Phrases: c.Config().Phrases})
+		if err != nil {
+			c.emit(Event{Type: Error, Err: fmt.Errorf("speech recognition: %w", err)})
+			return
+		}
+		c.sess, c.lastPart = s, ""
+	}
+	if err := c.sess.Write(f); err != nil {
+		c.emit(Event{Type: Error, Err: fmt.Errorf("speech recognition: %w", err)})
+		return
+	}
+	if c.framesIn%5 == 0 { // partials every 100 ms
+		if p := c.sess.Partial(); p != "" && p != c.lastPart {
+			c.lastPart = p
+			c.emit(Event{Type: TranscriptPartial, Text: p})
+		}
+	}
+}
+
+// finishTurn finalizes recognition of the caller's turn and records it.
+func (c *Call) finishTurn() string {
+	if c.sess == nil {
+		return ""
+	}
+	text, err := c.sess.Finish()
+	c.sess = nil
+	c.sttFinalAt = time.Now()
+	if err != nil {
+		c.emit(Event{Type: Error, Err: fmt.Errorf("speech recognition: %w", err)})
+		return ""
+	}
+	text = strings.TrimSpace(text)
+	c.emit(Event{Type: TranscriptFinal, Text: text})
+	if text != "" {
+		c.history = append(c.history, llm.Message{Role: "user", Content: text})
+	}
+	return text
+}
+
+func (c *Call) control(ctl control) {
+	switch ctl {
+	case ctlCommit:
+		c.speechEnd = time.Now()
+		c.det.Reset()
+		if text := c.finishTurn(); text != "" && c.Config().CreateResponse {
+			c.startResponse()
+		}
+	case ctlClear:
+		if c.sess != nil {
+			c.sess.Close()
+			c.sess = nil
+		}
+		c.det.Reset()
+	case ctlCreateResponse:
+		if c.speechEnd.IsZero() {
+			c.speechEnd = time.Now()
+		}
+		c.startResponse()
+	case ctlCancelResponse:
+		if c.resp != nil {
+			c.resp.cancel()
+		}
+	}
+}
