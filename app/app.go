@@ -30,6 +30,11 @@ import (
 	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/server/middleware"
 	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/voice"
+	"github.com/agentvoicebox/avb/voice/calllimit"
+	"github.com/agentvoicebox/avb/voice/llm"
+	"github.com/agentvoicebox/avb/voice/stt"
+	"github.com/agentvoicebox/avb/voice/tts"
 )
 
 // Version is the build version, set with -ldflags "-X .../app.Version=v1.2.3".
@@ -147,6 +152,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	a.server.Handle(avbv1connect.NewUserServiceHandler(server.NewUserServer(identity), ho...))
 	a.server.Handle(avbv1connect.NewApiKeyServiceHandler(server.NewAPIKeyServer(identity), ho...))
 	a.server.Handle(avbv1connect.NewRoleServiceHandler(server.NewRoleServer(identity), ho...))
+	voiceDeps, err := a.voice(cfg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.server.Handle(avbv1connect.NewVoiceServiceHandler(server.NewVoiceServer(voiceDeps), ho...))
+	a.server.Handle(avbv1connect.NewSessionServiceHandler(server.NewSessionServer(voiceDeps), ho...))
 	return a, nil
 }
 
@@ -226,6 +238,24 @@ func (a *App) WaitAuthzReady(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// voice builds the speech providers and the call limiter.
+func (a *App) voice(cfg *config.Config) (server.Voice, error) {
+	speech, err := tts.NewEspeak()
+	if err != nil {
+		return server.Voice{}, err
+	}
+	return server.Voice{
+		DB: a.db,
+		Providers: voice.Providers{
+			STT: stt.NewPocketsphinx(cfg.Voice.PocketsphinxModel, 8),
+			LLM: llm.DefaultScript,
+			TTS: speech,
+		},
+		Limiter: calllimit.New(a.redis, cfg.Voice.MaxCallsPerTenant),
+		Log:     a.log,
+	}, nil
 }
 
 // DevIssuer is the development OIDC issuer, when AVB_OIDC_DEV_ISSUER is on.

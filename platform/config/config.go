@@ -28,7 +28,14 @@ type Config struct {
 	SpiceDB   SpiceDB
 	Readiness Readiness
 	Auth      Auth
+	Voice     Voice
 	Dev       Dev
+}
+
+// Voice configures live calls.
+type Voice struct {
+	MaxCallsPerTenant int    `env:"AVB_MAX_CALLS_PER_TENANT" default:"20" min:"1" desc:"live calls one tenant may hold at once, across all instances"`
+	PocketsphinxModel string `env:"AVB_POCKETSPHINX_MODEL_DIR" default:"/usr/share/pocketsphinx/model/en-us" desc:"pocketsphinx acoustic model, dictionary and language model (Debian package pocketsphinx-en-us)"`
 }
 
 // HTTP configures the one listener that serves Connect, gRPC, gRPC-Web and

@@ -86,6 +86,21 @@ const (
 	ErrorReason_ERROR_REASON_DEPENDENCY_UNAVAILABLE ErrorReason = 61
 	// unavailable: the server is shutting down; reconnect to another instance.
 	ErrorReason_ERROR_REASON_SERVER_SHUTTING_DOWN ErrorReason = 62
+	// Voice.
+	// resource_exhausted: audio arrives faster than real time beyond the input buffer.
+	ErrorReason_ERROR_REASON_AUDIO_TOO_FAST ErrorReason = 70
+	// resource_exhausted: one audio message is larger than 64 KiB.
+	ErrorReason_ERROR_REASON_AUDIO_FRAME_TOO_LARGE ErrorReason = 71
+	// resource_exhausted: the client does not read events fast enough.
+	ErrorReason_ERROR_REASON_CLIENT_TOO_SLOW ErrorReason = 72
+	// invalid_argument: audio that does not match the session's input format.
+	ErrorReason_ERROR_REASON_INVALID_AUDIO ErrorReason = 73
+	// resource_exhausted: the tenant has as many live calls as it may.
+	ErrorReason_ERROR_REASON_CALL_LIMIT_EXCEEDED ErrorReason = 74
+	// (event) a speech or language provider failed; the call goes on when it can.
+	ErrorReason_ERROR_REASON_PROVIDER_FAILED ErrorReason = 75
+	// failed_precondition: the session has ended, or is not live on this server.
+	ErrorReason_ERROR_REASON_SESSION_NOT_LIVE ErrorReason = 76
 )
 
 // Enum value maps for ErrorReason.
@@ -116,6 +131,13 @@ var (
 		60: "ERROR_REASON_INTERNAL",
 		61: "ERROR_REASON_DEPENDENCY_UNAVAILABLE",
 		62: "ERROR_REASON_SERVER_SHUTTING_DOWN",
+		70: "ERROR_REASON_AUDIO_TOO_FAST",
+		71: "ERROR_REASON_AUDIO_FRAME_TOO_LARGE",
+		72: "ERROR_REASON_CLIENT_TOO_SLOW",
+		73: "ERROR_REASON_INVALID_AUDIO",
+		74: "ERROR_REASON_CALL_LIMIT_EXCEEDED",
+		75: "ERROR_REASON_PROVIDER_FAILED",
+		76: "ERROR_REASON_SESSION_NOT_LIVE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -143,6 +165,13 @@ var (
 		"ERROR_REASON_INTERNAL":               60,
 		"ERROR_REASON_DEPENDENCY_UNAVAILABLE": 61,
 		"ERROR_REASON_SERVER_SHUTTING_DOWN":   62,
+		"ERROR_REASON_AUDIO_TOO_FAST":         70,
+		"ERROR_REASON_AUDIO_FRAME_TOO_LARGE":  71,
+		"ERROR_REASON_CLIENT_TOO_SLOW":        72,
+		"ERROR_REASON_INVALID_AUDIO":          73,
+		"ERROR_REASON_CALL_LIMIT_EXCEEDED":    74,
+		"ERROR_REASON_PROVIDER_FAILED":        75,
+		"ERROR_REASON_SESSION_NOT_LIVE":       76,
 	}
 )
 
@@ -251,7 +280,7 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\tafter_key\x18\x01 \x01(\tR\bafterKey\x12\x19\n" +
 	"\bafter_id\x18\x02 \x01(\tR\aafterId\x12\x1d\n" +
 	"\n" +
-	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xd9\x06\n" +
+	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xcf\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eERROR_REASON_VALIDATION_FAILED\x10\x01\x12#\n" +
@@ -278,7 +307,14 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\x15ERROR_REASON_CONFLICT\x104\x12\x19\n" +
 	"\x15ERROR_REASON_INTERNAL\x10<\x12'\n" +
 	"#ERROR_REASON_DEPENDENCY_UNAVAILABLE\x10=\x12%\n" +
-	"!ERROR_REASON_SERVER_SHUTTING_DOWN\x10>B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"!ERROR_REASON_SERVER_SHUTTING_DOWN\x10>\x12\x1f\n" +
+	"\x1bERROR_REASON_AUDIO_TOO_FAST\x10F\x12&\n" +
+	"\"ERROR_REASON_AUDIO_FRAME_TOO_LARGE\x10G\x12 \n" +
+	"\x1cERROR_REASON_CLIENT_TOO_SLOW\x10H\x12\x1e\n" +
+	"\x1aERROR_REASON_INVALID_AUDIO\x10I\x12$\n" +
+	" ERROR_REASON_CALL_LIMIT_EXCEEDED\x10J\x12 \n" +
+	"\x1cERROR_REASON_PROVIDER_FAILED\x10K\x12!\n" +
+	"\x1dERROR_REASON_SESSION_NOT_LIVE\x10LB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_common_proto_rawDescOnce sync.Once

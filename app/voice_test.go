@@ -1,0 +1,381 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/agentvoicebox/avb/apierror"
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/voice/audio"
+	"github.com/agentvoicebox/avb/voice/stt"
+	"github.com/agentvoicebox/avb/voice/tts"
+)
+
+const ask = "please book a meeting for tomorrow at ten"
+
+var replyHints = []string{"sure i booked the meeting for tomorrow at ten", "okay your meeting is cancelled", "hello how can i help you today"}
+
+// h2c speaks HTTP/2 without TLS: bidirectional streams need HTTP/2.
+func h2c() *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &p}}
+}
+
+// withKey sends an API key on every request and stream.
+func withKey(key string) connect.ClientOption {
+	return connect.WithInterceptors(keyInterceptor(key))
+}
+
+type keyInterceptor string
+
+func (k keyInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("X-API-Key", string(k))
+		return next(ctx, req)
+	}
+}
+
+func (k keyInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("X-API-Key", string(k))
+		return conn
+	}
+}
+
+func (k keyInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// spoken is espeak-ng saying text, as 16 kHz PCM16 bytes, with silence after it.
+func spoken(t testing.TB, text string, silenceMS int) []byte {
+	t.Helper()
+	e, err := tts.NewEspeak()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := audio.NewResampler(e.SampleRate(), 16000)
+	var pcm []int16
+	if err := e.Synthesize(context.Background(), tts.Request{Text: text}, func(s []int16) error {
+		pcm = rs.Process(s, pcm)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pcm = append(pcm, make([]int16, 16*silenceMS)...)
+	b, _ := audio.Encode(audio.Format{Encoding: audio.PCM16, SampleRate: 16000}, pcm, nil)
+	return b
+}
+
+func heard(t testing.TB, pcm24k []byte) string {
+	t.Helper()
+	s, _ := audio.Decode(audio.Format{Encoding: audio.PCM16, SampleRate: 24000}, pcm24k, nil)
+	s = audio.NewResampler(24000, 16000).Process(s, nil)
+	sess, err := stt.NewPocketsphinx("", 1).Start(context.Background(), stt.Options{Phrases: replyHints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sess.Write(s)
+	text, _ := sess.Finish()
+	return text
+}
+
+var callConfig = &avbv1.SessionConfig{
+	PhraseHints: []string{ask, "cancel my meeting", "hello"},
+	// Defaults otherwise: pcm16 16 kHz in, pcm16 24 kHz out, server VAD.
+}
+
+// turn is what one conversational turn produced.
+type turn struct {
+	final, reply string
+	audio        []byte
+	done         *avbv1.ResponseDone
+	sessionID    string
+	stopToAudio  time.Duration // SpeechStopped received -> first audio received
+}
+
+// converse runs one turn over Converse: real-time paced 20 ms frames in,
+// events out until the reply is done.
+func converse(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.Duration) turn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream := client.Converse(ctx)
+	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		b := spoken(t, ask, 800)
+		for i := 0; i < len(b); i += 640 {
+			if stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: b[i:min(i+640, len(b))]}}}) != nil {
+				return
+			}
+			time.Sleep(pace)
+		}
+	}()
+	var tr turn
+	var stopped time.Time
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		switch ev := msg.GetEvent().GetEvent().(type) {
+		case *avbv1.VoiceEvent_SessionStarted:
+			tr.sessionID = ev.SessionStarted.GetSession().GetId()
+		case *avbv1.VoiceEvent_SpeechStopped:
+			stopped = time.Now()
+		case *avbv1.VoiceEvent_TranscriptFinal:
+			tr.final = ev.TranscriptFinal.GetText()
+		case *avbv1.VoiceEvent_ResponseTextDelta:
+			tr.reply += ev.ResponseTextDelta.GetText()
+		case *avbv1.VoiceEvent_ResponseAudioDelta:
+			if len(tr.audio) == 0 && !stopped.IsZero() {
+				tr.stopToAudio = time.Since(stopped)
+			}
+			tr.audio = append(tr.audio, ev.ResponseAudioDelta.GetAudio()...)
+		case *avbv1.VoiceEvent_ResponseDone:
+			tr.done = ev.ResponseDone
+			if err := stream.CloseRequest(); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				if _, err := stream.Receive(); err != nil {
+					if !errors.Is(err, io.EOF) {
+						t.Fatalf("stream ended with %v", err)
+					}
+					return tr
+				}
+			}
+		case *avbv1.VoiceEvent_Error:
+			t.Fatalf("error event: %v", ev.Error)
+		}
+	}
+}
+
+// The call end to end, over the Connect protocol and over gRPC: espeak-ng
+// asks in real-time 20 ms frames, the transcript matches, the scripted model
+// answers, the reply audio says the answer, and the session ends completed
+// with its metrics and events stored.
+func TestVoiceCallEndToEnd(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("voice", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	for name, opt := range map[string]connect.ClientOption{"connect": connect.WithProtoJSON(), "grpc": connect.WithGRPC()} {
+		t.Run(name, func(t *testing.T) {
+			client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, opt, withKey(key))
+			tr := converse(t, client, 20*time.Millisecond)
+			if tr.final != ask {
+				t.Fatalf("transcript %q", tr.final)
+			}
+			if tr.reply != "Sure. I booked the meeting for tomorrow at ten." || tr.done.GetInterrupted() {
+				t.Fatalf("reply %q", tr.reply)
+			}
+			if got := heard(t, tr.audio); got != replyHints[0] {
+				t.Fatalf("the reply audio says %q", got)
+			}
+			t.Logf("%s: end of speech -> first audio byte at the client: %s (server: %.2f ms)", name, tr.stopToAudio, tr.done.GetLatency().GetFirstByteMs())
+
+			sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
+			var sess *avbv1.Session
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				res, err := sessions.GetSession(context.Background(), connect.NewRequest(&avbv1.GetSessionRequest{SessionId: tr.sessionID}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				sess = res.Msg.GetSession()
+				if sess.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_ACTIVE || time.Now().After(deadline) {
+					break
+				}
+			}
+			m := sess.GetMetrics()
+			if sess.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_COMPLETED || m.GetTurns() != 1 || m.GetOutputTokens() == 0 ||
+				m.GetInputTokens() == 0 || m.GetInputAudioSeconds() < 2 || m.GetOutputAudioSeconds() < 1 || m.GetDurationSeconds() <= 0 {
+				t.Fatalf("session %v metrics %v", sess.GetStatus(), m)
+			}
+			evs, err := sessions.ListSessionEvents(context.Background(), connect.NewRequest(&avbv1.ListSessionEventsRequest{SessionId: tr.sessionID}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var types []string
+			for _, e := range evs.Msg.GetEvents() {
+				types = append(types, e.GetType())
+			}
+			if !slices.Equal(types, []string{"transcript", "response"}) {
+				t.Fatalf("stored events %v", types)
+			}
+		})
+	}
+}
+
+// Property 10: a stream without valid credentials is refused before any
+// message is processed: no session is created.
+func TestVoiceStreamsRequireCredentials(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("nokey", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	revoked := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"old","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))
+	wantOK(t, p.call("/avb.v1.ApiKeyService/RevokeApiKey", `{"apiKeyId":"`+revoked["apiKey"].(map[string]any)["id"].(string)+`"}`, bearer(admin)...))
+	billing := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"bill","scopes":["API_KEY_SCOPE_BILLING"]}`, bearer(admin)...))["secret"].(string)
+	cases := map[string]struct {
+		opts   []connect.ClientOption
+		code   connect.Code
+		reason string
+	}{
+		"none":    {nil, connect.CodeUnauthenticated, "unauthenticated"},
+		"garbage": {[]connect.ClientOption{withKey("avb_nope")}, connect.CodeUnauthenticated, "invalid_api_key"},
+		"revoked": {[]connect.ClientOption{withKey(revoked["secret"].(string))}, connect.CodeUnauthenticated, "api_key_revoked"},
+		"scope":   {[]connect.ClientOption{withKey(billing)}, connect.CodePermissionDenied, "permission_denied"},
+	}
+	for name, c := range cases {
+		client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, append(c.opts, connect.WithGRPC())...)
+		stream := client.Converse(context.Background())
+		_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}})
+		_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: make([]byte, 640)}}})
+		_, err := stream.Receive()
+		if connect.CodeOf(err) != c.code || apierror.Reason(err) != c.reason {
+			t.Fatalf("%s: %v (%s)", name, err, apierror.Reason(err))
+		}
+		_ = stream.CloseRequest()
+	}
+	var n int
+	if err := ownerDB(t, p.owner).QueryRow(context.Background(), "SELECT count(*) FROM sessions").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d sessions created by refused streams (%v)", n, err)
+	}
+}
+
+// Too-large frames and faster-than-real-time audio end the stream with
+// resource_exhausted; the session ends in error.
+func TestVoiceStreamLimits(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("limits", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	for name, c := range map[string]struct {
+		chunk, count int
+		reason       string
+	}{
+		"frame too large": {70 << 10, 1, "audio_frame_too_large"},
+		"too fast":        {32000, 10, "audio_too_fast"}, // ten seconds at once
+	} {
+		stream := client.Converse(context.Background())
+		_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}})
+		for range c.count {
+			if stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: make([]byte, c.chunk)}}}) != nil {
+				break
+			}
+		}
+		var err error
+		for err == nil {
+			_, err = stream.Receive()
+		}
+		if connect.CodeOf(err) != connect.CodeResourceExhausted || apierror.Reason(err) != c.reason {
+			t.Fatalf("%s: %v (%s)", name, err, apierror.Reason(err))
+		}
+	}
+}
+
+// The browser path: ConverseEvents streams events while SendAudio and
+// SendControl feed the same session, and the call goes as on Converse.
+func TestBrowserPath(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("browser", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
+	created, err := sessions.CreateSession(context.Background(), connect.NewRequest(&avbv1.CreateSessionRequest{Config: callConfig}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.GetSession().GetId()
+	// Browsers speak Connect over HTTP/1.1 or HTTP/2 with fetch: server streams and unary calls only.
+	client := avbv1connect.NewVoiceServiceClient(http.DefaultClient, p.base, withKey(key))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	events, err := client.ConverseEvents(ctx, connect.NewRequest(&avbv1.ConverseEventsRequest{Start: &avbv1.SessionStart{SessionId: id}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !events.Receive() || events.Msg().GetEvent().GetSessionStarted() == nil {
+		t.Fatalf("first event: %v %v", events.Msg(), events.Err())
+	}
+	go func() {
+		b := spoken(t, ask, 800)
+		for i := 0; i < len(b); i += 3200 { // 100 ms per request
+			if _, err := client.SendAudio(ctx, connect.NewRequest(&avbv1.SendAudioRequest{SessionId: id, Audio: b[i:min(i+3200, len(b))]})); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	var final string
+	var out []byte
+	for events.Receive() {
+		switch ev := events.Msg().GetEvent().GetEvent().(type) {
+		case *avbv1.VoiceEvent_TranscriptFinal:
+			final = ev.TranscriptFinal.GetText()
+		case *avbv1.VoiceEvent_ResponseAudioDelta:
+			out = append(out, ev.ResponseAudioDelta.GetAudio()...)
+		case *avbv1.VoiceEvent_ResponseDone:
+			if _, err := client.SendControl(ctx, connect.NewRequest(&avbv1.SendControlRequest{SessionId: id,
+				Control: &avbv1.ClientControl{Control: &avbv1.ClientControl_End{End: &avbv1.SessionEnd{}}}})); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := events.Err(); err != nil {
+		t.Fatalf("events ended with %v", err)
+	}
+	if final != ask || heard(t, out) != replyHints[0] {
+		t.Fatalf("heard %q, reply says %q", final, heard(t, out))
+	}
+	res, err := sessions.GetSession(context.Background(), connect.NewRequest(&avbv1.GetSessionRequest{SessionId: id}))
+	if err != nil || res.Msg.GetSession().GetStatus() != avbv1.SessionStatus_SESSION_STATUS_COMPLETED {
+		t.Fatalf("session %v %v", res.Msg.GetSession().GetStatus(), err)
+	}
+	_, err = client.SendAudio(ctx, connect.NewRequest(&avbv1.SendAudioRequest{SessionId: id, Audio: make([]byte, 640)}))
+	if apierror.Reason(err) != "session_not_live" {
+		t.Fatalf("audio to an ended session: %v", err)
+	}
+}
+
+// TestVoiceLatency measures end of speech -> first audio byte at the client
+// over many turns (set AVB_MEASURE=1; it takes a while).
+func TestVoiceLatency(t *testing.T) {
+	if os.Getenv("AVB_MEASURE") == "" {
+		t.Skip("set AVB_MEASURE=1 to measure")
+	}
+	p := newPlatform(t)
+	ten := p.tenant("lat", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	var client_, server []float64
+	for range 30 {
+		tr := converse(t, client, 20*time.Millisecond)
+		client_ = append(client_, float64(tr.stopToAudio.Microseconds())/1000)
+		server = append(server, tr.done.GetLatency().GetFirstByteMs())
+	}
+	pct := func(v []float64, q float64) float64 { s := slices.Clone(v); sort.Float64s(s); return s[int(q*float64(len(s)-1))] }
+	fmt.Printf("end of speech -> first audio byte, client: p50 %.2f ms p95 %.2f ms; server part: p50 %.2f ms p95 %.2f ms\n",
+		pct(client_, .5), pct(client_, .95), pct(server, .5), pct(server, .95))
+}

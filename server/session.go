@@ -1,0 +1,145 @@
+package server
+
+import (
+	"context"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/store"
+)
+
+// NewSessionServer returns the SessionService handler.
+func NewSessionServer(deps Voice) avbv1connect.SessionServiceHandler { return &sessionServer{deps} }
+
+type sessionServer struct{ Voice }
+
+func sessionStatus(s string) avbv1.SessionStatus {
+	return avbv1.SessionStatus(enumValue(avbv1.SessionStatus_value, "SESSION_STATUS_", s))
+}
+
+func optID(id *uuid.UUID) string {
+	if id == nil {
+		return ""
+	}
+	return id.String()
+}
+
+func sessionToProto(s *store.Session) *avbv1.Session {
+	cfg := &avbv1.SessionConfig{}
+	_ = protojson.Unmarshal(s.Config, cfg)
+	return &avbv1.Session{
+		Id: s.ID.String(), TenantId: s.TenantID.String(), ProjectId: optID(s.ProjectID), ApiKeyId: optID(s.APIKeyID),
+		Status: sessionStatus(s.Status), Config: cfg, Error: s.Error,
+		Metrics: &avbv1.SessionMetrics{
+			DurationSeconds: s.DurationSeconds, InputTokens: s.InputTokens, OutputTokens: s.OutputTokens,
+			InputAudioSeconds: s.InputAudioSeconds, OutputAudioSeconds: s.OutputAudioSeconds, Turns: int32(s.Turns),
+		},
+		CreateTime: ts(s.CreatedAt), StartTime: tsp(s.StartedAt), EndTime: tsp(s.EndedAt),
+	}
+}
+
+func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[avbv1.CreateSessionRequest]) (*connect.Response[avbv1.CreateSessionResponse], error) {
+	if _, err := callConfig(req.Msg.GetConfig()); err != nil {
+		return nil, invalidArgument(err.Error())
+	}
+	raw, err := protojson.Marshal(orEmpty(req.Msg.GetConfig()))
+	if err != nil {
+		return nil, err
+	}
+	sess := &store.Session{Config: raw}
+	if req.Msg.GetProjectId() != "" {
+		id, err := parseID(req.Msg.GetProjectId())
+		if err != nil {
+			return nil, err
+		}
+		sess.ProjectID = &id
+	}
+	if err := s.DB.Sessions().Create(ctx, sess); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&avbv1.CreateSessionResponse{Session: sessionToProto(sess)}), nil
+}
+
+func (s *sessionServer) GetSession(ctx context.Context, req *connect.Request[avbv1.GetSessionRequest]) (*connect.Response[avbv1.GetSessionResponse], error) {
+	id, err := parseID(req.Msg.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	sess, err := s.DB.Sessions().Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&avbv1.GetSessionResponse{Session: sessionToProto(sess)}), nil
+}
+
+func (s *sessionServer) ListSessions(ctx context.Context, req *connect.Request[avbv1.ListSessionsRequest]) (*connect.Response[avbv1.ListSessionsResponse], error) {
+	m := req.Msg
+	var f store.SessionFilter
+	if m.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_UNSPECIFIED {
+		f.Status = enumWord(m.GetStatus().String(), "SESSION_STATUS_")
+	}
+	if m.GetProjectId() != "" {
+		id, err := parseID(m.GetProjectId())
+		if err != nil {
+			return nil, err
+		}
+		f.ProjectID = &id
+	}
+	if m.GetCreatedAfter() != nil {
+		t := m.GetCreatedAfter().AsTime()
+		f.After = &t
+	}
+	if m.GetCreatedBefore() != nil {
+		t := m.GetCreatedBefore().AsTime()
+		f.Before = &t
+	}
+	rows, next, err := s.DB.Sessions().List(ctx, f, store.PageSize(m.GetPageSize()), m.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	res := &avbv1.ListSessionsResponse{NextPageToken: next}
+	for i := range rows {
+		res.Sessions = append(res.Sessions, sessionToProto(&rows[i]))
+	}
+	return connect.NewResponse(res), nil
+}
+
+func (s *sessionServer) TerminateSession(ctx context.Context, req *connect.Request[avbv1.TerminateSessionRequest]) (*connect.Response[avbv1.TerminateSessionResponse], error) {
+	id, err := parseID(req.Msg.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	sess, err := s.DB.Sessions().Finish(ctx, id, store.SessionTerminated, "terminated by request", store.SessionMetrics{})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&avbv1.TerminateSessionResponse{Session: sessionToProto(sess)}), nil
+}
+
+func (s *sessionServer) ListSessionEvents(ctx context.Context, req *connect.Request[avbv1.ListSessionEventsRequest]) (*connect.Response[avbv1.ListSessionEventsResponse], error) {
+	id, err := parseID(req.Msg.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.DB.Sessions().Get(ctx, id); err != nil {
+		return nil, err
+	}
+	rows, next, err := s.DB.Sessions().Events(ctx, id, store.PageSize(req.Msg.GetPageSize()), req.Msg.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	res := &avbv1.ListSessionEventsResponse{NextPageToken: next}
+	for _, e := range rows {
+		data := &structpb.Struct{}
+		_ = protojson.Unmarshal(e.Data, data)
+		res.Events = append(res.Events, &avbv1.SessionEvent{Id: e.ID.String(), SessionId: e.SessionID.String(),
+			Type: e.Type, Data: data, CreateTime: ts(e.CreatedAt)})
+	}
+	return connect.NewResponse(res), nil
+}
+

@@ -1,0 +1,432 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/agentvoicebox/avb/apierror"
+	"github.com/agentvoicebox/avb/authn"
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
+	"github.com/agentvoicebox/avb/voice"
+	"github.com/agentvoicebox/avb/voice/calllimit"
+)
+
+// heartbeatEvery is how long a live stream may be quiet before a heartbeat.
+const heartbeatEvery = 15 * time.Second
+
+// Voice are the dependencies of the voice service.
+type Voice struct {
+	DB        *store.DB
+	Providers voice.Providers
+	Limiter   *calllimit.Limiter
+	Log       *slog.Logger
+}
+
+// NewVoiceServer returns the VoiceService handler.
+func NewVoiceServer(deps Voice) avbv1connect.VoiceServiceHandler {
+	return &voiceServer{Voice: deps}
+}
+
+type voiceServer struct {
+	Voice
+	live sync.Map // session id -> *liveCall, for the browser path
+}
+
+// liveCall is a session with a call running on this server.
+type liveCall struct {
+	tenant  uuid.UUID
+	session *store.Session
+	call    *voice.Call
+	release func()
+	started time.Time
+
+	mu      sync.Mutex
+	metrics store.SessionMetrics
+	inMS    float64
+	ended   bool
+}
+
+func voiceError(err error) error {
+	switch {
+	case errors.Is(err, voice.ErrInputOverflow):
+		return apierror.New(connect.CodeResourceExhausted, avbv1.ErrorReason_ERROR_REASON_AUDIO_TOO_FAST, err.Error())
+	case errors.Is(err, voice.ErrFrameTooLarge):
+		return apierror.New(connect.CodeResourceExhausted, avbv1.ErrorReason_ERROR_REASON_AUDIO_FRAME_TOO_LARGE, err.Error())
+	case errors.Is(err, voice.ErrSlowClient):
+		return apierror.New(connect.CodeResourceExhausted, avbv1.ErrorReason_ERROR_REASON_CLIENT_TOO_SLOW, err.Error())
+	case errors.Is(err, calllimit.ErrLimit):
+		return apierror.New(connect.CodeResourceExhausted, avbv1.ErrorReason_ERROR_REASON_CALL_LIMIT_EXCEEDED, err.Error())
+	case errors.Is(err, store.ErrSessionEnded), errors.Is(err, voice.ErrClosed):
+		return apierror.New(connect.CodeFailedPrecondition, avbv1.ErrorReason_ERROR_REASON_SESSION_NOT_LIVE, "the session has ended")
+	}
+	return err
+}
+
+// open starts or joins a session and starts its call.
+func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liveCall, error) {
+	tenantID, err := callerTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var sess *store.Session
+	cfg := start.GetConfig()
+	if start.GetSessionId() != "" {
+		id, err := parseID(start.GetSessionId())
+		if err != nil {
+			return nil, err
+		}
+		if sess, err = s.DB.Sessions().Get(ctx, id); err != nil {
+			return nil, err
+		}
+		if cfg == nil {
+			cfg = &avbv1.SessionConfig{}
+			_ = protojson.Unmarshal(sess.Config, cfg)
+		}
+	}
+	callCfg, err := callConfig(cfg)
+	if err != nil {
+		return nil, invalidArgument(err.Error())
+	}
+	raw, err := protojson.Marshal(orEmpty(cfg))
+	if err != nil {
+		return nil, err
+	}
+	if sess == nil {
+		sess = &store.Session{Config: raw, Status: store.SessionCreated}
+		if p := authn.PrincipalFrom(ctx); p != nil {
+			if p.Kind == authn.KindAPIKey {
+				sess.APIKeyID = &p.APIKeyID
+			} else if p.UserID != uuid.Nil {
+				sess.UserID = &p.UserID
+			}
+		}
+		if err := s.DB.Sessions().Create(ctx, sess); err != nil {
+			return nil, err
+		}
+	}
+	release, err := s.Limiter.Acquire(ctx, tenantID.String(), sess.ID.String())
+	if err != nil {
+		return nil, voiceError(err)
+	}
+	if sess, err = s.DB.Sessions().Start(ctx, sess.ID, raw); err != nil {
+		release()
+		return nil, voiceError(err)
+	}
+	// The call outlives the request context of the browser path's RPCs, but
+	// not the stream that owns it.
+	call, err := voice.New(ctx, callCfg, s.Providers)
+	if err != nil {
+		release()
+		return nil, invalidArgument(err.Error())
+	}
+	return &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now()}, nil
+}
+
+func orEmpty(c *avbv1.SessionConfig) *avbv1.SessionConfig {
+	if c == nil {
+		return &avbv1.SessionConfig{}
+	}
+	return c
+}
+
+// pump forwards the call's events to send until the call ends, sending
+// heartbeats when quiet, and records transcripts and replies.
+func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.VoiceEvent) error) error {
+	if err := send(&avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_SessionStarted{SessionStarted: &avbv1.SessionStarted{Session: sessionToProto(l.session)}}}); err != nil {
+		return err
+	}
+	records := make(chan store.SessionEvent, 64)
+	written := make(chan struct{})
+	go func() { // session events are written off the media path
+		defer close(written)
+		for e := range records {
+			if err := s.DB.Sessions().AddEvents(context.WithoutCancel(ctx), []store.SessionEvent{e}); err != nil {
+				s.Log.WarnContext(ctx, "record session event", "error", err.Error())
+			}
+		}
+	}()
+	defer func() { close(records); <-written }()
+	record := func(typ string, data map[string]any) {
+		st, err := structpb.NewStruct(data)
+		if err != nil {
+			return
+		}
+		b, _ := protojson.Marshal(st)
+		select {
+		case records <- store.SessionEvent{SessionID: l.session.ID, Type: typ, Data: b}:
+		default:
+			s.Log.WarnContext(ctx, "session event dropped: recorder behind", "type", typ)
+		}
+	}
+	heartbeat := time.NewTicker(heartbeatEvery)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case ev, ok := <-l.call.Events():
+			if !ok {
+				return nil
+			}
+			heartbeat.Reset(heartbeatEvery)
+			out := l.observe(ev, record)
+			if out == nil {
+				continue
+			}
+			if err := send(out); err != nil {
+				return err
+			}
+		case <-heartbeat.C:
+			if err := send(&avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_Heartbeat{Heartbeat: &avbv1.Heartbeat{}}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// observe updates the session's metrics and records from an engine event,
+// and returns the event for the client.
+func (l *liveCall) observe(ev voice.Event, record func(string, map[string]any)) *avbv1.VoiceEvent {
+	switch ev.Type {
+	case voice.SpeechStarted:
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_SpeechStarted{SpeechStarted: &avbv1.SpeechStarted{AudioMs: ev.AudioMS}}}
+	case voice.SpeechStopped:
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_SpeechStopped{SpeechStopped: &avbv1.SpeechStopped{AudioMs: ev.AudioMS}}}
+	case voice.TranscriptPartial:
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_TranscriptPartial{TranscriptPartial: &avbv1.TranscriptPartial{Text: ev.Text}}}
+	case voice.TranscriptFinal:
+		if ev.Text != "" {
+			l.mu.Lock()
+			l.metrics.Turns++
+			l.mu.Unlock()
+			record("transcript", map[string]any{"text": ev.Text})
+		}
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_TranscriptFinal{TranscriptFinal: &avbv1.TranscriptFinal{Text: ev.Text}}}
+	case voice.ResponseStarted:
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_ResponseStarted{ResponseStarted: &avbv1.ResponseStarted{ResponseId: int32(ev.ResponseID)}}}
+	case voice.TextDelta:
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_ResponseTextDelta{ResponseTextDelta: &avbv1.ResponseTextDelta{ResponseId: int32(ev.ResponseID), Text: ev.Text}}}
+	case voice.AudioDelta:
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_ResponseAudioDelta{ResponseAudioDelta: &avbv1.ResponseAudioDelta{ResponseId: int32(ev.ResponseID), Audio: ev.Audio, AudioMs: ev.AudioMS}}}
+	case voice.ResponseDone:
+		m := ev.Metrics
+		l.mu.Lock()
+		l.metrics.InputTokens += int64(ev.Usage.InputTokens)
+		l.metrics.OutputTokens += int64(ev.Usage.OutputTokens)
+		l.metrics.OutputAudioSeconds += m.AudioOutMS / 1000
+		l.mu.Unlock()
+		lat := &avbv1.TurnLatency{SttFinalMs: ms(m.STTFinal), LlmFirstTokenMs: ms(m.LLMFirstToken), TtsFirstAudioMs: ms(m.TTSFirstAudio), FirstByteMs: ms(m.FirstByteSent)}
+		record("response", map[string]any{"text": ev.Text, "interrupted": ev.Interrupted, "played_ms": ev.PlayedMS,
+			"first_byte_ms": lat.FirstByteMs, "input_tokens": ev.Usage.InputTokens, "output_tokens": ev.Usage.OutputTokens})
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_ResponseDone{ResponseDone: &avbv1.ResponseDone{
+			ResponseId: int32(ev.ResponseID), Text: ev.Text, Interrupted: ev.Interrupted, PlayedMs: ev.PlayedMS, AudioMs: m.AudioOutMS,
+			InputTokens: int64(ev.Usage.InputTokens), OutputTokens: int64(ev.Usage.OutputTokens), Latency: lat}}}
+	case voice.Error:
+		reason := apierror.ReasonString(avbv1.ErrorReason_ERROR_REASON_PROVIDER_FAILED)
+		if r := apierror.Reason(voiceError(ev.Err)); r != "" {
+			reason = r
+		}
+		record("error", map[string]any{"reason": reason, "message": ev.Err.Error()})
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_Error{Error: &avbv1.ErrorEvent{Reason: reason, Message: ev.Err.Error()}}}
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// audio passes caller audio to the call.
+func (l *liveCall) audio(b []byte) error {
+	if err := l.call.AppendAudio(b); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.inMS += l.call.Config().Input.DurationMS(len(b))
+	l.mu.Unlock()
+	return nil
+}
+
+var errEnd = errors.New("session end requested")
+
+// control applies a client control message.
+func (l *liveCall) control(c *avbv1.ClientControl) error {
+	switch c.GetControl().(type) {
+	case *avbv1.ClientControl_Update:
+		cfg, err := callConfig(c.GetUpdate())
+		if err != nil {
+			return invalidArgument(err.Error())
+		}
+		if err := l.call.Update(cfg); err != nil {
+			return invalidArgument(err.Error())
+		}
+	case *avbv1.ClientControl_Commit:
+		return l.call.Commit()
+	case *avbv1.ClientControl_Clear:
+		return l.call.Clear()
+	case *avbv1.ClientControl_CreateResponse:
+		return l.call.CreateResponse()
+	case *avbv1.ClientControl_CancelResponse:
+		return l.call.CancelResponse()
+	case *avbv1.ClientControl_End:
+		return errEnd
+	}
+	return nil
+}
+
+// finish closes the call and records the session's end, once.
+func (s *voiceServer) finish(ctx context.Context, l *liveCall, status, reason string) {
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		return
+	}
+	l.ended = true
+	l.mu.Unlock()
+	l.call.Close()
+	l.release()
+	l.mu.Lock()
+	m := l.metrics
+	m.InputAudioSeconds = l.inMS / 1000
+	m.DurationSeconds = time.Since(l.started).Seconds()
+	l.mu.Unlock()
+	if _, err := s.DB.Sessions().Finish(context.WithoutCancel(ctx), l.session.ID, status, reason, m); err != nil {
+		s.Log.ErrorContext(ctx, "record session end", "session_id", l.session.ID.String(), "error", err.Error())
+	}
+}
+
+// endStatus is the session status for how a stream ended.
+func endStatus(err error) (string, string) {
+	if err == nil || errors.Is(err, errEnd) || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+		return store.SessionCompleted, ""
+	}
+	return store.SessionError, err.Error()
+}
+
+func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[avbv1.ConverseRequest, avbv1.ConverseResponse]) error {
+	first, err := stream.Receive()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if first.GetStart() == nil {
+		return invalidArgument("the first message must be start")
+	}
+	l, err := s.open(ctx, first.GetStart())
+	if err != nil {
+		return err
+	}
+	pumped := make(chan error, 1)
+	go func() {
+		pumped <- s.pump(ctx, l, func(ev *avbv1.VoiceEvent) error { return stream.Send(&avbv1.ConverseResponse{Event: ev}) })
+	}()
+	err = s.receive(l, stream.Receive)
+	status, reason := endStatus(err)
+	s.finish(ctx, l, status, reason)
+	<-pumped
+	if callErr := l.call.Err(); callErr != nil && err == nil {
+		err = callErr
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, errEnd) {
+		return nil
+	}
+	return voiceError(err)
+}
+
+// receive handles client messages until the client stops sending.
+func (s *voiceServer) receive(l *liveCall, next func() (*avbv1.ConverseRequest, error)) error {
+	for {
+		msg, err := next()
+		if err != nil {
+			return err
+		}
+		switch m := msg.GetMessage().(type) {
+		case *avbv1.ConverseRequest_Audio:
+			if err := l.audio(m.Audio.GetAudio()); err != nil {
+				if errors.Is(err, voice.ErrInputOverflow) || errors.Is(err, voice.ErrFrameTooLarge) || errors.Is(err, voice.ErrClosed) {
+					return err
+				}
+				return invalidAudio(err)
+			}
+		case *avbv1.ConverseRequest_Control:
+			if err := l.control(m.Control); err != nil {
+				return err
+			}
+		case *avbv1.ConverseRequest_Start:
+			return invalidArgument("start may only be the first message")
+		}
+	}
+}
+
+func invalidAudio(err error) error {
+	return apierror.New(connect.CodeInvalidArgument, avbv1.ErrorReason_ERROR_REASON_INVALID_AUDIO, "audio does not match the input format: "+err.Error())
+}
+
+func (s *voiceServer) ConverseEvents(ctx context.Context, req *connect.Request[avbv1.ConverseEventsRequest], stream *connect.ServerStream[avbv1.ConverseEventsResponse]) error {
+	l, err := s.open(ctx, req.Msg.GetStart())
+	if err != nil {
+		return err
+	}
+	s.live.Store(l.session.ID, l)
+	defer s.live.Delete(l.session.ID)
+	err = s.pump(ctx, l, func(ev *avbv1.VoiceEvent) error { return stream.Send(&avbv1.ConverseEventsResponse{Event: ev}) })
+	if err == nil {
+		err = l.call.Err()
+	}
+	status, reason := endStatus(err)
+	s.finish(ctx, l, status, reason)
+	return voiceError(err)
+}
+
+// lookup finds a live browser-path session of the caller's tenant.
+func (s *voiceServer) lookup(ctx context.Context, rawID string) (*liveCall, error) {
+	id, err := parseID(rawID)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := s.live.Load(id)
+	tenantID, _ := tenancy.ID(ctx)
+	if !ok || v.(*liveCall).tenant != tenantID {
+		return nil, apierror.New(connect.CodeFailedPrecondition, avbv1.ErrorReason_ERROR_REASON_SESSION_NOT_LIVE,
+			"the session is not live on this server: open ConverseEvents first")
+	}
+	return v.(*liveCall), nil
+}
+
+func (s *voiceServer) SendAudio(ctx context.Context, req *connect.Request[avbv1.SendAudioRequest]) (*connect.Response[avbv1.SendAudioResponse], error) {
+	l, err := s.lookup(ctx, req.Msg.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	if err := l.audio(req.Msg.GetAudio()); err != nil {
+		if errors.Is(err, voice.ErrInputOverflow) || errors.Is(err, voice.ErrFrameTooLarge) || errors.Is(err, voice.ErrClosed) {
+			return nil, voiceError(err)
+		}
+		return nil, invalidAudio(err)
+	}
+	return connect.NewResponse(&avbv1.SendAudioResponse{}), nil
+}
+
+func (s *voiceServer) SendControl(ctx context.Context, req *connect.Request[avbv1.SendControlRequest]) (*connect.Response[avbv1.SendControlResponse], error) {
+	l, err := s.lookup(ctx, req.Msg.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	if err := l.control(req.Msg.GetControl()); err != nil {
+		if !errors.Is(err, errEnd) {
+			return nil, voiceError(err)
+		}
+		s.finish(ctx, l, store.SessionCompleted, "")
+	}
+	return connect.NewResponse(&avbv1.SendControlResponse{}), nil
+}

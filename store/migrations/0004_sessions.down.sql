@@ -1,0 +1,2 @@
+DROP TABLE session_events;
+DROP TABLE sessions;

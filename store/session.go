@@ -1,0 +1,193 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+)
+
+// Session statuses.
+const (
+	SessionCreated    = "created"
+	SessionActive     = "active"
+	SessionCompleted  = "completed"
+	SessionError      = "error"
+	SessionTerminated = "terminated"
+)
+
+// SessionMetrics are a session's totals.
+type SessionMetrics struct {
+	DurationSeconds    float64 `bun:"duration_seconds"`
+	InputTokens        int64   `bun:"input_tokens"`
+	OutputTokens       int64   `bun:"output_tokens"`
+	InputAudioSeconds  float64 `bun:"input_audio_seconds"`
+	OutputAudioSeconds float64 `bun:"output_audio_seconds"`
+	Turns              int     `bun:"turns"`
+}
+
+// Session is one voice conversation.
+type Session struct {
+	bun.BaseModel `bun:"table:sessions"`
+
+	ID        uuid.UUID       `bun:"id,pk,type:uuid,default:gen_random_uuid()"`
+	TenantID  uuid.UUID       `bun:"tenant_id,type:uuid"`
+	ProjectID *uuid.UUID      `bun:"project_id,type:uuid"`
+	APIKeyID  *uuid.UUID      `bun:"api_key_id,type:uuid"`
+	UserID    *uuid.UUID      `bun:"user_id,type:uuid"`
+	Status    string          `bun:"status"`
+	Config    json.RawMessage `bun:"config,type:jsonb"`
+	SessionMetrics
+	Error     string     `bun:"error"`
+	CreatedAt time.Time  `bun:"created_at,nullzero,default:now()"`
+	StartedAt *time.Time `bun:"started_at"`
+	EndedAt   *time.Time `bun:"ended_at"`
+}
+
+// SessionEvent is one recorded happening.
+type SessionEvent struct {
+	bun.BaseModel `bun:"table:session_events"`
+
+	ID        uuid.UUID       `bun:"id,pk,type:uuid,default:gen_random_uuid()"`
+	TenantID  uuid.UUID       `bun:"tenant_id,type:uuid"`
+	SessionID uuid.UUID       `bun:"session_id,type:uuid"`
+	Type      string          `bun:"type"`
+	Data      json.RawMessage `bun:"data,type:jsonb"`
+	CreatedAt time.Time       `bun:"created_at,nullzero,default:clock_timestamp()"`
+}
+
+// Sessions is the session repository, scoped to the tenant in ctx.
+type Sessions struct{ db *DB }
+
+// Sessions returns the session repository.
+func (db *DB) Sessions() Sessions { return Sessions{db} }
+
+// Create stores a new session (status created).
+func (r Sessions) Create(ctx context.Context, s *Session) error {
+	if s.Status == "" {
+		s.Status = SessionCreated
+	}
+	if len(s.Config) == 0 {
+		s.Config = json.RawMessage(`{}`)
+	}
+	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewInsert().Model(s).ExcludeColumn("tenant_id", "created_at").Returning("*").Exec(ctx)
+		return err
+	})
+}
+
+// Get returns a session of the tenant.
+func (r Sessions) Get(ctx context.Context, id uuid.UUID) (*Session, error) {
+	s := new(Session)
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewSelect().Model(s).Where("id = ?", id).Scan(ctx)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return s, err
+}
+
+// ErrSessionEnded: the session is completed, failed or terminated.
+var ErrSessionEnded = errors.New("session has ended")
+
+// Start marks a created session active (with its configuration) and returns it.
+func (r Sessions) Start(ctx context.Context, id uuid.UUID, config json.RawMessage) (*Session, error) {
+	s := new(Session)
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewUpdate().Model(s).Set("status = ?", SessionActive).Set("config = ?", string(config)).
+			Set("started_at = COALESCE(started_at, now())").
+			Where("id = ? AND status IN (?, ?)", id, SessionCreated, SessionActive).Returning("*").Scan(ctx)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, gerr := r.Get(ctx, id); gerr != nil {
+			return nil, gerr
+		}
+		return nil, ErrSessionEnded
+	}
+	return s, err
+}
+
+// Finish ends an open session with its final status and metrics. Ending an
+// ended session changes nothing and returns it as it is.
+func (r Sessions) Finish(ctx context.Context, id uuid.UUID, status, reason string, m SessionMetrics) (*Session, error) {
+	s := new(Session)
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewUpdate().Model(s).Set("status = ?", status).Set("error = ?", reason).
+			Set("duration_seconds = ?, input_tokens = ?, output_tokens = ?", m.DurationSeconds, m.InputTokens, m.OutputTokens).
+			Set("input_audio_seconds = ?, output_audio_seconds = ?, turns = ?", m.InputAudioSeconds, m.OutputAudioSeconds, m.Turns).
+			Set("ended_at = now()").
+			Where("id = ? AND status IN (?, ?)", id, SessionCreated, SessionActive).Returning("*").Scan(ctx)
+		if errors.Is(err, sql.ErrNoRows) {
+			return tx.NewSelect().Model(s).Where("id = ?", id).Scan(ctx)
+		}
+		return err
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return s, err
+}
+
+// SessionFilter selects sessions for List.
+type SessionFilter struct {
+	Status        string
+	ProjectID     *uuid.UUID
+	After, Before *time.Time
+}
+
+// List returns one page of sessions, newest first.
+func (r Sessions) List(ctx context.Context, f SessionFilter, size int, token string) ([]Session, string, error) {
+	var out []Session
+	var next string
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewSelect().Model(&out)
+		if f.Status != "" {
+			q = q.Where("status = ?", f.Status)
+		}
+		if f.ProjectID != nil {
+			q = q.Where("project_id = ?", *f.ProjectID)
+		}
+		if f.After != nil {
+			q = q.Where("created_at >= ?", *f.After)
+		}
+		if f.Before != nil {
+			q = q.Where("created_at < ?", *f.Before)
+		}
+		var err error
+		next, err = keysetPage(ctx, q, &out, size, token, true, fmt.Sprint(f.Status, f.ProjectID, f.After, f.Before),
+			func(s Session) (time.Time, uuid.UUID) { return s.CreatedAt, s.ID })
+		return err
+	})
+	return out, next, err
+}
+
+// AddEvents records events of one session.
+func (r Sessions) AddEvents(ctx context.Context, events []SessionEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewInsert().Model(&events).ExcludeColumn("id", "tenant_id", "created_at").Exec(ctx)
+		return err
+	})
+}
+
+// Events returns one page of a session's events, oldest first.
+func (r Sessions) Events(ctx context.Context, sessionID uuid.UUID, size int, token string) ([]SessionEvent, string, error) {
+	var out []SessionEvent
+	var next string
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		q := tx.NewSelect().Model(&out).Where("session_id = ?", sessionID)
+		var err error
+		next, err = keysetPage(ctx, q, &out, size, token, false, sessionID.String(),
+			func(e SessionEvent) (time.Time, uuid.UUID) { return e.CreatedAt, e.ID })
+		return err
+	})
+	return out, next, err
+}
