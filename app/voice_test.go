@@ -375,7 +375,11 @@ func TestVoiceLatency(t *testing.T) {
 		client_ = append(client_, float64(tr.stopToAudio.Microseconds())/1000)
 		server = append(server, tr.done.GetLatency().GetFirstByteMs())
 	}
-	pct := func(v []float64, q float64) float64 { s := slices.Clone(v); sort.Float64s(s); return s[int(q*float64(len(s)-1))] }
+	pct := func(v []float64, q float64) float64 {
+		s := slices.Clone(v)
+		sort.Float64s(s)
+		return s[int(q*float64(len(s)-1))]
+	}
 	fmt.Printf("end of speech -> first audio byte, client: p50 %.2f ms p95 %.2f ms; server part: p50 %.2f ms p95 %.2f ms\n",
 		pct(client_, .5), pct(client_, .95), pct(server, .5), pct(server, .95))
 }

@@ -142,4 +142,3 @@ func (s *sessionServer) ListSessionEvents(ctx context.Context, req *connect.Requ
 	}
 	return connect.NewResponse(res), nil
 }
-
