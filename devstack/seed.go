@@ -65,6 +65,10 @@ func seed(ctx context.Context, a *app.App, dataDir string) (*Credentials, error)
 	if b, err := os.ReadFile(keyFile); err == nil {
 		secret := strings.TrimSpace(string(b))
 		if k, err := db.APIKeys().ByHash(ctx, authn.HashAPIKey(secret)); err == nil && k.TenantID == t.ID && k.RevokedAt == nil {
+			// Re-grant (idempotent): SpiceDB's datastore may be newer than the key.
+			if err := a.Grants().KeyCreated(ctx, &store.APIKey{ID: k.ID, TenantID: k.TenantID, Scopes: k.Scopes}); err != nil {
+				return nil, fmt.Errorf("demo api key grants: %w", err)
+			}
 			c.APIKey = secret
 			return c, nil
 		}
