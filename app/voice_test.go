@@ -383,3 +383,73 @@ func TestVoiceLatency(t *testing.T) {
 	fmt.Printf("end of speech -> first audio byte, client: p50 %.2f ms p95 %.2f ms; server part: p50 %.2f ms p95 %.2f ms\n",
 		pct(client_, .5), pct(client_, .95), pct(server, .5), pct(server, .95))
 }
+
+// Synthesize and Transcribe alone: the speech Synthesize produces, streamed
+// into Transcribe, comes back as the same words.
+func TestSynthesizeThenTranscribe(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("speech", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	ctx := context.Background()
+
+	pcm16k := &avbv1.AudioFormat{Encoding: avbv1.AudioEncoding_AUDIO_ENCODING_PCM16, SampleRate: 16000}
+	syn, err := client.Synthesize(ctx, connect.NewRequest(&avbv1.SynthesizeRequest{Text: ask, OutputAudioFormat: pcm16k}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var speech []byte
+	chunks := 0
+	for syn.Receive() {
+		speech = append(speech, syn.Msg().GetAudio()...)
+		chunks++
+	}
+	if err := syn.Err(); err != nil || chunks < 5 {
+		t.Fatalf("%d chunks: %v", chunks, err)
+	}
+	speech = append(speech, make([]byte, 32000)...) // a second of silence
+
+	tr := client.Transcribe(ctx)
+	if err := tr.Send(&avbv1.TranscribeRequest{Message: &avbv1.TranscribeRequest_Config{Config: &avbv1.TranscribeConfig{
+		InputAudioFormat: pcm16k, PhraseHints: callConfig.GetPhraseHints()}}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for i := 0; i < len(speech); i += 3200 {
+			if tr.Send(&avbv1.TranscribeRequest{Message: &avbv1.TranscribeRequest_Audio{Audio: speech[i:min(i+3200, len(speech))]}}) != nil {
+				return
+			}
+		}
+		_ = tr.CloseRequest()
+	}()
+	var finals []string
+	partials := 0
+	for {
+		msg, err := tr.Receive()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.GetIsFinal() {
+			finals = append(finals, msg.GetText())
+		} else {
+			partials++
+		}
+	}
+	if !slices.Equal(finals, []string{ask}) || partials == 0 {
+		t.Fatalf("finals %q, %d partials", finals, partials)
+	}
+	empty, err := client.Synthesize(ctx, connect.NewRequest(&avbv1.SynthesizeRequest{Text: ""}))
+	if err == nil {
+		for empty.Receive() {
+		}
+		err = empty.Err()
+	}
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("empty text: %v", err)
+	}
+}

@@ -1752,6 +1752,337 @@ func (*SendControlResponse) Descriptor() ([]byte, []int) {
 	return file_avb_v1_voice_proto_rawDescGZIP(), []int{28}
 }
 
+// TranscribeRequest is a configuration (first message) or audio.
+type TranscribeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Message:
+	//
+	//	*TranscribeRequest_Config
+	//	*TranscribeRequest_Audio
+	Message       isTranscribeRequest_Message `protobuf_oneof:"message"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TranscribeRequest) Reset() {
+	*x = TranscribeRequest{}
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TranscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TranscribeRequest) ProtoMessage() {}
+
+func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TranscribeRequest.ProtoReflect.Descriptor instead.
+func (*TranscribeRequest) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *TranscribeRequest) GetMessage() isTranscribeRequest_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *TranscribeRequest) GetConfig() *TranscribeConfig {
+	if x != nil {
+		if x, ok := x.Message.(*TranscribeRequest_Config); ok {
+			return x.Config
+		}
+	}
+	return nil
+}
+
+func (x *TranscribeRequest) GetAudio() []byte {
+	if x != nil {
+		if x, ok := x.Message.(*TranscribeRequest_Audio); ok {
+			return x.Audio
+		}
+	}
+	return nil
+}
+
+type isTranscribeRequest_Message interface {
+	isTranscribeRequest_Message()
+}
+
+type TranscribeRequest_Config struct {
+	Config *TranscribeConfig `protobuf:"bytes,1,opt,name=config,proto3,oneof"`
+}
+
+type TranscribeRequest_Audio struct {
+	// audio in the configured format, at most 64 KiB a message.
+	Audio []byte `protobuf:"bytes,2,opt,name=audio,proto3,oneof"`
+}
+
+func (*TranscribeRequest_Config) isTranscribeRequest_Message() {}
+
+func (*TranscribeRequest_Audio) isTranscribeRequest_Message() {}
+
+// TranscribeConfig configures transcription.
+type TranscribeConfig struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	InputAudioFormat *AudioFormat           `protobuf:"bytes,1,opt,name=input_audio_format,json=inputAudioFormat,proto3" json:"input_audio_format,omitempty"`
+	PhraseHints      []string               `protobuf:"bytes,2,rep,name=phrase_hints,json=phraseHints,proto3" json:"phrase_hints,omitempty"`
+	TurnDetection    *TurnDetection         `protobuf:"bytes,3,opt,name=turn_detection,json=turnDetection,proto3" json:"turn_detection,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TranscribeConfig) Reset() {
+	*x = TranscribeConfig{}
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TranscribeConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TranscribeConfig) ProtoMessage() {}
+
+func (x *TranscribeConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TranscribeConfig.ProtoReflect.Descriptor instead.
+func (*TranscribeConfig) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *TranscribeConfig) GetInputAudioFormat() *AudioFormat {
+	if x != nil {
+		return x.InputAudioFormat
+	}
+	return nil
+}
+
+func (x *TranscribeConfig) GetPhraseHints() []string {
+	if x != nil {
+		return x.PhraseHints
+	}
+	return nil
+}
+
+func (x *TranscribeConfig) GetTurnDetection() *TurnDetection {
+	if x != nil {
+		return x.TurnDetection
+	}
+	return nil
+}
+
+// TranscribeResponse is a partial or final transcript.
+type TranscribeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Text  string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	// is_final: the utterance ended and text is its transcript.
+	IsFinal bool `protobuf:"varint,2,opt,name=is_final,json=isFinal,proto3" json:"is_final,omitempty"`
+	// start_ms and end_ms locate a final utterance in the audio received.
+	StartMs       float64 `protobuf:"fixed64,3,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
+	EndMs         float64 `protobuf:"fixed64,4,opt,name=end_ms,json=endMs,proto3" json:"end_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TranscribeResponse) Reset() {
+	*x = TranscribeResponse{}
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TranscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TranscribeResponse) ProtoMessage() {}
+
+func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TranscribeResponse.ProtoReflect.Descriptor instead.
+func (*TranscribeResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *TranscribeResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *TranscribeResponse) GetIsFinal() bool {
+	if x != nil {
+		return x.IsFinal
+	}
+	return false
+}
+
+func (x *TranscribeResponse) GetStartMs() float64 {
+	if x != nil {
+		return x.StartMs
+	}
+	return 0
+}
+
+func (x *TranscribeResponse) GetEndMs() float64 {
+	if x != nil {
+		return x.EndMs
+	}
+	return 0
+}
+
+// SynthesizeRequest is text to speak.
+type SynthesizeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Text  string                 `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
+	Voice string                 `protobuf:"bytes,2,opt,name=voice,proto3" json:"voice,omitempty"`
+	// output_audio_format defaults to pcm16 at 24 kHz.
+	OutputAudioFormat *AudioFormat `protobuf:"bytes,3,opt,name=output_audio_format,json=outputAudioFormat,proto3" json:"output_audio_format,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SynthesizeRequest) Reset() {
+	*x = SynthesizeRequest{}
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SynthesizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SynthesizeRequest) ProtoMessage() {}
+
+func (x *SynthesizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SynthesizeRequest.ProtoReflect.Descriptor instead.
+func (*SynthesizeRequest) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SynthesizeRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *SynthesizeRequest) GetVoice() string {
+	if x != nil {
+		return x.Voice
+	}
+	return ""
+}
+
+func (x *SynthesizeRequest) GetOutputAudioFormat() *AudioFormat {
+	if x != nil {
+		return x.OutputAudioFormat
+	}
+	return nil
+}
+
+// SynthesizeResponse is the next chunk of speech.
+type SynthesizeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Audio         []byte                 `protobuf:"bytes,1,opt,name=audio,proto3" json:"audio,omitempty"`
+	AudioMs       float64                `protobuf:"fixed64,2,opt,name=audio_ms,json=audioMs,proto3" json:"audio_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SynthesizeResponse) Reset() {
+	*x = SynthesizeResponse{}
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SynthesizeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SynthesizeResponse) ProtoMessage() {}
+
+func (x *SynthesizeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SynthesizeResponse.ProtoReflect.Descriptor instead.
+func (*SynthesizeResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SynthesizeResponse) GetAudio() []byte {
+	if x != nil {
+		return x.Audio
+	}
+	return nil
+}
+
+func (x *SynthesizeResponse) GetAudioMs() float64 {
+	if x != nil {
+		return x.AudioMs
+	}
+	return 0
+}
+
 var File_avb_v1_voice_proto protoreflect.FileDescriptor
 
 const file_avb_v1_voice_proto_rawDesc = "" +
@@ -1855,14 +2186,42 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsessionId\x127\n" +
 	"\acontrol\x18\x02 \x01(\v2\x15.avb.v1.ClientControlB\x06\xbaH\x03\xc8\x01\x01R\acontrol\"\x15\n" +
-	"\x13SendControlResponse2\x92\x03\n" +
+	"\x13SendControlResponse\"q\n" +
+	"\x11TranscribeRequest\x122\n" +
+	"\x06config\x18\x01 \x01(\v2\x18.avb.v1.TranscribeConfigH\x00R\x06config\x12\x16\n" +
+	"\x05audio\x18\x02 \x01(\fH\x00R\x05audioB\x10\n" +
+	"\amessage\x12\x05\xbaH\x02\b\x01\"\xc8\x01\n" +
+	"\x10TranscribeConfig\x12A\n" +
+	"\x12input_audio_format\x18\x01 \x01(\v2\x13.avb.v1.AudioFormatR\x10inputAudioFormat\x123\n" +
+	"\fphrase_hints\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n" +
+	"\x10\xf4\x03\"\x05r\x03\x18\xc8\x01R\vphraseHints\x12<\n" +
+	"\x0eturn_detection\x18\x03 \x01(\v2\x15.avb.v1.TurnDetectionR\rturnDetection\"u\n" +
+	"\x12TranscribeResponse\x12\x12\n" +
+	"\x04text\x18\x01 \x01(\tR\x04text\x12\x19\n" +
+	"\bis_final\x18\x02 \x01(\bR\aisFinal\x12\x19\n" +
+	"\bstart_ms\x18\x03 \x01(\x01R\astartMs\x12\x15\n" +
+	"\x06end_ms\x18\x04 \x01(\x01R\x05endMs\"\x97\x01\n" +
+	"\x11SynthesizeRequest\x12\x1e\n" +
+	"\x04text\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x88'R\x04text\x12\x1d\n" +
+	"\x05voice\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18dR\x05voice\x12C\n" +
+	"\x13output_audio_format\x18\x03 \x01(\v2\x13.avb.v1.AudioFormatR\x11outputAudioFormat\"E\n" +
+	"\x12SynthesizeResponse\x12\x14\n" +
+	"\x05audio\x18\x01 \x01(\fR\x05audio\x12\x19\n" +
+	"\baudio_ms\x18\x02 \x01(\x01R\aaudioMs2\xd4\x04\n" +
 	"\fVoiceService\x12Z\n" +
 	"\bConverse\x12\x17.avb.v1.ConverseRequest\x1a\x18.avb.v1.ConverseResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\aoperate(\x010\x01\x12j\n" +
 	"\x0eConverseEvents\x12\x1d.avb.v1.ConverseEventsRequest\x1a\x1e.avb.v1.ConverseEventsResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\aoperate0\x01\x12Y\n" +
 	"\tSendAudio\x12\x18.avb.v1.SendAudioRequest\x1a\x19.avb.v1.SendAudioResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x12_\n" +
+	"\x06tenant\x12\aoperate\x12`\n" +
+	"\n" +
+	"Transcribe\x12\x19.avb.v1.TranscribeRequest\x1a\x1a.avb.v1.TranscribeResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate(\x010\x01\x12^\n" +
+	"\n" +
+	"Synthesize\x12\x19.avb.v1.SynthesizeRequest\x1a\x1a.avb.v1.SynthesizeResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate0\x01\x12_\n" +
 	"\vSendControl\x12\x1a.avb.v1.SendControlRequest\x1a\x1b.avb.v1.SendControlResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\aoperateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
@@ -1878,7 +2237,7 @@ func file_avb_v1_voice_proto_rawDescGZIP() []byte {
 	return file_avb_v1_voice_proto_rawDescData
 }
 
-var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_avb_v1_voice_proto_goTypes = []any{
 	(*ConverseRequest)(nil),        // 0: avb.v1.ConverseRequest
 	(*SessionStart)(nil),           // 1: avb.v1.SessionStart
@@ -1909,15 +2268,22 @@ var file_avb_v1_voice_proto_goTypes = []any{
 	(*SendAudioResponse)(nil),      // 26: avb.v1.SendAudioResponse
 	(*SendControlRequest)(nil),     // 27: avb.v1.SendControlRequest
 	(*SendControlResponse)(nil),    // 28: avb.v1.SendControlResponse
-	(*SessionConfig)(nil),          // 29: avb.v1.SessionConfig
-	(*Session)(nil),                // 30: avb.v1.Session
+	(*TranscribeRequest)(nil),      // 29: avb.v1.TranscribeRequest
+	(*TranscribeConfig)(nil),       // 30: avb.v1.TranscribeConfig
+	(*TranscribeResponse)(nil),     // 31: avb.v1.TranscribeResponse
+	(*SynthesizeRequest)(nil),      // 32: avb.v1.SynthesizeRequest
+	(*SynthesizeResponse)(nil),     // 33: avb.v1.SynthesizeResponse
+	(*SessionConfig)(nil),          // 34: avb.v1.SessionConfig
+	(*Session)(nil),                // 35: avb.v1.Session
+	(*AudioFormat)(nil),            // 36: avb.v1.AudioFormat
+	(*TurnDetection)(nil),          // 37: avb.v1.TurnDetection
 }
 var file_avb_v1_voice_proto_depIdxs = []int32{
 	1,  // 0: avb.v1.ConverseRequest.start:type_name -> avb.v1.SessionStart
 	2,  // 1: avb.v1.ConverseRequest.audio:type_name -> avb.v1.AudioAppend
 	3,  // 2: avb.v1.ConverseRequest.control:type_name -> avb.v1.ClientControl
-	29, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
-	29, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
+	34, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
+	34, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
 	4,  // 5: avb.v1.ClientControl.commit:type_name -> avb.v1.InputAudioCommit
 	5,  // 6: avb.v1.ClientControl.clear:type_name -> avb.v1.InputAudioClear
 	6,  // 7: avb.v1.ClientControl.create_response:type_name -> avb.v1.ResponseCreate
@@ -1936,23 +2302,31 @@ var file_avb_v1_voice_proto_depIdxs = []int32{
 	21, // 20: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
 	22, // 21: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
 	23, // 22: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
-	30, // 23: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
+	35, // 23: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
 	20, // 24: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
 	1,  // 25: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
 	3,  // 26: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
-	0,  // 27: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
-	24, // 28: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
-	25, // 29: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
-	27, // 30: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
-	9,  // 31: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
-	10, // 32: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
-	26, // 33: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
-	28, // 34: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
-	31, // [31:35] is the sub-list for method output_type
-	27, // [27:31] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	30, // 27: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
+	36, // 28: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
+	37, // 29: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
+	36, // 30: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
+	0,  // 31: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
+	24, // 32: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
+	25, // 33: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
+	29, // 34: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
+	32, // 35: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
+	27, // 36: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
+	9,  // 37: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
+	10, // 38: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
+	26, // 39: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
+	31, // 40: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
+	33, // 41: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
+	28, // 42: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
+	37, // [37:43] is the sub-list for method output_type
+	31, // [31:37] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_voice_proto_init() }
@@ -1988,13 +2362,17 @@ func file_avb_v1_voice_proto_init() {
 		(*VoiceEvent_Error)(nil),
 		(*VoiceEvent_Heartbeat)(nil),
 	}
+	file_avb_v1_voice_proto_msgTypes[29].OneofWrappers = []any{
+		(*TranscribeRequest_Config)(nil),
+		(*TranscribeRequest_Audio)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_voice_proto_rawDesc), len(file_avb_v1_voice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

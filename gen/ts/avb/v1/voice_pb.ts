@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_avb_v1_options } from "./options_pb";
-import type { Session, SessionConfig } from "./session_pb";
+import type { AudioFormat, Session, SessionConfig, TurnDetection } from "./session_pb";
 import { file_avb_v1_session } from "./session_pb";
 import { file_buf_validate_validate } from "../../buf/validate/validate_pb";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/voice.proto.
  */
 export const file_avb_v1_voice: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdmIvdjEvdm9pY2UucHJvdG8SBmF2Yi52MSKaAQoPQ29udmVyc2VSZXF1ZXN0EiUKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEgAEiQKBWF1ZGlvGAIgASgLMhMuYXZiLnYxLkF1ZGlvQXBwZW5kSAASKAoHY29udHJvbBgDIAEoCzIVLmF2Yi52MS5DbGllbnRDb250cm9sSABCEAoHbWVzc2FnZRIFukgCCAEiVgoMU2Vzc2lvblN0YXJ0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEiUKBmNvbmZpZxgCIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnIhwKC0F1ZGlvQXBwZW5kEg0KBWF1ZGlvGAEgASgMIqkCCg1DbGllbnRDb250cm9sEicKBnVwZGF0ZRgBIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnSAASKgoGY29tbWl0GAIgASgLMhguYXZiLnYxLklucHV0QXVkaW9Db21taXRIABIoCgVjbGVhchgDIAEoCzIXLmF2Yi52MS5JbnB1dEF1ZGlvQ2xlYXJIABIxCg9jcmVhdGVfcmVzcG9uc2UYBCABKAsyFi5hdmIudjEuUmVzcG9uc2VDcmVhdGVIABIxCg9jYW5jZWxfcmVzcG9uc2UYBSABKAsyFi5hdmIudjEuUmVzcG9uc2VDYW5jZWxIABIhCgNlbmQYBiABKAsyEi5hdmIudjEuU2Vzc2lvbkVuZEgAQhAKB2NvbnRyb2wSBbpIAggBIhIKEElucHV0QXVkaW9Db21taXQiEQoPSW5wdXRBdWRpb0NsZWFyIhAKDlJlc3BvbnNlQ3JlYXRlIhAKDlJlc3BvbnNlQ2FuY2VsIgwKClNlc3Npb25FbmQiNQoQQ29udmVyc2VSZXNwb25zZRIhCgVldmVudBgBIAEoCzISLmF2Yi52MS5Wb2ljZUV2ZW50IjsKFkNvbnZlcnNlRXZlbnRzUmVzcG9uc2USIQoFZXZlbnQYASABKAsyEi5hdmIudjEuVm9pY2VFdmVudCK/BAoKVm9pY2VFdmVudBIxCg9zZXNzaW9uX3N0YXJ0ZWQYASABKAsyFi5hdmIudjEuU2Vzc2lvblN0YXJ0ZWRIABIvCg5zcGVlY2hfc3RhcnRlZBgCIAEoCzIVLmF2Yi52MS5TcGVlY2hTdGFydGVkSAASLwoOc3BlZWNoX3N0b3BwZWQYAyABKAsyFS5hdmIudjEuU3BlZWNoU3RvcHBlZEgAEjcKEnRyYW5zY3JpcHRfcGFydGlhbBgEIAEoCzIZLmF2Yi52MS5UcmFuc2NyaXB0UGFydGlhbEgAEjMKEHRyYW5zY3JpcHRfZmluYWwYBSABKAsyFy5hdmIudjEuVHJhbnNjcmlwdEZpbmFsSAASMwoQcmVzcG9uc2Vfc3RhcnRlZBgGIAEoCzIXLmF2Yi52MS5SZXNwb25zZVN0YXJ0ZWRIABI4ChNyZXNwb25zZV90ZXh0X2RlbHRhGAcgASgLMhkuYXZiLnYxLlJlc3BvbnNlVGV4dERlbHRhSAASOgoUcmVzcG9uc2VfYXVkaW9fZGVsdGEYCCABKAsyGi5hdmIudjEuUmVzcG9uc2VBdWRpb0RlbHRhSAASLQoNcmVzcG9uc2VfZG9uZRgJIAEoCzIULmF2Yi52MS5SZXNwb25zZURvbmVIABIjCgVlcnJvchgKIAEoCzISLmF2Yi52MS5FcnJvckV2ZW50SAASJgoJaGVhcnRiZWF0GAsgASgLMhEuYXZiLnYxLkhlYXJ0YmVhdEgAQgcKBWV2ZW50IjIKDlNlc3Npb25TdGFydGVkEiAKB3Nlc3Npb24YASABKAsyDy5hdmIudjEuU2Vzc2lvbiIhCg1TcGVlY2hTdGFydGVkEhAKCGF1ZGlvX21zGAEgASgBIiEKDVNwZWVjaFN0b3BwZWQSEAoIYXVkaW9fbXMYASABKAEiIQoRVHJhbnNjcmlwdFBhcnRpYWwSDAoEdGV4dBgBIAEoCSIfCg9UcmFuc2NyaXB0RmluYWwSDAoEdGV4dBgBIAEoCSImCg9SZXNwb25zZVN0YXJ0ZWQSEwoLcmVzcG9uc2VfaWQYASABKAUiNgoRUmVzcG9uc2VUZXh0RGVsdGESEwoLcmVzcG9uc2VfaWQYASABKAUSDAoEdGV4dBgCIAEoCSJKChJSZXNwb25zZUF1ZGlvRGVsdGESEwoLcmVzcG9uc2VfaWQYASABKAUSDQoFYXVkaW8YAiABKAwSEAoIYXVkaW9fbXMYAyABKAEicgoLVHVybkxhdGVuY3kSFAoMc3R0X2ZpbmFsX21zGAEgASgBEhoKEmxsbV9maXJzdF90b2tlbl9tcxgCIAEoARIaChJ0dHNfZmlyc3RfYXVkaW9fbXMYAyABKAESFQoNZmlyc3RfYnl0ZV9tcxgEIAEoASK+AQoMUmVzcG9uc2VEb25lEhMKC3Jlc3BvbnNlX2lkGAEgASgFEgwKBHRleHQYAiABKAkSEwoLaW50ZXJydXB0ZWQYAyABKAgSEQoJcGxheWVkX21zGAQgASgBEhAKCGF1ZGlvX21zGAUgASgBEhQKDGlucHV0X3Rva2VucxgGIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAcgASgDEiQKB2xhdGVuY3kYCCABKAsyEy5hdmIudjEuVHVybkxhdGVuY3kiLQoKRXJyb3JFdmVudBIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCSILCglIZWFydGJlYXQiRAoVQ29udmVyc2VFdmVudHNSZXF1ZXN0EisKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEIGukgDyAEBIj8KEFNlbmRBdWRpb1JlcXVlc3QSHAoKc2Vzc2lvbl9pZBgBIAEoCUIIukgFcgOwAQESDQoFYXVkaW8YAiABKAwiEwoRU2VuZEF1ZGlvUmVzcG9uc2UiYgoSU2VuZENvbnRyb2xSZXF1ZXN0EhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDsAEBEi4KB2NvbnRyb2wYAiABKAsyFS5hdmIudjEuQ2xpZW50Q29udHJvbEIGukgDyAEBIhUKE1NlbmRDb250cm9sUmVzcG9uc2UykgMKDFZvaWNlU2VydmljZRJaCghDb252ZXJzZRIXLmF2Yi52MS5Db252ZXJzZVJlcXVlc3QaGC5hdmIudjEuQ29udmVyc2VSZXNwb25zZSIXwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGUoATABEmoKDkNvbnZlcnNlRXZlbnRzEh0uYXZiLnYxLkNvbnZlcnNlRXZlbnRzUmVxdWVzdBoeLmF2Yi52MS5Db252ZXJzZUV2ZW50c1Jlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZTABElkKCVNlbmRBdWRpbxIYLmF2Yi52MS5TZW5kQXVkaW9SZXF1ZXN0GhkuYXZiLnYxLlNlbmRBdWRpb1Jlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZRJfCgtTZW5kQ29udHJvbBIaLmF2Yi52MS5TZW5kQ29udHJvbFJlcXVlc3QaGy5hdmIudjEuU2VuZENvbnRyb2xSZXNwb25zZSIXwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGVCMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_avb_v1_options, file_avb_v1_session, file_buf_validate_validate]);
+  fileDesc("ChJhdmIvdjEvdm9pY2UucHJvdG8SBmF2Yi52MSKaAQoPQ29udmVyc2VSZXF1ZXN0EiUKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEgAEiQKBWF1ZGlvGAIgASgLMhMuYXZiLnYxLkF1ZGlvQXBwZW5kSAASKAoHY29udHJvbBgDIAEoCzIVLmF2Yi52MS5DbGllbnRDb250cm9sSABCEAoHbWVzc2FnZRIFukgCCAEiVgoMU2Vzc2lvblN0YXJ0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEiUKBmNvbmZpZxgCIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnIhwKC0F1ZGlvQXBwZW5kEg0KBWF1ZGlvGAEgASgMIqkCCg1DbGllbnRDb250cm9sEicKBnVwZGF0ZRgBIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnSAASKgoGY29tbWl0GAIgASgLMhguYXZiLnYxLklucHV0QXVkaW9Db21taXRIABIoCgVjbGVhchgDIAEoCzIXLmF2Yi52MS5JbnB1dEF1ZGlvQ2xlYXJIABIxCg9jcmVhdGVfcmVzcG9uc2UYBCABKAsyFi5hdmIudjEuUmVzcG9uc2VDcmVhdGVIABIxCg9jYW5jZWxfcmVzcG9uc2UYBSABKAsyFi5hdmIudjEuUmVzcG9uc2VDYW5jZWxIABIhCgNlbmQYBiABKAsyEi5hdmIudjEuU2Vzc2lvbkVuZEgAQhAKB2NvbnRyb2wSBbpIAggBIhIKEElucHV0QXVkaW9Db21taXQiEQoPSW5wdXRBdWRpb0NsZWFyIhAKDlJlc3BvbnNlQ3JlYXRlIhAKDlJlc3BvbnNlQ2FuY2VsIgwKClNlc3Npb25FbmQiNQoQQ29udmVyc2VSZXNwb25zZRIhCgVldmVudBgBIAEoCzISLmF2Yi52MS5Wb2ljZUV2ZW50IjsKFkNvbnZlcnNlRXZlbnRzUmVzcG9uc2USIQoFZXZlbnQYASABKAsyEi5hdmIudjEuVm9pY2VFdmVudCK/BAoKVm9pY2VFdmVudBIxCg9zZXNzaW9uX3N0YXJ0ZWQYASABKAsyFi5hdmIudjEuU2Vzc2lvblN0YXJ0ZWRIABIvCg5zcGVlY2hfc3RhcnRlZBgCIAEoCzIVLmF2Yi52MS5TcGVlY2hTdGFydGVkSAASLwoOc3BlZWNoX3N0b3BwZWQYAyABKAsyFS5hdmIudjEuU3BlZWNoU3RvcHBlZEgAEjcKEnRyYW5zY3JpcHRfcGFydGlhbBgEIAEoCzIZLmF2Yi52MS5UcmFuc2NyaXB0UGFydGlhbEgAEjMKEHRyYW5zY3JpcHRfZmluYWwYBSABKAsyFy5hdmIudjEuVHJhbnNjcmlwdEZpbmFsSAASMwoQcmVzcG9uc2Vfc3RhcnRlZBgGIAEoCzIXLmF2Yi52MS5SZXNwb25zZVN0YXJ0ZWRIABI4ChNyZXNwb25zZV90ZXh0X2RlbHRhGAcgASgLMhkuYXZiLnYxLlJlc3BvbnNlVGV4dERlbHRhSAASOgoUcmVzcG9uc2VfYXVkaW9fZGVsdGEYCCABKAsyGi5hdmIudjEuUmVzcG9uc2VBdWRpb0RlbHRhSAASLQoNcmVzcG9uc2VfZG9uZRgJIAEoCzIULmF2Yi52MS5SZXNwb25zZURvbmVIABIjCgVlcnJvchgKIAEoCzISLmF2Yi52MS5FcnJvckV2ZW50SAASJgoJaGVhcnRiZWF0GAsgASgLMhEuYXZiLnYxLkhlYXJ0YmVhdEgAQgcKBWV2ZW50IjIKDlNlc3Npb25TdGFydGVkEiAKB3Nlc3Npb24YASABKAsyDy5hdmIudjEuU2Vzc2lvbiIhCg1TcGVlY2hTdGFydGVkEhAKCGF1ZGlvX21zGAEgASgBIiEKDVNwZWVjaFN0b3BwZWQSEAoIYXVkaW9fbXMYASABKAEiIQoRVHJhbnNjcmlwdFBhcnRpYWwSDAoEdGV4dBgBIAEoCSIfCg9UcmFuc2NyaXB0RmluYWwSDAoEdGV4dBgBIAEoCSImCg9SZXNwb25zZVN0YXJ0ZWQSEwoLcmVzcG9uc2VfaWQYASABKAUiNgoRUmVzcG9uc2VUZXh0RGVsdGESEwoLcmVzcG9uc2VfaWQYASABKAUSDAoEdGV4dBgCIAEoCSJKChJSZXNwb25zZUF1ZGlvRGVsdGESEwoLcmVzcG9uc2VfaWQYASABKAUSDQoFYXVkaW8YAiABKAwSEAoIYXVkaW9fbXMYAyABKAEicgoLVHVybkxhdGVuY3kSFAoMc3R0X2ZpbmFsX21zGAEgASgBEhoKEmxsbV9maXJzdF90b2tlbl9tcxgCIAEoARIaChJ0dHNfZmlyc3RfYXVkaW9fbXMYAyABKAESFQoNZmlyc3RfYnl0ZV9tcxgEIAEoASK+AQoMUmVzcG9uc2VEb25lEhMKC3Jlc3BvbnNlX2lkGAEgASgFEgwKBHRleHQYAiABKAkSEwoLaW50ZXJydXB0ZWQYAyABKAgSEQoJcGxheWVkX21zGAQgASgBEhAKCGF1ZGlvX21zGAUgASgBEhQKDGlucHV0X3Rva2VucxgGIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAcgASgDEiQKB2xhdGVuY3kYCCABKAsyEy5hdmIudjEuVHVybkxhdGVuY3kiLQoKRXJyb3JFdmVudBIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCSILCglIZWFydGJlYXQiRAoVQ29udmVyc2VFdmVudHNSZXF1ZXN0EisKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEIGukgDyAEBIj8KEFNlbmRBdWRpb1JlcXVlc3QSHAoKc2Vzc2lvbl9pZBgBIAEoCUIIukgFcgOwAQESDQoFYXVkaW8YAiABKAwiEwoRU2VuZEF1ZGlvUmVzcG9uc2UiYgoSU2VuZENvbnRyb2xSZXF1ZXN0EhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDsAEBEi4KB2NvbnRyb2wYAiABKAsyFS5hdmIudjEuQ2xpZW50Q29udHJvbEIGukgDyAEBIhUKE1NlbmRDb250cm9sUmVzcG9uc2UiYgoRVHJhbnNjcmliZVJlcXVlc3QSKgoGY29uZmlnGAEgASgLMhguYXZiLnYxLlRyYW5zY3JpYmVDb25maWdIABIPCgVhdWRpbxgCIAEoDEgAQhAKB21lc3NhZ2USBbpIAggBIpoBChBUcmFuc2NyaWJlQ29uZmlnEi8KEmlucHV0X2F1ZGlvX2Zvcm1hdBgBIAEoCzITLmF2Yi52MS5BdWRpb0Zvcm1hdBImCgxwaHJhc2VfaGludHMYAiADKAlCELpIDZIBChD0AyIFcgMYyAESLQoOdHVybl9kZXRlY3Rpb24YAyABKAsyFS5hdmIudjEuVHVybkRldGVjdGlvbiJWChJUcmFuc2NyaWJlUmVzcG9uc2USDAoEdGV4dBgBIAEoCRIQCghpc19maW5hbBgCIAEoCBIQCghzdGFydF9tcxgDIAEoARIOCgZlbmRfbXMYBCABKAEidwoRU3ludGhlc2l6ZVJlcXVlc3QSGAoEdGV4dBgBIAEoCUIKukgHcgUQARiIJxIWCgV2b2ljZRgCIAEoCUIHukgEcgIYZBIwChNvdXRwdXRfYXVkaW9fZm9ybWF0GAMgASgLMhMuYXZiLnYxLkF1ZGlvRm9ybWF0IjUKElN5bnRoZXNpemVSZXNwb25zZRINCgVhdWRpbxgBIAEoDBIQCghhdWRpb19tcxgCIAEoATLUBAoMVm9pY2VTZXJ2aWNlEloKCENvbnZlcnNlEhcuYXZiLnYxLkNvbnZlcnNlUmVxdWVzdBoYLmF2Yi52MS5Db252ZXJzZVJlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZSgBMAESagoOQ29udmVyc2VFdmVudHMSHS5hdmIudjEuQ29udmVyc2VFdmVudHNSZXF1ZXN0Gh4uYXZiLnYxLkNvbnZlcnNlRXZlbnRzUmVzcG9uc2UiF8LzGBMaEQoGdGVuYW50EgdvcGVyYXRlMAESWQoJU2VuZEF1ZGlvEhguYXZiLnYxLlNlbmRBdWRpb1JlcXVlc3QaGS5hdmIudjEuU2VuZEF1ZGlvUmVzcG9uc2UiF8LzGBMaEQoGdGVuYW50EgdvcGVyYXRlEmAKClRyYW5zY3JpYmUSGS5hdmIudjEuVHJhbnNjcmliZVJlcXVlc3QaGi5hdmIudjEuVHJhbnNjcmliZVJlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZSgBMAESXgoKU3ludGhlc2l6ZRIZLmF2Yi52MS5TeW50aGVzaXplUmVxdWVzdBoaLmF2Yi52MS5TeW50aGVzaXplUmVzcG9uc2UiF8LzGBMaEQoGdGVuYW50EgdvcGVyYXRlMAESXwoLU2VuZENvbnRyb2wSGi5hdmIudjEuU2VuZENvbnRyb2xSZXF1ZXN0GhsuYXZiLnYxLlNlbmRDb250cm9sUmVzcG9uc2UiF8LzGBMaEQoGdGVuYW50EgdvcGVyYXRlQjJaMGdpdGh1Yi5jb20vYWdlbnR2b2ljZWJveC9hdmIvZ2VuL2dvL2F2Yi92MTthdmJ2MWIGcHJvdG8z", [file_avb_v1_options, file_avb_v1_session, file_buf_validate_validate]);
 
 /**
  * ConverseRequest is one message from the client.
@@ -770,6 +770,161 @@ export const SendControlResponseSchema: GenMessage<SendControlResponse> = /*@__P
   messageDesc(file_avb_v1_voice, 28);
 
 /**
+ * TranscribeRequest is a configuration (first message) or audio.
+ *
+ * @generated from message avb.v1.TranscribeRequest
+ */
+export type TranscribeRequest = Message<"avb.v1.TranscribeRequest"> & {
+  /**
+   * @generated from oneof avb.v1.TranscribeRequest.message
+   */
+  message: {
+    /**
+     * @generated from field: avb.v1.TranscribeConfig config = 1;
+     */
+    value: TranscribeConfig;
+    case: "config";
+  } | {
+    /**
+     * audio in the configured format, at most 64 KiB a message.
+     *
+     * @generated from field: bytes audio = 2;
+     */
+    value: Uint8Array;
+    case: "audio";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message avb.v1.TranscribeRequest.
+ * Use `create(TranscribeRequestSchema)` to create a new message.
+ */
+export const TranscribeRequestSchema: GenMessage<TranscribeRequest> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 29);
+
+/**
+ * TranscribeConfig configures transcription.
+ *
+ * @generated from message avb.v1.TranscribeConfig
+ */
+export type TranscribeConfig = Message<"avb.v1.TranscribeConfig"> & {
+  /**
+   * @generated from field: avb.v1.AudioFormat input_audio_format = 1;
+   */
+  inputAudioFormat?: AudioFormat | undefined;
+
+  /**
+   * @generated from field: repeated string phrase_hints = 2;
+   */
+  phraseHints: string[];
+
+  /**
+   * @generated from field: avb.v1.TurnDetection turn_detection = 3;
+   */
+  turnDetection?: TurnDetection | undefined;
+};
+
+/**
+ * Describes the message avb.v1.TranscribeConfig.
+ * Use `create(TranscribeConfigSchema)` to create a new message.
+ */
+export const TranscribeConfigSchema: GenMessage<TranscribeConfig> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 30);
+
+/**
+ * TranscribeResponse is a partial or final transcript.
+ *
+ * @generated from message avb.v1.TranscribeResponse
+ */
+export type TranscribeResponse = Message<"avb.v1.TranscribeResponse"> & {
+  /**
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * is_final: the utterance ended and text is its transcript.
+   *
+   * @generated from field: bool is_final = 2;
+   */
+  isFinal: boolean;
+
+  /**
+   * start_ms and end_ms locate a final utterance in the audio received.
+   *
+   * @generated from field: double start_ms = 3;
+   */
+  startMs: number;
+
+  /**
+   * @generated from field: double end_ms = 4;
+   */
+  endMs: number;
+};
+
+/**
+ * Describes the message avb.v1.TranscribeResponse.
+ * Use `create(TranscribeResponseSchema)` to create a new message.
+ */
+export const TranscribeResponseSchema: GenMessage<TranscribeResponse> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 31);
+
+/**
+ * SynthesizeRequest is text to speak.
+ *
+ * @generated from message avb.v1.SynthesizeRequest
+ */
+export type SynthesizeRequest = Message<"avb.v1.SynthesizeRequest"> & {
+  /**
+   * @generated from field: string text = 1;
+   */
+  text: string;
+
+  /**
+   * @generated from field: string voice = 2;
+   */
+  voice: string;
+
+  /**
+   * output_audio_format defaults to pcm16 at 24 kHz.
+   *
+   * @generated from field: avb.v1.AudioFormat output_audio_format = 3;
+   */
+  outputAudioFormat?: AudioFormat | undefined;
+};
+
+/**
+ * Describes the message avb.v1.SynthesizeRequest.
+ * Use `create(SynthesizeRequestSchema)` to create a new message.
+ */
+export const SynthesizeRequestSchema: GenMessage<SynthesizeRequest> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 32);
+
+/**
+ * SynthesizeResponse is the next chunk of speech.
+ *
+ * @generated from message avb.v1.SynthesizeResponse
+ */
+export type SynthesizeResponse = Message<"avb.v1.SynthesizeResponse"> & {
+  /**
+   * @generated from field: bytes audio = 1;
+   */
+  audio: Uint8Array;
+
+  /**
+   * @generated from field: double audio_ms = 2;
+   */
+  audioMs: number;
+};
+
+/**
+ * Describes the message avb.v1.SynthesizeResponse.
+ * Use `create(SynthesizeResponseSchema)` to create a new message.
+ */
+export const SynthesizeResponseSchema: GenMessage<SynthesizeResponse> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 33);
+
+/**
  * VoiceService carries live conversations. Converse is one bidirectional
  * stream: the first message starts or joins a session, then audio and
  * control messages go in and events come out. Browsers, which cannot open
@@ -809,6 +964,28 @@ export const VoiceService: GenService<{
     methodKind: "unary";
     input: typeof SendAudioRequestSchema;
     output: typeof SendAudioResponseSchema;
+  },
+  /**
+   * Transcribe turns streamed audio into text: the first message configures,
+   * then audio goes in; each utterance (split by voice activity, or ended by
+   * closing the send side) comes back as partial and final transcripts.
+   *
+   * @generated from rpc avb.v1.VoiceService.Transcribe
+   */
+  transcribe: {
+    methodKind: "bidi_streaming";
+    input: typeof TranscribeRequestSchema;
+    output: typeof TranscribeResponseSchema;
+  },
+  /**
+   * Synthesize speaks text, streaming audio chunks as they are produced.
+   *
+   * @generated from rpc avb.v1.VoiceService.Synthesize
+   */
+  synthesize: {
+    methodKind: "server_streaming";
+    input: typeof SynthesizeRequestSchema;
+    output: typeof SynthesizeResponseSchema;
   },
   /**
    * SendControl sends a control message to a live session (browser path).

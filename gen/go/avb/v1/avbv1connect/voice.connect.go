@@ -40,6 +40,10 @@ const (
 	VoiceServiceConverseEventsProcedure = "/avb.v1.VoiceService/ConverseEvents"
 	// VoiceServiceSendAudioProcedure is the fully-qualified name of the VoiceService's SendAudio RPC.
 	VoiceServiceSendAudioProcedure = "/avb.v1.VoiceService/SendAudio"
+	// VoiceServiceTranscribeProcedure is the fully-qualified name of the VoiceService's Transcribe RPC.
+	VoiceServiceTranscribeProcedure = "/avb.v1.VoiceService/Transcribe"
+	// VoiceServiceSynthesizeProcedure is the fully-qualified name of the VoiceService's Synthesize RPC.
+	VoiceServiceSynthesizeProcedure = "/avb.v1.VoiceService/Synthesize"
 	// VoiceServiceSendControlProcedure is the fully-qualified name of the VoiceService's SendControl
 	// RPC.
 	VoiceServiceSendControlProcedure = "/avb.v1.VoiceService/SendControl"
@@ -54,6 +58,12 @@ type VoiceServiceClient interface {
 	ConverseEvents(context.Context, *connect.Request[v1.ConverseEventsRequest]) (*connect.ServerStreamForClient[v1.ConverseEventsResponse], error)
 	// SendAudio appends caller audio to a live session (browser path).
 	SendAudio(context.Context, *connect.Request[v1.SendAudioRequest]) (*connect.Response[v1.SendAudioResponse], error)
+	// Transcribe turns streamed audio into text: the first message configures,
+	// then audio goes in; each utterance (split by voice activity, or ended by
+	// closing the send side) comes back as partial and final transcripts.
+	Transcribe(context.Context) *connect.BidiStreamForClient[v1.TranscribeRequest, v1.TranscribeResponse]
+	// Synthesize speaks text, streaming audio chunks as they are produced.
+	Synthesize(context.Context, *connect.Request[v1.SynthesizeRequest]) (*connect.ServerStreamForClient[v1.SynthesizeResponse], error)
 	// SendControl sends a control message to a live session (browser path).
 	SendControl(context.Context, *connect.Request[v1.SendControlRequest]) (*connect.Response[v1.SendControlResponse], error)
 }
@@ -87,6 +97,18 @@ func NewVoiceServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(voiceServiceMethods.ByName("SendAudio")),
 			connect.WithClientOptions(opts...),
 		),
+		transcribe: connect.NewClient[v1.TranscribeRequest, v1.TranscribeResponse](
+			httpClient,
+			baseURL+VoiceServiceTranscribeProcedure,
+			connect.WithSchema(voiceServiceMethods.ByName("Transcribe")),
+			connect.WithClientOptions(opts...),
+		),
+		synthesize: connect.NewClient[v1.SynthesizeRequest, v1.SynthesizeResponse](
+			httpClient,
+			baseURL+VoiceServiceSynthesizeProcedure,
+			connect.WithSchema(voiceServiceMethods.ByName("Synthesize")),
+			connect.WithClientOptions(opts...),
+		),
 		sendControl: connect.NewClient[v1.SendControlRequest, v1.SendControlResponse](
 			httpClient,
 			baseURL+VoiceServiceSendControlProcedure,
@@ -101,6 +123,8 @@ type voiceServiceClient struct {
 	converse       *connect.Client[v1.ConverseRequest, v1.ConverseResponse]
 	converseEvents *connect.Client[v1.ConverseEventsRequest, v1.ConverseEventsResponse]
 	sendAudio      *connect.Client[v1.SendAudioRequest, v1.SendAudioResponse]
+	transcribe     *connect.Client[v1.TranscribeRequest, v1.TranscribeResponse]
+	synthesize     *connect.Client[v1.SynthesizeRequest, v1.SynthesizeResponse]
 	sendControl    *connect.Client[v1.SendControlRequest, v1.SendControlResponse]
 }
 
@@ -119,6 +143,16 @@ func (c *voiceServiceClient) SendAudio(ctx context.Context, req *connect.Request
 	return c.sendAudio.CallUnary(ctx, req)
 }
 
+// Transcribe calls avb.v1.VoiceService.Transcribe.
+func (c *voiceServiceClient) Transcribe(ctx context.Context) *connect.BidiStreamForClient[v1.TranscribeRequest, v1.TranscribeResponse] {
+	return c.transcribe.CallBidiStream(ctx)
+}
+
+// Synthesize calls avb.v1.VoiceService.Synthesize.
+func (c *voiceServiceClient) Synthesize(ctx context.Context, req *connect.Request[v1.SynthesizeRequest]) (*connect.ServerStreamForClient[v1.SynthesizeResponse], error) {
+	return c.synthesize.CallServerStream(ctx, req)
+}
+
 // SendControl calls avb.v1.VoiceService.SendControl.
 func (c *voiceServiceClient) SendControl(ctx context.Context, req *connect.Request[v1.SendControlRequest]) (*connect.Response[v1.SendControlResponse], error) {
 	return c.sendControl.CallUnary(ctx, req)
@@ -133,6 +167,12 @@ type VoiceServiceHandler interface {
 	ConverseEvents(context.Context, *connect.Request[v1.ConverseEventsRequest], *connect.ServerStream[v1.ConverseEventsResponse]) error
 	// SendAudio appends caller audio to a live session (browser path).
 	SendAudio(context.Context, *connect.Request[v1.SendAudioRequest]) (*connect.Response[v1.SendAudioResponse], error)
+	// Transcribe turns streamed audio into text: the first message configures,
+	// then audio goes in; each utterance (split by voice activity, or ended by
+	// closing the send side) comes back as partial and final transcripts.
+	Transcribe(context.Context, *connect.BidiStream[v1.TranscribeRequest, v1.TranscribeResponse]) error
+	// Synthesize speaks text, streaming audio chunks as they are produced.
+	Synthesize(context.Context, *connect.Request[v1.SynthesizeRequest], *connect.ServerStream[v1.SynthesizeResponse]) error
 	// SendControl sends a control message to a live session (browser path).
 	SendControl(context.Context, *connect.Request[v1.SendControlRequest]) (*connect.Response[v1.SendControlResponse], error)
 }
@@ -162,6 +202,18 @@ func NewVoiceServiceHandler(svc VoiceServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(voiceServiceMethods.ByName("SendAudio")),
 		connect.WithHandlerOptions(opts...),
 	)
+	voiceServiceTranscribeHandler := connect.NewBidiStreamHandler(
+		VoiceServiceTranscribeProcedure,
+		svc.Transcribe,
+		connect.WithSchema(voiceServiceMethods.ByName("Transcribe")),
+		connect.WithHandlerOptions(opts...),
+	)
+	voiceServiceSynthesizeHandler := connect.NewServerStreamHandler(
+		VoiceServiceSynthesizeProcedure,
+		svc.Synthesize,
+		connect.WithSchema(voiceServiceMethods.ByName("Synthesize")),
+		connect.WithHandlerOptions(opts...),
+	)
 	voiceServiceSendControlHandler := connect.NewUnaryHandler(
 		VoiceServiceSendControlProcedure,
 		svc.SendControl,
@@ -176,6 +228,10 @@ func NewVoiceServiceHandler(svc VoiceServiceHandler, opts ...connect.HandlerOpti
 			voiceServiceConverseEventsHandler.ServeHTTP(w, r)
 		case VoiceServiceSendAudioProcedure:
 			voiceServiceSendAudioHandler.ServeHTTP(w, r)
+		case VoiceServiceTranscribeProcedure:
+			voiceServiceTranscribeHandler.ServeHTTP(w, r)
+		case VoiceServiceSynthesizeProcedure:
+			voiceServiceSynthesizeHandler.ServeHTTP(w, r)
 		case VoiceServiceSendControlProcedure:
 			voiceServiceSendControlHandler.ServeHTTP(w, r)
 		default:
@@ -197,6 +253,14 @@ func (UnimplementedVoiceServiceHandler) ConverseEvents(context.Context, *connect
 
 func (UnimplementedVoiceServiceHandler) SendAudio(context.Context, *connect.Request[v1.SendAudioRequest]) (*connect.Response[v1.SendAudioResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.VoiceService.SendAudio is not implemented"))
+}
+
+func (UnimplementedVoiceServiceHandler) Transcribe(context.Context, *connect.BidiStream[v1.TranscribeRequest, v1.TranscribeResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.VoiceService.Transcribe is not implemented"))
+}
+
+func (UnimplementedVoiceServiceHandler) Synthesize(context.Context, *connect.Request[v1.SynthesizeRequest], *connect.ServerStream[v1.SynthesizeResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.VoiceService.Synthesize is not implemented"))
 }
 
 func (UnimplementedVoiceServiceHandler) SendControl(context.Context, *connect.Request[v1.SendControlRequest]) (*connect.Response[v1.SendControlResponse], error) {
