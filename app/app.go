@@ -57,7 +57,9 @@ type App struct {
 	spicedb *authz.Client
 	grants  *authz.Grants
 	decider authz.Decider
-	stop    context.CancelFunc
+
+	clientTokens *authn.ClientTokens
+	stop         context.CancelFunc
 
 	schemaWritten atomic.Bool
 	Metrics       *metrics.Metrics
@@ -177,14 +179,16 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		}
 		a.issuer = issuer
 	}
+	a.clientTokens = authn.NewClientTokens(cfg.Auth.ClientTokenKey)
 	auth := &authn.Authenticator{
-		OIDC:       authn.NewOIDC(cfg.Auth.OIDCIssuerURL, cfg.Auth.OIDCAudience),
-		Keys:       keys,
-		Usage:      a.usage,
-		Tenants:    tenants,
-		Users:      a.db.Users(),
-		UserCache:  invalidation.NewCache[*store.User](a.bus, authn.TopicUser, cfg.Auth.CredentialTTL),
-		BaseDomain: cfg.Auth.TenantBaseDomain,
+		ClientTokens: a.clientTokens,
+		OIDC:         authn.NewOIDC(cfg.Auth.OIDCIssuerURL, cfg.Auth.OIDCAudience),
+		Keys:         keys,
+		Usage:        a.usage,
+		Tenants:      tenants,
+		Users:        a.db.Users(),
+		UserCache:    invalidation.NewCache[*store.User](a.bus, authn.TopicUser, cfg.Auth.CredentialTTL),
+		BaseDomain:   cfg.Auth.TenantBaseDomain,
 	}
 	spice, err := authz.Dial(cfg.SpiceDB.Endpoint, cfg.SpiceDB.Token, cfg.SpiceDB.Insecure)
 	if err != nil {
@@ -247,7 +251,8 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		return server.Voice{}, err
 	}
 	return server.Voice{
-		DB: a.db,
+		DB:           a.db,
+		ClientTokens: a.clientTokens,
 		Providers: voice.Providers{
 			STT: stt.NewPocketsphinx(cfg.Voice.PocketsphinxModel, 8),
 			LLM: llm.DefaultScript,

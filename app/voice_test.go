@@ -307,8 +307,19 @@ func TestBrowserPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := created.Msg.GetSession().GetId()
+	// The page's own server mints a client token for this session with its API key...
+	server := avbv1connect.NewVoiceServiceClient(http.DefaultClient, p.base, withKey(key))
+	minted, err := server.CreateClientToken(context.Background(), connect.NewRequest(&avbv1.CreateClientTokenRequest{SessionId: id, TtlSeconds: 120}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := minted.Msg.GetToken()
+	// ...and the token can do nothing else: no other RPC, no other session.
+	wantErr(t, p.call("/avb.v1.TenantService/GetTenant", "{}", bearer(tok)...), 403, "permission_denied", "permission_denied")
+	wantErr(t, p.call("/avb.v1.VoiceService/SendAudio", `{"sessionId":"`+ten.ID.String()+`"}`, bearer(tok)...), 403, "permission_denied", "permission_denied")
+	wantErr(t, p.call("/avb.v1.VoiceService/SendAudio", `{"sessionId":"`+id+`"}`, bearer(tok[:len(tok)-2]+"xx")...), 401, "unauthenticated", "invalid_token")
 	// Browsers speak Connect over HTTP/1.1 or HTTP/2 with fetch: server streams and unary calls only.
-	client := avbv1connect.NewVoiceServiceClient(http.DefaultClient, p.base, withKey(key))
+	client := avbv1connect.NewVoiceServiceClient(http.DefaultClient, p.base, connect.WithInterceptors(bearerInterceptor(tok)))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	events, err := client.ConverseEvents(ctx, connect.NewRequest(&avbv1.ConverseEventsRequest{Start: &avbv1.SessionStart{SessionId: id}}))
@@ -452,4 +463,26 @@ func TestSynthesizeThenTranscribe(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("empty text: %v", err)
 	}
+}
+
+// bearerInterceptor sends a bearer token on every request and stream.
+type bearerInterceptor string
+
+func (b bearerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", "Bearer "+string(b))
+		return next(ctx, req)
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
+		return conn
+	}
+}
+
+func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }

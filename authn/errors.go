@@ -29,6 +29,8 @@ var apiErrors = []struct {
 	{ErrTenantPending, connect.CodePermissionDenied, avbv1.ErrorReason_ERROR_REASON_TENANT_PENDING},
 	{ErrTenantMismatch, connect.CodePermissionDenied, avbv1.ErrorReason_ERROR_REASON_TENANT_MISMATCH},
 	{ErrNoPolicy, connect.CodePermissionDenied, avbv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED},
+	{ErrClientTokenScope, connect.CodePermissionDenied, avbv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED},
+	{ErrInvalidClientToken, connect.CodeUnauthenticated, avbv1.ErrorReason_ERROR_REASON_INVALID_TOKEN},
 }
 
 // apiError turns an authentication error into the API error the client sees;

@@ -17,10 +17,22 @@ import (
 	"github.com/agentvoicebox/avb/tenancy"
 )
 
+// clientTokenProcedures are the RPCs a browser client token may call.
+var clientTokenProcedures = map[string]bool{
+	"/avb.v1.VoiceService/Converse":       true,
+	"/avb.v1.VoiceService/ConverseEvents": true,
+	"/avb.v1.VoiceService/SendAudio":      true,
+	"/avb.v1.VoiceService/SendControl":    true,
+}
+
+func clientTokenMay(procedure string) bool { return clientTokenProcedures[procedure] }
+
 // Errors of authentication.
 var (
-	ErrUnauthenticated = errors.New("credentials required: send Authorization: Bearer <token> or X-API-Key: avb_...")
-	ErrUserInactive    = errors.New("user is deactivated")
+	// ErrClientTokenScope: client tokens run voice sessions only.
+	ErrClientTokenScope = errors.New("client tokens may only run voice sessions")
+	ErrUnauthenticated  = errors.New("credentials required: send Authorization: Bearer <token> or X-API-Key: avb_...")
+	ErrUserInactive     = errors.New("user is deactivated")
 	// ErrNoPolicy: the RPC declares no access policy, so it is refused.
 	ErrNoPolicy = errors.New("rpc declares no access policy")
 )
@@ -46,6 +58,8 @@ type Authenticator struct {
 	BaseDomain string
 	// UserCreated runs when a user is recorded for the first time, with the
 	// roles their token carries (authorization seeds their grants from them).
+	// ClientTokens verifies browser client tokens.
+	ClientTokens *ClientTokens
 	// It returns the ZedToken of its writes, which this request's checks then use.
 	UserCreated func(ctx context.Context, u *store.User, roles []string) (string, error)
 }
@@ -103,6 +117,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, procedure string, h ht
 	}
 	if p.TenantID != uuid.Nil {
 		ctx = tenancy.With(ctx, p.TenantID)
+		if p.Kind == KindClientToken && !clientTokenMay(procedure) {
+			return nil, ErrClientTokenScope
+		}
 		if p.Kind == KindUser {
 			if err := a.recordUser(ctx, p, claimTenant != ""); err != nil {
 				return nil, err
@@ -130,6 +147,22 @@ func (a *Authenticator) credentials(ctx context.Context, h http.Header) (*Princi
 		key, bearer, hasBearer = bearer, "", false
 	}
 	switch {
+	case key == "" && strings.HasPrefix(bearer, ClientTokenPrefix) && a.ClientTokens != nil:
+		cl, err := a.ClientTokens.Verify(bearer)
+		if err != nil {
+			return nil, "", err
+		}
+		p := &Principal{Kind: KindClientToken, TenantID: cl.Tenant, Scopes: []string{"realtime"}}
+		if cl.APIKey != nil {
+			p.APIKeyID, p.Subject = *cl.APIKey, "clienttoken:apikey:"+cl.APIKey.String()
+		}
+		if cl.User != nil {
+			p.UserID, p.Subject = *cl.User, "clienttoken:user:"+cl.User.String()
+		}
+		if cl.Session != nil {
+			p.SessionID = *cl.Session
+		}
+		return p, "", nil
 	case key != "":
 		k, err := a.Keys.Verify(ctx, key)
 		if err != nil {
@@ -158,8 +191,8 @@ func (a *Authenticator) resolveTenant(ctx context.Context, p *Principal, claim s
 	named, source := TenantRef("", h.Get(TenantHeader), middleware.Host(ctx), a.BaseDomain)
 	var ref string
 	switch {
-	case p.Kind == KindAPIKey:
-		ref = p.TenantID.String() // a key carries its own tenant
+	case p.Kind == KindAPIKey || p.Kind == KindClientToken:
+		ref = p.TenantID.String() // keys and client tokens carry their own tenant
 	case claim != "":
 		ref = claim
 	default:

@@ -19,6 +19,9 @@ type Kind int
 const (
 	KindUser Kind = iota + 1
 	KindAPIKey
+	// KindClientToken is a browser holding a short-lived client token; it
+	// acts as the API key or user that minted it, for voice sessions only.
+	KindClientToken
 )
 
 // Principal is the authenticated caller.
@@ -39,6 +42,8 @@ type Principal struct {
 	RateLimitTier string
 	// TenantID is the tenant the request acts for (uuid.Nil for platform RPCs without one).
 	TenantID uuid.UUID
+	// SessionID limits a client token to one session (uuid.Nil: any).
+	SessionID uuid.UUID
 	// AuthzToken is the ZedToken of the tenant's newest authorization write:
 	// permission checks are at least as fresh as it.
 	AuthzToken string

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/agentvoicebox/avb/authn"
 	"github.com/agentvoicebox/avb/policy"
 )
@@ -20,7 +22,7 @@ var Platform = Object{Type: "platform", ID: PlatformID}
 // SubjectOf is the SpiceDB subject a principal checks as: its user row or
 // its API key.
 func SubjectOf(p *authn.Principal) Object {
-	if p.Kind == authn.KindAPIKey {
+	if p.Kind == authn.KindAPIKey || (p.Kind == authn.KindClientToken && p.APIKeyID != uuid.Nil) {
 		return Object{Type: "api_key", ID: p.APIKeyID.String()}
 	}
 	return Object{Type: "user", ID: p.UserID.String()}

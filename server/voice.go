@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentvoicebox/avb/apierror"
 	"github.com/agentvoicebox/avb/authn"
@@ -28,10 +29,11 @@ const heartbeatEvery = 15 * time.Second
 
 // Voice are the dependencies of the voice service.
 type Voice struct {
-	DB        *store.DB
-	Providers voice.Providers
-	Limiter   *calllimit.Limiter
-	Log       *slog.Logger
+	DB           *store.DB
+	ClientTokens *authn.ClientTokens
+	Providers    voice.Providers
+	Limiter      *calllimit.Limiter
+	Log          *slog.Logger
 }
 
 // NewVoiceServer returns the VoiceService handler.
@@ -74,10 +76,30 @@ func voiceError(err error) error {
 	return err
 }
 
+// errWrongSession: a client token bound to one session used for another.
+var errWrongSession = apierror.New(connect.CodePermissionDenied, avbv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED,
+	"this client token is for another session")
+
+// mayUseSession checks a session-bound client token against the session a
+// request names ("" = a new session).
+func mayUseSession(ctx context.Context, sessionID string) error {
+	p := authn.PrincipalFrom(ctx)
+	if p == nil || p.Kind != authn.KindClientToken || p.SessionID == uuid.Nil {
+		return nil
+	}
+	if sessionID != p.SessionID.String() {
+		return errWrongSession
+	}
+	return nil
+}
+
 // open starts or joins a session and starts its call.
 func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liveCall, error) {
 	tenantID, err := callerTenant(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := mayUseSession(ctx, start.GetSessionId()); err != nil {
 		return nil, err
 	}
 	var sess *store.Session
@@ -106,7 +128,7 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	if sess == nil {
 		sess = &store.Session{Config: raw, Status: store.SessionCreated}
 		if p := authn.PrincipalFrom(ctx); p != nil {
-			if p.Kind == authn.KindAPIKey {
+			if p.APIKeyID != uuid.Nil {
 				sess.APIKeyID = &p.APIKeyID
 			} else if p.UserID != uuid.Nil {
 				sess.UserID = &p.UserID
@@ -390,6 +412,9 @@ func (s *voiceServer) ConverseEvents(ctx context.Context, req *connect.Request[a
 
 // lookup finds a live browser-path session of the caller's tenant.
 func (s *voiceServer) lookup(ctx context.Context, rawID string) (*liveCall, error) {
+	if err := mayUseSession(ctx, rawID); err != nil {
+		return nil, err
+	}
 	id, err := parseID(rawID)
 	if err != nil {
 		return nil, err
@@ -429,4 +454,48 @@ func (s *voiceServer) SendControl(ctx context.Context, req *connect.Request[avbv
 		s.finish(ctx, l, store.SessionCompleted, "")
 	}
 	return connect.NewResponse(&avbv1.SendControlResponse{}), nil
+}
+
+// Client token lifetimes.
+const (
+	defaultClientTokenTTL = 5 * time.Minute
+	minClientTokenTTL     = 30 * time.Second
+)
+
+func (s *voiceServer) CreateClientToken(ctx context.Context, req *connect.Request[avbv1.CreateClientTokenRequest]) (*connect.Response[avbv1.CreateClientTokenResponse], error) {
+	p := authn.PrincipalFrom(ctx)
+	tenantID, err := callerTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ttl := defaultClientTokenTTL
+	if n := req.Msg.GetTtlSeconds(); n > 0 {
+		ttl = max(time.Duration(n)*time.Second, minClientTokenTTL)
+	}
+	exp := time.Now().Add(ttl)
+	cl := authn.ClientClaims{Tenant: tenantID, Expiry: exp.Unix()}
+	switch {
+	case p.Kind == authn.KindAPIKey:
+		cl.APIKey = &p.APIKeyID
+	case p.Kind == authn.KindUser && p.UserID != uuid.Nil:
+		cl.User = &p.UserID
+	default:
+		return nil, apierror.New(connect.CodePermissionDenied, avbv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED,
+			"client tokens are minted with an API key or by a user of the tenant")
+	}
+	if req.Msg.GetSessionId() != "" {
+		id, err := parseID(req.Msg.GetSessionId())
+		if err != nil {
+			return nil, err
+		}
+		if _, err := s.DB.Sessions().Get(ctx, id); err != nil {
+			return nil, err
+		}
+		cl.Session = &id
+	}
+	tok, err := s.ClientTokens.Mint(cl)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&avbv1.CreateClientTokenResponse{Token: tok, ExpireTime: timestamppb.New(exp)}), nil
 }

@@ -103,6 +103,7 @@ type Auth struct {
 	TenantBaseDomain string        `env:"AVB_TENANT_BASE_DOMAIN" default:"" dev:"localhost" desc:"base domain for tenant subdomains (<slug>.<base domain>); empty turns subdomain resolution off"`
 	TenantCacheTTL   time.Duration `env:"AVB_TENANT_CACHE_TTL" default:"5s" min:"0s" desc:"how long a tenant lookup is cached in process (changes also invalidate it through Redis)"`
 	CredentialTTL    time.Duration `env:"AVB_CREDENTIAL_CACHE_TTL" default:"30s" min:"0s" desc:"how long a verified API key or user record is cached in process (revocation and deactivation also invalidate it through Redis)"`
+	ClientTokenKey   string        `env:"AVB_CLIENT_TOKEN_SECRET" dev:"avb-dev-client-token-secret-change-me" test:"avb-test-client-token-secret-0000" minlen:"32" secret:"" desc:"HMAC key of browser client tokens (at least 32 characters; required in prod)"`
 	UsageFlush       time.Duration `env:"AVB_APIKEY_USAGE_FLUSH_INTERVAL" default:"2s" min:"100ms" desc:"how often aggregated API key usage is written to the database"`
 }
 

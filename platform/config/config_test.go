@@ -16,13 +16,14 @@ import (
 // prodEnv is a complete, valid production environment.
 func prodEnv() map[string]string {
 	return map[string]string{
-		"AVB_PROFILE":          "prod",
-		"AVB_DATABASE_URL":     "postgres://avb:s3cret@db.internal:5432/avb?sslmode=require",
-		"AVB_REDIS_URL":        "redis://:hunter2@redis.internal:6379/0",
-		"AVB_TEMPORAL_ADDRESS": "temporal.internal:7233",
-		"AVB_SPICEDB_ENDPOINT": "spicedb.internal:50051",
-		"AVB_SPICEDB_TOKEN":    "prod-preshared-key",
-		"AVB_OIDC_ISSUER_URL":  "https://id.example.com/realms/avb",
+		"AVB_PROFILE":             "prod",
+		"AVB_DATABASE_URL":        "postgres://avb:s3cret@db.internal:5432/avb?sslmode=require",
+		"AVB_REDIS_URL":           "redis://:hunter2@redis.internal:6379/0",
+		"AVB_TEMPORAL_ADDRESS":    "temporal.internal:7233",
+		"AVB_SPICEDB_ENDPOINT":    "spicedb.internal:50051",
+		"AVB_SPICEDB_TOKEN":       "prod-preshared-key",
+		"AVB_OIDC_ISSUER_URL":     "https://id.example.com/realms/avb",
+		"AVB_CLIENT_TOKEN_SECRET": "0123456789abcdef0123456789abcdef",
 	}
 }
 
@@ -37,7 +38,7 @@ func TestProdRequiresExactlyTheDeploymentVariables(t *testing.T) {
 	if !errors.As(err, &cerr) {
 		t.Fatalf("want *config.Error, got %v", err)
 	}
-	want := []string{"AVB_DATABASE_URL", "AVB_REDIS_URL", "AVB_TEMPORAL_ADDRESS", "AVB_SPICEDB_ENDPOINT", "AVB_SPICEDB_TOKEN", "AVB_OIDC_ISSUER_URL"}
+	want := []string{"AVB_DATABASE_URL", "AVB_REDIS_URL", "AVB_TEMPORAL_ADDRESS", "AVB_SPICEDB_ENDPOINT", "AVB_SPICEDB_TOKEN", "AVB_OIDC_ISSUER_URL", "AVB_CLIENT_TOKEN_SECRET"}
 	if got := cerr.Vars(); !slices.Equal(got, want) {
 		t.Fatalf("problems name %v, want %v\n%v", got, want, err)
 	}
@@ -82,6 +83,7 @@ var invalidValues = map[string]string{
 	"AVB_OIDC_ISSUER_URL":             "ftp://id.example.com",
 	"AVB_TENANT_CACHE_TTL":            "soon",
 	"AVB_APIKEY_USAGE_FLUSH_INTERVAL": "1ms",
+	"AVB_MAX_CALLS_PER_TENANT":        "0",
 }
 
 // Property 1: for random subsets of required variables removed and of other
@@ -89,7 +91,7 @@ var invalidValues = map[string]string{
 // exactly those variables.
 func TestPropertyStartupNamesExactlyTheBadVariables(t *testing.T) {
 	t.Parallel()
-	required := []string{"AVB_DATABASE_URL", "AVB_REDIS_URL", "AVB_TEMPORAL_ADDRESS", "AVB_SPICEDB_ENDPOINT", "AVB_SPICEDB_TOKEN", "AVB_OIDC_ISSUER_URL"}
+	required := []string{"AVB_DATABASE_URL", "AVB_REDIS_URL", "AVB_TEMPORAL_ADDRESS", "AVB_SPICEDB_ENDPOINT", "AVB_SPICEDB_TOKEN", "AVB_OIDC_ISSUER_URL", "AVB_CLIENT_TOKEN_SECRET"}
 	invalidNames := slices.Sorted(maps.Keys(invalidValues))
 	rapid.Check(t, func(t *rapid.T) {
 		env := prodEnv()

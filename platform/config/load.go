@@ -246,6 +246,11 @@ func validateString(tag reflect.StructTag, raw string) error {
 	if raw == "" {
 		return nil // an optional setting left empty
 	}
+	if m, ok := tag.Lookup("minlen"); ok {
+		if n, _ := strconv.Atoi(m); len(raw) < n {
+			return fmt.Errorf("must be at least %d characters", n)
+		}
+	}
 	if allowed, ok := tag.Lookup("oneof"); ok && !slices.Contains(strings.Split(allowed, ","), raw) {
 		return fmt.Errorf("%q is not one of %s", raw, allowed)
 	}

@@ -10,6 +10,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -2083,11 +2084,119 @@ func (x *SynthesizeResponse) GetAudioMs() float64 {
 	return 0
 }
 
+// CreateClientTokenRequest scopes the token.
+type CreateClientTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// session_id, when set, limits the token to that session.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// ttl_seconds is the token's lifetime: 30 to 900 seconds (default 300).
+	TtlSeconds    int32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateClientTokenRequest) Reset() {
+	*x = CreateClientTokenRequest{}
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateClientTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateClientTokenRequest) ProtoMessage() {}
+
+func (x *CreateClientTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateClientTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateClientTokenRequest) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *CreateClientTokenRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CreateClientTokenRequest) GetTtlSeconds() int32 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+// CreateClientTokenResponse holds the token.
+type CreateClientTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateClientTokenResponse) Reset() {
+	*x = CreateClientTokenResponse{}
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateClientTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateClientTokenResponse) ProtoMessage() {}
+
+func (x *CreateClientTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateClientTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateClientTokenResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CreateClientTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateClientTokenResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 var File_avb_v1_voice_proto protoreflect.FileDescriptor
 
 const file_avb_v1_voice_proto_rawDesc = "" +
 	"\n" +
-	"\x12avb/v1/voice.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\"\xb1\x01\n" +
+	"\x12avb/v1/voice.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n" +
 	"\x0fConverseRequest\x12,\n" +
 	"\x05start\x18\x01 \x01(\v2\x14.avb.v1.SessionStartH\x00R\x05start\x12+\n" +
 	"\x05audio\x18\x02 \x01(\v2\x13.avb.v1.AudioAppendH\x00R\x05audio\x121\n" +
@@ -2208,7 +2317,17 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\x13output_audio_format\x18\x03 \x01(\v2\x13.avb.v1.AudioFormatR\x11outputAudioFormat\"E\n" +
 	"\x12SynthesizeResponse\x12\x14\n" +
 	"\x05audio\x18\x01 \x01(\fR\x05audio\x12\x19\n" +
-	"\baudio_ms\x18\x02 \x01(\x01R\aaudioMs2\xd4\x04\n" +
+	"\baudio_ms\x18\x02 \x01(\x01R\aaudioMs\"s\n" +
+	"\x18CreateClientTokenRequest\x12*\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tsessionId\x12+\n" +
+	"\vttl_seconds\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\x84\a(\x00R\n" +
+	"ttlSeconds\"n\n" +
+	"\x19CreateClientTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime2\xc7\x05\n" +
 	"\fVoiceService\x12Z\n" +
 	"\bConverse\x12\x17.avb.v1.ConverseRequest\x1a\x18.avb.v1.ConverseResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\aoperate(\x010\x01\x12j\n" +
@@ -2221,7 +2340,9 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\x06tenant\x12\aoperate(\x010\x01\x12^\n" +
 	"\n" +
 	"Synthesize\x12\x19.avb.v1.SynthesizeRequest\x1a\x1a.avb.v1.SynthesizeResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate0\x01\x12_\n" +
+	"\x06tenant\x12\aoperate0\x01\x12q\n" +
+	"\x11CreateClientToken\x12 .avb.v1.CreateClientTokenRequest\x1a!.avb.v1.CreateClientTokenResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\x12_\n" +
 	"\vSendControl\x12\x1a.avb.v1.SendControlRequest\x1a\x1b.avb.v1.SendControlResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\aoperateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
@@ -2237,53 +2358,56 @@ func file_avb_v1_voice_proto_rawDescGZIP() []byte {
 	return file_avb_v1_voice_proto_rawDescData
 }
 
-var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_avb_v1_voice_proto_goTypes = []any{
-	(*ConverseRequest)(nil),        // 0: avb.v1.ConverseRequest
-	(*SessionStart)(nil),           // 1: avb.v1.SessionStart
-	(*AudioAppend)(nil),            // 2: avb.v1.AudioAppend
-	(*ClientControl)(nil),          // 3: avb.v1.ClientControl
-	(*InputAudioCommit)(nil),       // 4: avb.v1.InputAudioCommit
-	(*InputAudioClear)(nil),        // 5: avb.v1.InputAudioClear
-	(*ResponseCreate)(nil),         // 6: avb.v1.ResponseCreate
-	(*ResponseCancel)(nil),         // 7: avb.v1.ResponseCancel
-	(*SessionEnd)(nil),             // 8: avb.v1.SessionEnd
-	(*ConverseResponse)(nil),       // 9: avb.v1.ConverseResponse
-	(*ConverseEventsResponse)(nil), // 10: avb.v1.ConverseEventsResponse
-	(*VoiceEvent)(nil),             // 11: avb.v1.VoiceEvent
-	(*SessionStarted)(nil),         // 12: avb.v1.SessionStarted
-	(*SpeechStarted)(nil),          // 13: avb.v1.SpeechStarted
-	(*SpeechStopped)(nil),          // 14: avb.v1.SpeechStopped
-	(*TranscriptPartial)(nil),      // 15: avb.v1.TranscriptPartial
-	(*TranscriptFinal)(nil),        // 16: avb.v1.TranscriptFinal
-	(*ResponseStarted)(nil),        // 17: avb.v1.ResponseStarted
-	(*ResponseTextDelta)(nil),      // 18: avb.v1.ResponseTextDelta
-	(*ResponseAudioDelta)(nil),     // 19: avb.v1.ResponseAudioDelta
-	(*TurnLatency)(nil),            // 20: avb.v1.TurnLatency
-	(*ResponseDone)(nil),           // 21: avb.v1.ResponseDone
-	(*ErrorEvent)(nil),             // 22: avb.v1.ErrorEvent
-	(*Heartbeat)(nil),              // 23: avb.v1.Heartbeat
-	(*ConverseEventsRequest)(nil),  // 24: avb.v1.ConverseEventsRequest
-	(*SendAudioRequest)(nil),       // 25: avb.v1.SendAudioRequest
-	(*SendAudioResponse)(nil),      // 26: avb.v1.SendAudioResponse
-	(*SendControlRequest)(nil),     // 27: avb.v1.SendControlRequest
-	(*SendControlResponse)(nil),    // 28: avb.v1.SendControlResponse
-	(*TranscribeRequest)(nil),      // 29: avb.v1.TranscribeRequest
-	(*TranscribeConfig)(nil),       // 30: avb.v1.TranscribeConfig
-	(*TranscribeResponse)(nil),     // 31: avb.v1.TranscribeResponse
-	(*SynthesizeRequest)(nil),      // 32: avb.v1.SynthesizeRequest
-	(*SynthesizeResponse)(nil),     // 33: avb.v1.SynthesizeResponse
-	(*SessionConfig)(nil),          // 34: avb.v1.SessionConfig
-	(*Session)(nil),                // 35: avb.v1.Session
-	(*AudioFormat)(nil),            // 36: avb.v1.AudioFormat
-	(*TurnDetection)(nil),          // 37: avb.v1.TurnDetection
+	(*ConverseRequest)(nil),           // 0: avb.v1.ConverseRequest
+	(*SessionStart)(nil),              // 1: avb.v1.SessionStart
+	(*AudioAppend)(nil),               // 2: avb.v1.AudioAppend
+	(*ClientControl)(nil),             // 3: avb.v1.ClientControl
+	(*InputAudioCommit)(nil),          // 4: avb.v1.InputAudioCommit
+	(*InputAudioClear)(nil),           // 5: avb.v1.InputAudioClear
+	(*ResponseCreate)(nil),            // 6: avb.v1.ResponseCreate
+	(*ResponseCancel)(nil),            // 7: avb.v1.ResponseCancel
+	(*SessionEnd)(nil),                // 8: avb.v1.SessionEnd
+	(*ConverseResponse)(nil),          // 9: avb.v1.ConverseResponse
+	(*ConverseEventsResponse)(nil),    // 10: avb.v1.ConverseEventsResponse
+	(*VoiceEvent)(nil),                // 11: avb.v1.VoiceEvent
+	(*SessionStarted)(nil),            // 12: avb.v1.SessionStarted
+	(*SpeechStarted)(nil),             // 13: avb.v1.SpeechStarted
+	(*SpeechStopped)(nil),             // 14: avb.v1.SpeechStopped
+	(*TranscriptPartial)(nil),         // 15: avb.v1.TranscriptPartial
+	(*TranscriptFinal)(nil),           // 16: avb.v1.TranscriptFinal
+	(*ResponseStarted)(nil),           // 17: avb.v1.ResponseStarted
+	(*ResponseTextDelta)(nil),         // 18: avb.v1.ResponseTextDelta
+	(*ResponseAudioDelta)(nil),        // 19: avb.v1.ResponseAudioDelta
+	(*TurnLatency)(nil),               // 20: avb.v1.TurnLatency
+	(*ResponseDone)(nil),              // 21: avb.v1.ResponseDone
+	(*ErrorEvent)(nil),                // 22: avb.v1.ErrorEvent
+	(*Heartbeat)(nil),                 // 23: avb.v1.Heartbeat
+	(*ConverseEventsRequest)(nil),     // 24: avb.v1.ConverseEventsRequest
+	(*SendAudioRequest)(nil),          // 25: avb.v1.SendAudioRequest
+	(*SendAudioResponse)(nil),         // 26: avb.v1.SendAudioResponse
+	(*SendControlRequest)(nil),        // 27: avb.v1.SendControlRequest
+	(*SendControlResponse)(nil),       // 28: avb.v1.SendControlResponse
+	(*TranscribeRequest)(nil),         // 29: avb.v1.TranscribeRequest
+	(*TranscribeConfig)(nil),          // 30: avb.v1.TranscribeConfig
+	(*TranscribeResponse)(nil),        // 31: avb.v1.TranscribeResponse
+	(*SynthesizeRequest)(nil),         // 32: avb.v1.SynthesizeRequest
+	(*SynthesizeResponse)(nil),        // 33: avb.v1.SynthesizeResponse
+	(*CreateClientTokenRequest)(nil),  // 34: avb.v1.CreateClientTokenRequest
+	(*CreateClientTokenResponse)(nil), // 35: avb.v1.CreateClientTokenResponse
+	(*SessionConfig)(nil),             // 36: avb.v1.SessionConfig
+	(*Session)(nil),                   // 37: avb.v1.Session
+	(*AudioFormat)(nil),               // 38: avb.v1.AudioFormat
+	(*TurnDetection)(nil),             // 39: avb.v1.TurnDetection
+	(*timestamppb.Timestamp)(nil),     // 40: google.protobuf.Timestamp
 }
 var file_avb_v1_voice_proto_depIdxs = []int32{
 	1,  // 0: avb.v1.ConverseRequest.start:type_name -> avb.v1.SessionStart
 	2,  // 1: avb.v1.ConverseRequest.audio:type_name -> avb.v1.AudioAppend
 	3,  // 2: avb.v1.ConverseRequest.control:type_name -> avb.v1.ClientControl
-	34, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
-	34, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
+	36, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
+	36, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
 	4,  // 5: avb.v1.ClientControl.commit:type_name -> avb.v1.InputAudioCommit
 	5,  // 6: avb.v1.ClientControl.clear:type_name -> avb.v1.InputAudioClear
 	6,  // 7: avb.v1.ClientControl.create_response:type_name -> avb.v1.ResponseCreate
@@ -2302,31 +2426,34 @@ var file_avb_v1_voice_proto_depIdxs = []int32{
 	21, // 20: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
 	22, // 21: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
 	23, // 22: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
-	35, // 23: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
+	37, // 23: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
 	20, // 24: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
 	1,  // 25: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
 	3,  // 26: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
 	30, // 27: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
-	36, // 28: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
-	37, // 29: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
-	36, // 30: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
-	0,  // 31: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
-	24, // 32: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
-	25, // 33: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
-	29, // 34: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
-	32, // 35: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
-	27, // 36: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
-	9,  // 37: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
-	10, // 38: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
-	26, // 39: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
-	31, // 40: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
-	33, // 41: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
-	28, // 42: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
-	37, // [37:43] is the sub-list for method output_type
-	31, // [31:37] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	38, // 28: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
+	39, // 29: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
+	38, // 30: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
+	40, // 31: avb.v1.CreateClientTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 32: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
+	24, // 33: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
+	25, // 34: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
+	29, // 35: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
+	32, // 36: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
+	34, // 37: avb.v1.VoiceService.CreateClientToken:input_type -> avb.v1.CreateClientTokenRequest
+	27, // 38: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
+	9,  // 39: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
+	10, // 40: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
+	26, // 41: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
+	31, // 42: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
+	33, // 43: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
+	35, // 44: avb.v1.VoiceService.CreateClientToken:output_type -> avb.v1.CreateClientTokenResponse
+	28, // 45: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
+	39, // [39:46] is the sub-list for method output_type
+	32, // [32:39] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_voice_proto_init() }
@@ -2372,7 +2499,7 @@ func file_avb_v1_voice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_voice_proto_rawDesc), len(file_avb_v1_voice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,9 @@ const (
 	VoiceServiceTranscribeProcedure = "/avb.v1.VoiceService/Transcribe"
 	// VoiceServiceSynthesizeProcedure is the fully-qualified name of the VoiceService's Synthesize RPC.
 	VoiceServiceSynthesizeProcedure = "/avb.v1.VoiceService/Synthesize"
+	// VoiceServiceCreateClientTokenProcedure is the fully-qualified name of the VoiceService's
+	// CreateClientToken RPC.
+	VoiceServiceCreateClientTokenProcedure = "/avb.v1.VoiceService/CreateClientToken"
 	// VoiceServiceSendControlProcedure is the fully-qualified name of the VoiceService's SendControl
 	// RPC.
 	VoiceServiceSendControlProcedure = "/avb.v1.VoiceService/SendControl"
@@ -64,6 +67,11 @@ type VoiceServiceClient interface {
 	Transcribe(context.Context) *connect.BidiStreamForClient[v1.TranscribeRequest, v1.TranscribeResponse]
 	// Synthesize speaks text, streaming audio chunks as they are produced.
 	Synthesize(context.Context, *connect.Request[v1.SynthesizeRequest]) (*connect.ServerStreamForClient[v1.SynthesizeResponse], error)
+	// CreateClientToken mints a short-lived token for a browser: it may only
+	// run voice sessions (the browser path and Converse) of the caller's
+	// tenant, or of one session, so API keys never reach a page. Send it as
+	// "Authorization: Bearer avbct_...".
+	CreateClientToken(context.Context, *connect.Request[v1.CreateClientTokenRequest]) (*connect.Response[v1.CreateClientTokenResponse], error)
 	// SendControl sends a control message to a live session (browser path).
 	SendControl(context.Context, *connect.Request[v1.SendControlRequest]) (*connect.Response[v1.SendControlResponse], error)
 }
@@ -109,6 +117,12 @@ func NewVoiceServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(voiceServiceMethods.ByName("Synthesize")),
 			connect.WithClientOptions(opts...),
 		),
+		createClientToken: connect.NewClient[v1.CreateClientTokenRequest, v1.CreateClientTokenResponse](
+			httpClient,
+			baseURL+VoiceServiceCreateClientTokenProcedure,
+			connect.WithSchema(voiceServiceMethods.ByName("CreateClientToken")),
+			connect.WithClientOptions(opts...),
+		),
 		sendControl: connect.NewClient[v1.SendControlRequest, v1.SendControlResponse](
 			httpClient,
 			baseURL+VoiceServiceSendControlProcedure,
@@ -120,12 +134,13 @@ func NewVoiceServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // voiceServiceClient implements VoiceServiceClient.
 type voiceServiceClient struct {
-	converse       *connect.Client[v1.ConverseRequest, v1.ConverseResponse]
-	converseEvents *connect.Client[v1.ConverseEventsRequest, v1.ConverseEventsResponse]
-	sendAudio      *connect.Client[v1.SendAudioRequest, v1.SendAudioResponse]
-	transcribe     *connect.Client[v1.TranscribeRequest, v1.TranscribeResponse]
-	synthesize     *connect.Client[v1.SynthesizeRequest, v1.SynthesizeResponse]
-	sendControl    *connect.Client[v1.SendControlRequest, v1.SendControlResponse]
+	converse          *connect.Client[v1.ConverseRequest, v1.ConverseResponse]
+	converseEvents    *connect.Client[v1.ConverseEventsRequest, v1.ConverseEventsResponse]
+	sendAudio         *connect.Client[v1.SendAudioRequest, v1.SendAudioResponse]
+	transcribe        *connect.Client[v1.TranscribeRequest, v1.TranscribeResponse]
+	synthesize        *connect.Client[v1.SynthesizeRequest, v1.SynthesizeResponse]
+	createClientToken *connect.Client[v1.CreateClientTokenRequest, v1.CreateClientTokenResponse]
+	sendControl       *connect.Client[v1.SendControlRequest, v1.SendControlResponse]
 }
 
 // Converse calls avb.v1.VoiceService.Converse.
@@ -153,6 +168,11 @@ func (c *voiceServiceClient) Synthesize(ctx context.Context, req *connect.Reques
 	return c.synthesize.CallServerStream(ctx, req)
 }
 
+// CreateClientToken calls avb.v1.VoiceService.CreateClientToken.
+func (c *voiceServiceClient) CreateClientToken(ctx context.Context, req *connect.Request[v1.CreateClientTokenRequest]) (*connect.Response[v1.CreateClientTokenResponse], error) {
+	return c.createClientToken.CallUnary(ctx, req)
+}
+
 // SendControl calls avb.v1.VoiceService.SendControl.
 func (c *voiceServiceClient) SendControl(ctx context.Context, req *connect.Request[v1.SendControlRequest]) (*connect.Response[v1.SendControlResponse], error) {
 	return c.sendControl.CallUnary(ctx, req)
@@ -173,6 +193,11 @@ type VoiceServiceHandler interface {
 	Transcribe(context.Context, *connect.BidiStream[v1.TranscribeRequest, v1.TranscribeResponse]) error
 	// Synthesize speaks text, streaming audio chunks as they are produced.
 	Synthesize(context.Context, *connect.Request[v1.SynthesizeRequest], *connect.ServerStream[v1.SynthesizeResponse]) error
+	// CreateClientToken mints a short-lived token for a browser: it may only
+	// run voice sessions (the browser path and Converse) of the caller's
+	// tenant, or of one session, so API keys never reach a page. Send it as
+	// "Authorization: Bearer avbct_...".
+	CreateClientToken(context.Context, *connect.Request[v1.CreateClientTokenRequest]) (*connect.Response[v1.CreateClientTokenResponse], error)
 	// SendControl sends a control message to a live session (browser path).
 	SendControl(context.Context, *connect.Request[v1.SendControlRequest]) (*connect.Response[v1.SendControlResponse], error)
 }
@@ -214,6 +239,12 @@ func NewVoiceServiceHandler(svc VoiceServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(voiceServiceMethods.ByName("Synthesize")),
 		connect.WithHandlerOptions(opts...),
 	)
+	voiceServiceCreateClientTokenHandler := connect.NewUnaryHandler(
+		VoiceServiceCreateClientTokenProcedure,
+		svc.CreateClientToken,
+		connect.WithSchema(voiceServiceMethods.ByName("CreateClientToken")),
+		connect.WithHandlerOptions(opts...),
+	)
 	voiceServiceSendControlHandler := connect.NewUnaryHandler(
 		VoiceServiceSendControlProcedure,
 		svc.SendControl,
@@ -232,6 +263,8 @@ func NewVoiceServiceHandler(svc VoiceServiceHandler, opts ...connect.HandlerOpti
 			voiceServiceTranscribeHandler.ServeHTTP(w, r)
 		case VoiceServiceSynthesizeProcedure:
 			voiceServiceSynthesizeHandler.ServeHTTP(w, r)
+		case VoiceServiceCreateClientTokenProcedure:
+			voiceServiceCreateClientTokenHandler.ServeHTTP(w, r)
 		case VoiceServiceSendControlProcedure:
 			voiceServiceSendControlHandler.ServeHTTP(w, r)
 		default:
@@ -261,6 +294,10 @@ func (UnimplementedVoiceServiceHandler) Transcribe(context.Context, *connect.Bid
 
 func (UnimplementedVoiceServiceHandler) Synthesize(context.Context, *connect.Request[v1.SynthesizeRequest], *connect.ServerStream[v1.SynthesizeResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.VoiceService.Synthesize is not implemented"))
+}
+
+func (UnimplementedVoiceServiceHandler) CreateClientToken(context.Context, *connect.Request[v1.CreateClientTokenRequest]) (*connect.Response[v1.CreateClientTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.VoiceService.CreateClientToken is not implemented"))
 }
 
 func (UnimplementedVoiceServiceHandler) SendControl(context.Context, *connect.Request[v1.SendControlRequest]) (*connect.Response[v1.SendControlResponse], error) {
