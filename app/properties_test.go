@@ -4,30 +4,35 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"pgregory.net/rapid"
 
+	"github.com/agentvoicebox/avb/apierror"
 	"github.com/agentvoicebox/avb/authn"
 	"github.com/agentvoicebox/avb/policy"
 	"github.com/agentvoicebox/avb/store"
 )
 
 // tenantProcedures lists every RPC that acts inside a tenant.
-func tenantProcedures(t *testing.T) []string {
+func tenantProcedures(t *testing.T) []protoreflect.MethodDescriptor {
 	t.Helper()
-	var out []string
+	var out []protoreflect.MethodDescriptor
 	protoregistry.GlobalFiles.RangeFilesByPackage("avb.v1", func(fd protoreflect.FileDescriptor) bool {
 		for i := range fd.Services().Len() {
 			sd := fd.Services().Get(i)
 			for j := range sd.Methods().Len() {
-				proc := fmt.Sprintf("/%s/%s", sd.FullName(), sd.Methods().Get(j).Name())
-				if policy.For(proc).NeedsTenant() {
-					out = append(out, proc)
+				md := sd.Methods().Get(j)
+				if policy.For(procedureOf(md)).NeedsTenant() {
+					out = append(out, md)
 				}
 			}
 		}
@@ -52,12 +57,63 @@ func TestPropertyEveryTenantRPCRefusesMissingAndSuspendedTenants(t *testing.T) {
 	sys := p.token("root", "", "sysadmin")
 	wantOK(t, p.call("/avb.v1.AdminService/SuspendTenant", `{"tenantId":"`+ten.ID.String()+`"}`, bearer(sys)...))
 
-	for _, proc := range tenantProcedures(t) {
-		wantErr(t, p.call(proc, "{}", bearer(noTenant)...), 400, "invalid_argument", "tenant_required")
-		wantErr(t, p.call(proc, "{}", bearer(admin)...), 403, "permission_denied", "tenant_suspended")
-		wantErr(t, p.call(proc, "{}", "X-API-Key", key), 403, "permission_denied", "tenant_suspended")
-		wantErr(t, p.call(proc, "{}"), 401, "unauthenticated", "unauthenticated")
+	for _, md := range tenantProcedures(t) {
+		for _, c := range []struct {
+			headers      []string
+			code, reason string
+		}{
+			{bearer(noTenant), "invalid_argument", "tenant_required"},
+			{bearer(admin), "permission_denied", "tenant_suspended"},
+			{[]string{"X-API-Key", key}, "permission_denied", "tenant_suspended"},
+			{nil, "unauthenticated", "unauthenticated"},
+		} {
+			if code, reason := p.callAny(md, c.headers...); code != c.code || reason != c.reason {
+				t.Fatalf("%s: got %s/%s, want %s/%s", md.FullName(), code, reason, c.code, c.reason)
+			}
+		}
 	}
+}
+
+func procedureOf(md protoreflect.MethodDescriptor) string {
+	return fmt.Sprintf("/%s/%s", md.Parent().FullName(), md.Name())
+}
+
+// callAny calls any RPC, unary or streaming, with an empty request over
+// gRPC, and returns the error's code and reason ("ok" on success).
+func (p *platform) callAny(md protoreflect.MethodDescriptor, headers ...string) (string, string) {
+	client := connect.NewClient[emptypb.Empty, emptypb.Empty](h2c(), p.base+procedureOf(md), connect.WithGRPC())
+	set := func(h http.Header) {
+		for i := 0; i+1 < len(headers); i += 2 {
+			h.Set(headers[i], headers[i+1])
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	switch {
+	case md.IsStreamingClient():
+		stream := client.CallBidiStream(ctx)
+		set(stream.RequestHeader())
+		_ = stream.Send(&emptypb.Empty{})
+		_, err = stream.Receive()
+	case md.IsStreamingServer():
+		req := connect.NewRequest(&emptypb.Empty{})
+		set(req.Header())
+		var s *connect.ServerStreamForClient[emptypb.Empty]
+		if s, err = client.CallServerStream(ctx, req); err == nil {
+			for s.Receive() {
+			}
+			err = s.Err()
+		}
+	default:
+		req := connect.NewRequest(&emptypb.Empty{})
+		set(req.Header())
+		_, err = client.CallUnary(ctx, req)
+	}
+	if err == nil {
+		return "ok", ""
+	}
+	return connect.CodeOf(err).String(), apierror.Reason(err)
 }
 
 // Property 2 end to end: claim, header and subdomain each select the tenant,
