@@ -244,22 +244,44 @@ func (a *App) WaitAuthzReady(ctx context.Context) error {
 	return nil
 }
 
-// voice builds the speech providers and the call limiter.
+// voice builds the speech providers, the model choice and the call limiter.
 func (a *App) voice(cfg *config.Config) (server.Voice, error) {
-	speech, err := tts.NewEspeak()
-	if err != nil {
-		return server.Voice{}, err
+	vc := cfg.Voice
+	prov := voice.Providers{LLM: llm.DefaultScript}
+	switch vc.STTProvider {
+	case "openai":
+		prov.STT = &stt.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: vc.OpenAISTTModel}
+	default:
+		prov.STT = stt.NewPocketsphinx(vc.PocketsphinxModel, 8)
+	}
+	switch vc.TTSProvider {
+	case "openai":
+		prov.TTS = &tts.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: vc.OpenAITTSModel, Voice: vc.OpenAITTSVoice}
+	default:
+		speech, err := tts.NewEspeak()
+		if err != nil {
+			return server.Voice{}, err
+		}
+		prov.TTS = speech
+	}
+	models := func(name string) (llm.Model, error) {
+		switch {
+		case name == "" || name == "scripted":
+			return llm.DefaultScript, nil
+		case vc.OpenAIBaseURL == "":
+			return nil, fmt.Errorf("model %q is not available: this server has only the scripted model (set AVB_OPENAI_BASE_URL)", name)
+		case name == "openai":
+			name = vc.OpenAIModel
+		}
+		return &llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: name}, nil
 	}
 	return server.Voice{
 		DB:           a.db,
 		ClientTokens: a.clientTokens,
-		Providers: voice.Providers{
-			STT: stt.NewPocketsphinx(cfg.Voice.PocketsphinxModel, 8),
-			LLM: llm.DefaultScript,
-			TTS: speech,
-		},
-		Limiter: calllimit.New(a.redis, cfg.Voice.MaxCallsPerTenant),
-		Log:     a.log,
+		Providers:    prov,
+		Models:       models,
+		Limiter:      calllimit.New(a.redis, vc.MaxCallsPerTenant),
+		Log:          a.log,
 	}, nil
 }
 

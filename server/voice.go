@@ -22,6 +22,7 @@ import (
 	"github.com/agentvoicebox/avb/tenancy"
 	"github.com/agentvoicebox/avb/voice"
 	"github.com/agentvoicebox/avb/voice/calllimit"
+	"github.com/agentvoicebox/avb/voice/llm"
 )
 
 // heartbeatEvery is how long a live stream may be quiet before a heartbeat.
@@ -34,6 +35,9 @@ type Voice struct {
 	Providers    voice.Providers
 	Limiter      *calllimit.Limiter
 	Log          *slog.Logger
+	// Models picks the language model a session names ("" or "scripted":
+	// the scripted model); an error means the model is not available.
+	Models func(name string) (llm.Model, error)
 }
 
 // NewVoiceServer returns the VoiceService handler.
@@ -121,6 +125,12 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	if err != nil {
 		return nil, invalidArgument(err.Error())
 	}
+	prov := s.Providers
+	if s.Models != nil {
+		if prov.LLM, err = s.Models(callCfg.Model); err != nil {
+			return nil, invalidArgument(err.Error())
+		}
+	}
 	raw, err := protojson.Marshal(orEmpty(cfg))
 	if err != nil {
 		return nil, err
@@ -148,7 +158,7 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	}
 	// The call outlives the request context of the browser path's RPCs, but
 	// not the stream that owns it.
-	call, err := voice.New(ctx, callCfg, s.Providers)
+	call, err := voice.New(ctx, callCfg, prov)
 	if err != nil {
 		release()
 		return nil, invalidArgument(err.Error())

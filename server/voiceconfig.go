@@ -53,9 +53,6 @@ func callConfig(pc *avbv1.SessionConfig) (voice.Config, error) {
 	if err := c.Output.Validate(); err != nil {
 		return c, fmt.Errorf("output_audio_format: %w", err)
 	}
-	if c.Model != "" && c.Model != "scripted" {
-		return c, fmt.Errorf("model %q is not available on this server (available: scripted)", c.Model)
-	}
 	td := pc.GetTurnDetection()
 	if td.GetMode() == avbv1.TurnDetectionMode_TURN_DETECTION_MODE_MANUAL {
 		c.Turn = voice.Manual

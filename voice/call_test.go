@@ -251,3 +251,48 @@ func TestManualCommit(t *testing.T) {
 		}
 	}
 }
+
+// failingModel fails its first reply and answers afterwards.
+type failingModel struct{ calls int }
+
+func (f *failingModel) Stream(ctx context.Context, req llm.Request, emit func(string) error) (llm.Usage, error) {
+	f.calls++
+	if f.calls == 1 {
+		return llm.Usage{}, errors.New("upstream model timed out")
+	}
+	return llm.DefaultScript.Stream(ctx, req, emit)
+}
+
+// A provider failure is an error event; the call survives and the next turn works.
+func TestProviderFailureDoesNotEndTheCall(t *testing.T) {
+	t.Parallel()
+	f := audio.Format{Encoding: audio.PCM16, SampleRate: 16000}
+	c, err := voice.New(context.Background(), cfg(f, f), providers(t, &failingModel{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := speech(t, ask, f, 700)
+	go stream(t, c, f, b, 4)
+	var errs, done int
+	for ev := range c.Events() {
+		switch ev.Type {
+		case voice.Error:
+			errs++
+			if !strings.Contains(ev.Err.Error(), "timed out") {
+				t.Fatalf("error event %v", ev.Err)
+			}
+		case voice.ResponseDone:
+			done++
+			if done == 1 {
+				go stream(t, c, f, b, 4) // ask again
+				continue
+			}
+			if errs != 1 || ev.Text != "Sure. I booked the meeting for tomorrow at ten." {
+				t.Fatalf("after a failure: %d errors, reply %q", errs, ev.Text)
+			}
+			return
+		}
+	}
+	t.Fatal("events ended")
+}

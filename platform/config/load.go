@@ -125,6 +125,8 @@ func crossCheck(c *Config, earlier []Problem) []Problem {
 		"must be false in profile prod", "AVB_PROFILE")
 	check(!c.Database.MigrateOnStart || c.Database.MigrationURL != "", "AVB_DATABASE_MIGRATION_URL",
 		"required when AVB_DATABASE_MIGRATE_ON_START is true", "AVB_DATABASE_MIGRATE_ON_START")
+	check((c.Voice.STTProvider != "openai" && c.Voice.TTSProvider != "openai") || c.Voice.OpenAIBaseURL != "", "AVB_OPENAI_BASE_URL",
+		"required when a provider is openai", "AVB_STT_PROVIDER", "AVB_TTS_PROVIDER")
 	check(c.Profile != ProfileProd || !c.HTTP.ExposeErrorInternal, "AVB_EXPOSE_INTERNAL_ERRORS",
 		"must be false in profile prod", "AVB_PROFILE")
 	return out

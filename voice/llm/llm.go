@@ -4,6 +4,7 @@ package llm
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"unicode"
 )
@@ -19,6 +20,17 @@ type Request struct {
 	Model        string
 	Instructions string
 	Messages     []Message
+	// Tools are function definitions passed through to models that support
+	// them (OpenAI "tools" JSON objects); OnToolCall receives the calls.
+	Tools      []json.RawMessage
+	OnToolCall func(ToolCall)
+}
+
+// ToolCall is a function call a model asked for.
+type ToolCall struct {
+	ID        string
+	Name      string
+	Arguments string // JSON
 }
 
 // Usage counts tokens.
