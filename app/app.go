@@ -281,6 +281,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		Providers:    prov,
 		Models:       models,
 		Limiter:      calllimit.New(a.redis, vc.MaxCallsPerTenant),
+		Bus:          a.bus,
 		Log:          a.log,
 	}, nil
 }

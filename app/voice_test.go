@@ -486,3 +486,49 @@ func (b bearerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc)
 func (b bearerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }
+
+// TerminateSession ends a live call wherever it runs: the stream closes with
+// aborted/session_not_live and the session is terminated with its metrics.
+// Tenant voice defaults fill what a session leaves unset.
+func TestTerminateLiveSessionAndTenantDefaults(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("term", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
+
+	stream := client.Converse(context.Background())
+	_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}})
+	msg, err := stream.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := msg.GetEvent().GetSessionStarted().GetSession().GetId()
+	for range 25 { // half a second of silence
+		_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: make([]byte, 640)}}})
+	}
+	time.Sleep(100 * time.Millisecond)
+	res, err := sessions.TerminateSession(context.Background(), connect.NewRequest(&avbv1.TerminateSessionRequest{SessionId: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := res.Msg.GetSession(); s.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_TERMINATED || s.GetMetrics().GetInputAudioSeconds() < 0.4 {
+		t.Fatalf("terminated session: %v %v", s.GetStatus(), s.GetMetrics())
+	}
+	for err == nil {
+		_, err = stream.Receive()
+	}
+	if connect.CodeOf(err) != connect.CodeAborted || apierror.Reason(err) != "session_not_live" {
+		t.Fatalf("stream ended with %v (%s)", err, apierror.Reason(err))
+	}
+
+	// The tenant's default model applies to sessions that name none.
+	wantOK(t, p.call("/avb.v1.TenantService/UpdateTenantSettings", `{"settings":{"voiceDefaults":{"model":"no-such-model"}}}`, bearer(admin)...))
+	stream = client.Converse(context.Background())
+	_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}})
+	if _, err := stream.Receive(); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Fatalf("unknown default model: %v", err)
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -114,8 +115,22 @@ func (s *sessionServer) TerminateSession(ctx context.Context, req *connect.Reque
 	if err != nil {
 		return nil, err
 	}
-	sess, err := s.DB.Sessions().Finish(ctx, id, store.SessionTerminated, "terminated by request", store.SessionMetrics{})
+	sess, err := s.DB.Sessions().Get(ctx, id)
 	if err != nil {
+		return nil, err
+	}
+	if sess.Status == store.SessionActive && s.Bus != nil {
+		// The instance holding the call ends it and records its metrics.
+		if err := s.Bus.Publish(ctx, TopicSession, id.String()); err != nil {
+			return nil, err
+		}
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if cur, err := s.DB.Sessions().Get(ctx, id); err == nil && cur.Status != store.SessionActive {
+				return connect.NewResponse(&avbv1.TerminateSessionResponse{Session: sessionToProto(cur)}), nil
+			}
+		}
+	}
+	if sess, err = s.DB.Sessions().Finish(ctx, id, store.SessionTerminated, "terminated by request", sess.SessionMetrics); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&avbv1.TerminateSessionResponse{Session: sessionToProto(sess)}), nil

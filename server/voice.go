@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/agentvoicebox/avb/authn"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
 	"github.com/agentvoicebox/avb/voice"
@@ -34,6 +36,7 @@ type Voice struct {
 	ClientTokens *authn.ClientTokens
 	Providers    voice.Providers
 	Limiter      *calllimit.Limiter
+	Bus          *invalidation.Bus
 	Log          *slog.Logger
 	// Models picks the language model a session names ("" or "scripted":
 	// the scripted model); an error means the model is not available.
@@ -42,13 +45,29 @@ type Voice struct {
 
 // NewVoiceServer returns the VoiceService handler.
 func NewVoiceServer(deps Voice) avbv1connect.VoiceServiceHandler {
-	return &voiceServer{Voice: deps}
+	s := &voiceServer{Voice: deps}
+	if deps.Bus != nil {
+		deps.Bus.Handle(TopicSession, func(key string) {
+			id, err := uuid.Parse(key)
+			if err != nil {
+				return
+			}
+			if v, ok := s.live.Load(id); ok {
+				go s.finish(context.Background(), v.(*liveCall), store.SessionTerminated, "terminated by request")
+			}
+		})
+	}
+	return s
 }
 
 type voiceServer struct {
 	Voice
-	live sync.Map // session id -> *liveCall, for the browser path
+	live sync.Map // session id -> *liveCall: every call live on this server
 }
+
+// TopicSession is the invalidation topic that ends a live session on
+// whichever instance holds it (TerminateSession).
+const TopicSession = "session"
 
 // liveCall is a session with a call running on this server.
 type liveCall struct {
@@ -121,6 +140,7 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 			_ = protojson.Unmarshal(sess.Config, cfg)
 		}
 	}
+	cfg = s.withTenantDefaults(ctx, tenantID, orEmpty(cfg))
 	callCfg, err := callConfig(cfg)
 	if err != nil {
 		return nil, invalidArgument(err.Error())
@@ -164,6 +184,27 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		return nil, invalidArgument(err.Error())
 	}
 	return &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now()}, nil
+}
+
+// withTenantDefaults fills what the session leaves unset (voice, model,
+// instructions) from the tenant's voice defaults.
+func (s *voiceServer) withTenantDefaults(ctx context.Context, tenantID uuid.UUID, cfg *avbv1.SessionConfig) *avbv1.SessionConfig {
+	t, err := s.DB.Tenants().Get(ctx, tenantID)
+	if err != nil {
+		return cfg
+	}
+	d := settingsFromJSON(t.Settings).GetVoiceDefaults()
+	out := proto.CloneOf(cfg)
+	if out.Voice == "" {
+		out.Voice = d.GetVoice()
+	}
+	if out.Model == "" {
+		out.Model = d.GetModel()
+	}
+	if out.Instructions == "" {
+		out.Instructions = d.GetInstructions()
+	}
+	return out
 }
 
 func orEmpty(c *avbv1.SessionConfig) *avbv1.SessionConfig {
@@ -330,7 +371,7 @@ func (s *voiceServer) finish(ctx context.Context, l *liveCall, status, reason st
 	m.InputAudioSeconds = l.inMS / 1000
 	m.DurationSeconds = time.Since(l.started).Seconds()
 	l.mu.Unlock()
-	if _, err := s.DB.Sessions().Finish(context.WithoutCancel(ctx), l.session.ID, status, reason, m); err != nil {
+	if _, err := s.DB.Sessions().Finish(tenancy.With(context.WithoutCancel(ctx), l.tenant), l.session.ID, status, reason, m); err != nil {
 		s.Log.ErrorContext(ctx, "record session end", "session_id", l.session.ID.String(), "error", err.Error())
 	}
 }
@@ -358,15 +399,27 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 	if err != nil {
 		return err
 	}
+	s.live.Store(l.session.ID, l)
+	defer s.live.Delete(l.session.ID)
 	pumped := make(chan error, 1)
 	go func() {
 		pumped <- s.pump(ctx, l, func(ev *avbv1.VoiceEvent) error { return stream.Send(&avbv1.ConverseResponse{Event: ev}) })
 	}()
-	err = s.receive(l, stream.Receive)
-	status, reason := endStatus(err)
-	s.finish(ctx, l, status, reason)
-	<-pumped
-	if callErr := l.call.Err(); callErr != nil && err == nil {
+	received := make(chan error, 1)
+	go func() { received <- s.receive(l, stream.Receive) }()
+	select {
+	case err = <-received:
+		status, reason := endStatus(err)
+		s.finish(ctx, l, status, reason)
+		<-pumped
+	case <-pumped:
+		// The call ended on the server's side: terminated, or a limit broken.
+		if err = l.call.Err(); err == nil {
+			err = errTerminated
+		}
+		s.finish(ctx, l, store.SessionError, err.Error())
+	}
+	if callErr := l.call.Err(); callErr != nil && (err == nil || errors.Is(err, io.EOF)) {
 		err = callErr
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, errEnd) {
@@ -374,6 +427,9 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 	}
 	return voiceError(err)
 }
+
+// errTerminated: the session was ended by TerminateSession.
+var errTerminated = apierror.New(connect.CodeAborted, avbv1.ErrorReason_ERROR_REASON_SESSION_NOT_LIVE, "the session was terminated")
 
 // receive handles client messages until the client stops sending.
 func (s *voiceServer) receive(l *liveCall, next func() (*avbv1.ConverseRequest, error)) error {

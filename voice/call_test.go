@@ -3,6 +3,7 @@ package voice_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -295,4 +296,32 @@ func TestProviderFailureDoesNotEndTheCall(t *testing.T) {
 		}
 	}
 	t.Fatal("events ended")
+}
+
+// A client pushing audio far faster than real time is refused, and the
+// call's memory stays bounded by its input buffer whatever it sends.
+func TestTooFastAudioKeepsMemoryBounded(t *testing.T) {
+	f := audio.Format{Encoding: audio.PCM16, SampleRate: 16000}
+	c, err := voice.New(context.Background(), voice.Config{Input: f, Output: f, Turn: voice.Manual}, providers(t, llm.DefaultScript))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	chunk := make([]byte, 32000) // one second
+	refused := 0
+	for range 600 { // ten minutes of audio in a burst: 19 MB
+		if err := c.AppendAudio(chunk); errors.Is(err, voice.ErrInputOverflow) {
+			refused++
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	growth := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	if refused < 590 || growth > 4<<20 {
+		t.Fatalf("%d of 600 seconds refused; heap grew %d bytes", refused, growth)
+	}
+	t.Logf("heap grew %d KiB after a 600 s burst (input buffer: %d ms)", growth>>10, voice.InputBufferMS)
 }
