@@ -532,3 +532,32 @@ func TestTerminateLiveSessionAndTenantDefaults(t *testing.T) {
 		t.Fatalf("unknown default model: %v", err)
 	}
 }
+
+// Shutdown gives an open call the stream drain time, then ends it with
+// unavailable/server_shutting_down so the client reconnects elsewhere.
+func TestShutdownDrainsOpenStreams(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("drain", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	stream := client.Converse(context.Background())
+	_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}})
+	if _, err := stream.Receive(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	go p.stop()
+	var err error
+	for err == nil {
+		_, err = stream.Receive()
+	}
+	waited := time.Since(start)
+	if connect.CodeOf(err) != connect.CodeUnavailable || apierror.Reason(err) != "server_shutting_down" {
+		t.Fatalf("stream ended with %v (%s)", err, apierror.Reason(err))
+	}
+	if drain := p.cfg.HTTP.StreamDrainTimeout; waited < drain-100*time.Millisecond || waited > drain+2*time.Second {
+		t.Fatalf("stream ended %s after shutdown began; the drain time is %s", waited, drain)
+	}
+}
