@@ -1,0 +1,2 @@
+DROP TABLE session_transcripts;
+DROP TABLE usage_ledger;

@@ -1,0 +1,49 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+)
+
+// UsageEntry is one quantity of one session in the ledger.
+type UsageEntry struct {
+	bun.BaseModel `bun:"table:usage_ledger"`
+
+	TenantID  uuid.UUID `bun:"tenant_id,type:uuid"`
+	SessionID uuid.UUID `bun:"session_id,type:uuid"`
+	Kind      string    `bun:"kind"`
+	Quantity  float64   `bun:"quantity"`
+}
+
+// RecordUsage writes a session's usage once: a repeated write (a retried
+// activity) changes nothing.
+func (r Sessions) RecordUsage(ctx context.Context, entries []UsageEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewInsert().Model(&entries).ExcludeColumn("tenant_id").On("CONFLICT (session_id, kind) DO NOTHING").Exec(ctx)
+		return err
+	})
+}
+
+// Usage returns a session's ledger entries.
+func (r Sessions) Usage(ctx context.Context, sessionID uuid.UUID) ([]UsageEntry, error) {
+	var out []UsageEntry
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewSelect().Model(&out).Where("session_id = ?", sessionID).Order("kind").Scan(ctx)
+	})
+	return out, err
+}
+
+// StoreTranscript saves (or replaces) a session's full transcript.
+func (r Sessions) StoreTranscript(ctx context.Context, sessionID uuid.UUID, turns json.RawMessage) error {
+	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewRaw(`INSERT INTO session_transcripts (session_id, turns) VALUES (?, ?)
+			ON CONFLICT (session_id) DO UPDATE SET turns = EXCLUDED.turns, stored_at = now()`, sessionID, string(turns)).Exec(ctx)
+		return err
+	})
+}

@@ -1,0 +1,90 @@
+package workflows
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
+)
+
+// Activities are the session workflow's side effects, on the database.
+type Activities struct {
+	DB *store.DB
+}
+
+// FinalizeInput records a session's end.
+type FinalizeInput struct {
+	SessionID, TenantID string
+	Outcome             Outcome
+}
+
+// UsageInput records a session's usage.
+type UsageInput struct {
+	SessionID, TenantID string
+	Metrics             Metrics
+}
+
+// TranscriptInput stores a session's turns.
+type TranscriptInput struct {
+	SessionID, TenantID string
+	Turns               []Turn
+}
+
+func scope(ctx context.Context, tenantID, sessionID string) (context.Context, uuid.UUID, error) {
+	t, err := uuid.Parse(tenantID)
+	if err != nil {
+		return nil, uuid.Nil, fmt.Errorf("tenant id: %w", err)
+	}
+	s, err := uuid.Parse(sessionID)
+	if err != nil {
+		return nil, uuid.Nil, fmt.Errorf("session id: %w", err)
+	}
+	return tenancy.With(ctx, t), s, nil
+}
+
+// FinalizeSession writes the session's final status and the workflow's metrics.
+func (a *Activities) FinalizeSession(ctx context.Context, in FinalizeInput) error {
+	ctx, id, err := scope(ctx, in.TenantID, in.SessionID)
+	if err != nil {
+		return err
+	}
+	m := in.Outcome.Metrics
+	_, err = a.DB.Sessions().Finish(ctx, id, in.Outcome.Status, in.Outcome.Reason, store.SessionMetrics{
+		DurationSeconds: m.DurationSeconds, InputTokens: m.InputTokens, OutputTokens: m.OutputTokens,
+		InputAudioSeconds: m.InputAudioSeconds, OutputAudioSeconds: m.OutputAudioSeconds, Turns: m.Turns,
+	})
+	return err
+}
+
+// RecordUsage writes the session's usage to the ledger, once.
+func (a *Activities) RecordUsage(ctx context.Context, in UsageInput) error {
+	ctx, id, err := scope(ctx, in.TenantID, in.SessionID)
+	if err != nil {
+		return err
+	}
+	m := in.Metrics
+	return a.DB.Sessions().RecordUsage(ctx, []store.UsageEntry{
+		{SessionID: id, Kind: "session", Quantity: 1},
+		{SessionID: id, Kind: "audio_in_seconds", Quantity: m.InputAudioSeconds},
+		{SessionID: id, Kind: "audio_out_seconds", Quantity: m.OutputAudioSeconds},
+		{SessionID: id, Kind: "input_tokens", Quantity: float64(m.InputTokens)},
+		{SessionID: id, Kind: "output_tokens", Quantity: float64(m.OutputTokens)},
+	})
+}
+
+// StoreTranscript saves the session's turns.
+func (a *Activities) StoreTranscript(ctx context.Context, in TranscriptInput) error {
+	ctx, id, err := scope(ctx, in.TenantID, in.SessionID)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(in.Turns)
+	if err != nil {
+		return err
+	}
+	return a.DB.Sessions().StoreTranscript(ctx, id, b)
+}

@@ -1,0 +1,196 @@
+// Package workflows holds the Temporal side of the platform. SessionWorkflow
+// is the durable record of one call: the call loop reports each finished turn
+// to it with a signal (never waiting for it), and the workflow keeps the
+// metrics, enforces the 24-hour limit and the idle timeout, notices a call
+// whose server died, and runs the post-call activities with retries.
+package workflows
+
+import (
+	"errors"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// Task queues.
+const (
+	QueueDefault       = "default"
+	QueueVoice         = "voice-processing"
+	QueueBilling       = "billing"
+	QueueNotifications = "notifications"
+)
+
+// Signal and query names of SessionWorkflow.
+const (
+	SignalTurn      = "turn"
+	SignalHeartbeat = "heartbeat"
+	SignalEnd       = "end"
+	QueryMetrics    = "metrics"
+)
+
+// SessionInput starts a SessionWorkflow (workflow id = session id).
+type SessionInput struct {
+	SessionID string
+	TenantID  string
+	// MaxDuration ends the session however active it is (24 h).
+	MaxDuration time.Duration
+	// IdleTimeout ends a session in which nobody spoke for this long.
+	IdleTimeout time.Duration
+	// HeartbeatTimeout ends, as an error, a session whose call stopped
+	// reporting (its server died).
+	HeartbeatTimeout time.Duration
+}
+
+// Turn is one finished conversational turn, reported by the call loop.
+type Turn struct {
+	Transcript      string
+	Reply           string
+	InputTokens     int64
+	OutputTokens    int64
+	InputAudioSec   float64
+	OutputAudioSec  float64
+	Interrupted     bool
+	FirstByteMS     float64
+	LLMFirstTokenMS float64
+	TTSFirstAudioMS float64
+	STTFinalMS      float64
+	At              time.Time
+}
+
+// End is how the call ended, reported by the call loop.
+type End struct {
+	Status string // completed, error, terminated
+	Reason string
+}
+
+// Metrics are the session's totals, kept by the workflow.
+type Metrics struct {
+	Turns              int
+	InputTokens        int64
+	OutputTokens       int64
+	InputAudioSeconds  float64
+	OutputAudioSeconds float64
+	DurationSeconds    float64
+}
+
+// Outcome is what the workflow decided and recorded.
+type Outcome struct {
+	Status  string
+	Reason  string
+	Metrics Metrics
+}
+
+// Session end reasons decided by the workflow.
+const (
+	ReasonMaxDuration = "session reached its maximum duration"
+	ReasonIdle        = "session idle timeout"
+	ReasonLost        = "call lost: its server stopped reporting"
+)
+
+// PostCallRetry is the retry policy of the post-call activities: 3 attempts
+// with exponential backoff.
+var PostCallRetry = &temporal.RetryPolicy{
+	InitialInterval:    time.Second,
+	BackoffCoefficient: 2,
+	MaximumInterval:    30 * time.Second,
+	MaximumAttempts:    3,
+}
+
+// SessionWorkflow is the durable life of one session.
+func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
+	if in.MaxDuration <= 0 {
+		in.MaxDuration = 24 * time.Hour
+	}
+	started := workflow.Now(ctx)
+	var m Metrics
+	var transcript []Turn
+	if err := workflow.SetQueryHandler(ctx, QueryMetrics, func() (Metrics, error) { return m, nil }); err != nil {
+		return Outcome{}, err
+	}
+	turns := workflow.GetSignalChannel(ctx, SignalTurn)
+	beats := workflow.GetSignalChannel(ctx, SignalHeartbeat)
+	ends := workflow.GetSignalChannel(ctx, SignalEnd)
+
+	deadline := started.Add(in.MaxDuration)
+	lastActivity, lastBeat := started, started
+	var out Outcome
+	for out.Status == "" {
+		// Wake at the earliest of: the 24 h limit, the idle timeout, the heartbeat timeout.
+		wake := deadline
+		if in.IdleTimeout > 0 && lastActivity.Add(in.IdleTimeout).Before(wake) {
+			wake = lastActivity.Add(in.IdleTimeout)
+		}
+		if in.HeartbeatTimeout > 0 && lastBeat.Add(in.HeartbeatTimeout).Before(wake) {
+			wake = lastBeat.Add(in.HeartbeatTimeout)
+		}
+		timerCtx, cancelTimer := workflow.WithCancel(ctx)
+		timer := workflow.NewTimer(timerCtx, wake.Sub(workflow.Now(ctx)))
+		sel := workflow.NewSelector(ctx)
+		sel.AddReceive(turns, func(c workflow.ReceiveChannel, _ bool) {
+			var t Turn
+			c.Receive(ctx, &t)
+			m.Turns++
+			m.InputTokens += t.InputTokens
+			m.OutputTokens += t.OutputTokens
+			m.InputAudioSeconds += t.InputAudioSec
+			m.OutputAudioSeconds += t.OutputAudioSec
+			transcript = append(transcript, t)
+			lastActivity, lastBeat = workflow.Now(ctx), workflow.Now(ctx)
+		})
+		sel.AddReceive(beats, func(c workflow.ReceiveChannel, _ bool) {
+			c.Receive(ctx, nil)
+			lastBeat = workflow.Now(ctx)
+		})
+		sel.AddReceive(ends, func(c workflow.ReceiveChannel, _ bool) {
+			var e End
+			c.Receive(ctx, &e)
+			out.Status, out.Reason = e.Status, e.Reason
+		})
+		sel.AddFuture(timer, func(workflow.Future) {
+			now := workflow.Now(ctx)
+			switch {
+			case !now.Before(deadline):
+				out.Status, out.Reason = "terminated", ReasonMaxDuration
+			case in.HeartbeatTimeout > 0 && !now.Before(lastBeat.Add(in.HeartbeatTimeout)):
+				out.Status, out.Reason = "error", ReasonLost
+			case in.IdleTimeout > 0 && !now.Before(lastActivity.Add(in.IdleTimeout)):
+				out.Status, out.Reason = "completed", ReasonIdle
+			}
+		})
+		sel.Select(ctx)
+		cancelTimer()
+	}
+	// Turns signalled together with the end are not lost.
+	for {
+		var t Turn
+		if !turns.ReceiveAsync(&t) {
+			break
+		}
+		m.Turns++
+		m.InputTokens += t.InputTokens
+		m.OutputTokens += t.OutputTokens
+		m.InputAudioSeconds += t.InputAudioSec
+		m.OutputAudioSeconds += t.OutputAudioSec
+		transcript = append(transcript, t)
+	}
+	m.DurationSeconds = workflow.Now(ctx).Sub(started).Seconds()
+	out.Metrics = m
+
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Minute,
+		RetryPolicy:         PostCallRetry,
+	})
+	var a *Activities
+	var errs []error
+	if err := workflow.ExecuteActivity(actx, a.FinalizeSession, FinalizeInput{SessionID: in.SessionID, TenantID: in.TenantID, Outcome: out}).Get(ctx, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := workflow.ExecuteActivity(actx, a.RecordUsage, UsageInput{SessionID: in.SessionID, TenantID: in.TenantID, Metrics: m}).Get(ctx, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if err := workflow.ExecuteActivity(actx, a.StoreTranscript, TranscriptInput{SessionID: in.SessionID, TenantID: in.TenantID, Turns: transcript}).Get(ctx, nil); err != nil {
+		errs = append(errs, err)
+	}
+	return out, errors.Join(errs...)
+}
