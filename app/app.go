@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -35,6 +38,7 @@ import (
 	"github.com/agentvoicebox/avb/voice/llm"
 	"github.com/agentvoicebox/avb/voice/stt"
 	"github.com/agentvoicebox/avb/voice/tts"
+	"github.com/agentvoicebox/avb/workflows"
 )
 
 // Version is the build version, set with -ldflags "-X .../app.Version=v1.2.3".
@@ -57,6 +61,10 @@ type App struct {
 	spicedb *authz.Client
 	grants  *authz.Grants
 	decider authz.Decider
+
+	temporal client.Client
+	worker   worker.Worker
+	runCtx   context.Context // lives until Close
 
 	clientTokens *authn.ClientTokens
 	stop         context.CancelFunc
@@ -107,7 +115,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	}
 	a.redis = redis.NewClient(redisOpts)
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	a.stop = stop
+	a.stop, a.runCtx = stop, runCtx
 	a.bus = invalidation.New(a.redis, log)
 	go a.bus.Run(runCtx)
 
@@ -275,7 +283,26 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		}
 		return &llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: name}, nil
 	}
+	var reporter *workflows.Reporter
+	if vc.SessionWorkflows {
+		tc, err := client.NewLazyClient(client.Options{
+			HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace,
+			Logger: tlog.NewStructuredLogger(a.log.With("component", "temporal")),
+		})
+		if err != nil {
+			return server.Voice{}, fmt.Errorf("temporal client: %w", err)
+		}
+		a.temporal = tc
+		reporter = workflows.NewReporter(a.runCtx, tc, a.log)
+		if vc.RunWorker {
+			a.worker = workflows.NewWorker(tc, &workflows.Activities{DB: a.db})
+			if err := a.worker.Start(); err != nil {
+				return server.Voice{}, fmt.Errorf("start temporal worker: %w", err)
+			}
+		}
+	}
 	return server.Voice{
+		Workflows:    reporter,
 		DB:           a.db,
 		ClientTokens: a.clientTokens,
 		Providers:    prov,
@@ -342,6 +369,12 @@ func (a *App) Close() {
 			a.log.Error("final api key usage flush failed", "error", err.Error())
 		}
 		cancel()
+	}
+	if a.worker != nil {
+		a.worker.Stop()
+	}
+	if a.temporal != nil {
+		a.temporal.Close()
 	}
 	if a.stop != nil {
 		a.stop()

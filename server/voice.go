@@ -25,6 +25,7 @@ import (
 	"github.com/agentvoicebox/avb/voice"
 	"github.com/agentvoicebox/avb/voice/calllimit"
 	"github.com/agentvoicebox/avb/voice/llm"
+	"github.com/agentvoicebox/avb/workflows"
 )
 
 // heartbeatEvery is how long a live stream may be quiet before a heartbeat.
@@ -37,7 +38,9 @@ type Voice struct {
 	Providers    voice.Providers
 	Limiter      *calllimit.Limiter
 	Bus          *invalidation.Bus
-	Log          *slog.Logger
+	// Workflows, when set, runs each session as a SessionWorkflow.
+	Workflows *workflows.Reporter
+	Log       *slog.Logger
 	// Models picks the language model a session names ("" or "scripted":
 	// the scripted model); an error means the model is not available.
 	Models func(name string) (llm.Model, error)
@@ -77,10 +80,18 @@ type liveCall struct {
 	release func()
 	started time.Time
 
+	// workflow: the session's SessionWorkflow is running and receives its
+	// turns; it, not the call, records the session's end and metrics.
+	workflow bool
+
 	mu      sync.Mutex
 	metrics store.SessionMetrics
 	inMS    float64
 	ended   bool
+	// reportedInMS is the input audio already reported to the workflow.
+	reportedInMS float64
+	// lastTranscript is the caller's latest final transcript (pump goroutine only).
+	lastTranscript string
 }
 
 func voiceError(err error) error {
@@ -183,7 +194,19 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		release()
 		return nil, invalidArgument(err.Error())
 	}
-	return &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now()}, nil
+	l := &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now()}
+	if s.Workflows != nil {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := s.Workflows.Start(wctx, sess.ID.String(), tenantID.String())
+		cancel()
+		if err != nil {
+			// The call goes on; it records its own end instead.
+			s.Log.WarnContext(ctx, "session workflow not started", "session_id", sess.ID.String(), "error", err.Error())
+		} else {
+			l.workflow = true
+		}
+	}
+	return l, nil
 }
 
 // withTenantDefaults fills what the session leaves unset (voice, model,
@@ -245,13 +268,22 @@ func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.Vo
 	}
 	heartbeat := time.NewTicker(heartbeatEvery)
 	defer heartbeat.Stop()
+	alive := time.NewTicker(10 * time.Second) // the workflow's proof that the call lives
+	defer alive.Stop()
 	for {
 		select {
+		case <-alive.C:
+			if l.workflow {
+				s.Workflows.Heartbeat(l.session.ID.String())
+			}
 		case ev, ok := <-l.call.Events():
 			if !ok {
 				return nil
 			}
 			heartbeat.Reset(heartbeatEvery)
+			if ev.Type == voice.ResponseDone && l.workflow {
+				s.Workflows.Turn(l.session.ID.String(), l.turnReport(ev))
+			}
 			out := l.observe(ev, record)
 			if out == nil {
 				continue
@@ -278,6 +310,7 @@ func (l *liveCall) observe(ev voice.Event, record func(string, map[string]any)) 
 	case voice.TranscriptPartial:
 		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_TranscriptPartial{TranscriptPartial: &avbv1.TranscriptPartial{Text: ev.Text}}}
 	case voice.TranscriptFinal:
+		l.lastTranscript = ev.Text
 		if ev.Text != "" {
 			l.mu.Lock()
 			l.metrics.Turns++
@@ -316,6 +349,20 @@ func (l *liveCall) observe(ev voice.Event, record func(string, map[string]any)) 
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// turnReport is a finished turn for the session workflow; input audio is
+// what arrived since the previous report.
+func (l *liveCall) turnReport(ev voice.Event) workflows.Turn {
+	l.mu.Lock()
+	in := l.inMS - l.reportedInMS
+	l.reportedInMS = l.inMS
+	l.mu.Unlock()
+	m := ev.Metrics
+	return workflows.Turn{Transcript: l.lastTranscript, Reply: ev.Text, InputTokens: int64(ev.Usage.InputTokens), OutputTokens: int64(ev.Usage.OutputTokens),
+		InputAudioSec: in / 1000, OutputAudioSec: m.AudioOutMS / 1000, Interrupted: ev.Interrupted,
+		FirstByteMS: ms(m.FirstByteSent), LLMFirstTokenMS: ms(m.LLMFirstToken), TTSFirstAudioMS: ms(m.TTSFirstAudio),
+		STTFinalMS: ms(m.STTFinal), At: time.Now()}
+}
 
 // audio passes caller audio to the call.
 func (l *liveCall) audio(b []byte) error {
@@ -366,6 +413,13 @@ func (s *voiceServer) finish(ctx context.Context, l *liveCall, status, reason st
 	l.mu.Unlock()
 	l.call.Close()
 	l.release()
+	if l.workflow {
+		l.mu.Lock()
+		rest := (l.inMS - l.reportedInMS) / 1000
+		l.mu.Unlock()
+		s.Workflows.End(l.session.ID.String(), workflows.End{Status: status, Reason: reason, InputAudioSec: rest})
+		return
+	}
 	l.mu.Lock()
 	m := l.metrics
 	m.InputAudioSeconds = l.inMS / 1000

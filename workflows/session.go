@@ -62,6 +62,8 @@ type Turn struct {
 type End struct {
 	Status string // completed, error, terminated
 	Reason string
+	// InputAudioSec is caller audio received since the last turn.
+	InputAudioSec float64
 }
 
 // Metrics are the session's totals, kept by the workflow.
@@ -146,6 +148,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 			var e End
 			c.Receive(ctx, &e)
 			out.Status, out.Reason = e.Status, e.Reason
+			m.InputAudioSeconds += e.InputAudioSec
 		})
 		sel.AddFuture(timer, func(workflow.Future) {
 			now := workflow.Now(ctx)

@@ -36,6 +36,8 @@ type Config struct {
 type Voice struct {
 	MaxCallsPerTenant int    `env:"AVB_MAX_CALLS_PER_TENANT" default:"20" min:"1" desc:"live calls one tenant may hold at once, across all instances"`
 	PocketsphinxModel string `env:"AVB_POCKETSPHINX_MODEL_DIR" default:"/usr/share/pocketsphinx/model/en-us" desc:"pocketsphinx acoustic model, dictionary and language model (Debian package pocketsphinx-en-us)"`
+	SessionWorkflows  bool   `env:"AVB_SESSION_WORKFLOWS" default:"true" test:"false" desc:"run each call as a Temporal SessionWorkflow (metrics, limits, post-call jobs)"`
+	RunWorker         bool   `env:"AVB_RUN_WORKER" default:"false" dev:"true" desc:"also run the Temporal worker in this process (avb worker runs it alone)"`
 	STTProvider       string `env:"AVB_STT_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"speech to text: embedded (pocketsphinx) or openai (an OpenAI-compatible transcription server)"`
 	TTSProvider       string `env:"AVB_TTS_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"text to speech: embedded (espeak-ng) or openai (an OpenAI-compatible speech server)"`
 	OpenAIBaseURL     string `env:"AVB_OPENAI_BASE_URL" default:"" url:"http,https" desc:"OpenAI-compatible API base URL (OpenAI, vLLM, Ollama, llama.cpp...), e.g. http://localhost:11434/v1; empty: only the scripted model"`

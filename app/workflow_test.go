@@ -1,0 +1,79 @@
+package app_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/workflows"
+)
+
+// The call end to end with a real Temporal dev server: the session's
+// workflow receives the turn, and the session row's status, metrics and the
+// usage ledger come from the workflow.
+func TestCallRunsAsSessionWorkflow(t *testing.T) {
+	t.Parallel()
+	temporal := testenv.Temporal(t)
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
+		"AVB_TEMPORAL_ADDRESS": temporal, "AVB_SESSION_WORKFLOWS": "true", "AVB_RUN_WORKER": "true"}), issuer, owner)
+	ten := p.tenant("wf", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+
+	client_ := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	tr := converse(t, client_, 20*time.Millisecond)
+	if tr.final != ask {
+		t.Fatalf("transcript %q", tr.final)
+	}
+
+	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
+	var sess *avbv1.Session
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		res, err := sessions.GetSession(context.Background(), connect.NewRequest(&avbv1.GetSessionRequest{SessionId: tr.sessionID}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sess = res.Msg.GetSession(); sess.GetStatus() == avbv1.SessionStatus_SESSION_STATUS_COMPLETED || time.Now().After(deadline) {
+			break
+		}
+	}
+	m := sess.GetMetrics()
+	if sess.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_COMPLETED || m.GetTurns() != 1 || m.GetOutputTokens() != tr.done.GetOutputTokens() || m.GetInputAudioSeconds() < 2 {
+		t.Fatalf("session %v metrics %v", sess.GetStatus(), m)
+	}
+
+	tc, err := client.Dial(client.Options{HostPort: temporal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	iter := tc.GetWorkflowHistory(context.Background(), tr.sessionID, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	signals := map[string]int{}
+	for iter.HasNext() {
+		ev, err := iter.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := ev.GetWorkflowExecutionSignaledEventAttributes(); a != nil {
+			signals[a.GetSignalName()]++
+		}
+	}
+	if signals[workflows.SignalTurn] != 1 || signals[workflows.SignalEnd] != 1 {
+		t.Fatalf("workflow signals %v", signals)
+	}
+	var usage int
+	if err := ownerDB(t, owner).QueryRow(context.Background(), "SELECT count(*) FROM usage_ledger WHERE session_id = $1", tr.sessionID).Scan(&usage); err != nil || usage != 5 {
+		t.Fatalf("usage ledger rows %d (%v)", usage, err)
+	}
+}

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/workflows"
+)
+
+func workerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "worker",
+		Short: "Run the Temporal worker: session workflows and their post-call activities",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := loadConfigAndLogger()
+			if err != nil {
+				return err
+			}
+			db, err := store.Open(cmd.Context(), cfg.Database)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			c, err := client.Dial(client.Options{HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace,
+				Logger: tlog.NewStructuredLogger(log.With("component", "temporal"))})
+			if err != nil {
+				return fmt.Errorf("connect to temporal at %s: %w", cfg.Temporal.Address, err)
+			}
+			defer c.Close()
+			w := workflows.NewWorker(c, &workflows.Activities{DB: db})
+			log.Info("worker running", "task_queue", workflows.QueueDefault, "temporal", cfg.Temporal.Address)
+			stop := make(chan any)
+			go func() { <-cmd.Context().Done(); close(stop) }()
+			return w.Run(stop)
+		},
+	}
+}

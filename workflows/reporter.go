@@ -1,0 +1,82 @@
+package workflows
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+)
+
+// NewWorker registers the session workflow and its activities on the
+// default task queue.
+func NewWorker(c client.Client, acts *Activities) worker.Worker {
+	w := worker.New(c, QueueDefault, worker.Options{})
+	w.RegisterWorkflow(SessionWorkflow)
+	w.RegisterActivity(acts)
+	return w
+}
+
+// Reporter connects live calls to their session workflows. Starting a
+// workflow is one round trip when a call opens; everything after that (turns,
+// heartbeats, the end) is a signal queued here and sent by a background
+// goroutine, so the media path never waits on Temporal.
+type Reporter struct {
+	c     client.Client
+	log   *slog.Logger
+	queue chan func(context.Context)
+	// Input defaults for new sessions.
+	MaxDuration, IdleTimeout, HeartbeatTimeout time.Duration
+}
+
+// NewReporter starts the sender goroutine; it stops when ctx is done.
+func NewReporter(ctx context.Context, c client.Client, log *slog.Logger) *Reporter {
+	r := &Reporter{c: c, log: log, queue: make(chan func(context.Context), 4096),
+		MaxDuration: 24 * time.Hour, IdleTimeout: 30 * time.Minute, HeartbeatTimeout: time.Minute}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case send := <-r.queue:
+				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				send(sctx)
+				cancel()
+			}
+		}
+	}()
+	return r
+}
+
+// Start starts the session's workflow (workflow id = session id).
+func (r *Reporter) Start(ctx context.Context, sessionID, tenantID string) error {
+	_, err := r.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:        sessionID,
+		TaskQueue: QueueDefault,
+		Memo:      map[string]any{"tenant_id": tenantID},
+	}, SessionWorkflow, SessionInput{SessionID: sessionID, TenantID: tenantID,
+		MaxDuration: r.MaxDuration, IdleTimeout: r.IdleTimeout, HeartbeatTimeout: r.HeartbeatTimeout})
+	return err
+}
+
+func (r *Reporter) signal(sessionID, name string, arg any) {
+	select {
+	case r.queue <- func(ctx context.Context) {
+		if err := r.c.SignalWorkflow(ctx, sessionID, "", name, arg); err != nil {
+			r.log.Warn("signal session workflow", "session_id", sessionID, "signal", name, "error", err.Error())
+		}
+	}:
+	default:
+		r.log.Error("session workflow signals are backed up; signal dropped", "session_id", sessionID, "signal", name)
+	}
+}
+
+// Turn reports a finished turn, without waiting.
+func (r *Reporter) Turn(sessionID string, t Turn) { r.signal(sessionID, SignalTurn, t) }
+
+// Heartbeat says the call is alive, without waiting.
+func (r *Reporter) Heartbeat(sessionID string) { r.signal(sessionID, SignalHeartbeat, nil) }
+
+// End reports how the call ended, without waiting.
+func (r *Reporter) End(sessionID string, e End) { r.signal(sessionID, SignalEnd, e) }
