@@ -295,7 +295,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		a.temporal = tc
 		reporter = workflows.NewReporter(a.runCtx, tc, a.log)
 		if vc.RunWorker {
-			a.worker = workflows.NewWorker(tc, &workflows.Activities{DB: a.db})
+			a.worker = workflows.NewWorker(tc, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall})
 			if err := a.worker.Start(); err != nil {
 				return server.Voice{}, fmt.Errorf("start temporal worker: %w", err)
 			}
@@ -311,6 +311,11 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		Bus:          a.bus,
 		Log:          a.log,
 	}, nil
+}
+
+// endLiveCall asks every instance to close a session's live call.
+func (a *App) endLiveCall(ctx context.Context, sessionID string) error {
+	return a.bus.Publish(ctx, server.TopicSession, sessionID)
 }
 
 // DevIssuer is the development OIDC issuer, when AVB_OIDC_DEV_ISSUER is on.

@@ -61,5 +61,6 @@ func callConfig(pc *avbv1.SessionConfig) (voice.Config, error) {
 		SilenceDurationMS: int(td.GetSilenceDurationMs())}
 	c.CreateResponse = td == nil || td.CreateResponse == nil || td.GetCreateResponse()
 	c.InterruptResponse = td == nil || td.InterruptResponse == nil || td.GetInterruptResponse()
+	c.MinInterruptionMS = int(td.GetMinInterruptionMs())
 	return c, nil
 }

@@ -65,6 +65,10 @@ type Config struct {
 	CreateResponse bool
 	// InterruptResponse lets caller speech cancel a response in progress.
 	InterruptResponse bool
+	// MinInterruptionMS of caller speech is needed before it cancels a
+	// response (0: at once), so a cough or a "hm" does not cut the agent off;
+	// speech shorter than that during a response is ignored.
+	MinInterruptionMS int
 }
 
 // Providers are the models a call uses.
@@ -154,6 +158,8 @@ type Call struct {
 	nextResp   int
 	speechEnd  time.Time
 	sttFinalAt time.Time
+	// overlapMS counts caller speech while a response plays (-1: none).
+	overlapMS int
 }
 
 // New starts a call. It ends when ctx is done, Close is called, or a limit is broken.
@@ -339,8 +345,10 @@ func (c *Call) frame(f []int16) {
 	switch c.det.Process(f) {
 	case vad.SpeechStarted:
 		c.emit(Event{Type: SpeechStarted, AudioMS: c.inputMS})
+		c.overlapMS = -1
 		if c.resp != nil && cfg.InterruptResponse {
-			c.resp.interrupt()
+			c.overlapMS = 0
+			c.maybeInterrupt(cfg, 0)
 		}
 		for _, p := range c.det.Prefix() {
 			c.feed(p)
@@ -348,13 +356,39 @@ func (c *Call) frame(f []int16) {
 	case vad.SpeechStopped:
 		c.speechEnd = time.Now()
 		c.emit(Event{Type: SpeechStopped, AudioMS: c.inputMS})
+		if c.overlapMS >= 0 && c.resp != nil {
+			// Too short to interrupt the reply: not a turn (a cough, a "hm").
+			c.overlapMS = -1
+			if c.sess != nil {
+				c.sess.Close()
+				c.sess = nil
+			}
+			return
+		}
 		if text := c.finishTurn(); text != "" && cfg.CreateResponse {
 			c.startResponse()
 		}
 	default:
 		if c.det.Speaking() {
 			c.feed(f)
+			if c.overlapMS >= 0 {
+				c.maybeInterrupt(cfg, vad.FrameMS)
+			}
 		}
+	}
+}
+
+// maybeInterrupt counts caller speech over a response and cancels the
+// response once it lasts MinInterruptionMS.
+func (c *Call) maybeInterrupt(cfg Config, ms int) {
+	c.overlapMS += ms
+	if c.resp == nil {
+		c.overlapMS = -1
+		return
+	}
+	if c.overlapMS >= cfg.MinInterruptionMS {
+		c.resp.interrupt()
+		c.overlapMS = -1
 	}
 }
 

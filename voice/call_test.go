@@ -325,3 +325,59 @@ func TestTooFastAudioKeepsMemoryBounded(t *testing.T) {
 	}
 	t.Logf("heap grew %d KiB after a 600 s burst (input buffer: %d ms)", growth>>10, voice.InputBufferMS)
 }
+
+// With a minimum interruption duration, a cough during the reply does not
+// cut it off, and is not taken as a turn.
+func TestCoughDoesNotInterrupt(t *testing.T) {
+	t.Parallel()
+	slow := &llm.Scripted{Rules: []llm.Rule{{Match: []string{"book meeting"}, Reply: "One moment please. I am booking the meeting now. It is done."}},
+		Fallback: "What?", WordDelay: 20 * time.Millisecond}
+	f := audio.Format{Encoding: audio.PCM16, SampleRate: 16000}
+	conf := cfg(f, f)
+	conf.MinInterruptionMS = 400
+	c, err := voice.New(context.Background(), conf, providers(t, slow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go stream(t, c, f, speech(t, ask, f, 700), 4)
+	coughed := false
+	responses := 0
+	for ev := range c.Events() {
+		switch ev.Type {
+		case voice.AudioDelta:
+			if !coughed {
+				coughed = true
+				cough := make([]int16, 16000*150/1000) // 150 ms of noise, then silence
+				for i := range cough {
+					cough[i] = int16((i*7919)%16000 - 8000)
+				}
+				cough = append(cough, make([]int16, 16000*700/1000)...)
+				b, _ := audio.Encode(f, cough, nil)
+				go stream(t, c, f, b, 1)
+			}
+		case voice.ResponseStarted:
+			responses++
+		case voice.ResponseDone:
+			if ev.Interrupted {
+				t.Fatal("a cough interrupted the reply")
+			}
+			time.Sleep(900 * time.Millisecond) // let the cough's silence pass
+			for drained := false; !drained; {
+				select {
+				case e := <-c.Events():
+					if e.Type == voice.ResponseStarted {
+						responses++
+					}
+				default:
+					drained = true
+				}
+			}
+			if responses != 1 {
+				t.Fatalf("%d responses: the cough was taken as a turn", responses)
+			}
+			return
+		}
+	}
+	t.Fatal("events ended")
+}

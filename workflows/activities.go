@@ -14,6 +14,9 @@ import (
 // Activities are the session workflow's side effects, on the database.
 type Activities struct {
 	DB *store.DB
+	// EndLiveCall, when set, closes the session's live call on whichever
+	// instance holds it (the workflow ended it: 24 h, idle, terminated).
+	EndLiveCall func(ctx context.Context, sessionID string) error
 }
 
 // FinalizeInput records a session's end.
@@ -51,6 +54,11 @@ func (a *Activities) FinalizeSession(ctx context.Context, in FinalizeInput) erro
 	ctx, id, err := scope(ctx, in.TenantID, in.SessionID)
 	if err != nil {
 		return err
+	}
+	if a.EndLiveCall != nil && in.Outcome.Reason != "" {
+		if err := a.EndLiveCall(ctx, in.SessionID); err != nil {
+			return fmt.Errorf("end live call: %w", err)
+		}
 	}
 	m := in.Outcome.Metrics
 	_, err = a.DB.Sessions().Finish(ctx, id, in.Outcome.Status, in.Outcome.Reason, store.SessionMetrics{

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 
+	"github.com/agentvoicebox/avb/platform/invalidation"
+	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/workflows"
 )
@@ -32,7 +36,16 @@ func workerCmd() *cobra.Command {
 				return fmt.Errorf("connect to temporal at %s: %w", cfg.Temporal.Address, err)
 			}
 			defer c.Close()
-			w := workflows.NewWorker(c, &workflows.Activities{DB: db})
+			opts, err := redis.ParseURL(cfg.Redis.URL)
+			if err != nil {
+				return err
+			}
+			rdb := redis.NewClient(opts)
+			defer rdb.Close()
+			bus := invalidation.New(rdb, log)
+			w := workflows.NewWorker(c, &workflows.Activities{DB: db, EndLiveCall: func(ctx context.Context, id string) error {
+				return bus.Publish(ctx, server.TopicSession, id)
+			}})
 			log.Info("worker running", "task_queue", workflows.QueueDefault, "temporal", cfg.Temporal.Address)
 			stop := make(chan any)
 			go func() { <-cmd.Context().Done(); close(stop) }()

@@ -259,6 +259,9 @@ type TurnDetection struct {
 	CreateResponse *bool `protobuf:"varint,5,opt,name=create_response,json=createResponse,proto3,oneof" json:"create_response,omitempty"`
 	// interrupt_response lets caller speech cut a reply short (true).
 	InterruptResponse *bool `protobuf:"varint,6,opt,name=interrupt_response,json=interruptResponse,proto3,oneof" json:"interrupt_response,omitempty"`
+	// min_interruption_ms of caller speech is needed to cut a reply short (0:
+	// at once); shorter sounds during a reply (a cough, a "hm") are ignored.
+	MinInterruptionMs int32 `protobuf:"varint,7,opt,name=min_interruption_ms,json=minInterruptionMs,proto3" json:"min_interruption_ms,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -333,6 +336,13 @@ func (x *TurnDetection) GetInterruptResponse() bool {
 		return *x.InterruptResponse
 	}
 	return false
+}
+
+func (x *TurnDetection) GetMinInterruptionMs() int32 {
+	if x != nil {
+		return x.MinInterruptionMs
+	}
+	return 0
 }
 
 // SessionConfig configures a conversation.
@@ -1262,7 +1272,7 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\vAudioFormat\x12;\n" +
 	"\bencoding\x18\x01 \x01(\x0e2\x15.avb.v1.AudioEncodingB\b\xbaH\x05\x82\x01\x02\x10\x01R\bencoding\x126\n" +
 	"\vsample_rate\x18\x02 \x01(\x05B\x15\xbaH\x12\x1a\x100\x000\xc0>0\x80}0\xc0\xbb\x010\x80\xf7\x02R\n" +
-	"sampleRate\"\xf8\x02\n" +
+	"sampleRate\"\xb4\x03\n" +
 	"\rTurnDetection\x127\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x19.avb.v1.TurnDetectionModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04mode\x12-\n" +
 	"\tthreshold\x18\x02 \x01(\x02B\x0f\xbaH\f\n" +
@@ -1273,7 +1283,9 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\x13silence_duration_ms\x18\x04 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\x90N(\x00R\x11silenceDurationMs\x12,\n" +
 	"\x0fcreate_response\x18\x05 \x01(\bH\x00R\x0ecreateResponse\x88\x01\x01\x122\n" +
-	"\x12interrupt_response\x18\x06 \x01(\bH\x01R\x11interruptResponse\x88\x01\x01B\x12\n" +
+	"\x12interrupt_response\x18\x06 \x01(\bH\x01R\x11interruptResponse\x88\x01\x01\x12:\n" +
+	"\x13min_interruption_ms\x18\a \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\x88'(\x00R\x11minInterruptionMsB\x12\n" +
 	"\x10_create_responseB\x15\n" +
 	"\x13_interrupt_response\"\xf7\x02\n" +
 	"\rSessionConfig\x12A\n" +
