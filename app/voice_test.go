@@ -105,6 +105,7 @@ type turn struct {
 	done         *avbv1.ResponseDone
 	sessionID    string
 	stopToAudio  time.Duration // SpeechStopped received -> first audio received
+	open         time.Duration // start sent -> SessionStarted received
 }
 
 // converse runs one turn over Converse: real-time paced 20 ms frames in,
@@ -114,6 +115,7 @@ func converse(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.Du
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream := client.Converse(ctx)
+	opened := time.Now()
 	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +138,7 @@ func converse(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.Du
 		switch ev := msg.GetEvent().GetEvent().(type) {
 		case *avbv1.VoiceEvent_SessionStarted:
 			tr.sessionID = ev.SessionStarted.GetSession().GetId()
+			tr.open = time.Since(opened)
 		case *avbv1.VoiceEvent_SpeechStopped:
 			stopped = time.Now()
 		case *avbv1.VoiceEvent_TranscriptFinal:
@@ -375,24 +378,31 @@ func TestVoiceLatency(t *testing.T) {
 	if os.Getenv("AVB_MEASURE") == "" {
 		t.Skip("set AVB_MEASURE=1 to measure")
 	}
-	p := newPlatform(t)
+	extra := map[string]string{}
+	if os.Getenv("AVB_MEASURE") == "workflows" {
+		extra = map[string]string{"AVB_TEMPORAL_ADDRESS": testenv.Temporal(t), "AVB_SESSION_WORKFLOWS": "true", "AVB_RUN_WORKER": "true"}
+	}
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), extra), issuer, owner)
 	ten := p.tenant("lat", store.TierPro)
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
 	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
-	var client_, server []float64
+	var client_, server, open []float64
 	for range 30 {
 		tr := converse(t, client, 20*time.Millisecond)
 		client_ = append(client_, float64(tr.stopToAudio.Microseconds())/1000)
 		server = append(server, tr.done.GetLatency().GetFirstByteMs())
+		open = append(open, float64(tr.open.Microseconds())/1000)
 	}
 	pct := func(v []float64, q float64) float64 {
 		s := slices.Clone(v)
 		sort.Float64s(s)
 		return s[int(q*float64(len(s)-1))]
 	}
-	fmt.Printf("end of speech -> first audio byte, client: p50 %.2f ms p95 %.2f ms; server part: p50 %.2f ms p95 %.2f ms\n",
-		pct(client_, .5), pct(client_, .95), pct(server, .5), pct(server, .95))
+	fmt.Printf("[%s] end of speech -> first audio byte, client: p50 %.2f ms p95 %.2f ms; server part: p50 %.2f ms p95 %.2f ms; session open p50 %.2f ms p95 %.2f ms\n",
+		os.Getenv("AVB_MEASURE"), pct(client_, .5), pct(client_, .95), pct(server, .5), pct(server, .95), pct(open, .5), pct(open, .95))
 }
 
 // Synthesize and Transcribe alone: the speech Synthesize produces, streamed
