@@ -17,6 +17,7 @@ import (
 	"github.com/agentvoicebox/avb/apierror"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/voice/audio"
 	"github.com/agentvoicebox/avb/voice/stt"
