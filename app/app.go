@@ -303,6 +303,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	}
 	return server.Voice{
 		Workflows:    reporter,
+		Metrics:      a.Metrics,
 		DB:           a.db,
 		ClientTokens: a.clientTokens,
 		Providers:    prov,

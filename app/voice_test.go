@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -570,5 +571,26 @@ func TestShutdownDrainsOpenStreams(t *testing.T) {
 	}
 	if drain := p.cfg.HTTP.StreamDrainTimeout; waited < drain-100*time.Millisecond || waited > drain+2*time.Second {
 		t.Fatalf("stream ended %s after shutdown began; the drain time is %s", waited, drain)
+	}
+}
+
+// The per-stage turn latency reaches /metrics for uninterrupted turns.
+func TestTurnLatencyMetrics(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("metrics", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	converse(t, avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key)), 5*time.Millisecond)
+	res, err := http.Get(p.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for _, want := range []string{`voice_turn_latency_seconds_count{stage="first_byte"} 1`, `voice_turn_latency_seconds_count{stage="stt_final"} 1`, `sessions_total{status="completed"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

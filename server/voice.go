@@ -20,6 +20,7 @@ import (
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/platform/invalidation"
+	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
 	"github.com/agentvoicebox/avb/voice"
@@ -40,7 +41,9 @@ type Voice struct {
 	Bus          *invalidation.Bus
 	// Workflows, when set, runs each session as a SessionWorkflow.
 	Workflows *workflows.Reporter
-	Log       *slog.Logger
+	// Metrics, when set, receives session and turn-latency metrics.
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
 	// Models picks the language model a session names ("" or "scripted":
 	// the scripted model); an error means the model is not available.
 	Models func(name string) (llm.Model, error)
@@ -195,6 +198,9 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		return nil, invalidArgument(err.Error())
 	}
 	l := &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now()}
+	if s.Metrics != nil {
+		s.Metrics.ActiveSessions.Inc()
+	}
 	if s.Workflows != nil {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := s.Workflows.Start(wctx, sess.ID.String(), tenantID.String())
@@ -281,8 +287,11 @@ func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.Vo
 				return nil
 			}
 			heartbeat.Reset(heartbeatEvery)
-			if ev.Type == voice.ResponseDone && l.workflow {
-				s.Workflows.Turn(l.session.ID.String(), l.turnReport(ev))
+			if ev.Type == voice.ResponseDone {
+				if l.workflow {
+					s.Workflows.Turn(l.session.ID.String(), l.turnReport(ev))
+				}
+				s.observeTurn(ev)
 			}
 			out := l.observe(ev, record)
 			if out == nil {
@@ -350,6 +359,21 @@ func (l *liveCall) observe(ev voice.Event, record func(string, map[string]any)) 
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// observeTurn records a turn's latency per stage. Interrupted turns are left
+// out: their timings say nothing about how fast the agent answers.
+func (s *voiceServer) observeTurn(ev voice.Event) {
+	if s.Metrics == nil || ev.Interrupted {
+		return
+	}
+	m := ev.Metrics
+	for stage, d := range map[string]time.Duration{"stt_final": m.STTFinal, "llm_first_token": m.LLMFirstToken,
+		"tts_first_audio": m.TTSFirstAudio, "first_byte": m.FirstByteSent} {
+		if d > 0 {
+			s.Metrics.TurnLatency.WithLabelValues(stage).Observe(d.Seconds())
+		}
+	}
+}
+
 // turnReport is a finished turn for the session workflow; input audio is
 // what arrived since the previous report.
 func (l *liveCall) turnReport(ev voice.Event) workflows.Turn {
@@ -413,6 +437,11 @@ func (s *voiceServer) finish(ctx context.Context, l *liveCall, status, reason st
 	l.mu.Unlock()
 	l.call.Close()
 	l.release()
+	if s.Metrics != nil {
+		s.Metrics.ActiveSessions.Dec()
+		s.Metrics.Sessions.WithLabelValues(status).Inc()
+		s.Metrics.SessionDuration.Observe(time.Since(l.started).Seconds())
+	}
 	if l.workflow {
 		l.mu.Lock()
 		rest := (l.inMS - l.reportedInMS) / 1000
