@@ -69,6 +69,14 @@ type Config struct {
 	// response (0: at once), so a cough or a "hm" does not cut the agent off;
 	// speech shorter than that during a response is ignored.
 	MinInterruptionMS int
+	// ResumeFalseInterruption pauses an interrupted response instead of
+	// ending it; if the caller's speech holds no words it resumes.
+	ResumeFalseInterruption bool
+	// PreemptiveGeneration starts the model on the partial transcript when
+	// the caller pauses, before the silence window confirms the turn.
+	PreemptiveGeneration bool
+	// Echo sends each caller frame straight back (no providers).
+	Echo bool
 }
 
 // Providers are the models a call uses.
@@ -92,6 +100,8 @@ const (
 	AudioDelta
 	ResponseDone
 	Error
+	// ResponseResumed: a paused response plays on from PlayedMS.
+	ResponseResumed
 )
 
 // Event is something the client is told.
@@ -110,13 +120,17 @@ type Event struct {
 	Err         error
 }
 
-// TurnMetrics time one turn from the end of the caller's speech.
+// TurnMetrics time one turn from the moment the end of the caller's speech
+// was detected; VADEnd is the time from the last speech to that detection.
 type TurnMetrics struct {
+	VADEnd        time.Duration
 	STTFinal      time.Duration
 	LLMFirstToken time.Duration
 	TTSFirstAudio time.Duration
 	FirstByteSent time.Duration
 	AudioOutMS    float64
+	// Preemptive: the model started before the turn was confirmed.
+	Preemptive bool
 }
 
 type control int
@@ -147,19 +161,37 @@ type Call struct {
 	done     chan struct{}
 
 	// Loop state (loop goroutine only).
-	det        *vad.Detector
-	sess       stt.Session
+	det  *vad.Detector
+	sess stt.Session
+	// Recognition sessions start off the loop (a decoder can take half a
+	// second to create): frames wait in backlog until it is ready.
+	starting   bool
+	sessReady  chan sessionStart
+	backlog    [][]int16
 	lastPart   string
 	framesIn   int
 	inputMS    float64
 	history    []llm.Message
-	resp       *response
-	respDone   chan *response
 	nextResp   int
 	speechEnd  time.Time
 	sttFinalAt time.Time
+	lastVoiced time.Time
+	vadEnd     time.Duration
 	// overlapMS counts caller speech while a response plays (-1: none).
 	overlapMS int
+
+	// resp is the response the caller hears (respPaused: held by a possible
+	// false interruption); pre is a preemptive one waiting for the turn to
+	// be confirmed; parked finished generating while held.
+	resp, pre, parked *response
+	respPaused        bool
+	// startPending: a turn ended while its predecessor was being cancelled.
+	startPending bool
+	running      int // response goroutines not yet reported on respDone
+	respDone     chan *response
+
+	echoRS  *audio.Resampler
+	echoBuf []int16
 }
 
 // New starts a call. It ends when ctx is done, Close is called, or a limit is broken.
@@ -173,12 +205,21 @@ func New(ctx context.Context, cfg Config, prov Providers) (*Call, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	c := &Call{
 		prov: prov, ctx: ctx, cancel: cancel, cfg: cfg,
-		frames:   make(chan []int16, InputBufferMS/vad.FrameMS),
-		controls: make(chan control, 16),
-		events:   make(chan Event, EventBuffer),
-		done:     make(chan struct{}),
-		det:      vad.New(cfg.VAD),
-		respDone: make(chan *response, 1),
+		frames:    make(chan []int16, InputBufferMS/vad.FrameMS),
+		controls:  make(chan control, 16),
+		events:    make(chan Event, EventBuffer),
+		done:      make(chan struct{}),
+		det:       vad.New(cfg.VAD),
+		respDone:  make(chan *response, 4),
+		sessReady: make(chan sessionStart, 1),
+	}
+	if prov.STT != nil && !cfg.Echo {
+		// Have a recognizer ready before the caller speaks.
+		go func() {
+			if s, err := prov.STT.Start(ctx, stt.Options{Phrases: cfg.Phrases}); err == nil {
+				s.Close()
+			}
+		}()
 	}
 	go c.loop()
 	return c, nil
@@ -306,11 +347,9 @@ func (c *Call) loop() {
 	defer close(c.done)
 	defer close(c.events)
 	defer func() {
-		if c.sess != nil {
-			c.sess.Close()
-		}
-		if c.resp != nil {
-			c.resp.cancel()
+		c.dropSession()
+		// c.ctx is done: every response's generation stops.
+		for ; c.running > 0; c.running-- {
 			<-c.respDone
 		}
 	}()
@@ -329,7 +368,10 @@ func (c *Call) loop() {
 		case ctl := <-c.controls:
 			c.control(ctl)
 		case r := <-c.respDone:
+			c.running--
 			c.finishResponse(r)
+		case st := <-c.sessReady:
+			c.sessionReady(st)
 		}
 	}
 }
@@ -338,15 +380,28 @@ func (c *Call) frame(f []int16) {
 	cfg := c.Config()
 	c.framesIn++
 	c.inputMS += vad.FrameMS
+	if cfg.Echo {
+		c.echo(cfg, f)
+	}
 	if cfg.Turn == Manual {
-		c.feed(f)
+		if !cfg.Echo {
+			c.feed(f)
+		}
 		return
 	}
-	switch c.det.Process(f) {
+	ev := c.det.Process(f)
+	if c.det.Speaking() && c.det.SilenceMS() == 0 {
+		c.lastVoiced = time.Now()
+	}
+	if cfg.Echo {
+		c.speechEvent(ev)
+		return
+	}
+	switch ev {
 	case vad.SpeechStarted:
-		c.emit(Event{Type: SpeechStarted, AudioMS: c.inputMS})
+		c.speechEvent(ev)
 		c.overlapMS = -1
-		if c.resp != nil && cfg.InterruptResponse {
+		if c.resp != nil && !c.respPaused && cfg.InterruptResponse {
 			c.overlapMS = 0
 			c.maybeInterrupt(cfg, 0)
 		}
@@ -354,32 +409,126 @@ func (c *Call) frame(f []int16) {
 			c.feed(p)
 		}
 	case vad.SpeechStopped:
-		c.speechEnd = time.Now()
-		c.emit(Event{Type: SpeechStopped, AudioMS: c.inputMS})
+		c.speechEvent(ev)
 		if c.overlapMS >= 0 && c.resp != nil {
 			// Too short to interrupt the reply: not a turn (a cough, a "hm").
 			c.overlapMS = -1
-			if c.sess != nil {
-				c.sess.Close()
-				c.sess = nil
-			}
+			c.dropSession()
 			return
 		}
-		if text := c.finishTurn(); text != "" && cfg.CreateResponse {
-			c.startResponse()
-		}
+		c.endTurn(cfg, c.finishTurn())
 	default:
 		if c.det.Speaking() {
 			c.feed(f)
 			if c.overlapMS >= 0 {
 				c.maybeInterrupt(cfg, vad.FrameMS)
 			}
+			c.preempt(cfg)
 		}
 	}
 }
 
-// maybeInterrupt counts caller speech over a response and cancels the
-// response once it lasts MinInterruptionMS.
+// speechEvent reports the detector's speech start or stop.
+func (c *Call) speechEvent(ev vad.Event) {
+	switch ev {
+	case vad.SpeechStarted:
+		c.emit(Event{Type: SpeechStarted, AudioMS: c.inputMS})
+	case vad.SpeechStopped:
+		c.speechEnd = time.Now()
+		c.vadEnd = c.speechEnd.Sub(c.lastVoiced)
+		c.emit(Event{Type: SpeechStopped, AudioMS: c.inputMS})
+	}
+}
+
+// endTurn acts on the caller's finished turn: it decides a paused reply
+// (words: it ends; none: a false interruption, it resumes), adopts or drops
+// a preemptive reply, or starts a new one.
+func (c *Call) endTurn(cfg Config, text string) {
+	if c.resp != nil && c.respPaused {
+		c.respPaused = false
+		if text == "" {
+			c.resume(c.resp)
+			return
+		}
+		c.resp.interrupt()
+		if c.parked == c.resp {
+			c.finishResponse(c.resp)
+		}
+	}
+	if pre := c.pre; pre != nil {
+		c.pre = nil
+		if text != "" && cfg.CreateResponse && c.resp == nil && sameWords(text, pre.prompt) {
+			c.confirm(pre)
+			c.resp = pre
+			c.resume(pre)
+			return
+		}
+		pre.discard()
+	}
+	if text != "" && cfg.CreateResponse {
+		c.startResponse()
+	}
+}
+
+// resume ends a response's hold, and reports it if it finished meanwhile.
+func (c *Call) resume(r *response) {
+	if !r.preemptive {
+		c.emit(Event{Type: ResponseResumed, ResponseID: r.id, PlayedMS: r.played()})
+	}
+	c.release(r)
+	if c.parked == r {
+		c.finishResponse(r)
+	}
+}
+
+// preempt starts a preemptive reply once the caller has paused long enough,
+// and drops it when they go on.
+func (c *Call) preempt(cfg Config) {
+	if !cfg.PreemptiveGeneration || !cfg.CreateResponse {
+		return
+	}
+	silent := c.det.SilenceMS()
+	if silent == 0 {
+		if c.pre != nil { // the caller goes on
+			c.pre.discard()
+			c.pre = nil
+		}
+		return
+	}
+	if c.pre != nil || c.resp != nil || c.sess == nil || silent < min(200, c.det.SilenceDurationMS()/2) {
+		return
+	}
+	text := strings.TrimSpace(c.sess.Partial())
+	if text == "" {
+		return
+	}
+	msgs := append(append([]llm.Message(nil), c.history...), llm.Message{Role: "user", Content: text})
+	c.pre = c.newResponse(msgs, true)
+	c.pre.preemptive, c.pre.prompt = true, text
+}
+
+// sameWords compares transcripts, ignoring case and spacing.
+func sameWords(a, b string) bool {
+	return strings.EqualFold(strings.Join(strings.Fields(a), " "), strings.Join(strings.Fields(b), " "))
+}
+
+// echo sends a caller frame straight back in the output format.
+func (c *Call) echo(cfg Config, f []int16) {
+	if c.echoRS == nil {
+		c.echoRS = audio.NewResampler(stt.SampleRate, cfg.Output.SampleRate)
+	}
+	c.echoBuf = c.echoRS.Process(f, c.echoBuf[:0])
+	b, err := audio.Encode(cfg.Output, c.echoBuf, nil)
+	if err != nil {
+		c.emit(Event{Type: Error, Err: err})
+		return
+	}
+	c.emit(Event{Type: AudioDelta, Audio: b, AudioMS: float64(len(c.echoBuf)) * 1000 / float64(cfg.Output.SampleRate)})
+}
+
+// maybeInterrupt counts caller speech over a response and, once it lasts
+// MinInterruptionMS, interrupts the response (or pauses it, to resume if
+// the interruption turns out to hold no words).
 func (c *Call) maybeInterrupt(cfg Config, ms int) {
 	c.overlapMS += ms
 	if c.resp == nil {
@@ -387,20 +536,38 @@ func (c *Call) maybeInterrupt(cfg Config, ms int) {
 		return
 	}
 	if c.overlapMS >= cfg.MinInterruptionMS {
-		c.resp.interrupt()
+		if cfg.ResumeFalseInterruption {
+			c.resp.hold()
+			c.respPaused = true
+		} else {
+			c.resp.interrupt()
+		}
 		c.overlapMS = -1
 	}
 }
 
+// sessionStart is a recognition session that finished starting.
+type sessionStart struct {
+	s   stt.Session
+	err error
+}
+
 // feed passes a frame to recognition, starting a session if needed.
 func (c *Call) feed(f []int16) {
+	if c.sess == nil && len(c.backlog) >= InputBufferMS/vad.FrameMS {
+		c.awaitSession() // backpressure: the input buffer is the bound
+	}
 	if c.sess == nil {
-		s, err := c.prov.STT.Start(c.ctx, stt.Options{Phrases: c.Config().Phrases})
-		if err != nil {
-			c.emit(Event{Type: Error, Err: fmt.Errorf("speech recognition: %w", err)})
-			return
+		c.backlog = append(c.backlog, f)
+		if !c.starting {
+			c.starting = true
+			phrases := c.Config().Phrases
+			go func() {
+				s, err := c.prov.STT.Start(c.ctx, stt.Options{Phrases: phrases})
+				c.sessReady <- sessionStart{s, err}
+			}()
 		}
-		c.sess, c.lastPart = s, ""
+		return
 	}
 	if err := c.sess.Write(f); err != nil {
 		c.emit(Event{Type: Error, Err: fmt.Errorf("speech recognition: %w", err)})
@@ -414,8 +581,46 @@ func (c *Call) feed(f []int16) {
 	}
 }
 
+// sessionReady takes a started recognition session and feeds it the backlog.
+func (c *Call) sessionReady(st sessionStart) {
+	c.starting = false
+	backlog := c.backlog
+	c.backlog = nil
+	if st.err != nil {
+		c.emit(Event{Type: Error, Err: fmt.Errorf("speech recognition: %w", st.err)})
+		return
+	}
+	c.sess, c.lastPart = st.s, ""
+	for _, f := range backlog {
+		c.feed(f)
+	}
+}
+
+// awaitSession waits for a session still starting (the turn ends now).
+func (c *Call) awaitSession() {
+	if c.starting {
+		c.sessionReady(<-c.sessReady)
+	}
+}
+
+// dropSession abandons the utterance being recognized.
+func (c *Call) dropSession() {
+	if c.starting {
+		if st := <-c.sessReady; st.s != nil {
+			st.s.Close()
+		}
+		c.starting = false
+	}
+	c.backlog = nil
+	if c.sess != nil {
+		c.sess.Close()
+		c.sess = nil
+	}
+}
+
 // finishTurn finalizes recognition of the caller's turn and records it.
 func (c *Call) finishTurn() string {
+	c.awaitSession()
 	if c.sess == nil {
 		return ""
 	}
@@ -437,25 +642,21 @@ func (c *Call) finishTurn() string {
 func (c *Call) control(ctl control) {
 	switch ctl {
 	case ctlCommit:
-		c.speechEnd = time.Now()
+		c.speechEnd, c.vadEnd = time.Now(), 0
 		c.det.Reset()
-		if text := c.finishTurn(); text != "" && c.Config().CreateResponse {
-			c.startResponse()
-		}
+		c.endTurn(c.Config(), c.finishTurn())
 	case ctlClear:
-		if c.sess != nil {
-			c.sess.Close()
-			c.sess = nil
-		}
+		c.dropSession()
 		c.det.Reset()
 	case ctlCreateResponse:
-		if c.speechEnd.IsZero() {
-			c.speechEnd = time.Now()
-		}
+		c.speechEnd, c.vadEnd = time.Now(), 0
 		c.startResponse()
 	case ctlCancelResponse:
-		if c.resp != nil {
-			c.resp.cancel()
+		if r := c.resp; r != nil {
+			r.interrupt()
+			if c.parked == r {
+				c.finishResponse(r)
+			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -12,59 +13,213 @@ import (
 	"github.com/agentvoicebox/avb/voice/tts"
 )
 
+// heldEvents is how many events a held response queues before its
+// generation waits for the hold to end (about 25 s of audio in 100 ms chunks).
+const heldEvents = 256
+
 // response is one reply in progress: the model streams text, sentences go
 // to speech as they complete, audio goes to the client as it is produced.
+//
+// A response can be held: its events wait in a queue instead of reaching
+// the client. A preemptive response is held from its start until the turn
+// is confirmed (released) or the caller goes on (discarded); a response the
+// caller talks over, with ResumeFalseInterruption, is held (paused) until
+// the caller's words say whether the interruption was real.
 type response struct {
 	id          int
+	ctx         context.Context
 	cancel      context.CancelFunc
 	interrupted atomic.Bool
-	text        strings.Builder
-	usage       llm.Usage
-	metrics     TurnMetrics
-	firstAudio  time.Time
-	err         error
+	discarded   atomic.Bool
+	preemptive  bool
+	// prompt is the partial transcript a preemptive response answers.
+	prompt string
+
+	// Written by the generating goroutines, read by the loop after respDone.
+	text       strings.Builder
+	usage      llm.Usage
+	err        error
+	firstToken time.Time
+	ttsFirst   time.Time
+	audioOutMS float64
+
+	// Set by the loop (when the turn is confirmed), read by the loop.
+	speechEnd, sttFinalAt time.Time
+	vadEnd                time.Duration
+
+	mu        sync.Mutex
+	held      bool
+	queue     []Event
+	unheld    chan struct{} // closed when a hold ends
+	sentMS    float64       // audio delivered to the client
+	firstSent time.Time     // first audio delivered: playback starts
+	pausedAt  time.Time
+	paused    time.Duration // playback time spent paused
 }
 
 func (r *response) interrupt() {
 	r.interrupted.Store(true)
 	r.cancel()
+	r.drop()
 }
 
-// startResponse begins a reply unless one is running.
-func (c *Call) startResponse() {
-	if c.resp != nil {
+func (r *response) discard() {
+	r.discarded.Store(true)
+	r.cancel()
+	r.drop()
+}
+
+// hold makes events wait; for a playing response it pauses playback.
+func (r *response) hold() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.held {
 		return
 	}
-	c.nextResp++
-	ctx, cancel := context.WithCancel(c.ctx)
-	r := &response{id: c.nextResp, cancel: cancel}
-	c.resp = r
-	cfg := c.Config()
-	req := llm.Request{Model: cfg.Model, Instructions: cfg.Instructions,
-		Messages: append([]llm.Message(nil), c.history...)}
-	speechEnd := c.speechEnd
-	r.metrics.STTFinal = c.sttFinalAt.Sub(speechEnd)
-	c.emit(Event{Type: ResponseStarted, ResponseID: r.id})
-	go func() {
-		r.err = c.respond(ctx, r, cfg, req, speechEnd)
-		c.respDone <- r
-	}()
+	r.held, r.unheld = true, make(chan struct{})
+	if !r.firstSent.IsZero() {
+		r.pausedAt = time.Now()
+	}
 }
 
-func (c *Call) respond(ctx context.Context, r *response, cfg Config, req llm.Request, speechEnd time.Time) error {
+// drop ends a hold, forgetting the queued events.
+func (r *response) drop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.endHold()
+	r.queue = nil
+}
+
+func (r *response) endHold() {
+	if !r.held {
+		return
+	}
+	if !r.pausedAt.IsZero() {
+		r.paused += time.Since(r.pausedAt)
+		r.pausedAt = time.Time{}
+	}
+	r.held = false
+	close(r.unheld)
+}
+
+func (r *response) isHeld() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.held
+}
+
+// delivered notes an event that reached the client (r.mu held).
+func (r *response) delivered(ev Event) {
+	if ev.Type != AudioDelta {
+		return
+	}
+	if r.firstSent.IsZero() {
+		r.firstSent = time.Now()
+	}
+	r.sentMS += ev.AudioMS
+}
+
+// played estimates how much reply audio the caller has heard: the client
+// plays in real time from the first delivered byte, except while paused.
+func (r *response) played() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.firstSent.IsZero() {
+		return 0
+	}
+	elapsed := time.Since(r.firstSent) - r.paused
+	if !r.pausedAt.IsZero() {
+		elapsed -= time.Since(r.pausedAt)
+	}
+	return min(r.sentMS, float64(elapsed.Milliseconds()))
+}
+
+// emitFor hands a response's event to the client, or queues it while the
+// response is held; it reports false once the response should stop.
+func (c *Call) emitFor(r *response, ev Event) bool {
+	r.mu.Lock()
+	for r.held && len(r.queue) >= heldEvents {
+		wait := r.unheld
+		r.mu.Unlock()
+		select {
+		case <-wait:
+		case <-r.ctx.Done():
+			return false
+		}
+		r.mu.Lock()
+	}
+	defer r.mu.Unlock()
+	if r.ctx.Err() != nil {
+		return false
+	}
+	if r.held {
+		r.queue = append(r.queue, ev)
+		return true
+	}
+	r.delivered(ev)
+	return c.emit(ev)
+}
+
+// release ends a hold, delivering the queued events in order.
+func (c *Call) release(r *response) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ev := range r.queue {
+		r.delivered(ev)
+		c.emit(ev)
+	}
+	r.queue = nil
+	r.endHold()
+}
+
+// newResponse starts generating a reply to msgs; a held one queues its events.
+func (c *Call) newResponse(msgs []llm.Message, held bool) *response {
+	c.nextResp++
+	ctx, cancel := context.WithCancel(c.ctx)
+	r := &response{id: c.nextResp, ctx: ctx, cancel: cancel}
+	if held {
+		r.hold()
+	}
+	cfg := c.Config()
+	req := llm.Request{Model: cfg.Model, Instructions: cfg.Instructions, Messages: msgs}
+	c.emitFor(r, Event{Type: ResponseStarted, ResponseID: r.id})
+	c.running++
+	go func() {
+		r.err = c.respond(ctx, r, cfg, req)
+		c.respDone <- r
+	}()
+	return r
+}
+
+// startResponse begins a reply to the conversation so far, once the one in
+// progress (being cancelled) has finished.
+func (c *Call) startResponse() {
+	if c.resp != nil {
+		c.startPending = c.resp.interrupted.Load()
+		return
+	}
+	r := c.newResponse(append([]llm.Message(nil), c.history...), false)
+	c.confirm(r)
+	c.resp = r
+}
+
+// confirm stamps a response with the turn it answers.
+func (c *Call) confirm(r *response) {
+	r.speechEnd, r.sttFinalAt, r.vadEnd = c.speechEnd, c.sttFinalAt, c.vadEnd
+}
+
+func (c *Call) respond(ctx context.Context, r *response, cfg Config, req llm.Request) error {
 	sentences := make(chan string, 16)
 	speakDone := make(chan error, 1)
-	go func() { speakDone <- c.speak(ctx, r, cfg, sentences, speechEnd) }()
+	go func() { speakDone <- c.speak(ctx, r, cfg, sentences) }()
 
 	var split llm.Sentences
-	first := true
 	usage, err := c.prov.LLM.Stream(ctx, req, func(delta string) error {
-		if first {
-			r.metrics.LLMFirstToken = time.Since(speechEnd)
-			first = false
+		if r.firstToken.IsZero() {
+			r.firstToken = time.Now()
 		}
 		r.text.WriteString(delta)
-		if !c.emit(Event{Type: TextDelta, ResponseID: r.id, Text: delta}) {
+		if !c.emitFor(r, Event{Type: TextDelta, ResponseID: r.id, Text: delta}) {
 			return context.Canceled
 		}
 		for _, s := range split.Add(delta) {
@@ -88,7 +243,7 @@ func (c *Call) respond(ctx context.Context, r *response, cfg Config, req llm.Req
 }
 
 // speak synthesizes sentences in order and sends their audio in ~100 ms chunks.
-func (c *Call) speak(ctx context.Context, r *response, cfg Config, sentences <-chan string, speechEnd time.Time) error {
+func (c *Call) speak(ctx context.Context, r *response, cfg Config, sentences <-chan string) error {
 	rs := audio.NewResampler(c.prov.TTS.SampleRate(), cfg.Output.SampleRate)
 	chunk := cfg.Output.SampleRate / 10
 	var pending []int16
@@ -102,13 +257,9 @@ func (c *Call) speak(ctx context.Context, r *response, cfg Config, sentences <-c
 				return err
 			}
 			pending = pending[n:]
-			if r.firstAudio.IsZero() {
-				r.firstAudio = time.Now()
-				r.metrics.FirstByteSent = time.Since(speechEnd)
-			}
 			ms := float64(n) * 1000 / float64(cfg.Output.SampleRate)
-			r.metrics.AudioOutMS += ms
-			if !c.emit(Event{Type: AudioDelta, ResponseID: r.id, Audio: append([]byte(nil), out...), AudioMS: ms}) {
+			r.audioOutMS += ms
+			if !c.emitFor(r, Event{Type: AudioDelta, ResponseID: r.id, Audio: append([]byte(nil), out...), AudioMS: ms}) {
 				return context.Canceled
 			}
 		}
@@ -116,8 +267,8 @@ func (c *Call) speak(ctx context.Context, r *response, cfg Config, sentences <-c
 	}
 	for s := range sentences {
 		err := c.prov.TTS.Synthesize(ctx, tts.Request{Text: s, Voice: cfg.Voice}, func(samples []int16) error {
-			if r.metrics.TTSFirstAudio == 0 {
-				r.metrics.TTSFirstAudio = time.Since(speechEnd)
+			if r.ttsFirst.IsZero() {
+				r.ttsFirst = time.Now()
 			}
 			pending = rs.Process(samples, pending)
 			return flush(false)
@@ -129,23 +280,53 @@ func (c *Call) speak(ctx context.Context, r *response, cfg Config, sentences <-c
 	return flush(true)
 }
 
-// finishResponse reports a reply that ended, completely or not.
-func (c *Call) finishResponse(r *response) {
-	c.resp = nil
-	interrupted := r.interrupted.Load()
-	played := r.metrics.AudioOutMS
-	if interrupted && !r.firstAudio.IsZero() {
-		// The caller hears audio in real time from its first byte.
-		played = min(played, float64(time.Since(r.firstAudio).Milliseconds()))
+// metrics times the turn a finished response answered.
+func (r *response) metrics() TurnMetrics {
+	since := func(t time.Time) time.Duration {
+		if t.IsZero() || r.speechEnd.IsZero() {
+			return 0
+		}
+		return max(t.Sub(r.speechEnd), 0)
 	}
-	if text := r.text.String(); text != "" {
+	r.mu.Lock()
+	firstSent := r.firstSent
+	r.mu.Unlock()
+	return TurnMetrics{VADEnd: r.vadEnd, STTFinal: since(r.sttFinalAt), LLMFirstToken: since(r.firstToken),
+		TTSFirstAudio: since(r.ttsFirst), FirstByteSent: since(firstSent), AudioOutMS: r.audioOutMS, Preemptive: r.preemptive}
+}
+
+// finishResponse reports a reply that ended, completely or not. A held
+// reply that finished generating waits (parked) for its hold to end.
+func (c *Call) finishResponse(r *response) {
+	if r.discarded.Load() {
+		return
+	}
+	interrupted := r.interrupted.Load()
+	if !interrupted && r.isHeld() {
+		c.parked = r
+		return
+	}
+	if c.parked == r {
+		c.parked = nil
+	}
+	if c.resp == r {
+		c.resp, c.respPaused = nil, false
+	}
+	played := r.audioOutMS
+	if interrupted {
+		played = min(played, r.played())
+	}
+	text := r.text.String()
+	if text != "" {
 		c.history = append(c.history, llm.Message{Role: "assistant", Content: text})
 	}
-	ev := Event{Type: ResponseDone, ResponseID: r.id, Interrupted: interrupted, PlayedMS: played,
-		Usage: r.usage, Metrics: r.metrics, Text: r.text.String()}
 	if r.err != nil && !errors.Is(r.err, context.Canceled) {
 		c.emit(Event{Type: Error, ResponseID: r.id, Err: r.err})
 	}
-	c.emit(ev)
-	c.speechEnd = time.Time{}
+	c.emit(Event{Type: ResponseDone, ResponseID: r.id, Interrupted: interrupted, PlayedMS: played,
+		Usage: r.usage, Metrics: r.metrics(), Text: text})
+	if c.startPending {
+		c.startPending = false
+		c.startResponse()
+	}
 }

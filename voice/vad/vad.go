@@ -71,6 +71,14 @@ func New(cfg Config) *Detector {
 // Speaking reports whether speech is in progress.
 func (d *Detector) Speaking() bool { return d.speaking }
 
+// SilenceMS is the silence since the last voiced frame while speech is in
+// progress: 0 right after a voiced frame, growing towards the silence
+// duration that ends the turn.
+func (d *Detector) SilenceMS() int { return d.silentMS }
+
+// SilenceDurationMS is the silence that ends speech, defaults applied.
+func (d *Detector) SilenceDurationMS() int { return d.cfg.SilenceDurationMS }
+
 // Level returns a frame's RMS level in dBFS.
 func Level(frame []int16) float64 {
 	if len(frame) == 0 {

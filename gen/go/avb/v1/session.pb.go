@@ -192,6 +192,61 @@ func (TurnDetectionMode) EnumDescriptor() ([]byte, []int) {
 	return file_avb_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
+// SessionMode is what a session does with caller audio.
+type SessionMode int32
+
+const (
+	// The agent.
+	SessionMode_SESSION_MODE_UNSPECIFIED SessionMode = 0
+	// The agent listens, thinks and answers (speech to text, model, text to speech).
+	SessionMode_SESSION_MODE_AGENT SessionMode = 1
+	// Each caller frame is sent straight back through the media path (decode,
+	// resample, voice activity, encode) without any provider: for load tests
+	// and audio checks.
+	SessionMode_SESSION_MODE_ECHO SessionMode = 2
+)
+
+// Enum value maps for SessionMode.
+var (
+	SessionMode_name = map[int32]string{
+		0: "SESSION_MODE_UNSPECIFIED",
+		1: "SESSION_MODE_AGENT",
+		2: "SESSION_MODE_ECHO",
+	}
+	SessionMode_value = map[string]int32{
+		"SESSION_MODE_UNSPECIFIED": 0,
+		"SESSION_MODE_AGENT":       1,
+		"SESSION_MODE_ECHO":        2,
+	}
+)
+
+func (x SessionMode) Enum() *SessionMode {
+	p := new(SessionMode)
+	*p = x
+	return p
+}
+
+func (x SessionMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SessionMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_avb_v1_session_proto_enumTypes[3].Descriptor()
+}
+
+func (SessionMode) Type() protoreflect.EnumType {
+	return &file_avb_v1_session_proto_enumTypes[3]
+}
+
+func (x SessionMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SessionMode.Descriptor instead.
+func (SessionMode) EnumDescriptor() ([]byte, []int) {
+	return file_avb_v1_session_proto_rawDescGZIP(), []int{3}
+}
+
 // AudioFormat is an encoding and a sample rate.
 type AudioFormat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -262,8 +317,23 @@ type TurnDetection struct {
 	// min_interruption_ms of caller speech is needed to cut a reply short (0:
 	// at once); shorter sounds during a reply (a cough, a "hm") are ignored.
 	MinInterruptionMs int32 `protobuf:"varint,7,opt,name=min_interruption_ms,json=minInterruptionMs,proto3" json:"min_interruption_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// resume_false_interruption: caller sound that interrupts a reply but holds
+	// no words (a noise, a breath) resumes the reply instead of ending it
+	// (false). While it is on, an interruption pauses the reply: a client
+	// pauses playback on speech_started, then either gets response_done with
+	// interrupted set (drop the rest) or response_resumed (play on from
+	// played_ms).
+	ResumeFalseInterruption bool `protobuf:"varint,8,opt,name=resume_false_interruption,json=resumeFalseInterruption,proto3" json:"resume_false_interruption,omitempty"`
+	// preemptive_generation starts the model on the partial transcript as soon
+	// as the caller pauses, before the silence window confirms the turn; the
+	// reply is used if the final transcript matches and discarded if the caller
+	// goes on (false).
+	PreemptiveGeneration bool `protobuf:"varint,9,opt,name=preemptive_generation,json=preemptiveGeneration,proto3" json:"preemptive_generation,omitempty"`
+	// idle_timeout_seconds ends the session, completed, when nobody has spoken
+	// for this long (1800); it is fixed when the session is created.
+	IdleTimeoutSeconds int32 `protobuf:"varint,10,opt,name=idle_timeout_seconds,json=idleTimeoutSeconds,proto3" json:"idle_timeout_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *TurnDetection) Reset() {
@@ -345,6 +415,27 @@ func (x *TurnDetection) GetMinInterruptionMs() int32 {
 	return 0
 }
 
+func (x *TurnDetection) GetResumeFalseInterruption() bool {
+	if x != nil {
+		return x.ResumeFalseInterruption
+	}
+	return false
+}
+
+func (x *TurnDetection) GetPreemptiveGeneration() bool {
+	if x != nil {
+		return x.PreemptiveGeneration
+	}
+	return false
+}
+
+func (x *TurnDetection) GetIdleTimeoutSeconds() int32 {
+	if x != nil {
+		return x.IdleTimeoutSeconds
+	}
+	return 0
+}
+
 // SessionConfig configures a conversation.
 type SessionConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -360,7 +451,8 @@ type SessionConfig struct {
 	TurnDetection *TurnDetection `protobuf:"bytes,6,opt,name=turn_detection,json=turnDetection,proto3" json:"turn_detection,omitempty"`
 	// phrase_hints, when set, restrict recognition to these phrases (grammar
 	// mode of the embedded recognizer).
-	PhraseHints   []string `protobuf:"bytes,7,rep,name=phrase_hints,json=phraseHints,proto3" json:"phrase_hints,omitempty"`
+	PhraseHints   []string    `protobuf:"bytes,7,rep,name=phrase_hints,json=phraseHints,proto3" json:"phrase_hints,omitempty"`
+	Mode          SessionMode `protobuf:"varint,8,opt,name=mode,proto3,enum=avb.v1.SessionMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -442,6 +534,13 @@ func (x *SessionConfig) GetPhraseHints() []string {
 		return x.PhraseHints
 	}
 	return nil
+}
+
+func (x *SessionConfig) GetMode() SessionMode {
+	if x != nil {
+		return x.Mode
+	}
+	return SessionMode_SESSION_MODE_UNSPECIFIED
 }
 
 // SessionMetrics are a session's totals.
@@ -1272,7 +1371,7 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\vAudioFormat\x12;\n" +
 	"\bencoding\x18\x01 \x01(\x0e2\x15.avb.v1.AudioEncodingB\b\xbaH\x05\x82\x01\x02\x10\x01R\bencoding\x126\n" +
 	"\vsample_rate\x18\x02 \x01(\x05B\x15\xbaH\x12\x1a\x100\x000\xc0>0\x80}0\xc0\xbb\x010\x80\xf7\x02R\n" +
-	"sampleRate\"\xb4\x03\n" +
+	"sampleRate\"\xe4\x04\n" +
 	"\rTurnDetection\x127\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x19.avb.v1.TurnDetectionModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04mode\x12-\n" +
 	"\tthreshold\x18\x02 \x01(\x02B\x0f\xbaH\f\n" +
@@ -1285,9 +1384,13 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\x0fcreate_response\x18\x05 \x01(\bH\x00R\x0ecreateResponse\x88\x01\x01\x122\n" +
 	"\x12interrupt_response\x18\x06 \x01(\bH\x01R\x11interruptResponse\x88\x01\x01\x12:\n" +
 	"\x13min_interruption_ms\x18\a \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x88'(\x00R\x11minInterruptionMsB\x12\n" +
+	"\xbaH\a\x1a\x05\x18\x88'(\x00R\x11minInterruptionMs\x12:\n" +
+	"\x19resume_false_interruption\x18\b \x01(\bR\x17resumeFalseInterruption\x123\n" +
+	"\x15preemptive_generation\x18\t \x01(\bR\x14preemptiveGeneration\x12=\n" +
+	"\x14idle_timeout_seconds\x18\n" +
+	" \x01(\x05B\v\xbaH\b\x1a\x06\x18\x80\xa3\x05(\x00R\x12idleTimeoutSecondsB\x12\n" +
 	"\x10_create_responseB\x15\n" +
-	"\x13_interrupt_response\"\xf7\x02\n" +
+	"\x13_interrupt_response\"\xaa\x03\n" +
 	"\rSessionConfig\x12A\n" +
 	"\x12input_audio_format\x18\x01 \x01(\v2\x13.avb.v1.AudioFormatR\x10inputAudioFormat\x12C\n" +
 	"\x13output_audio_format\x18\x02 \x01(\v2\x13.avb.v1.AudioFormatR\x11outputAudioFormat\x12\x1d\n" +
@@ -1296,7 +1399,8 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\finstructions\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x18\xa0\x9c\x01R\finstructions\x12<\n" +
 	"\x0eturn_detection\x18\x06 \x01(\v2\x15.avb.v1.TurnDetectionR\rturnDetection\x123\n" +
 	"\fphrase_hints\x18\a \x03(\tB\x10\xbaH\r\x92\x01\n" +
-	"\x10\xf4\x03\"\x05r\x03\x18\xc8\x01R\vphraseHints\"\xfb\x01\n" +
+	"\x10\xf4\x03\"\x05r\x03\x18\xc8\x01R\vphraseHints\x121\n" +
+	"\x04mode\x18\b \x01(\x0e2\x13.avb.v1.SessionModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04mode\"\xfb\x01\n" +
 	"\x0eSessionMetrics\x12)\n" +
 	"\x10duration_seconds\x18\x01 \x01(\x01R\x0fdurationSeconds\x12!\n" +
 	"\finput_tokens\x18\x02 \x01(\x03R\vinputTokens\x12#\n" +
@@ -1383,7 +1487,11 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\x11TurnDetectionMode\x12#\n" +
 	"\x1fTURN_DETECTION_MODE_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eTURN_DETECTION_MODE_SERVER_VAD\x10\x01\x12\x1e\n" +
-	"\x1aTURN_DETECTION_MODE_MANUAL\x10\x022\x9c\x04\n" +
+	"\x1aTURN_DETECTION_MODE_MANUAL\x10\x02*Z\n" +
+	"\vSessionMode\x12\x1c\n" +
+	"\x18SESSION_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12SESSION_MODE_AGENT\x10\x01\x12\x15\n" +
+	"\x11SESSION_MODE_ECHO\x10\x022\x9c\x04\n" +
 	"\x0eSessionService\x12e\n" +
 	"\rCreateSession\x12\x1c.avb.v1.CreateSessionRequest\x1a\x1d.avb.v1.CreateSessionResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\aoperate\x12\\\n" +
@@ -1409,69 +1517,71 @@ func file_avb_v1_session_proto_rawDescGZIP() []byte {
 	return file_avb_v1_session_proto_rawDescData
 }
 
-var file_avb_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_avb_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_avb_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_avb_v1_session_proto_goTypes = []any{
 	(SessionStatus)(0),                // 0: avb.v1.SessionStatus
 	(AudioEncoding)(0),                // 1: avb.v1.AudioEncoding
 	(TurnDetectionMode)(0),            // 2: avb.v1.TurnDetectionMode
-	(*AudioFormat)(nil),               // 3: avb.v1.AudioFormat
-	(*TurnDetection)(nil),             // 4: avb.v1.TurnDetection
-	(*SessionConfig)(nil),             // 5: avb.v1.SessionConfig
-	(*SessionMetrics)(nil),            // 6: avb.v1.SessionMetrics
-	(*Session)(nil),                   // 7: avb.v1.Session
-	(*SessionEvent)(nil),              // 8: avb.v1.SessionEvent
-	(*CreateSessionRequest)(nil),      // 9: avb.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),     // 10: avb.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),         // 11: avb.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),        // 12: avb.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),       // 13: avb.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),      // 14: avb.v1.ListSessionsResponse
-	(*TerminateSessionRequest)(nil),   // 15: avb.v1.TerminateSessionRequest
-	(*TerminateSessionResponse)(nil),  // 16: avb.v1.TerminateSessionResponse
-	(*ListSessionEventsRequest)(nil),  // 17: avb.v1.ListSessionEventsRequest
-	(*ListSessionEventsResponse)(nil), // 18: avb.v1.ListSessionEventsResponse
-	(*timestamppb.Timestamp)(nil),     // 19: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 20: google.protobuf.Struct
+	(SessionMode)(0),                  // 3: avb.v1.SessionMode
+	(*AudioFormat)(nil),               // 4: avb.v1.AudioFormat
+	(*TurnDetection)(nil),             // 5: avb.v1.TurnDetection
+	(*SessionConfig)(nil),             // 6: avb.v1.SessionConfig
+	(*SessionMetrics)(nil),            // 7: avb.v1.SessionMetrics
+	(*Session)(nil),                   // 8: avb.v1.Session
+	(*SessionEvent)(nil),              // 9: avb.v1.SessionEvent
+	(*CreateSessionRequest)(nil),      // 10: avb.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 11: avb.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),         // 12: avb.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 13: avb.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),       // 14: avb.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 15: avb.v1.ListSessionsResponse
+	(*TerminateSessionRequest)(nil),   // 16: avb.v1.TerminateSessionRequest
+	(*TerminateSessionResponse)(nil),  // 17: avb.v1.TerminateSessionResponse
+	(*ListSessionEventsRequest)(nil),  // 18: avb.v1.ListSessionEventsRequest
+	(*ListSessionEventsResponse)(nil), // 19: avb.v1.ListSessionEventsResponse
+	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 21: google.protobuf.Struct
 }
 var file_avb_v1_session_proto_depIdxs = []int32{
 	1,  // 0: avb.v1.AudioFormat.encoding:type_name -> avb.v1.AudioEncoding
 	2,  // 1: avb.v1.TurnDetection.mode:type_name -> avb.v1.TurnDetectionMode
-	3,  // 2: avb.v1.SessionConfig.input_audio_format:type_name -> avb.v1.AudioFormat
-	3,  // 3: avb.v1.SessionConfig.output_audio_format:type_name -> avb.v1.AudioFormat
-	4,  // 4: avb.v1.SessionConfig.turn_detection:type_name -> avb.v1.TurnDetection
-	0,  // 5: avb.v1.Session.status:type_name -> avb.v1.SessionStatus
-	5,  // 6: avb.v1.Session.config:type_name -> avb.v1.SessionConfig
-	6,  // 7: avb.v1.Session.metrics:type_name -> avb.v1.SessionMetrics
-	19, // 8: avb.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	19, // 9: avb.v1.Session.start_time:type_name -> google.protobuf.Timestamp
-	19, // 10: avb.v1.Session.end_time:type_name -> google.protobuf.Timestamp
-	20, // 11: avb.v1.SessionEvent.data:type_name -> google.protobuf.Struct
-	19, // 12: avb.v1.SessionEvent.create_time:type_name -> google.protobuf.Timestamp
-	5,  // 13: avb.v1.CreateSessionRequest.config:type_name -> avb.v1.SessionConfig
-	7,  // 14: avb.v1.CreateSessionResponse.session:type_name -> avb.v1.Session
-	7,  // 15: avb.v1.GetSessionResponse.session:type_name -> avb.v1.Session
-	0,  // 16: avb.v1.ListSessionsRequest.status:type_name -> avb.v1.SessionStatus
-	19, // 17: avb.v1.ListSessionsRequest.created_after:type_name -> google.protobuf.Timestamp
-	19, // 18: avb.v1.ListSessionsRequest.created_before:type_name -> google.protobuf.Timestamp
-	7,  // 19: avb.v1.ListSessionsResponse.sessions:type_name -> avb.v1.Session
-	7,  // 20: avb.v1.TerminateSessionResponse.session:type_name -> avb.v1.Session
-	8,  // 21: avb.v1.ListSessionEventsResponse.events:type_name -> avb.v1.SessionEvent
-	9,  // 22: avb.v1.SessionService.CreateSession:input_type -> avb.v1.CreateSessionRequest
-	11, // 23: avb.v1.SessionService.GetSession:input_type -> avb.v1.GetSessionRequest
-	13, // 24: avb.v1.SessionService.ListSessions:input_type -> avb.v1.ListSessionsRequest
-	15, // 25: avb.v1.SessionService.TerminateSession:input_type -> avb.v1.TerminateSessionRequest
-	17, // 26: avb.v1.SessionService.ListSessionEvents:input_type -> avb.v1.ListSessionEventsRequest
-	10, // 27: avb.v1.SessionService.CreateSession:output_type -> avb.v1.CreateSessionResponse
-	12, // 28: avb.v1.SessionService.GetSession:output_type -> avb.v1.GetSessionResponse
-	14, // 29: avb.v1.SessionService.ListSessions:output_type -> avb.v1.ListSessionsResponse
-	16, // 30: avb.v1.SessionService.TerminateSession:output_type -> avb.v1.TerminateSessionResponse
-	18, // 31: avb.v1.SessionService.ListSessionEvents:output_type -> avb.v1.ListSessionEventsResponse
-	27, // [27:32] is the sub-list for method output_type
-	22, // [22:27] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	4,  // 2: avb.v1.SessionConfig.input_audio_format:type_name -> avb.v1.AudioFormat
+	4,  // 3: avb.v1.SessionConfig.output_audio_format:type_name -> avb.v1.AudioFormat
+	5,  // 4: avb.v1.SessionConfig.turn_detection:type_name -> avb.v1.TurnDetection
+	3,  // 5: avb.v1.SessionConfig.mode:type_name -> avb.v1.SessionMode
+	0,  // 6: avb.v1.Session.status:type_name -> avb.v1.SessionStatus
+	6,  // 7: avb.v1.Session.config:type_name -> avb.v1.SessionConfig
+	7,  // 8: avb.v1.Session.metrics:type_name -> avb.v1.SessionMetrics
+	20, // 9: avb.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	20, // 10: avb.v1.Session.start_time:type_name -> google.protobuf.Timestamp
+	20, // 11: avb.v1.Session.end_time:type_name -> google.protobuf.Timestamp
+	21, // 12: avb.v1.SessionEvent.data:type_name -> google.protobuf.Struct
+	20, // 13: avb.v1.SessionEvent.create_time:type_name -> google.protobuf.Timestamp
+	6,  // 14: avb.v1.CreateSessionRequest.config:type_name -> avb.v1.SessionConfig
+	8,  // 15: avb.v1.CreateSessionResponse.session:type_name -> avb.v1.Session
+	8,  // 16: avb.v1.GetSessionResponse.session:type_name -> avb.v1.Session
+	0,  // 17: avb.v1.ListSessionsRequest.status:type_name -> avb.v1.SessionStatus
+	20, // 18: avb.v1.ListSessionsRequest.created_after:type_name -> google.protobuf.Timestamp
+	20, // 19: avb.v1.ListSessionsRequest.created_before:type_name -> google.protobuf.Timestamp
+	8,  // 20: avb.v1.ListSessionsResponse.sessions:type_name -> avb.v1.Session
+	8,  // 21: avb.v1.TerminateSessionResponse.session:type_name -> avb.v1.Session
+	9,  // 22: avb.v1.ListSessionEventsResponse.events:type_name -> avb.v1.SessionEvent
+	10, // 23: avb.v1.SessionService.CreateSession:input_type -> avb.v1.CreateSessionRequest
+	12, // 24: avb.v1.SessionService.GetSession:input_type -> avb.v1.GetSessionRequest
+	14, // 25: avb.v1.SessionService.ListSessions:input_type -> avb.v1.ListSessionsRequest
+	16, // 26: avb.v1.SessionService.TerminateSession:input_type -> avb.v1.TerminateSessionRequest
+	18, // 27: avb.v1.SessionService.ListSessionEvents:input_type -> avb.v1.ListSessionEventsRequest
+	11, // 28: avb.v1.SessionService.CreateSession:output_type -> avb.v1.CreateSessionResponse
+	13, // 29: avb.v1.SessionService.GetSession:output_type -> avb.v1.GetSessionResponse
+	15, // 30: avb.v1.SessionService.ListSessions:output_type -> avb.v1.ListSessionsResponse
+	17, // 31: avb.v1.SessionService.TerminateSession:output_type -> avb.v1.TerminateSessionResponse
+	19, // 32: avb.v1.SessionService.ListSessionEvents:output_type -> avb.v1.ListSessionEventsResponse
+	28, // [28:33] is the sub-list for method output_type
+	23, // [23:28] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_session_proto_init() }
@@ -1486,7 +1596,7 @@ func file_avb_v1_session_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_session_proto_rawDesc), len(file_avb_v1_session_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -669,6 +669,7 @@ type VoiceEvent struct {
 	//	*VoiceEvent_ResponseDone
 	//	*VoiceEvent_Error
 	//	*VoiceEvent_Heartbeat
+	//	*VoiceEvent_ResponseResumed
 	Event         isVoiceEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -810,6 +811,15 @@ func (x *VoiceEvent) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *VoiceEvent) GetResponseResumed() *ResponseResumed {
+	if x != nil {
+		if x, ok := x.Event.(*VoiceEvent_ResponseResumed); ok {
+			return x.ResponseResumed
+		}
+	}
+	return nil
+}
+
 type isVoiceEvent_Event interface {
 	isVoiceEvent_Event()
 }
@@ -858,6 +868,10 @@ type VoiceEvent_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,11,opt,name=heartbeat,proto3,oneof"`
 }
 
+type VoiceEvent_ResponseResumed struct {
+	ResponseResumed *ResponseResumed `protobuf:"bytes,12,opt,name=response_resumed,json=responseResumed,proto3,oneof"`
+}
+
 func (*VoiceEvent_SessionStarted) isVoiceEvent_Event() {}
 
 func (*VoiceEvent_SpeechStarted) isVoiceEvent_Event() {}
@@ -879,6 +893,8 @@ func (*VoiceEvent_ResponseDone) isVoiceEvent_Event() {}
 func (*VoiceEvent_Error) isVoiceEvent_Event() {}
 
 func (*VoiceEvent_Heartbeat) isVoiceEvent_Event() {}
+
+func (*VoiceEvent_ResponseResumed) isVoiceEvent_Event() {}
 
 // SessionStarted confirms the session and its effective configuration.
 type SessionStarted struct {
@@ -1264,15 +1280,21 @@ func (x *ResponseAudioDelta) GetAudioMs() float64 {
 	return 0
 }
 
-// TurnLatency is one turn's timing, in milliseconds after the caller stopped speaking.
+// TurnLatency is one turn's timing, in milliseconds after the end of the
+// caller's speech was detected (vad_end_ms: from the last speech heard to that
+// detection, which is the silence window).
 type TurnLatency struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	SttFinalMs      float64                `protobuf:"fixed64,1,opt,name=stt_final_ms,json=sttFinalMs,proto3" json:"stt_final_ms,omitempty"`
 	LlmFirstTokenMs float64                `protobuf:"fixed64,2,opt,name=llm_first_token_ms,json=llmFirstTokenMs,proto3" json:"llm_first_token_ms,omitempty"`
 	TtsFirstAudioMs float64                `protobuf:"fixed64,3,opt,name=tts_first_audio_ms,json=ttsFirstAudioMs,proto3" json:"tts_first_audio_ms,omitempty"`
 	FirstByteMs     float64                `protobuf:"fixed64,4,opt,name=first_byte_ms,json=firstByteMs,proto3" json:"first_byte_ms,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	VadEndMs        float64                `protobuf:"fixed64,5,opt,name=vad_end_ms,json=vadEndMs,proto3" json:"vad_end_ms,omitempty"`
+	// preemptive: the model started before the turn was confirmed, so its
+	// first token can come before the detection (0 ms).
+	Preemptive    bool `protobuf:"varint,6,opt,name=preemptive,proto3" json:"preemptive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TurnLatency) Reset() {
@@ -1333,6 +1355,74 @@ func (x *TurnLatency) GetFirstByteMs() float64 {
 	return 0
 }
 
+func (x *TurnLatency) GetVadEndMs() float64 {
+	if x != nil {
+		return x.VadEndMs
+	}
+	return 0
+}
+
+func (x *TurnLatency) GetPreemptive() bool {
+	if x != nil {
+		return x.Preemptive
+	}
+	return false
+}
+
+// ResponseResumed: a false interruption (no words) ended; the paused reply
+// plays on from played_ms of its audio, and its remaining deltas follow.
+type ResponseResumed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ResponseId    int32                  `protobuf:"varint,1,opt,name=response_id,json=responseId,proto3" json:"response_id,omitempty"`
+	PlayedMs      float64                `protobuf:"fixed64,2,opt,name=played_ms,json=playedMs,proto3" json:"played_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResponseResumed) Reset() {
+	*x = ResponseResumed{}
+	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResponseResumed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResponseResumed) ProtoMessage() {}
+
+func (x *ResponseResumed) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResponseResumed.ProtoReflect.Descriptor instead.
+func (*ResponseResumed) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResponseResumed) GetResponseId() int32 {
+	if x != nil {
+		return x.ResponseId
+	}
+	return 0
+}
+
+func (x *ResponseResumed) GetPlayedMs() float64 {
+	if x != nil {
+		return x.PlayedMs
+	}
+	return 0
+}
+
 // ResponseDone ends a reply.
 type ResponseDone struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1352,7 +1442,7 @@ type ResponseDone struct {
 
 func (x *ResponseDone) Reset() {
 	*x = ResponseDone{}
-	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	mi := &file_avb_v1_voice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1454,7 @@ func (x *ResponseDone) String() string {
 func (*ResponseDone) ProtoMessage() {}
 
 func (x *ResponseDone) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	mi := &file_avb_v1_voice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1467,7 @@ func (x *ResponseDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseDone.ProtoReflect.Descriptor instead.
 func (*ResponseDone) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{21}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResponseDone) GetResponseId() int32 {
@@ -1448,7 +1538,7 @@ type ErrorEvent struct {
 
 func (x *ErrorEvent) Reset() {
 	*x = ErrorEvent{}
-	mi := &file_avb_v1_voice_proto_msgTypes[22]
+	mi := &file_avb_v1_voice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1550,7 @@ func (x *ErrorEvent) String() string {
 func (*ErrorEvent) ProtoMessage() {}
 
 func (x *ErrorEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[22]
+	mi := &file_avb_v1_voice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1563,7 @@ func (x *ErrorEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorEvent.ProtoReflect.Descriptor instead.
 func (*ErrorEvent) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{22}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ErrorEvent) GetReason() string {
@@ -1499,7 +1589,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_avb_v1_voice_proto_msgTypes[23]
+	mi := &file_avb_v1_voice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1601,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[23]
+	mi := &file_avb_v1_voice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1614,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{23}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{24}
 }
 
 // ConverseEventsRequest starts or joins a session on the browser path.
@@ -1537,7 +1627,7 @@ type ConverseEventsRequest struct {
 
 func (x *ConverseEventsRequest) Reset() {
 	*x = ConverseEventsRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[24]
+	mi := &file_avb_v1_voice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1639,7 @@ func (x *ConverseEventsRequest) String() string {
 func (*ConverseEventsRequest) ProtoMessage() {}
 
 func (x *ConverseEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[24]
+	mi := &file_avb_v1_voice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1652,7 @@ func (x *ConverseEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConverseEventsRequest.ProtoReflect.Descriptor instead.
 func (*ConverseEventsRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{24}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ConverseEventsRequest) GetStart() *SessionStart {
@@ -1584,7 +1674,7 @@ type SendAudioRequest struct {
 
 func (x *SendAudioRequest) Reset() {
 	*x = SendAudioRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[25]
+	mi := &file_avb_v1_voice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +1686,7 @@ func (x *SendAudioRequest) String() string {
 func (*SendAudioRequest) ProtoMessage() {}
 
 func (x *SendAudioRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[25]
+	mi := &file_avb_v1_voice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +1699,7 @@ func (x *SendAudioRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAudioRequest.ProtoReflect.Descriptor instead.
 func (*SendAudioRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{25}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SendAudioRequest) GetSessionId() string {
@@ -1635,7 +1725,7 @@ type SendAudioResponse struct {
 
 func (x *SendAudioResponse) Reset() {
 	*x = SendAudioResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[26]
+	mi := &file_avb_v1_voice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1737,7 @@ func (x *SendAudioResponse) String() string {
 func (*SendAudioResponse) ProtoMessage() {}
 
 func (x *SendAudioResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[26]
+	mi := &file_avb_v1_voice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1750,7 @@ func (x *SendAudioResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAudioResponse.ProtoReflect.Descriptor instead.
 func (*SendAudioResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{26}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{27}
 }
 
 // SendControlRequest sends a control message to a live session.
@@ -1674,7 +1764,7 @@ type SendControlRequest struct {
 
 func (x *SendControlRequest) Reset() {
 	*x = SendControlRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[27]
+	mi := &file_avb_v1_voice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1776,7 @@ func (x *SendControlRequest) String() string {
 func (*SendControlRequest) ProtoMessage() {}
 
 func (x *SendControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[27]
+	mi := &file_avb_v1_voice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1789,7 @@ func (x *SendControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendControlRequest.ProtoReflect.Descriptor instead.
 func (*SendControlRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{27}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SendControlRequest) GetSessionId() string {
@@ -1725,7 +1815,7 @@ type SendControlResponse struct {
 
 func (x *SendControlResponse) Reset() {
 	*x = SendControlResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[28]
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +1827,7 @@ func (x *SendControlResponse) String() string {
 func (*SendControlResponse) ProtoMessage() {}
 
 func (x *SendControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[28]
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +1840,7 @@ func (x *SendControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendControlResponse.ProtoReflect.Descriptor instead.
 func (*SendControlResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{28}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{29}
 }
 
 // TranscribeRequest is a configuration (first message) or audio.
@@ -1767,7 +1857,7 @@ type TranscribeRequest struct {
 
 func (x *TranscribeRequest) Reset() {
 	*x = TranscribeRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1869,7 @@ func (x *TranscribeRequest) String() string {
 func (*TranscribeRequest) ProtoMessage() {}
 
 func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1882,7 @@ func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeRequest.ProtoReflect.Descriptor instead.
 func (*TranscribeRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{29}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TranscribeRequest) GetMessage() isTranscribeRequest_Message {
@@ -1849,7 +1939,7 @@ type TranscribeConfig struct {
 
 func (x *TranscribeConfig) Reset() {
 	*x = TranscribeConfig{}
-	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +1951,7 @@ func (x *TranscribeConfig) String() string {
 func (*TranscribeConfig) ProtoMessage() {}
 
 func (x *TranscribeConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +1964,7 @@ func (x *TranscribeConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeConfig.ProtoReflect.Descriptor instead.
 func (*TranscribeConfig) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{30}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TranscribeConfig) GetInputAudioFormat() *AudioFormat {
@@ -1913,7 +2003,7 @@ type TranscribeResponse struct {
 
 func (x *TranscribeResponse) Reset() {
 	*x = TranscribeResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +2015,7 @@ func (x *TranscribeResponse) String() string {
 func (*TranscribeResponse) ProtoMessage() {}
 
 func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +2028,7 @@ func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeResponse.ProtoReflect.Descriptor instead.
 func (*TranscribeResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{31}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TranscribeResponse) GetText() string {
@@ -1982,7 +2072,7 @@ type SynthesizeRequest struct {
 
 func (x *SynthesizeRequest) Reset() {
 	*x = SynthesizeRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1994,7 +2084,7 @@ func (x *SynthesizeRequest) String() string {
 func (*SynthesizeRequest) ProtoMessage() {}
 
 func (x *SynthesizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2007,7 +2097,7 @@ func (x *SynthesizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeRequest.ProtoReflect.Descriptor instead.
 func (*SynthesizeRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{32}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SynthesizeRequest) GetText() string {
@@ -2042,7 +2132,7 @@ type SynthesizeResponse struct {
 
 func (x *SynthesizeResponse) Reset() {
 	*x = SynthesizeResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2144,7 @@ func (x *SynthesizeResponse) String() string {
 func (*SynthesizeResponse) ProtoMessage() {}
 
 func (x *SynthesizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2157,7 @@ func (x *SynthesizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeResponse.ProtoReflect.Descriptor instead.
 func (*SynthesizeResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{33}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SynthesizeResponse) GetAudio() []byte {
@@ -2097,7 +2187,7 @@ type CreateClientTokenRequest struct {
 
 func (x *CreateClientTokenRequest) Reset() {
 	*x = CreateClientTokenRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2199,7 @@ func (x *CreateClientTokenRequest) String() string {
 func (*CreateClientTokenRequest) ProtoMessage() {}
 
 func (x *CreateClientTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2212,7 @@ func (x *CreateClientTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientTokenRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{34}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateClientTokenRequest) GetSessionId() string {
@@ -2150,7 +2240,7 @@ type CreateClientTokenResponse struct {
 
 func (x *CreateClientTokenResponse) Reset() {
 	*x = CreateClientTokenResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	mi := &file_avb_v1_voice_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2252,7 @@ func (x *CreateClientTokenResponse) String() string {
 func (*CreateClientTokenResponse) ProtoMessage() {}
 
 func (x *CreateClientTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	mi := &file_avb_v1_voice_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2265,7 @@ func (x *CreateClientTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientTokenResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{35}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateClientTokenResponse) GetToken() string {
@@ -2225,7 +2315,7 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\x10ConverseResponse\x12(\n" +
 	"\x05event\x18\x01 \x01(\v2\x12.avb.v1.VoiceEventR\x05event\"B\n" +
 	"\x16ConverseEventsResponse\x12(\n" +
-	"\x05event\x18\x01 \x01(\v2\x12.avb.v1.VoiceEventR\x05event\"\xe9\x05\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.avb.v1.VoiceEventR\x05event\"\xaf\x06\n" +
 	"\n" +
 	"VoiceEvent\x12A\n" +
 	"\x0fsession_started\x18\x01 \x01(\v2\x16.avb.v1.SessionStartedH\x00R\x0esessionStarted\x12>\n" +
@@ -2239,7 +2329,8 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\rresponse_done\x18\t \x01(\v2\x14.avb.v1.ResponseDoneH\x00R\fresponseDone\x12*\n" +
 	"\x05error\x18\n" +
 	" \x01(\v2\x12.avb.v1.ErrorEventH\x00R\x05error\x121\n" +
-	"\theartbeat\x18\v \x01(\v2\x11.avb.v1.HeartbeatH\x00R\theartbeatB\a\n" +
+	"\theartbeat\x18\v \x01(\v2\x11.avb.v1.HeartbeatH\x00R\theartbeat\x12D\n" +
+	"\x10response_resumed\x18\f \x01(\v2\x17.avb.v1.ResponseResumedH\x00R\x0fresponseResumedB\a\n" +
 	"\x05event\";\n" +
 	"\x0eSessionStarted\x12)\n" +
 	"\asession\x18\x01 \x01(\v2\x0f.avb.v1.SessionR\asession\"*\n" +
@@ -2262,13 +2353,22 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\vresponse_id\x18\x01 \x01(\x05R\n" +
 	"responseId\x12\x14\n" +
 	"\x05audio\x18\x02 \x01(\fR\x05audio\x12\x19\n" +
-	"\baudio_ms\x18\x03 \x01(\x01R\aaudioMs\"\xad\x01\n" +
+	"\baudio_ms\x18\x03 \x01(\x01R\aaudioMs\"\xeb\x01\n" +
 	"\vTurnLatency\x12 \n" +
 	"\fstt_final_ms\x18\x01 \x01(\x01R\n" +
 	"sttFinalMs\x12+\n" +
 	"\x12llm_first_token_ms\x18\x02 \x01(\x01R\x0fllmFirstTokenMs\x12+\n" +
 	"\x12tts_first_audio_ms\x18\x03 \x01(\x01R\x0fttsFirstAudioMs\x12\"\n" +
-	"\rfirst_byte_ms\x18\x04 \x01(\x01R\vfirstByteMs\"\x94\x02\n" +
+	"\rfirst_byte_ms\x18\x04 \x01(\x01R\vfirstByteMs\x12\x1c\n" +
+	"\n" +
+	"vad_end_ms\x18\x05 \x01(\x01R\bvadEndMs\x12\x1e\n" +
+	"\n" +
+	"preemptive\x18\x06 \x01(\bR\n" +
+	"preemptive\"O\n" +
+	"\x0fResponseResumed\x12\x1f\n" +
+	"\vresponse_id\x18\x01 \x01(\x05R\n" +
+	"responseId\x12\x1b\n" +
+	"\tplayed_ms\x18\x02 \x01(\x01R\bplayedMs\"\x94\x02\n" +
 	"\fResponseDone\x12\x1f\n" +
 	"\vresponse_id\x18\x01 \x01(\x05R\n" +
 	"responseId\x12\x12\n" +
@@ -2358,7 +2458,7 @@ func file_avb_v1_voice_proto_rawDescGZIP() []byte {
 	return file_avb_v1_voice_proto_rawDescData
 }
 
-var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_avb_v1_voice_proto_goTypes = []any{
 	(*ConverseRequest)(nil),           // 0: avb.v1.ConverseRequest
 	(*SessionStart)(nil),              // 1: avb.v1.SessionStart
@@ -2381,33 +2481,34 @@ var file_avb_v1_voice_proto_goTypes = []any{
 	(*ResponseTextDelta)(nil),         // 18: avb.v1.ResponseTextDelta
 	(*ResponseAudioDelta)(nil),        // 19: avb.v1.ResponseAudioDelta
 	(*TurnLatency)(nil),               // 20: avb.v1.TurnLatency
-	(*ResponseDone)(nil),              // 21: avb.v1.ResponseDone
-	(*ErrorEvent)(nil),                // 22: avb.v1.ErrorEvent
-	(*Heartbeat)(nil),                 // 23: avb.v1.Heartbeat
-	(*ConverseEventsRequest)(nil),     // 24: avb.v1.ConverseEventsRequest
-	(*SendAudioRequest)(nil),          // 25: avb.v1.SendAudioRequest
-	(*SendAudioResponse)(nil),         // 26: avb.v1.SendAudioResponse
-	(*SendControlRequest)(nil),        // 27: avb.v1.SendControlRequest
-	(*SendControlResponse)(nil),       // 28: avb.v1.SendControlResponse
-	(*TranscribeRequest)(nil),         // 29: avb.v1.TranscribeRequest
-	(*TranscribeConfig)(nil),          // 30: avb.v1.TranscribeConfig
-	(*TranscribeResponse)(nil),        // 31: avb.v1.TranscribeResponse
-	(*SynthesizeRequest)(nil),         // 32: avb.v1.SynthesizeRequest
-	(*SynthesizeResponse)(nil),        // 33: avb.v1.SynthesizeResponse
-	(*CreateClientTokenRequest)(nil),  // 34: avb.v1.CreateClientTokenRequest
-	(*CreateClientTokenResponse)(nil), // 35: avb.v1.CreateClientTokenResponse
-	(*SessionConfig)(nil),             // 36: avb.v1.SessionConfig
-	(*Session)(nil),                   // 37: avb.v1.Session
-	(*AudioFormat)(nil),               // 38: avb.v1.AudioFormat
-	(*TurnDetection)(nil),             // 39: avb.v1.TurnDetection
-	(*timestamppb.Timestamp)(nil),     // 40: google.protobuf.Timestamp
+	(*ResponseResumed)(nil),           // 21: avb.v1.ResponseResumed
+	(*ResponseDone)(nil),              // 22: avb.v1.ResponseDone
+	(*ErrorEvent)(nil),                // 23: avb.v1.ErrorEvent
+	(*Heartbeat)(nil),                 // 24: avb.v1.Heartbeat
+	(*ConverseEventsRequest)(nil),     // 25: avb.v1.ConverseEventsRequest
+	(*SendAudioRequest)(nil),          // 26: avb.v1.SendAudioRequest
+	(*SendAudioResponse)(nil),         // 27: avb.v1.SendAudioResponse
+	(*SendControlRequest)(nil),        // 28: avb.v1.SendControlRequest
+	(*SendControlResponse)(nil),       // 29: avb.v1.SendControlResponse
+	(*TranscribeRequest)(nil),         // 30: avb.v1.TranscribeRequest
+	(*TranscribeConfig)(nil),          // 31: avb.v1.TranscribeConfig
+	(*TranscribeResponse)(nil),        // 32: avb.v1.TranscribeResponse
+	(*SynthesizeRequest)(nil),         // 33: avb.v1.SynthesizeRequest
+	(*SynthesizeResponse)(nil),        // 34: avb.v1.SynthesizeResponse
+	(*CreateClientTokenRequest)(nil),  // 35: avb.v1.CreateClientTokenRequest
+	(*CreateClientTokenResponse)(nil), // 36: avb.v1.CreateClientTokenResponse
+	(*SessionConfig)(nil),             // 37: avb.v1.SessionConfig
+	(*Session)(nil),                   // 38: avb.v1.Session
+	(*AudioFormat)(nil),               // 39: avb.v1.AudioFormat
+	(*TurnDetection)(nil),             // 40: avb.v1.TurnDetection
+	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
 }
 var file_avb_v1_voice_proto_depIdxs = []int32{
 	1,  // 0: avb.v1.ConverseRequest.start:type_name -> avb.v1.SessionStart
 	2,  // 1: avb.v1.ConverseRequest.audio:type_name -> avb.v1.AudioAppend
 	3,  // 2: avb.v1.ConverseRequest.control:type_name -> avb.v1.ClientControl
-	36, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
-	36, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
+	37, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
+	37, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
 	4,  // 5: avb.v1.ClientControl.commit:type_name -> avb.v1.InputAudioCommit
 	5,  // 6: avb.v1.ClientControl.clear:type_name -> avb.v1.InputAudioClear
 	6,  // 7: avb.v1.ClientControl.create_response:type_name -> avb.v1.ResponseCreate
@@ -2423,37 +2524,38 @@ var file_avb_v1_voice_proto_depIdxs = []int32{
 	17, // 17: avb.v1.VoiceEvent.response_started:type_name -> avb.v1.ResponseStarted
 	18, // 18: avb.v1.VoiceEvent.response_text_delta:type_name -> avb.v1.ResponseTextDelta
 	19, // 19: avb.v1.VoiceEvent.response_audio_delta:type_name -> avb.v1.ResponseAudioDelta
-	21, // 20: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
-	22, // 21: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
-	23, // 22: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
-	37, // 23: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
-	20, // 24: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
-	1,  // 25: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
-	3,  // 26: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
-	30, // 27: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
-	38, // 28: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
-	39, // 29: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
-	38, // 30: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
-	40, // 31: avb.v1.CreateClientTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 32: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
-	24, // 33: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
-	25, // 34: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
-	29, // 35: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
-	32, // 36: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
-	34, // 37: avb.v1.VoiceService.CreateClientToken:input_type -> avb.v1.CreateClientTokenRequest
-	27, // 38: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
-	9,  // 39: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
-	10, // 40: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
-	26, // 41: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
-	31, // 42: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
-	33, // 43: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
-	35, // 44: avb.v1.VoiceService.CreateClientToken:output_type -> avb.v1.CreateClientTokenResponse
-	28, // 45: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
-	39, // [39:46] is the sub-list for method output_type
-	32, // [32:39] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	22, // 20: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
+	23, // 21: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
+	24, // 22: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
+	21, // 23: avb.v1.VoiceEvent.response_resumed:type_name -> avb.v1.ResponseResumed
+	38, // 24: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
+	20, // 25: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
+	1,  // 26: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
+	3,  // 27: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
+	31, // 28: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
+	39, // 29: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
+	40, // 30: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
+	39, // 31: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
+	41, // 32: avb.v1.CreateClientTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 33: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
+	25, // 34: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
+	26, // 35: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
+	30, // 36: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
+	33, // 37: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
+	35, // 38: avb.v1.VoiceService.CreateClientToken:input_type -> avb.v1.CreateClientTokenRequest
+	28, // 39: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
+	9,  // 40: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
+	10, // 41: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
+	27, // 42: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
+	32, // 43: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
+	34, // 44: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
+	36, // 45: avb.v1.VoiceService.CreateClientToken:output_type -> avb.v1.CreateClientTokenResponse
+	29, // 46: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
+	40, // [40:47] is the sub-list for method output_type
+	33, // [33:40] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_voice_proto_init() }
@@ -2488,8 +2590,9 @@ func file_avb_v1_voice_proto_init() {
 		(*VoiceEvent_ResponseDone)(nil),
 		(*VoiceEvent_Error)(nil),
 		(*VoiceEvent_Heartbeat)(nil),
+		(*VoiceEvent_ResponseResumed)(nil),
 	}
-	file_avb_v1_voice_proto_msgTypes[29].OneofWrappers = []any{
+	file_avb_v1_voice_proto_msgTypes[30].OneofWrappers = []any{
 		(*TranscribeRequest_Config)(nil),
 		(*TranscribeRequest_Audio)(nil),
 	}
@@ -2499,7 +2602,7 @@ func file_avb_v1_voice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_voice_proto_rawDesc), len(file_avb_v1_voice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

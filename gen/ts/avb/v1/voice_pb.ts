@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/voice.proto.
  */
 export const file_avb_v1_voice: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdmIvdjEvdm9pY2UucHJvdG8SBmF2Yi52MSKaAQoPQ29udmVyc2VSZXF1ZXN0EiUKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEgAEiQKBWF1ZGlvGAIgASgLMhMuYXZiLnYxLkF1ZGlvQXBwZW5kSAASKAoHY29udHJvbBgDIAEoCzIVLmF2Yi52MS5DbGllbnRDb250cm9sSABCEAoHbWVzc2FnZRIFukgCCAEiVgoMU2Vzc2lvblN0YXJ0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEiUKBmNvbmZpZxgCIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnIhwKC0F1ZGlvQXBwZW5kEg0KBWF1ZGlvGAEgASgMIqkCCg1DbGllbnRDb250cm9sEicKBnVwZGF0ZRgBIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnSAASKgoGY29tbWl0GAIgASgLMhguYXZiLnYxLklucHV0QXVkaW9Db21taXRIABIoCgVjbGVhchgDIAEoCzIXLmF2Yi52MS5JbnB1dEF1ZGlvQ2xlYXJIABIxCg9jcmVhdGVfcmVzcG9uc2UYBCABKAsyFi5hdmIudjEuUmVzcG9uc2VDcmVhdGVIABIxCg9jYW5jZWxfcmVzcG9uc2UYBSABKAsyFi5hdmIudjEuUmVzcG9uc2VDYW5jZWxIABIhCgNlbmQYBiABKAsyEi5hdmIudjEuU2Vzc2lvbkVuZEgAQhAKB2NvbnRyb2wSBbpIAggBIhIKEElucHV0QXVkaW9Db21taXQiEQoPSW5wdXRBdWRpb0NsZWFyIhAKDlJlc3BvbnNlQ3JlYXRlIhAKDlJlc3BvbnNlQ2FuY2VsIgwKClNlc3Npb25FbmQiNQoQQ29udmVyc2VSZXNwb25zZRIhCgVldmVudBgBIAEoCzISLmF2Yi52MS5Wb2ljZUV2ZW50IjsKFkNvbnZlcnNlRXZlbnRzUmVzcG9uc2USIQoFZXZlbnQYASABKAsyEi5hdmIudjEuVm9pY2VFdmVudCK/BAoKVm9pY2VFdmVudBIxCg9zZXNzaW9uX3N0YXJ0ZWQYASABKAsyFi5hdmIudjEuU2Vzc2lvblN0YXJ0ZWRIABIvCg5zcGVlY2hfc3RhcnRlZBgCIAEoCzIVLmF2Yi52MS5TcGVlY2hTdGFydGVkSAASLwoOc3BlZWNoX3N0b3BwZWQYAyABKAsyFS5hdmIudjEuU3BlZWNoU3RvcHBlZEgAEjcKEnRyYW5zY3JpcHRfcGFydGlhbBgEIAEoCzIZLmF2Yi52MS5UcmFuc2NyaXB0UGFydGlhbEgAEjMKEHRyYW5zY3JpcHRfZmluYWwYBSABKAsyFy5hdmIudjEuVHJhbnNjcmlwdEZpbmFsSAASMwoQcmVzcG9uc2Vfc3RhcnRlZBgGIAEoCzIXLmF2Yi52MS5SZXNwb25zZVN0YXJ0ZWRIABI4ChNyZXNwb25zZV90ZXh0X2RlbHRhGAcgASgLMhkuYXZiLnYxLlJlc3BvbnNlVGV4dERlbHRhSAASOgoUcmVzcG9uc2VfYXVkaW9fZGVsdGEYCCABKAsyGi5hdmIudjEuUmVzcG9uc2VBdWRpb0RlbHRhSAASLQoNcmVzcG9uc2VfZG9uZRgJIAEoCzIULmF2Yi52MS5SZXNwb25zZURvbmVIABIjCgVlcnJvchgKIAEoCzISLmF2Yi52MS5FcnJvckV2ZW50SAASJgoJaGVhcnRiZWF0GAsgASgLMhEuYXZiLnYxLkhlYXJ0YmVhdEgAQgcKBWV2ZW50IjIKDlNlc3Npb25TdGFydGVkEiAKB3Nlc3Npb24YASABKAsyDy5hdmIudjEuU2Vzc2lvbiIhCg1TcGVlY2hTdGFydGVkEhAKCGF1ZGlvX21zGAEgASgBIiEKDVNwZWVjaFN0b3BwZWQSEAoIYXVkaW9fbXMYASABKAEiIQoRVHJhbnNjcmlwdFBhcnRpYWwSDAoEdGV4dBgBIAEoCSIfCg9UcmFuc2NyaXB0RmluYWwSDAoEdGV4dBgBIAEoCSImCg9SZXNwb25zZVN0YXJ0ZWQSEwoLcmVzcG9uc2VfaWQYASABKAUiNgoRUmVzcG9uc2VUZXh0RGVsdGESEwoLcmVzcG9uc2VfaWQYASABKAUSDAoEdGV4dBgCIAEoCSJKChJSZXNwb25zZUF1ZGlvRGVsdGESEwoLcmVzcG9uc2VfaWQYASABKAUSDQoFYXVkaW8YAiABKAwSEAoIYXVkaW9fbXMYAyABKAEicgoLVHVybkxhdGVuY3kSFAoMc3R0X2ZpbmFsX21zGAEgASgBEhoKEmxsbV9maXJzdF90b2tlbl9tcxgCIAEoARIaChJ0dHNfZmlyc3RfYXVkaW9fbXMYAyABKAESFQoNZmlyc3RfYnl0ZV9tcxgEIAEoASK+AQoMUmVzcG9uc2VEb25lEhMKC3Jlc3BvbnNlX2lkGAEgASgFEgwKBHRleHQYAiABKAkSEwoLaW50ZXJydXB0ZWQYAyABKAgSEQoJcGxheWVkX21zGAQgASgBEhAKCGF1ZGlvX21zGAUgASgBEhQKDGlucHV0X3Rva2VucxgGIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAcgASgDEiQKB2xhdGVuY3kYCCABKAsyEy5hdmIudjEuVHVybkxhdGVuY3kiLQoKRXJyb3JFdmVudBIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCSILCglIZWFydGJlYXQiRAoVQ29udmVyc2VFdmVudHNSZXF1ZXN0EisKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEIGukgDyAEBIj8KEFNlbmRBdWRpb1JlcXVlc3QSHAoKc2Vzc2lvbl9pZBgBIAEoCUIIukgFcgOwAQESDQoFYXVkaW8YAiABKAwiEwoRU2VuZEF1ZGlvUmVzcG9uc2UiYgoSU2VuZENvbnRyb2xSZXF1ZXN0EhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDsAEBEi4KB2NvbnRyb2wYAiABKAsyFS5hdmIudjEuQ2xpZW50Q29udHJvbEIGukgDyAEBIhUKE1NlbmRDb250cm9sUmVzcG9uc2UiYgoRVHJhbnNjcmliZVJlcXVlc3QSKgoGY29uZmlnGAEgASgLMhguYXZiLnYxLlRyYW5zY3JpYmVDb25maWdIABIPCgVhdWRpbxgCIAEoDEgAQhAKB21lc3NhZ2USBbpIAggBIpoBChBUcmFuc2NyaWJlQ29uZmlnEi8KEmlucHV0X2F1ZGlvX2Zvcm1hdBgBIAEoCzITLmF2Yi52MS5BdWRpb0Zvcm1hdBImCgxwaHJhc2VfaGludHMYAiADKAlCELpIDZIBChD0AyIFcgMYyAESLQoOdHVybl9kZXRlY3Rpb24YAyABKAsyFS5hdmIudjEuVHVybkRldGVjdGlvbiJWChJUcmFuc2NyaWJlUmVzcG9uc2USDAoEdGV4dBgBIAEoCRIQCghpc19maW5hbBgCIAEoCBIQCghzdGFydF9tcxgDIAEoARIOCgZlbmRfbXMYBCABKAEidwoRU3ludGhlc2l6ZVJlcXVlc3QSGAoEdGV4dBgBIAEoCUIKukgHcgUQARiIJxIWCgV2b2ljZRgCIAEoCUIHukgEcgIYZBIwChNvdXRwdXRfYXVkaW9fZm9ybWF0GAMgASgLMhMuYXZiLnYxLkF1ZGlvRm9ybWF0IjUKElN5bnRoZXNpemVSZXNwb25zZRINCgVhdWRpbxgBIAEoDBIQCghhdWRpb19tcxgCIAEoASJcChhDcmVhdGVDbGllbnRUb2tlblJlcXVlc3QSHwoKc2Vzc2lvbl9pZBgBIAEoCUILukgI2AEBcgOwAQESHwoLdHRsX3NlY29uZHMYAiABKAVCCrpIBxoFGIQHKAAiWwoZQ3JlYXRlQ2xpZW50VG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyxwUKDFZvaWNlU2VydmljZRJaCghDb252ZXJzZRIXLmF2Yi52MS5Db252ZXJzZVJlcXVlc3QaGC5hdmIudjEuQ29udmVyc2VSZXNwb25zZSIXwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGUoATABEmoKDkNvbnZlcnNlRXZlbnRzEh0uYXZiLnYxLkNvbnZlcnNlRXZlbnRzUmVxdWVzdBoeLmF2Yi52MS5Db252ZXJzZUV2ZW50c1Jlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZTABElkKCVNlbmRBdWRpbxIYLmF2Yi52MS5TZW5kQXVkaW9SZXF1ZXN0GhkuYXZiLnYxLlNlbmRBdWRpb1Jlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZRJgCgpUcmFuc2NyaWJlEhkuYXZiLnYxLlRyYW5zY3JpYmVSZXF1ZXN0GhouYXZiLnYxLlRyYW5zY3JpYmVSZXNwb25zZSIXwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGUoATABEl4KClN5bnRoZXNpemUSGS5hdmIudjEuU3ludGhlc2l6ZVJlcXVlc3QaGi5hdmIudjEuU3ludGhlc2l6ZVJlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZTABEnEKEUNyZWF0ZUNsaWVudFRva2VuEiAuYXZiLnYxLkNyZWF0ZUNsaWVudFRva2VuUmVxdWVzdBohLmF2Yi52MS5DcmVhdGVDbGllbnRUb2tlblJlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZRJfCgtTZW5kQ29udHJvbBIaLmF2Yi52MS5TZW5kQ29udHJvbFJlcXVlc3QaGy5hdmIudjEuU2VuZENvbnRyb2xSZXNwb25zZSIXwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGVCMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_avb_v1_options, file_avb_v1_session, file_buf_validate_validate, file_google_protobuf_timestamp]);
+  fileDesc("ChJhdmIvdjEvdm9pY2UucHJvdG8SBmF2Yi52MSKaAQoPQ29udmVyc2VSZXF1ZXN0EiUKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEgAEiQKBWF1ZGlvGAIgASgLMhMuYXZiLnYxLkF1ZGlvQXBwZW5kSAASKAoHY29udHJvbBgDIAEoCzIVLmF2Yi52MS5DbGllbnRDb250cm9sSABCEAoHbWVzc2FnZRIFukgCCAEiVgoMU2Vzc2lvblN0YXJ0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEiUKBmNvbmZpZxgCIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnIhwKC0F1ZGlvQXBwZW5kEg0KBWF1ZGlvGAEgASgMIqkCCg1DbGllbnRDb250cm9sEicKBnVwZGF0ZRgBIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnSAASKgoGY29tbWl0GAIgASgLMhguYXZiLnYxLklucHV0QXVkaW9Db21taXRIABIoCgVjbGVhchgDIAEoCzIXLmF2Yi52MS5JbnB1dEF1ZGlvQ2xlYXJIABIxCg9jcmVhdGVfcmVzcG9uc2UYBCABKAsyFi5hdmIudjEuUmVzcG9uc2VDcmVhdGVIABIxCg9jYW5jZWxfcmVzcG9uc2UYBSABKAsyFi5hdmIudjEuUmVzcG9uc2VDYW5jZWxIABIhCgNlbmQYBiABKAsyEi5hdmIudjEuU2Vzc2lvbkVuZEgAQhAKB2NvbnRyb2wSBbpIAggBIhIKEElucHV0QXVkaW9Db21taXQiEQoPSW5wdXRBdWRpb0NsZWFyIhAKDlJlc3BvbnNlQ3JlYXRlIhAKDlJlc3BvbnNlQ2FuY2VsIgwKClNlc3Npb25FbmQiNQoQQ29udmVyc2VSZXNwb25zZRIhCgVldmVudBgBIAEoCzISLmF2Yi52MS5Wb2ljZUV2ZW50IjsKFkNvbnZlcnNlRXZlbnRzUmVzcG9uc2USIQoFZXZlbnQYASABKAsyEi5hdmIudjEuVm9pY2VFdmVudCL0BAoKVm9pY2VFdmVudBIxCg9zZXNzaW9uX3N0YXJ0ZWQYASABKAsyFi5hdmIudjEuU2Vzc2lvblN0YXJ0ZWRIABIvCg5zcGVlY2hfc3RhcnRlZBgCIAEoCzIVLmF2Yi52MS5TcGVlY2hTdGFydGVkSAASLwoOc3BlZWNoX3N0b3BwZWQYAyABKAsyFS5hdmIudjEuU3BlZWNoU3RvcHBlZEgAEjcKEnRyYW5zY3JpcHRfcGFydGlhbBgEIAEoCzIZLmF2Yi52MS5UcmFuc2NyaXB0UGFydGlhbEgAEjMKEHRyYW5zY3JpcHRfZmluYWwYBSABKAsyFy5hdmIudjEuVHJhbnNjcmlwdEZpbmFsSAASMwoQcmVzcG9uc2Vfc3RhcnRlZBgGIAEoCzIXLmF2Yi52MS5SZXNwb25zZVN0YXJ0ZWRIABI4ChNyZXNwb25zZV90ZXh0X2RlbHRhGAcgASgLMhkuYXZiLnYxLlJlc3BvbnNlVGV4dERlbHRhSAASOgoUcmVzcG9uc2VfYXVkaW9fZGVsdGEYCCABKAsyGi5hdmIudjEuUmVzcG9uc2VBdWRpb0RlbHRhSAASLQoNcmVzcG9uc2VfZG9uZRgJIAEoCzIULmF2Yi52MS5SZXNwb25zZURvbmVIABIjCgVlcnJvchgKIAEoCzISLmF2Yi52MS5FcnJvckV2ZW50SAASJgoJaGVhcnRiZWF0GAsgASgLMhEuYXZiLnYxLkhlYXJ0YmVhdEgAEjMKEHJlc3BvbnNlX3Jlc3VtZWQYDCABKAsyFy5hdmIudjEuUmVzcG9uc2VSZXN1bWVkSABCBwoFZXZlbnQiMgoOU2Vzc2lvblN0YXJ0ZWQSIAoHc2Vzc2lvbhgBIAEoCzIPLmF2Yi52MS5TZXNzaW9uIiEKDVNwZWVjaFN0YXJ0ZWQSEAoIYXVkaW9fbXMYASABKAEiIQoNU3BlZWNoU3RvcHBlZBIQCghhdWRpb19tcxgBIAEoASIhChFUcmFuc2NyaXB0UGFydGlhbBIMCgR0ZXh0GAEgASgJIh8KD1RyYW5zY3JpcHRGaW5hbBIMCgR0ZXh0GAEgASgJIiYKD1Jlc3BvbnNlU3RhcnRlZBITCgtyZXNwb25zZV9pZBgBIAEoBSI2ChFSZXNwb25zZVRleHREZWx0YRITCgtyZXNwb25zZV9pZBgBIAEoBRIMCgR0ZXh0GAIgASgJIkoKElJlc3BvbnNlQXVkaW9EZWx0YRITCgtyZXNwb25zZV9pZBgBIAEoBRINCgVhdWRpbxgCIAEoDBIQCghhdWRpb19tcxgDIAEoASKaAQoLVHVybkxhdGVuY3kSFAoMc3R0X2ZpbmFsX21zGAEgASgBEhoKEmxsbV9maXJzdF90b2tlbl9tcxgCIAEoARIaChJ0dHNfZmlyc3RfYXVkaW9fbXMYAyABKAESFQoNZmlyc3RfYnl0ZV9tcxgEIAEoARISCgp2YWRfZW5kX21zGAUgASgBEhIKCnByZWVtcHRpdmUYBiABKAgiOQoPUmVzcG9uc2VSZXN1bWVkEhMKC3Jlc3BvbnNlX2lkGAEgASgFEhEKCXBsYXllZF9tcxgCIAEoASK+AQoMUmVzcG9uc2VEb25lEhMKC3Jlc3BvbnNlX2lkGAEgASgFEgwKBHRleHQYAiABKAkSEwoLaW50ZXJydXB0ZWQYAyABKAgSEQoJcGxheWVkX21zGAQgASgBEhAKCGF1ZGlvX21zGAUgASgBEhQKDGlucHV0X3Rva2VucxgGIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAcgASgDEiQKB2xhdGVuY3kYCCABKAsyEy5hdmIudjEuVHVybkxhdGVuY3kiLQoKRXJyb3JFdmVudBIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCSILCglIZWFydGJlYXQiRAoVQ29udmVyc2VFdmVudHNSZXF1ZXN0EisKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEIGukgDyAEBIj8KEFNlbmRBdWRpb1JlcXVlc3QSHAoKc2Vzc2lvbl9pZBgBIAEoCUIIukgFcgOwAQESDQoFYXVkaW8YAiABKAwiEwoRU2VuZEF1ZGlvUmVzcG9uc2UiYgoSU2VuZENvbnRyb2xSZXF1ZXN0EhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDsAEBEi4KB2NvbnRyb2wYAiABKAsyFS5hdmIudjEuQ2xpZW50Q29udHJvbEIGukgDyAEBIhUKE1NlbmRDb250cm9sUmVzcG9uc2UiYgoRVHJhbnNjcmliZVJlcXVlc3QSKgoGY29uZmlnGAEgASgLMhguYXZiLnYxLlRyYW5zY3JpYmVDb25maWdIABIPCgVhdWRpbxgCIAEoDEgAQhAKB21lc3NhZ2USBbpIAggBIpoBChBUcmFuc2NyaWJlQ29uZmlnEi8KEmlucHV0X2F1ZGlvX2Zvcm1hdBgBIAEoCzITLmF2Yi52MS5BdWRpb0Zvcm1hdBImCgxwaHJhc2VfaGludHMYAiADKAlCELpIDZIBChD0AyIFcgMYyAESLQoOdHVybl9kZXRlY3Rpb24YAyABKAsyFS5hdmIudjEuVHVybkRldGVjdGlvbiJWChJUcmFuc2NyaWJlUmVzcG9uc2USDAoEdGV4dBgBIAEoCRIQCghpc19maW5hbBgCIAEoCBIQCghzdGFydF9tcxgDIAEoARIOCgZlbmRfbXMYBCABKAEidwoRU3ludGhlc2l6ZVJlcXVlc3QSGAoEdGV4dBgBIAEoCUIKukgHcgUQARiIJxIWCgV2b2ljZRgCIAEoCUIHukgEcgIYZBIwChNvdXRwdXRfYXVkaW9fZm9ybWF0GAMgASgLMhMuYXZiLnYxLkF1ZGlvRm9ybWF0IjUKElN5bnRoZXNpemVSZXNwb25zZRINCgVhdWRpbxgBIAEoDBIQCghhdWRpb19tcxgCIAEoASJcChhDcmVhdGVDbGllbnRUb2tlblJlcXVlc3QSHwoKc2Vzc2lvbl9pZBgBIAEoCUILukgI2AEBcgOwAQESHwoLdHRsX3NlY29uZHMYAiABKAVCCrpIBxoFGIQHKAAiWwoZQ3JlYXRlQ2xpZW50VG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyxwUKDFZvaWNlU2VydmljZRJaCghDb252ZXJzZRIXLmF2Yi52MS5Db252ZXJzZVJlcXVlc3QaGC5hdmIudjEuQ29udmVyc2VSZXNwb25zZSIXwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGUoATABEmoKDkNvbnZlcnNlRXZlbnRzEh0uYXZiLnYxLkNvbnZlcnNlRXZlbnRzUmVxdWVzdBoeLmF2Yi52MS5Db252ZXJzZUV2ZW50c1Jlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZTABElkKCVNlbmRBdWRpbxIYLmF2Yi52MS5TZW5kQXVkaW9SZXF1ZXN0GhkuYXZiLnYxLlNlbmRBdWRpb1Jlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZRJgCgpUcmFuc2NyaWJlEhkuYXZiLnYxLlRyYW5zY3JpYmVSZXF1ZXN0GhouYXZiLnYxLlRyYW5zY3JpYmVSZXNwb25zZSIXwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGUoATABEl4KClN5bnRoZXNpemUSGS5hdmIudjEuU3ludGhlc2l6ZVJlcXVlc3QaGi5hdmIudjEuU3ludGhlc2l6ZVJlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZTABEnEKEUNyZWF0ZUNsaWVudFRva2VuEiAuYXZiLnYxLkNyZWF0ZUNsaWVudFRva2VuUmVxdWVzdBohLmF2Yi52MS5DcmVhdGVDbGllbnRUb2tlblJlc3BvbnNlIhfC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZRJfCgtTZW5kQ29udHJvbBIaLmF2Yi52MS5TZW5kQ29udHJvbFJlcXVlc3QaGy5hdmIudjEuU2VuZENvbnRyb2xSZXNwb25zZSIXwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGVCMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_avb_v1_options, file_avb_v1_session, file_buf_validate_validate, file_google_protobuf_timestamp]);
 
 /**
  * ConverseRequest is one message from the client.
@@ -362,6 +362,12 @@ export type VoiceEvent = Message<"avb.v1.VoiceEvent"> & {
      */
     value: Heartbeat;
     case: "heartbeat";
+  } | {
+    /**
+     * @generated from field: avb.v1.ResponseResumed response_resumed = 12;
+     */
+    value: ResponseResumed;
+    case: "responseResumed";
   } | { case: undefined; value?: undefined };
 };
 
@@ -540,7 +546,9 @@ export const ResponseAudioDeltaSchema: GenMessage<ResponseAudioDelta> = /*@__PUR
   messageDesc(file_avb_v1_voice, 19);
 
 /**
- * TurnLatency is one turn's timing, in milliseconds after the caller stopped speaking.
+ * TurnLatency is one turn's timing, in milliseconds after the end of the
+ * caller's speech was detected (vad_end_ms: from the last speech heard to that
+ * detection, which is the silence window).
  *
  * @generated from message avb.v1.TurnLatency
  */
@@ -564,6 +572,19 @@ export type TurnLatency = Message<"avb.v1.TurnLatency"> & {
    * @generated from field: double first_byte_ms = 4;
    */
   firstByteMs: number;
+
+  /**
+   * @generated from field: double vad_end_ms = 5;
+   */
+  vadEndMs: number;
+
+  /**
+   * preemptive: the model started before the turn was confirmed, so its
+   * first token can come before the detection (0 ms).
+   *
+   * @generated from field: bool preemptive = 6;
+   */
+  preemptive: boolean;
 };
 
 /**
@@ -572,6 +593,31 @@ export type TurnLatency = Message<"avb.v1.TurnLatency"> & {
  */
 export const TurnLatencySchema: GenMessage<TurnLatency> = /*@__PURE__*/
   messageDesc(file_avb_v1_voice, 20);
+
+/**
+ * ResponseResumed: a false interruption (no words) ended; the paused reply
+ * plays on from played_ms of its audio, and its remaining deltas follow.
+ *
+ * @generated from message avb.v1.ResponseResumed
+ */
+export type ResponseResumed = Message<"avb.v1.ResponseResumed"> & {
+  /**
+   * @generated from field: int32 response_id = 1;
+   */
+  responseId: number;
+
+  /**
+   * @generated from field: double played_ms = 2;
+   */
+  playedMs: number;
+};
+
+/**
+ * Describes the message avb.v1.ResponseResumed.
+ * Use `create(ResponseResumedSchema)` to create a new message.
+ */
+export const ResponseResumedSchema: GenMessage<ResponseResumed> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 21);
 
 /**
  * ResponseDone ends a reply.
@@ -629,7 +675,7 @@ export type ResponseDone = Message<"avb.v1.ResponseDone"> & {
  * Use `create(ResponseDoneSchema)` to create a new message.
  */
 export const ResponseDoneSchema: GenMessage<ResponseDone> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 21);
+  messageDesc(file_avb_v1_voice, 22);
 
 /**
  * ErrorEvent reports a problem; the stream goes on unless it ends with an error status.
@@ -655,7 +701,7 @@ export type ErrorEvent = Message<"avb.v1.ErrorEvent"> & {
  * Use `create(ErrorEventSchema)` to create a new message.
  */
 export const ErrorEventSchema: GenMessage<ErrorEvent> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 22);
+  messageDesc(file_avb_v1_voice, 23);
 
 /**
  * Heartbeat is sent when nothing else has been for 15 seconds.
@@ -670,7 +716,7 @@ export type Heartbeat = Message<"avb.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 23);
+  messageDesc(file_avb_v1_voice, 24);
 
 /**
  * ConverseEventsRequest starts or joins a session on the browser path.
@@ -689,7 +735,7 @@ export type ConverseEventsRequest = Message<"avb.v1.ConverseEventsRequest"> & {
  * Use `create(ConverseEventsRequestSchema)` to create a new message.
  */
 export const ConverseEventsRequestSchema: GenMessage<ConverseEventsRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 24);
+  messageDesc(file_avb_v1_voice, 25);
 
 /**
  * SendAudioRequest appends audio to a live session.
@@ -715,7 +761,7 @@ export type SendAudioRequest = Message<"avb.v1.SendAudioRequest"> & {
  * Use `create(SendAudioRequestSchema)` to create a new message.
  */
 export const SendAudioRequestSchema: GenMessage<SendAudioRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 25);
+  messageDesc(file_avb_v1_voice, 26);
 
 /**
  * SendAudioResponse has no fields.
@@ -730,7 +776,7 @@ export type SendAudioResponse = Message<"avb.v1.SendAudioResponse"> & {
  * Use `create(SendAudioResponseSchema)` to create a new message.
  */
 export const SendAudioResponseSchema: GenMessage<SendAudioResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 26);
+  messageDesc(file_avb_v1_voice, 27);
 
 /**
  * SendControlRequest sends a control message to a live session.
@@ -754,7 +800,7 @@ export type SendControlRequest = Message<"avb.v1.SendControlRequest"> & {
  * Use `create(SendControlRequestSchema)` to create a new message.
  */
 export const SendControlRequestSchema: GenMessage<SendControlRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 27);
+  messageDesc(file_avb_v1_voice, 28);
 
 /**
  * SendControlResponse has no fields.
@@ -769,7 +815,7 @@ export type SendControlResponse = Message<"avb.v1.SendControlResponse"> & {
  * Use `create(SendControlResponseSchema)` to create a new message.
  */
 export const SendControlResponseSchema: GenMessage<SendControlResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 28);
+  messageDesc(file_avb_v1_voice, 29);
 
 /**
  * TranscribeRequest is a configuration (first message) or audio.
@@ -802,7 +848,7 @@ export type TranscribeRequest = Message<"avb.v1.TranscribeRequest"> & {
  * Use `create(TranscribeRequestSchema)` to create a new message.
  */
 export const TranscribeRequestSchema: GenMessage<TranscribeRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 29);
+  messageDesc(file_avb_v1_voice, 30);
 
 /**
  * TranscribeConfig configures transcription.
@@ -831,7 +877,7 @@ export type TranscribeConfig = Message<"avb.v1.TranscribeConfig"> & {
  * Use `create(TranscribeConfigSchema)` to create a new message.
  */
 export const TranscribeConfigSchema: GenMessage<TranscribeConfig> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 30);
+  messageDesc(file_avb_v1_voice, 31);
 
 /**
  * TranscribeResponse is a partial or final transcript.
@@ -869,7 +915,7 @@ export type TranscribeResponse = Message<"avb.v1.TranscribeResponse"> & {
  * Use `create(TranscribeResponseSchema)` to create a new message.
  */
 export const TranscribeResponseSchema: GenMessage<TranscribeResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 31);
+  messageDesc(file_avb_v1_voice, 32);
 
 /**
  * SynthesizeRequest is text to speak.
@@ -900,7 +946,7 @@ export type SynthesizeRequest = Message<"avb.v1.SynthesizeRequest"> & {
  * Use `create(SynthesizeRequestSchema)` to create a new message.
  */
 export const SynthesizeRequestSchema: GenMessage<SynthesizeRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 32);
+  messageDesc(file_avb_v1_voice, 33);
 
 /**
  * SynthesizeResponse is the next chunk of speech.
@@ -924,7 +970,7 @@ export type SynthesizeResponse = Message<"avb.v1.SynthesizeResponse"> & {
  * Use `create(SynthesizeResponseSchema)` to create a new message.
  */
 export const SynthesizeResponseSchema: GenMessage<SynthesizeResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 33);
+  messageDesc(file_avb_v1_voice, 34);
 
 /**
  * CreateClientTokenRequest scopes the token.
@@ -952,7 +998,7 @@ export type CreateClientTokenRequest = Message<"avb.v1.CreateClientTokenRequest"
  * Use `create(CreateClientTokenRequestSchema)` to create a new message.
  */
 export const CreateClientTokenRequestSchema: GenMessage<CreateClientTokenRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 34);
+  messageDesc(file_avb_v1_voice, 35);
 
 /**
  * CreateClientTokenResponse holds the token.
@@ -976,7 +1022,7 @@ export type CreateClientTokenResponse = Message<"avb.v1.CreateClientTokenRespons
  * Use `create(CreateClientTokenResponseSchema)` to create a new message.
  */
 export const CreateClientTokenResponseSchema: GenMessage<CreateClientTokenResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 35);
+  messageDesc(file_avb_v1_voice, 36);
 
 /**
  * VoiceService carries live conversations. Converse is one bidirectional
