@@ -114,11 +114,17 @@ type turn struct {
 // events out until the reply is done.
 func converse(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.Duration) turn {
 	t.Helper()
+	return converseIn(t, client, pace, "")
+}
+
+// converseIn is converse in a session made with CreateSession ("" starts one).
+func converseIn(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.Duration, sessionID string) turn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream := client.Converse(ctx)
 	opened := time.Now()
-	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}}); err != nil {
+	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{SessionId: sessionID, Config: callConfig}}}); err != nil {
 		t.Fatal(err)
 	}
 	go func() {

@@ -2,6 +2,8 @@ package app_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"net/http"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
@@ -31,13 +34,38 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
 
-	client_ := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
-	tr := converse(t, client_, 20*time.Millisecond)
-	if tr.final != ask {
-		t.Fatalf("transcript %q", tr.final)
+	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
+	tc, err := client.Dial(client.Options{HostPort: temporal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+
+	// CreateSession starts the workflow, tagged with the tenant.
+	created, err := sessions.CreateSession(context.Background(), connect.NewRequest(&avbv1.CreateSessionRequest{Config: callConfig}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.GetSession().GetId()
+	desc, err := tc.DescribeWorkflowExecution(context.Background(), id, "")
+	if err != nil {
+		t.Fatalf("no workflow for the created session: %v", err)
+	}
+	if st := desc.GetWorkflowExecutionInfo().GetStatus(); st != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		t.Fatalf("workflow %v", st)
+	}
+	var tenantAttr string
+	if err := converter.GetDefaultDataConverter().FromPayload(desc.GetWorkflowExecutionInfo().GetSearchAttributes().GetIndexedFields()[workflows.SearchAttributeTenant.GetName()], &tenantAttr); err != nil || tenantAttr != ten.ID.String() {
+		t.Fatalf("tenant search attribute %q (%v)", tenantAttr, err)
 	}
 
-	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
+	// The call joins the created session and its workflow.
+	client_ := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	tr := converseIn(t, client_, 20*time.Millisecond, id)
+	if tr.final != ask || tr.sessionID != id {
+		t.Fatalf("transcript %q in session %s", tr.final, tr.sessionID)
+	}
+
 	var sess *avbv1.Session
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		res, err := sessions.GetSession(context.Background(), connect.NewRequest(&avbv1.GetSessionRequest{SessionId: tr.sessionID}))
@@ -53,11 +81,6 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 		t.Fatalf("session %v metrics %v", sess.GetStatus(), m)
 	}
 
-	tc, err := client.Dial(client.Options{HostPort: temporal})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tc.Close()
 	iter := tc.GetWorkflowHistory(context.Background(), tr.sessionID, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	signals := map[string]int{}
 	for iter.HasNext() {
@@ -75,5 +98,36 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 	var usage int
 	if err := ownerDB(t, owner).QueryRow(context.Background(), "SELECT count(*) FROM usage_ledger WHERE session_id = $1", tr.sessionID).Scan(&usage); err != nil || usage != 5 {
 		t.Fatalf("usage ledger rows %d (%v)", usage, err)
+	}
+}
+
+// CreateSession with its workflow start against without, on one platform
+// each, in the same run.
+func TestCreateSessionLatency(t *testing.T) {
+	temporal := testenv.Temporal(t)
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	p50 := func(workflows bool) time.Duration {
+		p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
+			"AVB_TEMPORAL_ADDRESS": temporal, "AVB_SESSION_WORKFLOWS": fmt.Sprint(workflows), "AVB_RUN_WORKER": fmt.Sprint(workflows)}), issuer, owner)
+		ten := p.tenant(fmt.Sprintf("cs%v", workflows), store.TierPro)
+		sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, connect.WithInterceptors(bearerInterceptor(p.token(fmt.Sprintf("ada%v", workflows), ten.ID.String(), "admin"))))
+		var took []time.Duration
+		for i := range 41 {
+			start := time.Now()
+			if _, err := sessions.CreateSession(context.Background(), connect.NewRequest(&avbv1.CreateSessionRequest{Config: callConfig})); err != nil {
+				t.Fatal(err)
+			}
+			if i > 0 { // the first call warms caches and connections
+				took = append(took, time.Since(start))
+			}
+		}
+		slices.Sort(took)
+		return took[len(took)/2]
+	}
+	with, without := p50(true), p50(false)
+	t.Logf("CreateSession p50: %v with the workflow start, %v without (%.2fx)", with, without, float64(with)/float64(without))
+	if with > without+200*time.Millisecond {
+		t.Fatalf("the workflow start costs %v", with-without)
 	}
 }

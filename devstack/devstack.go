@@ -172,7 +172,7 @@ func temporalService(cfg *config.Config) service {
 		binary: filepath.Join(cfg.Dev.ToolsDir, "temporal"),
 		args: []string{"server", "start-dev", "--ip", host, "--port", port, "--ui-port", uiPort,
 			"--db-filename", filepath.Join(cfg.Dev.DataDir, "temporal.db"), "--log-level", "warn",
-			"--namespace", cfg.Temporal.Namespace},
+			"--namespace", cfg.Temporal.Namespace, "--search-attribute", "AvbTenantId=Keyword"},
 		logFile: filepath.Join(cfg.Dev.DataDir, "temporal.log"),
 	}
 }

@@ -63,6 +63,9 @@ func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[
 	if err := s.DB.Sessions().Create(ctx, sess); err != nil {
 		return nil, err
 	}
+	// The workflow owns the session from here: an unjoined session ends at
+	// its idle timeout.
+	s.startWorkflow(ctx, sess.ID, sess.TenantID, idleTimeout(req.Msg.GetConfig()))
 	return connect.NewResponse(&avbv1.CreateSessionResponse{Session: sessionToProto(sess)}), nil
 }
 

@@ -201,18 +201,28 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	if s.Metrics != nil {
 		s.Metrics.ActiveSessions.Inc()
 	}
-	if s.Workflows != nil {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := s.Workflows.Start(wctx, sess.ID.String(), tenantID.String())
-		cancel()
-		if err != nil {
-			// The call goes on; it records its own end instead.
-			s.Log.WarnContext(ctx, "session workflow not started", "session_id", sess.ID.String(), "error", err.Error())
-		} else {
-			l.workflow = true
-		}
+	// The session's workflow is usually running already (CreateSession
+	// started it); this finds it, or starts it for a session begun here.
+	if l.workflow = s.startWorkflow(ctx, sess.ID, tenantID, idleTimeout(cfg)); l.workflow {
+		s.Workflows.Heartbeat(sess.ID.String()) // the call has joined
 	}
 	return l, nil
+}
+
+// startWorkflow starts a session's SessionWorkflow, or finds it running. A
+// session whose workflow cannot start still runs: its call records its own
+// end and metrics instead.
+func (v Voice) startWorkflow(ctx context.Context, id, tenantID uuid.UUID, idle time.Duration) bool {
+	if v.Workflows == nil {
+		return false
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := v.Workflows.Start(wctx, id.String(), tenantID.String(), idle); err != nil {
+		v.Log.WarnContext(ctx, "session workflow not started", "session_id", id.String(), "error", err.Error())
+		return false
+	}
+	return true
 }
 
 // withTenantDefaults fills what the session leaves unset (voice, model,
@@ -340,12 +350,16 @@ func (l *liveCall) observe(ev voice.Event, record func(string, map[string]any)) 
 		l.metrics.OutputTokens += int64(ev.Usage.OutputTokens)
 		l.metrics.OutputAudioSeconds += m.AudioOutMS / 1000
 		l.mu.Unlock()
-		lat := &avbv1.TurnLatency{SttFinalMs: ms(m.STTFinal), LlmFirstTokenMs: ms(m.LLMFirstToken), TtsFirstAudioMs: ms(m.TTSFirstAudio), FirstByteMs: ms(m.FirstByteSent)}
+		lat := &avbv1.TurnLatency{VadEndMs: ms(m.VADEnd), SttFinalMs: ms(m.STTFinal), LlmFirstTokenMs: ms(m.LLMFirstToken),
+			TtsFirstAudioMs: ms(m.TTSFirstAudio), FirstByteMs: ms(m.FirstByteSent), Preemptive: m.Preemptive}
 		record("response", map[string]any{"text": ev.Text, "interrupted": ev.Interrupted, "played_ms": ev.PlayedMS,
 			"first_byte_ms": lat.FirstByteMs, "input_tokens": ev.Usage.InputTokens, "output_tokens": ev.Usage.OutputTokens})
 		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_ResponseDone{ResponseDone: &avbv1.ResponseDone{
 			ResponseId: int32(ev.ResponseID), Text: ev.Text, Interrupted: ev.Interrupted, PlayedMs: ev.PlayedMS, AudioMs: m.AudioOutMS,
 			InputTokens: int64(ev.Usage.InputTokens), OutputTokens: int64(ev.Usage.OutputTokens), Latency: lat}}}
+	case voice.ResponseResumed:
+		record("resumed", map[string]any{"response_id": ev.ResponseID, "played_ms": ev.PlayedMS})
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_ResponseResumed{ResponseResumed: &avbv1.ResponseResumed{ResponseId: int32(ev.ResponseID), PlayedMs: ev.PlayedMS}}}
 	case voice.Error:
 		reason := apierror.ReasonString(avbv1.ErrorReason_ERROR_REASON_PROVIDER_FAILED)
 		if r := apierror.Reason(voiceError(ev.Err)); r != "" {
@@ -366,7 +380,7 @@ func (s *voiceServer) observeTurn(ev voice.Event) {
 		return
 	}
 	m := ev.Metrics
-	for stage, d := range map[string]time.Duration{"stt_final": m.STTFinal, "llm_first_token": m.LLMFirstToken,
+	for stage, d := range map[string]time.Duration{"vad_end": m.VADEnd, "stt_final": m.STTFinal, "llm_first_token": m.LLMFirstToken,
 		"tts_first_audio": m.TTSFirstAudio, "first_byte": m.FirstByteSent} {
 		if d > 0 {
 			s.Metrics.TurnLatency.WithLabelValues(stage).Observe(d.Seconds())

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"time"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/voice"
@@ -37,6 +38,11 @@ func audioFormat(f *avbv1.AudioFormat, def audio.Format) audio.Format {
 	return out
 }
 
+// idleTimeout is a session's idle timeout (0: the server's default).
+func idleTimeout(pc *avbv1.SessionConfig) time.Duration {
+	return time.Duration(pc.GetTurnDetection().GetIdleTimeoutSeconds()) * time.Second
+}
+
 // callConfig turns the contract's session configuration into the engine's.
 func callConfig(pc *avbv1.SessionConfig) (voice.Config, error) {
 	c := voice.Config{
@@ -62,5 +68,8 @@ func callConfig(pc *avbv1.SessionConfig) (voice.Config, error) {
 	c.CreateResponse = td == nil || td.CreateResponse == nil || td.GetCreateResponse()
 	c.InterruptResponse = td == nil || td.InterruptResponse == nil || td.GetInterruptResponse()
 	c.MinInterruptionMS = int(td.GetMinInterruptionMs())
+	c.ResumeFalseInterruption = td.GetResumeFalseInterruption()
+	c.PreemptiveGeneration = td.GetPreemptiveGeneration()
+	c.Echo = pc.GetMode() == avbv1.SessionMode_SESSION_MODE_ECHO
 	return c, nil
 }

@@ -2,10 +2,15 @@ package workflows
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 )
 
@@ -49,14 +54,20 @@ func NewReporter(ctx context.Context, c client.Client, log *slog.Logger) *Report
 	return r
 }
 
-// Start starts the session's workflow (workflow id = session id).
-func (r *Reporter) Start(ctx context.Context, sessionID, tenantID string) error {
+// Start starts the session's workflow (workflow id = session id), or finds
+// it running: CreateSession starts it, and the call that joins the session
+// later gets the same run. idleTimeout of 0 takes the reporter's default.
+func (r *Reporter) Start(ctx context.Context, sessionID, tenantID string, idleTimeout time.Duration) error {
+	if idleTimeout <= 0 {
+		idleTimeout = r.IdleTimeout
+	}
 	_, err := r.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:        sessionID,
-		TaskQueue: QueueDefault,
-		Memo:      map[string]any{"tenant_id": tenantID},
+		ID:                       sessionID,
+		TaskQueue:                QueueDefault,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		TypedSearchAttributes:    temporal.NewSearchAttributes(SearchAttributeTenant.ValueSet(tenantID)),
 	}, SessionWorkflow, SessionInput{SessionID: sessionID, TenantID: tenantID,
-		MaxDuration: r.MaxDuration, IdleTimeout: r.IdleTimeout, HeartbeatTimeout: r.HeartbeatTimeout})
+		MaxDuration: r.MaxDuration, IdleTimeout: idleTimeout, HeartbeatTimeout: r.HeartbeatTimeout})
 	return err
 }
 
@@ -80,3 +91,17 @@ func (r *Reporter) Heartbeat(sessionID string) { r.signal(sessionID, SignalHeart
 
 // End reports how the call ended, without waiting.
 func (r *Reporter) End(sessionID string, e End) { r.signal(sessionID, SignalEnd, e) }
+
+// EnsureSearchAttributes declares the search attributes session workflows
+// carry in the namespace; declaring one that exists changes nothing.
+func EnsureSearchAttributes(ctx context.Context, c client.Client, namespace string) error {
+	_, err := c.OperatorService().AddSearchAttributes(ctx, &operatorservice.AddSearchAttributesRequest{
+		Namespace:        namespace,
+		SearchAttributes: map[string]enumspb.IndexedValueType{SearchAttributeTenant.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD},
+	})
+	var exists *serviceerror.AlreadyExists
+	if errors.As(err, &exists) {
+		return nil
+	}
+	return err
+}

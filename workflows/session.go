@@ -21,6 +21,12 @@ const (
 	QueueNotifications = "notifications"
 )
 
+// SearchAttributeTenant holds the tenant id of every session workflow, so
+// operators can list one tenant's calls (AvbTenantId = '...'). The Temporal
+// namespace must declare it as a Keyword attribute (avb dev and the test
+// servers do; see docs/architecture.md for a production cluster).
+var SearchAttributeTenant = temporal.NewSearchAttributeKeyKeyword("AvbTenantId")
+
 // Signal and query names of SessionWorkflow.
 const (
 	SignalTurn      = "turn"
@@ -38,7 +44,9 @@ type SessionInput struct {
 	// IdleTimeout ends a session in which nobody spoke for this long.
 	IdleTimeout time.Duration
 	// HeartbeatTimeout ends, as an error, a session whose call stopped
-	// reporting (its server died).
+	// reporting (its server died). It applies once a call has joined the
+	// session (its first heartbeat or turn); a session created and not yet
+	// joined waits for its idle timeout.
 	HeartbeatTimeout time.Duration
 }
 
@@ -116,6 +124,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 
 	deadline := started.Add(in.MaxDuration)
 	lastActivity, lastBeat := started, started
+	live := false // a call has joined and reports heartbeats
 	var out Outcome
 	for out.Status == "" {
 		// Wake at the earliest of: the 24 h limit, the idle timeout, the heartbeat timeout.
@@ -123,7 +132,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 		if in.IdleTimeout > 0 && lastActivity.Add(in.IdleTimeout).Before(wake) {
 			wake = lastActivity.Add(in.IdleTimeout)
 		}
-		if in.HeartbeatTimeout > 0 && lastBeat.Add(in.HeartbeatTimeout).Before(wake) {
+		if live && in.HeartbeatTimeout > 0 && lastBeat.Add(in.HeartbeatTimeout).Before(wake) {
 			wake = lastBeat.Add(in.HeartbeatTimeout)
 		}
 		timerCtx, cancelTimer := workflow.WithCancel(ctx)
@@ -138,11 +147,11 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 			m.InputAudioSeconds += t.InputAudioSec
 			m.OutputAudioSeconds += t.OutputAudioSec
 			transcript = append(transcript, t)
-			lastActivity, lastBeat = workflow.Now(ctx), workflow.Now(ctx)
+			lastActivity, lastBeat, live = workflow.Now(ctx), workflow.Now(ctx), true
 		})
 		sel.AddReceive(beats, func(c workflow.ReceiveChannel, _ bool) {
 			c.Receive(ctx, nil)
-			lastBeat = workflow.Now(ctx)
+			lastBeat, live = workflow.Now(ctx), true
 		})
 		sel.AddReceive(ends, func(c workflow.ReceiveChannel, _ bool) {
 			var e End
@@ -155,7 +164,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 			switch {
 			case !now.Before(deadline):
 				out.Status, out.Reason = "terminated", ReasonMaxDuration
-			case in.HeartbeatTimeout > 0 && !now.Before(lastBeat.Add(in.HeartbeatTimeout)):
+			case live && in.HeartbeatTimeout > 0 && !now.Before(lastBeat.Add(in.HeartbeatTimeout)):
 				out.Status, out.Reason = "error", ReasonLost
 			case in.IdleTimeout > 0 && !now.Before(lastActivity.Add(in.IdleTimeout)):
 				out.Status, out.Reason = "completed", ReasonIdle

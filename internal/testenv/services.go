@@ -51,7 +51,8 @@ func Temporal(t testing.TB) string {
 		p := newProcess(t, "temporal", addr, pr.Check, Tool(t, "temporal"), "server", "start-dev",
 			"--ip", "127.0.0.1", "--port", fmt.Sprint(port), "--headless",
 			"--ui-port", fmt.Sprint(FreePort(t)), "--http-port", fmt.Sprint(FreePort(t)),
-			"--metrics-port", fmt.Sprint(FreePort(t)), "--log-level", "error")
+			"--metrics-port", fmt.Sprint(FreePort(t)), "--log-level", "error",
+			"--search-attribute", "AvbTenantId=Keyword")
 		if err := p.TryStart(); err != nil {
 			if attempt == 3 {
 				t.Fatal(err)
