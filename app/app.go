@@ -18,7 +18,6 @@ import (
 	"connectrpc.com/connect"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
-	"go.temporal.io/sdk/worker"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -63,7 +62,7 @@ type App struct {
 	decider authz.Decider
 
 	temporal client.Client
-	worker   worker.Worker
+	workers  workflows.Workers
 	runCtx   context.Context // lives until Close
 
 	clientTokens *authn.ClientTokens
@@ -252,9 +251,8 @@ func (a *App) WaitAuthzReady(ctx context.Context) error {
 	return nil
 }
 
-// voice builds the speech providers, the model choice and the call limiter.
-func (a *App) voice(cfg *config.Config) (server.Voice, error) {
-	vc := cfg.Voice
+// Providers builds the configured speech providers and the scripted model.
+func Providers(vc config.Voice) (voice.Providers, error) {
 	prov := voice.Providers{LLM: llm.DefaultScript}
 	switch vc.STTProvider {
 	case "openai":
@@ -268,9 +266,19 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	default:
 		speech, err := tts.NewEspeak()
 		if err != nil {
-			return server.Voice{}, err
+			return prov, err
 		}
 		prov.TTS = speech
+	}
+	return prov, nil
+}
+
+// voice builds the speech providers, the model choice and the call limiter.
+func (a *App) voice(cfg *config.Config) (server.Voice, error) {
+	vc := cfg.Voice
+	prov, err := Providers(vc)
+	if err != nil {
+		return server.Voice{}, err
 	}
 	models := func(name string) (llm.Model, error) {
 		switch {
@@ -295,8 +303,12 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		a.temporal = tc
 		reporter = workflows.NewReporter(a.runCtx, tc, a.log)
 		if vc.RunWorker {
-			a.worker = workflows.NewWorker(tc, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall})
-			if err := a.worker.Start(); err != nil {
+			a.workers = workflows.NewWorkers(tc, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall},
+				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS})
+			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace); err != nil {
+				a.log.Warn("temporal namespace not prepared", "error", err.Error())
+			}
+			if err := a.workers.Start(); err != nil {
 				return server.Voice{}, fmt.Errorf("start temporal worker: %w", err)
 			}
 		}
@@ -376,9 +388,7 @@ func (a *App) Close() {
 		}
 		cancel()
 	}
-	if a.worker != nil {
-		a.worker.Stop()
-	}
+	a.workers.Stop()
 	if a.temporal != nil {
 		a.temporal.Close()
 	}

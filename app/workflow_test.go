@@ -3,8 +3,8 @@ package app_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -94,6 +94,17 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 	}
 	if signals[workflows.SignalTurn] != 1 || signals[workflows.SignalEnd] != 1 {
 		t.Fatalf("workflow signals %v", signals)
+	}
+	// The worker scheduled the periodic jobs on their task queues.
+	for _, sch := range workflows.Schedules {
+		d, err := tc.ScheduleClient().GetHandle(context.Background(), sch.ID).Describe(context.Background())
+		if err != nil {
+			t.Fatalf("schedule %s: %v", sch.ID, err)
+		}
+		act, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction)
+		if !ok || act.TaskQueue != sch.Queue || d.Schedule.Spec.Intervals[0].Every != sch.Every {
+			t.Fatalf("schedule %s: %+v %+v", sch.ID, d.Schedule.Action, d.Schedule.Spec)
+		}
 	}
 	var usage int
 	if err := ownerDB(t, owner).QueryRow(context.Background(), "SELECT count(*) FROM usage_ledger WHERE session_id = $1", tr.sessionID).Scan(&usage); err != nil || usage != 5 {

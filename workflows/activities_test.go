@@ -2,13 +2,21 @@ package workflows_test
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"go.temporal.io/sdk/testsuite"
 
 	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
+	"github.com/agentvoicebox/avb/voice/stt"
+	"github.com/agentvoicebox/avb/voice/tts"
 	"github.com/agentvoicebox/avb/workflows"
 )
 
@@ -18,22 +26,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // workflow's metrics, usage is written once however often it is retried, and
 // the transcript is stored.
 func TestActivitiesRecordOnce(t *testing.T) {
-	owner := testenv.Postgres(t)
-	cfg := config.Database{URL: owner, MaxConns: 4, ConnectTimeout: 5 * time.Second, MaxConnLifetime: time.Hour, MaxConnIdleTime: time.Minute}
-	odb, err := store.Open(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.MigrateUp(t.Context(), odb.Pool); err != nil {
-		t.Fatal(err)
-	}
-	odb.Close()
-	cfg.URL = testenv.AppURL(owner)
-	db, err := store.Open(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, _ := openDB(t)
 	ten := &store.Tenant{Name: "W", Slug: "wf"}
 	if err := db.Tenants().Create(t.Context(), ten); err != nil {
 		t.Fatal(err)
@@ -70,4 +63,141 @@ func TestActivitiesRecordOnce(t *testing.T) {
 			t.Fatalf("output tokens %v", u.Quantity)
 		}
 	}
+}
+
+// openDB migrates a fresh database and opens it as the app role; owner is
+// the schema owner's URL.
+func openDB(t *testing.T) (*store.DB, string) {
+	t.Helper()
+	owner := testenv.Postgres(t)
+	cfg := config.Database{URL: owner, MaxConns: 4, ConnectTimeout: 5 * time.Second, MaxConnLifetime: time.Hour, MaxConnIdleTime: time.Minute}
+	odb, err := store.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.MigrateUp(t.Context(), odb.Pool); err != nil {
+		t.Fatal(err)
+	}
+	odb.Close()
+	cfg.URL = testenv.AppURL(owner)
+	db, err := store.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db, owner
+}
+
+// Cleanup ends only sessions open past the maximum age, in every tenant;
+// the hourly rollup sums the ledger per tenant and is idempotent.
+func TestMaintenanceActivities(t *testing.T) {
+	db, owner := openDB(t)
+	a := &workflows.Activities{DB: db}
+	var ids []uuid.UUID
+	var tenants []uuid.UUID
+	for _, slug := range []string{"m1", "m2"} {
+		ten := &store.Tenant{Name: slug, Slug: slug}
+		if err := db.Tenants().Create(t.Context(), ten); err != nil {
+			t.Fatal(err)
+		}
+		tenants = append(tenants, ten.ID)
+		ctx := tenancy.With(context.Background(), ten.ID)
+		for range 2 {
+			s := &store.Session{}
+			if err := db.Sessions().Create(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, s.ID)
+		}
+		if err := db.Sessions().RecordUsage(ctx, []store.UsageEntry{{SessionID: ids[len(ids)-1], Kind: "output_tokens", Quantity: 10},
+			{SessionID: ids[len(ids)-2], Kind: "output_tokens", Quantity: 5}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(context.Background(), owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	// One stale session in each tenant.
+	if _, err := conn.Exec(context.Background(), "UPDATE sessions SET created_at = now() - interval '26 hours' WHERE id = ANY($1)", []uuid.UUID{ids[0], ids[2]}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := a.ExpireSessions(context.Background(), workflows.SessionMaxAge)
+	if err != nil || n != 2 {
+		t.Fatalf("expired %d (%v), want 2", n, err)
+	}
+	for i, id := range ids {
+		s, err := db.Sessions().Get(tenancy.With(context.Background(), tenants[i/2]), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := i%2 == 0; (s.Status == store.SessionTerminated) != want {
+			t.Fatalf("session %d: %s", i, s.Status)
+		}
+	}
+	for range 2 { // idempotent
+		if _, err := a.RollupUsage(context.Background(), time.Now().Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ten := range tenants {
+		rows, err := db.Sessions().HourlyUsage(tenancy.With(context.Background(), ten), time.Now().Add(-2*time.Hour))
+		if err != nil || len(rows) != 1 || rows[0].Quantity != 15 || rows[0].TenantID != ten {
+			t.Fatalf("tenant %s hourly usage %+v (%v)", ten, rows, err)
+		}
+	}
+}
+
+// A text synthesized by one job and the WAV transcribed by another give the
+// text back: the batch speech activities with the real engines.
+func TestSpeechJobsRoundTrip(t *testing.T) {
+	db, _ := openDB(t)
+	ten := &store.Tenant{Name: "J", Slug: "jobs"}
+	if err := db.Tenants().Create(t.Context(), ten); err != nil {
+		t.Fatal(err)
+	}
+	ctx := tenancy.With(context.Background(), ten.ID)
+	speech, err := tts.NewEspeak()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &workflows.Jobs{DB: db, STT: stt.NewPocketsphinx("", 1), TTS: speech}
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	env.RegisterActivity(j)
+	const text = "please book a meeting for tomorrow at ten"
+	syn := &store.VoiceJob{Kind: store.JobSynthesize, Input: []byte(text)}
+	if err := db.VoiceJobs().Create(ctx, syn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.ExecuteActivity(j.Synthesize, workflows.JobInput{JobID: syn.ID.String(), TenantID: ten.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	done, err := db.VoiceJobs().Get(ctx, syn.ID)
+	if err != nil || done.Status != store.JobSucceeded || len(done.Output) < 44 {
+		t.Fatalf("synthesis job %s, %d bytes (%v)", done.Status, len(done.Output), err)
+	}
+	// Two utterances in one file.
+	silence := make([]byte, 22050*2) // 1 s at 22,050 Hz
+	twice := append(append(append([]byte(nil), done.Output...), silence...), done.Output[44:]...)
+	fixWAVSize(twice)
+	opts, _ := json.Marshal(workflows.JobOptions{Phrases: []string{text, "cancel my meeting"}})
+	tr := &store.VoiceJob{Kind: store.JobTranscribe, Input: twice, Options: opts}
+	if err := db.VoiceJobs().Create(ctx, tr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.ExecuteActivity(j.Transcribe, workflows.JobInput{JobID: tr.ID.String(), TenantID: ten.ID.String()}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.VoiceJobs().Get(ctx, tr.ID)
+	if err != nil || got.Status != store.JobSucceeded || string(got.Output) != text+"\n"+text {
+		t.Fatalf("transcription job %s: %q (%v)", got.Status, got.Output, err)
+	}
+}
+
+// fixWAVSize rewrites the RIFF and data sizes of a canonical 44-byte-header WAV.
+func fixWAVSize(b []byte) {
+	binary.LittleEndian.PutUint32(b[4:], uint32(len(b)-8))
+	binary.LittleEndian.PutUint32(b[40:], uint32(len(b)-44))
 }

@@ -14,13 +14,48 @@ import (
 	"go.temporal.io/sdk/worker"
 )
 
-// NewWorker registers the session workflow and its activities on the
-// default task queue.
-func NewWorker(c client.Client, acts *Activities) worker.Worker {
-	w := worker.New(c, QueueDefault, worker.Options{})
-	w.RegisterWorkflow(SessionWorkflow)
-	w.RegisterActivity(acts)
-	return w
+// Workers are the platform's task queue workers, started and stopped together.
+type Workers []worker.Worker
+
+// NewWorkers registers every workflow and activity on its task queue:
+// sessions and maintenance on default, batch speech jobs on
+// voice-processing, billing sync on billing.
+func NewWorkers(c client.Client, acts *Activities, jobs *Jobs) Workers {
+	def := worker.New(c, QueueDefault, worker.Options{})
+	def.RegisterWorkflow(SessionWorkflow)
+	def.RegisterWorkflow(CleanupExpiredSessions)
+	def.RegisterWorkflow(AggregateMetrics)
+	def.RegisterActivity(acts)
+	bill := worker.New(c, QueueBilling, worker.Options{})
+	bill.RegisterWorkflow(SyncBillingUsage)
+	bill.RegisterActivity(acts.SyncBilling)
+	ws := Workers{def, bill}
+	if jobs != nil {
+		voice := worker.New(c, QueueVoice, worker.Options{})
+		voice.RegisterWorkflow(TranscribeJob)
+		voice.RegisterWorkflow(SynthesizeJob)
+		voice.RegisterActivity(jobs)
+		ws = append(ws, voice)
+	}
+	return ws
+}
+
+// Start starts every worker; on an error the started ones are stopped.
+func (ws Workers) Start() error {
+	for i, w := range ws {
+		if err := w.Start(); err != nil {
+			ws[:i].Stop()
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop stops every worker.
+func (ws Workers) Stop() {
+	for _, w := range ws {
+		w.Stop()
+	}
 }
 
 // Reporter connects live calls to their session workflows. Starting a

@@ -3,6 +3,7 @@ package workflows_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,5 +154,60 @@ func TestIdleSessionCompletes(t *testing.T) {
 	env.ExecuteWorkflow(workflows.SessionWorkflow, workflows.SessionInput{SessionID: sessionID, TenantID: tenantID, IdleTimeout: 5 * time.Minute})
 	if out := outcome(t, env); out.Status != "completed" || out.Reason != workflows.ReasonIdle || out.Metrics.DurationSeconds != 540 {
 		t.Fatalf("outcome %+v", out)
+	}
+}
+
+// A session created and never joined is not a lost call: it waits for its
+// idle timeout, not the heartbeat timeout, and ends completed.
+func TestUnjoinedSessionEndsAtIdleTimeout(t *testing.T) {
+	env := newEnv(t)
+	okActivities(env)
+	env.ExecuteWorkflow(workflows.SessionWorkflow, workflows.SessionInput{SessionID: sessionID, TenantID: tenantID,
+		IdleTimeout: 10 * time.Minute, HeartbeatTimeout: time.Minute})
+	if out := outcome(t, env); out.Status != "completed" || out.Reason != workflows.ReasonIdle || out.Metrics.DurationSeconds != 600 {
+		t.Fatalf("outcome %+v", out)
+	}
+}
+
+// A batch job whose work fails every attempt is tried 3 times and marked
+// failed with the reason.
+func TestFailingJobIsMarkedFailed(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflow(workflows.TranscribeJob)
+	j := &workflows.Jobs{}
+	env.RegisterActivity(j)
+	attempts := 0
+	var statuses []string
+	env.OnActivity(j.SetStatus, mock.Anything, mock.Anything, mock.Anything, mock.Anything).Return(
+		func(_ context.Context, _ workflows.JobInput, status, reason string) error {
+			statuses = append(statuses, status+":"+reason)
+			return nil
+		})
+	env.OnActivity(j.Transcribe, mock.Anything, mock.Anything).Return(func(context.Context, workflows.JobInput) error {
+		attempts++
+		return errors.New("read wav: not a RIFF file")
+	})
+	env.ExecuteWorkflow(workflows.TranscribeJob, workflows.JobInput{JobID: sessionID, TenantID: tenantID})
+	if env.GetWorkflowError() == nil || attempts != 3 {
+		t.Fatalf("error %v after %d attempts", env.GetWorkflowError(), attempts)
+	}
+	if len(statuses) != 2 || statuses[0] != "running:" || !strings.HasPrefix(statuses[1], "failed:") || !strings.Contains(statuses[1], "not a RIFF file") {
+		t.Fatalf("statuses %q", statuses)
+	}
+}
+
+// The maintenance workflows run their activity and return its count.
+func TestMaintenanceWorkflows(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	a := &workflows.Activities{}
+	env.RegisterActivity(a)
+	env.RegisterWorkflow(workflows.CleanupExpiredSessions)
+	env.OnActivity(a.ExpireSessions, mock.Anything, workflows.SessionMaxAge).Return(4, nil)
+	env.ExecuteWorkflow(workflows.CleanupExpiredSessions)
+	var n int
+	if err := env.GetWorkflowResult(&n); err != nil || n != 4 {
+		t.Fatalf("cleanup: %d %v", n, err)
 	}
 }

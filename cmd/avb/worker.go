@@ -9,6 +9,7 @@ import (
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 
+	"github.com/agentvoicebox/avb/app"
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/store"
@@ -18,7 +19,7 @@ import (
 func workerCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "worker",
-		Short: "Run the Temporal worker: session workflows and their post-call activities",
+		Short: "Run the Temporal workers: session workflows, post-call activities, scheduled jobs, batch speech jobs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := loadConfigAndLogger()
@@ -43,13 +44,23 @@ func workerCmd() *cobra.Command {
 			rdb := redis.NewClient(opts)
 			defer rdb.Close()
 			bus := invalidation.New(rdb, log)
-			w := workflows.NewWorker(c, &workflows.Activities{DB: db, EndLiveCall: func(ctx context.Context, id string) error {
+			prov, err := app.Providers(cfg.Voice)
+			if err != nil {
+				return err
+			}
+			ws := workflows.NewWorkers(c, &workflows.Activities{DB: db, EndLiveCall: func(ctx context.Context, id string) error {
 				return bus.Publish(ctx, server.TopicSession, id)
-			}})
-			log.Info("worker running", "task_queue", workflows.QueueDefault, "temporal", cfg.Temporal.Address)
-			stop := make(chan any)
-			go func() { <-cmd.Context().Done(); close(stop) }()
-			return w.Run(stop)
+			}}, &workflows.Jobs{DB: db, STT: prov.STT, TTS: prov.TTS})
+			if err := workflows.Prepare(cmd.Context(), c, cfg.Temporal.Namespace); err != nil {
+				return err
+			}
+			if err := ws.Start(); err != nil {
+				return err
+			}
+			defer ws.Stop()
+			log.Info("worker running", "task_queues", []string{workflows.QueueDefault, workflows.QueueVoice, workflows.QueueBilling}, "temporal", cfg.Temporal.Address)
+			<-cmd.Context().Done()
+			return nil
 		},
 	}
 }

@@ -1,0 +1,44 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+)
+
+// ExpireStaleSessions ends every tenant's sessions left open longer than
+// maxAge (status terminated) and returns how many it ended.
+func (db *DB) ExpireStaleSessions(ctx context.Context, maxAge time.Duration) (int, error) {
+	var n int
+	err := db.Bun.NewRaw("SELECT expire_stale_sessions(?::interval)", maxAge.String()).Scan(ctx, &n)
+	return n, err
+}
+
+// RollupUsage recomputes every tenant's hourly usage totals from the hour
+// of since onwards and returns how many totals it wrote.
+func (db *DB) RollupUsage(ctx context.Context, since time.Time) (int, error) {
+	var n int
+	err := db.Bun.NewRaw("SELECT rollup_usage(?)", since).Scan(ctx, &n)
+	return n, err
+}
+
+// HourlyUsage is one tenant's total of one kind in one hour.
+type HourlyUsage struct {
+	bun.BaseModel `bun:"table:usage_hourly"`
+
+	TenantID uuid.UUID `bun:"tenant_id,type:uuid"`
+	Hour     time.Time `bun:"hour"`
+	Kind     string    `bun:"kind"`
+	Quantity float64   `bun:"quantity"`
+}
+
+// HourlyUsage returns the tenant's hourly totals from since, oldest first.
+func (r Sessions) HourlyUsage(ctx context.Context, since time.Time) ([]HourlyUsage, error) {
+	var out []HourlyUsage
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewSelect().Model(&out).Where("hour >= ?", since).Order("hour", "kind").Scan(ctx)
+	})
+	return out, err
+}

@@ -1,0 +1,106 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// SessionMaxAge is how long a session may stay open before the cleanup
+// ends it: past the workflow's own 24 h limit, so it only catches sessions
+// whose workflow never ran or was lost.
+const SessionMaxAge = 25 * time.Hour
+
+// Schedule is a workflow Temporal runs on a fixed interval.
+type Schedule struct {
+	ID       string
+	Every    time.Duration
+	Workflow any
+	Queue    string
+}
+
+// Schedules are the platform's periodic jobs.
+var Schedules = []Schedule{
+	{ID: "cleanup_expired_sessions", Every: time.Hour, Workflow: CleanupExpiredSessions, Queue: QueueDefault},
+	{ID: "aggregate_metrics", Every: 5 * time.Minute, Workflow: AggregateMetrics, Queue: QueueDefault},
+	{ID: "sync_billing_usage", Every: 15 * time.Minute, Workflow: SyncBillingUsage, Queue: QueueBilling},
+}
+
+// Prepare readies a namespace for the workers: the search attributes and
+// the schedules.
+func Prepare(ctx context.Context, c client.Client, namespace string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := EnsureSearchAttributes(ctx, c, namespace); err != nil {
+		return fmt.Errorf("search attributes: %w", err)
+	}
+	return EnsureSchedules(ctx, c)
+}
+
+// EnsureSchedules creates the schedules that do not exist yet; a run that
+// is still going when the next is due makes that one skip.
+func EnsureSchedules(ctx context.Context, c client.Client) error {
+	for _, s := range Schedules {
+		_, err := c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+			ID:      s.ID,
+			Spec:    client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: s.Every}}},
+			Action:  &client.ScheduleWorkflowAction{ID: s.ID, Workflow: s.Workflow, TaskQueue: s.Queue},
+			Overlap: 1, // SCHEDULE_OVERLAP_POLICY_SKIP
+		})
+		if err != nil && !errors.Is(err, temporal.ErrScheduleAlreadyRunning) {
+			return fmt.Errorf("schedule %s: %w", s.ID, err)
+		}
+	}
+	return nil
+}
+
+// maintenance runs one retried activity and returns its count.
+func maintenance(ctx workflow.Context, activity any, args ...any) (int, error) {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 5 * time.Minute,
+		RetryPolicy:         PostCallRetry,
+	})
+	var n int
+	err := workflow.ExecuteActivity(ctx, activity, args...).Get(ctx, &n)
+	return n, err
+}
+
+// CleanupExpiredSessions ends the sessions left open past SessionMaxAge and
+// returns how many.
+func CleanupExpiredSessions(ctx workflow.Context) (int, error) {
+	var a *Activities
+	return maintenance(ctx, a.ExpireSessions, SessionMaxAge)
+}
+
+// AggregateMetrics recomputes the hourly usage totals of the last two hours
+// (a late ledger row still lands in its hour) and returns how many it wrote.
+func AggregateMetrics(ctx workflow.Context) (int, error) {
+	var a *Activities
+	return maintenance(ctx, a.RollupUsage, workflow.Now(ctx).Add(-time.Hour))
+}
+
+// SyncBillingUsage sends the tenants' usage to the billing system. It is
+// scheduled now; the billing integration fills its activity.
+func SyncBillingUsage(ctx workflow.Context) (int, error) {
+	var a *Activities
+	return maintenance(ctx, a.SyncBilling)
+}
+
+// ExpireSessions ends sessions open longer than maxAge.
+func (a *Activities) ExpireSessions(ctx context.Context, maxAge time.Duration) (int, error) {
+	return a.DB.ExpireStaleSessions(ctx, maxAge)
+}
+
+// RollupUsage recomputes hourly usage totals from since.
+func (a *Activities) RollupUsage(ctx context.Context, since time.Time) (int, error) {
+	return a.DB.RollupUsage(ctx, since)
+}
+
+// SyncBilling sends usage to billing; until a billing system is configured
+// there is nothing to send.
+func (a *Activities) SyncBilling(context.Context) (int, error) { return 0, nil }
