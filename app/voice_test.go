@@ -65,6 +65,13 @@ func (k keyInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) 
 // spoken is espeak-ng saying text, as 16 kHz PCM16 bytes, with silence after it.
 func spoken(t testing.TB, text string, silenceMS int) []byte {
 	t.Helper()
+	b, _ := audio.Encode(audio.Format{Encoding: audio.PCM16, SampleRate: 16000}, spokenPCM(t, text, silenceMS), nil)
+	return b
+}
+
+// spokenPCM is text spoken by espeak-ng at 16 kHz, then silenceMS of silence.
+func spokenPCM(t testing.TB, text string, silenceMS int) []int16 {
+	t.Helper()
 	e, err := tts.NewEspeak()
 	if err != nil {
 		t.Fatal(err)
@@ -77,9 +84,7 @@ func spoken(t testing.TB, text string, silenceMS int) []byte {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	pcm = append(pcm, make([]int16, 16*silenceMS)...)
-	b, _ := audio.Encode(audio.Format{Encoding: audio.PCM16, SampleRate: 16000}, pcm, nil)
-	return b
+	return append(pcm, make([]int16, 16*silenceMS)...)
 }
 
 func heard(t testing.TB, pcm24k []byte) string {

@@ -1,0 +1,100 @@
+package app_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/loadtest"
+	"github.com/agentvoicebox/avb/store"
+)
+
+// loadPlatform is a platform with a realtime API key, for load tests.
+func loadPlatform(t *testing.T) (base, key string) {
+	t.Helper()
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{"AVB_MAX_CALLS_PER_TENANT": "1000"}), issuer, owner)
+	ten := p.tenant("load", store.TierEnterprise)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key = wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"load","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	return p.base, key
+}
+
+func tone() []int16 {
+	pcm := make([]int16, 16000)
+	for i := range 6400 {
+		pcm[i] = int16(8192 * math.Sin(2*math.Pi*440*float64(i)/16000))
+	}
+	return pcm
+}
+
+// The load tool end to end, small: passthrough calls get every frame back
+// in time, full-pipeline calls get their turns answered.
+func TestLoadTool(t *testing.T) {
+	base, key := loadPlatform(t)
+	rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: 4, Duration: 2 * time.Second,
+		Ramp: 200 * time.Millisecond, Mode: loadtest.Passthrough, Utterance: tone(), MetricsURL: base + "/metrics"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(rep)
+	if rep.Failed > 0 || rep.Opened != 4 || rep.FramesSent != 4*100 || rep.FramesEchoed != rep.FramesSent || rep.FrameDelay.P99 > 100 {
+		t.Fatalf("passthrough: %s", rep)
+	}
+	ask := spokenPCM(t, ask, 3500)
+	rep, err = loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: 2, Duration: time.Duration(len(ask)/16) * time.Millisecond,
+		Mode: loadtest.Full, Utterance: ask, Phrases: callConfig.PhraseHints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(rep)
+	if rep.Failed > 0 || rep.Turns != 2 || rep.ServerFirst.N != 2 || rep.TurnLatency.P99 > 500 {
+		t.Fatalf("full: %s", rep)
+	}
+}
+
+// TestLoadCapacity finds how many calls two cores hold: set AVB_LOADTEST to
+// a list of call counts ("50,100,200") and AVB_LOADTEST_MODE to passthrough
+// or full. It is a measurement, not a check, and is skipped otherwise.
+func TestLoadCapacity(t *testing.T) {
+	counts := os.Getenv("AVB_LOADTEST")
+	if counts == "" {
+		t.Skip("set AVB_LOADTEST=50,100,200 to measure capacity")
+	}
+	mode := loadtest.Mode(os.Getenv("AVB_LOADTEST_MODE"))
+	if mode == "" {
+		mode = loadtest.Passthrough
+	}
+	base, key := loadPlatform(t)
+	utt, phrases := tone(), []string(nil)
+	if mode == loadtest.Full {
+		utt, phrases = spokenPCM(t, ask, 3500), callConfig.PhraseHints
+	}
+	for _, c := range splitInts(t, counts) {
+		rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: c, Duration: 20 * time.Second,
+			Ramp: 2 * time.Second, Mode: mode, Utterance: utt, Phrases: phrases, MetricsURL: base + "/metrics"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("\n%s", rep)
+		time.Sleep(2 * time.Second)
+	}
+}
+
+func splitInts(t *testing.T, s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, n)
+	}
+	return out
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentvoicebox/avb/loadtest"
+	"github.com/agentvoicebox/avb/voice/audio"
+	"github.com/agentvoicebox/avb/voice/tts"
+	"github.com/agentvoicebox/avb/voice/wav"
+)
+
+func loadtestCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "loadtest", Short: "Load tools: measure the platform under many concurrent users"}
+	cmd.AddCommand(loadtestCallsCmd())
+	return cmd
+}
+
+func loadtestCallsCmd() *cobra.Command {
+	var cfg loadtest.Config
+	var mode, in string
+	cmd := &cobra.Command{
+		Use:   "calls",
+		Short: "Open N concurrent calls streaming real-time audio; report connect time, frame delay and turn latency",
+		Example: `  avb loadtest calls --calls 100 --mode passthrough --duration 30s
+  avb loadtest calls --calls 10 --mode full --duration 60s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.APIKey == "" {
+				cfg.APIKey = os.Getenv("AVB_API_KEY")
+			}
+			cfg.Mode = loadtest.Mode(mode)
+			var err error
+			if cfg.Utterance, err = utterance(cmd.Context(), cfg.Mode, in, &cfg.Phrases); err != nil {
+				return err
+			}
+			if cfg.MetricsURL == "" {
+				cfg.MetricsURL = strings.TrimSuffix(cfg.Server, "/") + "/metrics"
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%d %s calls against %s for %s...\n", cfg.Calls, cfg.Mode, cfg.Server, cfg.Duration)
+			rep, err := loadtest.Run(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), rep)
+			if rep.Failed > 0 {
+				return fmt.Errorf("%d of %d calls failed", rep.Failed, rep.Calls)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Server, "server", "http://localhost:8080", "avb server URL")
+	f.StringVar(&cfg.APIKey, "key", "", "API key with the realtime scope (default $AVB_API_KEY)")
+	f.IntVar(&cfg.Calls, "calls", 10, "concurrent calls")
+	f.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long each call streams audio once all are open")
+	f.DurationVar(&cfg.Ramp, "ramp", 2*time.Second, "spread the call openings over this long")
+	f.StringVar(&mode, "mode", "passthrough", "passthrough (echo: the media path alone) or full (speech to text, model, text to speech)")
+	f.StringVar(&in, "in", "", "WAV file the callers say, looped (default: a tone pattern for passthrough, a spoken request for full)")
+	f.StringSliceVar(&cfg.Phrases, "hint", nil, "phrase hints for recognition in full mode")
+	f.StringVar(&cfg.MetricsURL, "metrics", "", "server metrics URL for memory per call (default <server>/metrics)")
+	return cmd
+}
+
+// The request full-mode callers make, and its hints.
+const loadtestAsk = "please book a meeting for tomorrow at ten"
+
+// utterance is the audio each caller loops: a WAV file, or a default for the mode.
+func utterance(ctx context.Context, mode loadtest.Mode, path string, hints *[]string) ([]int16, error) {
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		pcm, rate, err := wav.Read(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return audio.NewResampler(rate, 16000).Process(pcm, nil), nil
+	}
+	if mode != loadtest.Full {
+		// 400 ms of a 440 Hz tone at -12 dBFS, then 600 ms of silence.
+		pcm := make([]int16, 16000)
+		for i := range 6400 {
+			pcm[i] = int16(8192 * math.Sin(2*math.Pi*440*float64(i)/16000))
+		}
+		return pcm, nil
+	}
+	e, err := tts.NewEspeak()
+	if err != nil {
+		return nil, err
+	}
+	rs := audio.NewResampler(e.SampleRate(), 16000)
+	var pcm []int16
+	if err := e.Synthesize(ctx, tts.Request{Text: loadtestAsk}, func(s []int16) error {
+		pcm = rs.Process(s, pcm)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if len(*hints) == 0 {
+		*hints = []string{loadtestAsk, "cancel my meeting", "hello"}
+	}
+	// Silence ends the turn and leaves time for the reply before the next ask.
+	return append(pcm, make([]int16, 16000*4)...), nil
+}
