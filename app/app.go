@@ -302,6 +302,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		}
 		a.temporal = tc
 		reporter = workflows.NewReporter(a.runCtx, tc, a.log)
+		reporter.IdleTimeout, reporter.HeartbeatTimeout = vc.SessionIdleTimeout, vc.SessionHeartbeatTimeout
 		if vc.RunWorker {
 			a.workers = workflows.NewWorkers(tc, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall},
 				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS})

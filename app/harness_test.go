@@ -54,6 +54,17 @@ func startIssuer(t testing.TB) *authn.DevIssuer {
 
 func identityConfig(t testing.TB, owner, issuer string, extra map[string]string) *config.Config {
 	t.Helper()
+	env := identityEnv(t, owner, issuer, extra)
+	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// identityEnv is the environment of a test platform on the real components.
+func identityEnv(t testing.TB, owner, issuer string, extra map[string]string) map[string]string {
+	t.Helper()
 	spiceAddr, spiceToken := testenv.SpiceDB(t)
 	env := map[string]string{
 		"AVB_SPICEDB_ENDPOINT":            spiceAddr,
@@ -71,11 +82,7 @@ func identityConfig(t testing.TB, owner, issuer string, extra map[string]string)
 	for k, v := range extra {
 		env[k] = v
 	}
-	cfg, err := config.Load(func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return env
 }
 
 func newPlatform(t *testing.T) *platform {

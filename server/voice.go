@@ -284,7 +284,12 @@ func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.Vo
 	}
 	heartbeat := time.NewTicker(heartbeatEvery)
 	defer heartbeat.Stop()
-	alive := time.NewTicker(10 * time.Second) // the workflow's proof that the call lives
+	// The workflow's proof that the call lives: three beats per timeout.
+	every := 10 * time.Second
+	if l.workflow {
+		every = min(every, s.Workflows.HeartbeatTimeout/3)
+	}
+	alive := time.NewTicker(every)
 	defer alive.Stop()
 	for {
 		select {

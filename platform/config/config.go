@@ -34,18 +34,20 @@ type Config struct {
 
 // Voice configures live calls.
 type Voice struct {
-	MaxCallsPerTenant int    `env:"AVB_MAX_CALLS_PER_TENANT" default:"20" min:"1" desc:"live calls one tenant may hold at once, across all instances"`
-	PocketsphinxModel string `env:"AVB_POCKETSPHINX_MODEL_DIR" default:"/usr/share/pocketsphinx/model/en-us" desc:"pocketsphinx acoustic model, dictionary and language model (Debian package pocketsphinx-en-us)"`
-	SessionWorkflows  bool   `env:"AVB_SESSION_WORKFLOWS" default:"true" test:"false" desc:"run each call as a Temporal SessionWorkflow (metrics, limits, post-call jobs)"`
-	RunWorker         bool   `env:"AVB_RUN_WORKER" default:"false" dev:"true" desc:"also run the Temporal worker in this process (avb worker runs it alone)"`
-	STTProvider       string `env:"AVB_STT_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"speech to text: embedded (pocketsphinx) or openai (an OpenAI-compatible transcription server)"`
-	TTSProvider       string `env:"AVB_TTS_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"text to speech: embedded (espeak-ng) or openai (an OpenAI-compatible speech server)"`
-	OpenAIBaseURL     string `env:"AVB_OPENAI_BASE_URL" default:"" url:"http,https" desc:"OpenAI-compatible API base URL (OpenAI, vLLM, Ollama, llama.cpp...), e.g. http://localhost:11434/v1; empty: only the scripted model"`
-	OpenAIKey         string `env:"AVB_OPENAI_API_KEY" default:"" secret:"" desc:"API key for AVB_OPENAI_BASE_URL"`
-	OpenAIModel       string `env:"AVB_OPENAI_MODEL" default:"gpt-4o-mini" desc:"model used when a session asks for model \"openai\""`
-	OpenAISTTModel    string `env:"AVB_OPENAI_STT_MODEL" default:"whisper-1" desc:"transcription model when AVB_STT_PROVIDER=openai"`
-	OpenAITTSModel    string `env:"AVB_OPENAI_TTS_MODEL" default:"tts-1" desc:"speech model when AVB_TTS_PROVIDER=openai"`
-	OpenAITTSVoice    string `env:"AVB_OPENAI_TTS_VOICE" default:"alloy" desc:"default voice when AVB_TTS_PROVIDER=openai"`
+	MaxCallsPerTenant       int           `env:"AVB_MAX_CALLS_PER_TENANT" default:"20" min:"1" desc:"live calls one tenant may hold at once, across all instances"`
+	PocketsphinxModel       string        `env:"AVB_POCKETSPHINX_MODEL_DIR" default:"/usr/share/pocketsphinx/model/en-us" desc:"pocketsphinx acoustic model, dictionary and language model (Debian package pocketsphinx-en-us)"`
+	SessionWorkflows        bool          `env:"AVB_SESSION_WORKFLOWS" default:"true" test:"false" desc:"run each call as a Temporal SessionWorkflow (metrics, limits, post-call jobs)"`
+	RunWorker               bool          `env:"AVB_RUN_WORKER" default:"false" dev:"true" desc:"also run the Temporal worker in this process (avb worker runs it alone)"`
+	SessionIdleTimeout      time.Duration `env:"AVB_SESSION_IDLE_TIMEOUT" default:"30m" min:"1s" desc:"a session nobody has spoken in for this long ends (sessions may set their own)"`
+	SessionHeartbeatTimeout time.Duration `env:"AVB_SESSION_HEARTBEAT_TIMEOUT" default:"1m" min:"1s" desc:"a call whose server stops reporting for this long ends as error (its server died)"`
+	STTProvider             string        `env:"AVB_STT_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"speech to text: embedded (pocketsphinx) or openai (an OpenAI-compatible transcription server)"`
+	TTSProvider             string        `env:"AVB_TTS_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"text to speech: embedded (espeak-ng) or openai (an OpenAI-compatible speech server)"`
+	OpenAIBaseURL           string        `env:"AVB_OPENAI_BASE_URL" default:"" url:"http,https" desc:"OpenAI-compatible API base URL (OpenAI, vLLM, Ollama, llama.cpp...), e.g. http://localhost:11434/v1; empty: only the scripted model"`
+	OpenAIKey               string        `env:"AVB_OPENAI_API_KEY" default:"" secret:"" desc:"API key for AVB_OPENAI_BASE_URL"`
+	OpenAIModel             string        `env:"AVB_OPENAI_MODEL" default:"gpt-4o-mini" desc:"model used when a session asks for model \"openai\""`
+	OpenAISTTModel          string        `env:"AVB_OPENAI_STT_MODEL" default:"whisper-1" desc:"transcription model when AVB_STT_PROVIDER=openai"`
+	OpenAITTSModel          string        `env:"AVB_OPENAI_TTS_MODEL" default:"tts-1" desc:"speech model when AVB_TTS_PROVIDER=openai"`
+	OpenAITTSVoice          string        `env:"AVB_OPENAI_TTS_VOICE" default:"alloy" desc:"default voice when AVB_TTS_PROVIDER=openai"`
 }
 
 // HTTP configures the one listener that serves Connect, gRPC, gRPC-Web and
