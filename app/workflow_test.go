@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/encoding/protojson"
 	"go.temporal.io/sdk/converter"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
@@ -81,15 +84,31 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 		t.Fatalf("session %v metrics %v", sess.GetStatus(), m)
 	}
 
+	var out workflows.Outcome
+	if err := tc.GetWorkflow(context.Background(), tr.sessionID, "").Get(context.Background(), &out); err != nil || out.Metrics.Turns != 1 {
+		t.Fatalf("workflow outcome %+v (%v)", out, err)
+	}
 	iter := tc.GetWorkflowHistory(context.Background(), tr.sessionID, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	signals := map[string]int{}
+	var history historypb.History
 	for iter.HasNext() {
 		ev, err := iter.Next()
 		if err != nil {
 			t.Fatal(err)
 		}
+		history.Events = append(history.Events, ev)
 		if a := ev.GetWorkflowExecutionSignaledEventAttributes(); a != nil {
 			signals[a.GetSignalName()]++
+		}
+	}
+	if path := os.Getenv("AVB_RECORD_SESSION_HISTORY"); path != "" {
+		// Refreshes workflows/testdata/session_history.json for the replay test.
+		b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(&history)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 	if signals[workflows.SignalTurn] != 1 || signals[workflows.SignalEnd] != 1 {
