@@ -386,36 +386,49 @@ func TestBrowserPath(t *testing.T) {
 }
 
 // TestVoiceLatency measures end of speech -> first audio byte at the client
-// over many turns (set AVB_MEASURE=1; it takes a while).
+// with and without session workflows, turns interleaved on two platforms in
+// one run (set AVB_MEASURE=1; it takes a few minutes).
 func TestVoiceLatency(t *testing.T) {
 	if os.Getenv("AVB_MEASURE") == "" {
 		t.Skip("set AVB_MEASURE=1 to measure")
 	}
-	extra := map[string]string{}
-	if os.Getenv("AVB_MEASURE") == "workflows" {
-		extra = map[string]string{"AVB_TEMPORAL_ADDRESS": testenv.Temporal(t), "AVB_SESSION_WORKFLOWS": "true", "AVB_RUN_WORKER": "true"}
-	}
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
-	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), extra), issuer, owner)
-	ten := p.tenant("lat", store.TierPro)
-	admin := p.token("ada", ten.ID.String(), "admin")
-	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
-	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
-	var client_, server, open []float64
-	for range 30 {
-		tr := converse(t, client, 20*time.Millisecond)
-		client_ = append(client_, float64(tr.stopToAudio.Microseconds())/1000)
-		server = append(server, tr.done.GetLatency().GetFirstByteMs())
-		open = append(open, float64(tr.open.Microseconds())/1000)
+	temporal := testenv.Temporal(t)
+	type side struct {
+		name                 string
+		client               avbv1connect.VoiceServiceClient
+		client_, server, opn []float64
+	}
+	var sides []*side
+	for _, wf := range []bool{false, true} {
+		p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
+			"AVB_TEMPORAL_ADDRESS": temporal, "AVB_SESSION_WORKFLOWS": fmt.Sprint(wf), "AVB_RUN_WORKER": fmt.Sprint(wf)}), issuer, owner)
+		ten := p.tenant(fmt.Sprintf("lat%v", wf), store.TierPro)
+		admin := p.token(fmt.Sprintf("ada%v", wf), ten.ID.String(), "admin")
+		key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+		name := "without workflows"
+		if wf {
+			name = "with workflows"
+		}
+		sides = append(sides, &side{name: name, client: avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))})
+	}
+	for i := range 40 {
+		sd := sides[i%2]
+		tr := converse(t, sd.client, 20*time.Millisecond)
+		sd.client_ = append(sd.client_, float64(tr.stopToAudio.Microseconds())/1000)
+		sd.server = append(sd.server, tr.done.GetLatency().GetFirstByteMs())
+		sd.opn = append(sd.opn, float64(tr.open.Microseconds())/1000)
 	}
 	pct := func(v []float64, q float64) float64 {
 		s := slices.Clone(v)
 		sort.Float64s(s)
 		return s[int(q*float64(len(s)-1))]
 	}
-	fmt.Printf("[%s] end of speech -> first audio byte, client: p50 %.2f ms p95 %.2f ms; server part: p50 %.2f ms p95 %.2f ms; session open p50 %.2f ms p95 %.2f ms\n",
-		os.Getenv("AVB_MEASURE"), pct(client_, .5), pct(client_, .95), pct(server, .5), pct(server, .95), pct(open, .5), pct(open, .95))
+	for _, sd := range sides {
+		fmt.Printf("[%s] end of speech -> first audio byte, client: p50 %.2f ms p95 %.2f ms; server part: p50 %.2f ms p95 %.2f ms; session open p50 %.2f ms p95 %.2f ms\n",
+			sd.name, pct(sd.client_, .5), pct(sd.client_, .95), pct(sd.server, .5), pct(sd.server, .95), pct(sd.opn, .5), pct(sd.opn, .95))
+	}
 }
 
 // Synthesize and Transcribe alone: the speech Synthesize produces, streamed

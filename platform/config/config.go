@@ -34,7 +34,7 @@ type Config struct {
 
 // Voice configures live calls.
 type Voice struct {
-	MaxCallsPerTenant       int           `env:"AVB_MAX_CALLS_PER_TENANT" default:"20" min:"1" desc:"live calls one tenant may hold at once, across all instances"`
+	MaxCallsPerTenant       int           `env:"AVB_MAX_CALLS_PER_TENANT" default:"20" dev:"1000" min:"1" desc:"live calls one tenant may hold at once, across all instances"`
 	PocketsphinxModel       string        `env:"AVB_POCKETSPHINX_MODEL_DIR" default:"/usr/share/pocketsphinx/model/en-us" desc:"pocketsphinx acoustic model, dictionary and language model (Debian package pocketsphinx-en-us)"`
 	SessionWorkflows        bool          `env:"AVB_SESSION_WORKFLOWS" default:"true" test:"false" desc:"run each call as a Temporal SessionWorkflow (metrics, limits, post-call jobs)"`
 	RunWorker               bool          `env:"AVB_RUN_WORKER" default:"false" dev:"true" desc:"also run the Temporal worker in this process (avb worker runs it alone)"`
