@@ -40,36 +40,7 @@ func TestKilledServerEndsSessionAsErrorKeepingUsage(t *testing.T) {
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
 
-	bin := filepath.Join(t.TempDir(), "avb")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/avb").CombinedOutput(); err != nil {
-		t.Fatalf("build avb: %v\n%s", err, out)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	srv := exec.Command(bin, "serve")
-	srv.Env = []string{"PATH=" + os.Getenv("PATH"), "AVB_HTTP_ADDR=" + addr}
-	for k, v := range env {
-		if k != "AVB_HTTP_ADDR" {
-			srv.Env = append(srv.Env, k+"="+v)
-		}
-	}
-	var logs strings.Builder
-	srv.Stdout, srv.Stderr = &logs, &logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	base := "http://" + addr
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if r, err := http.Get(base + "/health/ready/"); err == nil {
-			r.Body.Close()
-			if r.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("child server not ready:\n%s", logs.String())
-		}
-	}
+	srv, base, logs := startChild(t, env)
 
 	// One turn, answered; the stream stays open.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -93,7 +64,7 @@ func TestKilledServerEndsSessionAsErrorKeepingUsage(t *testing.T) {
 	for done == nil {
 		msg, err := stream.Receive()
 		if err != nil {
-			t.Fatalf("receive: %v\n%s", err, logs.String())
+			t.Fatalf("receive: %v\n%s", err, logs)
 		}
 		if s := msg.GetEvent().GetSessionStarted(); s != nil {
 			sessionID = s.GetSession().GetId()
@@ -145,4 +116,41 @@ func TestKilledServerEndsSessionAsErrorKeepingUsage(t *testing.T) {
 		"SELECT quantity FROM usage_ledger WHERE session_id = $1 AND kind = 'output_tokens'", sessionID).Scan(&tokens); err != nil || tokens != float64(done.GetOutputTokens()) {
 		t.Fatalf("ledger output tokens %v (%v), want %d", tokens, err, done.GetOutputTokens())
 	}
+}
+
+// startChild runs `avb serve` as a child process with env (its own
+// address), waits until it is ready, and kills it when the test ends.
+func startChild(t *testing.T, env map[string]string) (*exec.Cmd, string, *strings.Builder) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "avb")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/avb").CombinedOutput(); err != nil {
+		t.Fatalf("build avb: %v\n%s", err, out)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	srv := exec.Command(bin, "serve")
+	srv.Env = []string{"PATH=" + os.Getenv("PATH"), "AVB_HTTP_ADDR=" + addr}
+	for k, v := range env {
+		if k != "AVB_HTTP_ADDR" {
+			srv.Env = append(srv.Env, k+"="+v)
+		}
+	}
+	logs := &strings.Builder{}
+	srv.Stdout, srv.Stderr = logs, logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	base := "http://" + addr
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if r, err := http.Get(base + "/health/ready/"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child server not ready:\n%s", logs)
+		}
+	}
+	return srv, base, logs
 }

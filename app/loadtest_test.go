@@ -14,16 +14,23 @@ import (
 	"github.com/agentvoicebox/avb/store"
 )
 
-// loadPlatform is a platform with a realtime API key, for load tests.
-func loadPlatform(t *testing.T) (base, key string) {
+// loadPlatform is a platform with a realtime API key, for load tests;
+// child runs the server as a process of its own (this one then only
+// administers), so what is measured is the server alone.
+func loadPlatform(t *testing.T, child bool) (base, key string) {
 	t.Helper()
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
-	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{"AVB_MAX_CALLS_PER_TENANT": "1000"}), issuer, owner)
+	env := identityEnv(t, owner, issuer.Issuer(), map[string]string{"AVB_MAX_CALLS_PER_TENANT": "2000", "AVB_LOG_LEVEL": "error"})
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), env), issuer, owner)
 	ten := p.tenant("load", store.TierEnterprise)
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key = wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"load","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
-	return p.base, key
+	if !child {
+		return p.base, key
+	}
+	_, base, _ = startChild(t, env)
+	return base, key
 }
 
 func tone() []int16 {
@@ -37,7 +44,7 @@ func tone() []int16 {
 // The load tool end to end, small: passthrough calls get every frame back
 // in time, full-pipeline calls get their turns answered.
 func TestLoadTool(t *testing.T) {
-	base, key := loadPlatform(t)
+	base, key := loadPlatform(t, false)
 	rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: 4, Duration: 2 * time.Second,
 		Ramp: 200 * time.Millisecond, Mode: loadtest.Passthrough, Utterance: tone(), MetricsURL: base + "/metrics"})
 	if err != nil {
@@ -60,8 +67,10 @@ func TestLoadTool(t *testing.T) {
 }
 
 // TestLoadCapacity finds how many calls two cores hold: set AVB_LOADTEST to
-// a list of call counts ("50,100,200") and AVB_LOADTEST_MODE to passthrough
-// or full. It is a measurement, not a check, and is skipped otherwise.
+// a list of call counts ("50,100,200") and AVB_LOADTEST_MODE to
+// passthrough, full or idle. The server runs as a child process; the load
+// runs here, on the same two cores. It is a measurement, not a check, and is
+// skipped otherwise.
 func TestLoadCapacity(t *testing.T) {
 	counts := os.Getenv("AVB_LOADTEST")
 	if counts == "" {
@@ -71,7 +80,7 @@ func TestLoadCapacity(t *testing.T) {
 	if mode == "" {
 		mode = loadtest.Passthrough
 	}
-	base, key := loadPlatform(t)
+	base, key := loadPlatform(t, true)
 	utt, phrases := tone(), []string(nil)
 	if mode == loadtest.Full {
 		utt, phrases = spokenPCM(t, ask, 3500), callConfig.PhraseHints

@@ -33,6 +33,8 @@ const (
 	Passthrough Mode = "passthrough"
 	// Full calls run the agent: speech to text, model, text to speech.
 	Full Mode = "full"
+	// Idle calls open and send nothing: what a call holding still costs.
+	Idle Mode = "idle"
 )
 
 // FrameMS is the frame length calls send.
@@ -107,9 +109,11 @@ func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d %s calls: %d opened, %d failed\n", r.Calls, r.Mode, r.Opened, r.Failed)
 	fmt.Fprintf(&b, "  connect       %s\n", r.Connect)
-	if r.Mode == Passthrough {
+	switch r.Mode {
+	case Idle:
+	case Passthrough:
 		fmt.Fprintf(&b, "  frame delay   %s\n  frames        %d sent, %d echoed\n", r.FrameDelay, r.FramesSent, r.FramesEchoed)
-	} else {
+	default:
 		fmt.Fprintf(&b, "  turn latency  %s (client: speech stopped -> first reply audio)\n", r.TurnLatency)
 		fmt.Fprintf(&b, "  server        %s (first byte after the end of speech was detected)\n  turns         %d\n", r.ServerFirst, r.Turns)
 	}
@@ -137,11 +141,11 @@ type result struct {
 
 // Run runs the load test and reports; it fails only on a bad configuration.
 func Run(ctx context.Context, cfg Config) (Report, error) {
-	if cfg.Calls <= 0 || cfg.Duration <= 0 || len(cfg.Utterance) < rate*FrameMS/1000 {
+	if cfg.Calls <= 0 || cfg.Duration <= 0 || (cfg.Mode != Idle && len(cfg.Utterance) < rate*FrameMS/1000) {
 		return Report{}, errors.New("loadtest: calls, duration and an utterance of at least one frame are required")
 	}
-	if cfg.Mode != Passthrough && cfg.Mode != Full {
-		return Report{}, fmt.Errorf("loadtest: mode %q: want passthrough or full", cfg.Mode)
+	if cfg.Mode != Passthrough && cfg.Mode != Full && cfg.Mode != Idle {
+		return Report{}, fmt.Errorf("loadtest: mode %q: want passthrough, full or idle", cfg.Mode)
 	}
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
@@ -211,7 +215,7 @@ func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Confi
 	stream.RequestHeader().Set("X-API-Key", cfg.APIKey)
 	pcm16k := &avbv1.AudioFormat{Encoding: avbv1.AudioEncoding_AUDIO_ENCODING_PCM16, SampleRate: rate}
 	sc := &avbv1.SessionConfig{InputAudioFormat: pcm16k, OutputAudioFormat: pcm16k, PhraseHints: cfg.Phrases}
-	if cfg.Mode == Passthrough {
+	if cfg.Mode != Full {
 		sc.Mode = avbv1.SessionMode_SESSION_MODE_ECHO
 	}
 	opened := time.Now()
@@ -228,6 +232,10 @@ func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Confi
 
 	// Frame i is due at steady + i*20 ms; sendAt[i] is when it went out.
 	frames := int(cfg.Duration / (FrameMS * time.Millisecond))
+	if cfg.Mode == Idle {
+		frames = 0 // hold the line until the others have measured, then hang up
+		steady = steady.Add(cfg.Duration)
+	}
 	sendAt := make([]time.Time, frames)
 	var mu sync.Mutex
 	sendErr := make(chan error, 1)
@@ -288,6 +296,7 @@ func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Confi
 func send(stream *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.ConverseResponse], utt []int16, steady time.Time, sendAt []time.Time, mu *sync.Mutex) error {
 	n := rate * FrameMS / 1000
 	buf := make([]byte, 0, 2*n)
+	time.Sleep(time.Until(steady))
 	for i := range sendAt {
 		time.Sleep(time.Until(steady.Add(time.Duration(i) * FrameMS * time.Millisecond)))
 		buf = buf[:0]

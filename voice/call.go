@@ -79,6 +79,9 @@ type Config struct {
 	Echo bool
 }
 
+// preparer is a recognizer that can get ready for a call ahead of need.
+type preparer interface{ Prepare(phrases []string) }
+
 // Providers are the models a call uses.
 type Providers struct {
 	STT stt.Transcriber
@@ -213,13 +216,8 @@ func New(ctx context.Context, cfg Config, prov Providers) (*Call, error) {
 		respDone:  make(chan *response, 4),
 		sessReady: make(chan sessionStart, 1),
 	}
-	if prov.STT != nil && !cfg.Echo {
-		// Have a recognizer ready before the caller speaks.
-		go func() {
-			if s, err := prov.STT.Start(ctx, stt.Options{Phrases: cfg.Phrases}); err == nil {
-				s.Close()
-			}
-		}()
+	if p, ok := prov.STT.(preparer); ok && !cfg.Echo {
+		p.Prepare(cfg.Phrases) // a recognizer ready before the caller speaks
 	}
 	go c.loop()
 	return c, nil
@@ -456,14 +454,14 @@ func (c *Call) endTurn(cfg Config, text string) {
 		}
 	}
 	if pre := c.pre; pre != nil {
-		c.pre = nil
 		if text != "" && cfg.CreateResponse && c.resp == nil && sameWords(text, pre.prompt) {
+			c.pre = nil
 			c.confirm(pre)
 			c.resp = pre
 			c.resume(pre)
 			return
 		}
-		pre.discard()
+		c.dropPre()
 	}
 	if text != "" && cfg.CreateResponse {
 		c.startResponse()
@@ -490,8 +488,7 @@ func (c *Call) preempt(cfg Config) {
 	silent := c.det.SilenceMS()
 	if silent == 0 {
 		if c.pre != nil { // the caller goes on
-			c.pre.discard()
-			c.pre = nil
+			c.dropPre()
 		}
 		return
 	}
@@ -505,6 +502,15 @@ func (c *Call) preempt(cfg Config) {
 	msgs := append(append([]llm.Message(nil), c.history...), llm.Message{Role: "user", Content: text})
 	c.pre = c.newResponse(msgs, true)
 	c.pre.preemptive, c.pre.prompt = true, text
+}
+
+// dropPre discards the preemptive response unheard.
+func (c *Call) dropPre() {
+	c.pre.discard()
+	if c.parked == c.pre {
+		c.parked = nil
+	}
+	c.pre = nil
 }
 
 // sameWords compares transcripts, ignoring case and spacing.

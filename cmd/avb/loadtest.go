@@ -61,7 +61,7 @@ func loadtestCallsCmd() *cobra.Command {
 	f.IntVar(&cfg.Calls, "calls", 10, "concurrent calls")
 	f.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long each call streams audio once all are open")
 	f.DurationVar(&cfg.Ramp, "ramp", 2*time.Second, "spread the call openings over this long")
-	f.StringVar(&mode, "mode", "passthrough", "passthrough (echo: the media path alone) or full (speech to text, model, text to speech)")
+	f.StringVar(&mode, "mode", "passthrough", "passthrough (echo: the media path alone), full (speech to text, model, text to speech) or idle (open and silent: memory per call)")
 	f.StringVar(&in, "in", "", "WAV file the callers say, looped (default: a tone pattern for passthrough, a spoken request for full)")
 	f.StringSliceVar(&cfg.Phrases, "hint", nil, "phrase hints for recognition in full mode")
 	f.StringVar(&cfg.MetricsURL, "metrics", "", "server metrics URL for memory per call (default <server>/metrics)")

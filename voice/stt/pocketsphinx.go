@@ -36,8 +36,9 @@ type Pocketsphinx struct {
 	modelDir string
 	maxIdle  int
 
-	mu   sync.Mutex
-	idle map[string][]*decoder // by grammar key ("" = language model)
+	mu      sync.Mutex
+	idle    map[string][]*decoder // by grammar key ("" = language model)
+	warming map[string]bool       // a decoder is being made ahead of need
 }
 
 // NewPocketsphinx returns a transcriber using the models in modelDir.
@@ -45,7 +46,7 @@ func NewPocketsphinx(modelDir string, maxIdlePerGrammar int) *Pocketsphinx {
 	if modelDir == "" {
 		modelDir = DefaultModelDir
 	}
-	return &Pocketsphinx{modelDir: modelDir, maxIdle: maxIdlePerGrammar, idle: map[string][]*decoder{}}
+	return &Pocketsphinx{modelDir: modelDir, maxIdle: maxIdlePerGrammar, idle: map[string][]*decoder{}, warming: map[string]bool{}}
 }
 
 type decoder struct {
@@ -111,6 +112,30 @@ func (p *Pocketsphinx) release(d *decoder) {
 		return
 	}
 	p.idle[d.grammar] = append(p.idle[d.grammar], d)
+}
+
+// Prepare makes sure a decoder for phrases will be idle when a call needs
+// one, in the background: unless one is idle or already being made, it
+// makes one. However many calls open at once, at most one decoder per
+// grammar is made ahead of need.
+func (p *Pocketsphinx) Prepare(phrases []string) {
+	g := grammar(phrases)
+	p.mu.Lock()
+	if len(p.idle[g]) > 0 || p.warming[g] {
+		p.mu.Unlock()
+		return
+	}
+	p.warming[g] = true
+	p.mu.Unlock()
+	go func() {
+		d, err := p.acquire(g)
+		p.mu.Lock()
+		delete(p.warming, g)
+		p.mu.Unlock()
+		if err == nil {
+			p.release(d)
+		}
+	}()
 }
 
 // Warm creates a decoder for phrases ahead of the first call.
