@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"strconv"
@@ -22,10 +23,17 @@ func loadPlatform(t *testing.T, child bool) (base, key string) {
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
 	env := identityEnv(t, owner, issuer.Issuer(), map[string]string{"AVB_MAX_CALLS_PER_TENANT": "2000", "AVB_LOG_LEVEL": "error"})
-	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), env), issuer, owner)
+	if child { // as in production: each call is a session workflow (the worker runs here)
+		env["AVB_TEMPORAL_ADDRESS"], env["AVB_SESSION_WORKFLOWS"] = testenv.Temporal(t), "true"
+	}
+	admin := map[string]string{"AVB_RUN_WORKER": fmt.Sprint(child)}
+	for k, v := range env {
+		admin[k] = v
+	}
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), admin), issuer, owner)
 	ten := p.tenant("load", store.TierEnterprise)
-	admin := p.token("ada", ten.ID.String(), "admin")
-	key = wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"load","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	tok := p.token("ada", ten.ID.String(), "admin")
+	key = wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"load","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(tok)...))["secret"].(string)
 	if !child {
 		return p.base, key
 	}

@@ -5,9 +5,12 @@ package stt
 #include <stdlib.h>
 #include <pocketsphinx.h>
 
+// avb_ps_new makes a decoder; lm NULL makes a grammar decoder, without the
+// language model.
 static ps_decoder_t *avb_ps_new(const char *hmm, const char *dict, const char *lm) {
-	cmd_ln_t *cfg = cmd_ln_init(NULL, ps_args(), TRUE,
-		"-hmm", hmm, "-dict", dict, "-lm", lm, "-logfn", "/dev/null", NULL);
+	cmd_ln_t *cfg = lm == NULL
+		? cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", hmm, "-dict", dict, "-logfn", "/dev/null", NULL)
+		: cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", hmm, "-dict", dict, "-lm", lm, "-logfn", "/dev/null", NULL);
 	if (cfg == NULL) return NULL;
 	return ps_init(cfg);
 }
@@ -15,9 +18,14 @@ static ps_decoder_t *avb_ps_new(const char *hmm, const char *dict, const char *l
 import "C"
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -81,12 +89,23 @@ func (p *Pocketsphinx) acquire(g string) (*decoder, error) {
 		return d, nil
 	}
 	p.mu.Unlock()
+	// A grammar decoder needs neither the language model nor the 134,000
+	// word dictionary: with only the grammar's words it starts in ~25 ms and
+	// takes ~6 MB, against ~700 ms and ~90 MB with both.
+	dictPath, lm := p.modelDir+"/cmudict-en-us.dict", (*C.char)(nil)
+	if g == "" {
+		lm = C.CString(p.modelDir + "/en-us.lm.bin")
+		defer C.free(unsafe.Pointer(lm))
+	} else {
+		var err error
+		if dictPath, err = p.grammarDict(g); err != nil {
+			return nil, err
+		}
+	}
 	hmm := C.CString(p.modelDir + "/en-us")
-	dict := C.CString(p.modelDir + "/cmudict-en-us.dict")
-	lm := C.CString(p.modelDir + "/en-us.lm.bin")
+	dict := C.CString(dictPath)
 	defer C.free(unsafe.Pointer(hmm))
 	defer C.free(unsafe.Pointer(dict))
-	defer C.free(unsafe.Pointer(lm))
 	ps := C.avb_ps_new(hmm, dict, lm)
 	if ps == nil {
 		return nil, fmt.Errorf("stt: pocketsphinx could not load models from %s (apt-get install pocketsphinx-en-us)", p.modelDir)
@@ -102,6 +121,52 @@ func (p *Pocketsphinx) acquire(g string) (*decoder, error) {
 		}
 	}
 	return d, nil
+}
+
+// grammarDict returns a dictionary file holding the pronunciations of the
+// grammar's words only, written once per grammar in the temp directory.
+func (p *Pocketsphinx) grammarDict(g string) (string, error) {
+	sum := sha256.Sum256([]byte(p.modelDir + "\x00" + g))
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("avb-pocketsphinx-%x.dict", sum[:12]))
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	want := map[string]bool{}
+	for _, w := range word.FindAllString(g[strings.Index(g, "=")+1:], -1) {
+		want[w] = true
+	}
+	full, err := os.Open(p.modelDir + "/cmudict-en-us.dict")
+	if err != nil {
+		return "", fmt.Errorf("stt: pocketsphinx dictionary: %w (apt-get install pocketsphinx-en-us)", err)
+	}
+	defer full.Close()
+	var out bytes.Buffer
+	sc := bufio.NewScanner(full)
+	for sc.Scan() {
+		line := sc.Text()
+		entry, _, _ := strings.Cut(line, " ")
+		base, _, _ := strings.Cut(entry, "(") // alternates: "ten(2)"
+		if want[base] {
+			out.WriteString(line)
+			out.WriteByte('\n')
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("stt: pocketsphinx dictionary: %w", err)
+	}
+	tmp, err := os.CreateTemp(os.TempDir(), "avb-pocketsphinx-*.tmp")
+	if err != nil {
+		return "", err
+	}
+	if _, err := tmp.Write(out.Bytes()); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return "", err
+	}
+	return path, os.Rename(tmp.Name(), path) // atomic: concurrent writers agree
 }
 
 func (p *Pocketsphinx) release(d *decoder) {

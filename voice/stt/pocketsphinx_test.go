@@ -68,3 +68,24 @@ func TestRecognizesSynthesizedSpeech(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDecoderStart is what a recognizer costs to create when none is
+// pooled: a grammar decoder (phrase hints: only their words, no language
+// model) against one with the full language model.
+func BenchmarkDecoderStart(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		phrases []string
+	}{{"grammar", []string{"please book a meeting for tomorrow at ten", "hello"}}, {"language_model", nil}} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := stt.NewPocketsphinx("", 0) // nothing pooled: every start makes a decoder
+			for b.Loop() {
+				s, err := p.Start(context.Background(), stt.Options{Phrases: bc.phrases})
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+		})
+	}
+}
