@@ -18,7 +18,7 @@ import (
 // loadPlatform is a platform with a realtime API key, for load tests;
 // child runs the server as a process of its own (this one then only
 // administers), so what is measured is the server alone.
-func loadPlatform(t *testing.T, child bool) (base, key string) {
+func loadPlatform(t *testing.T, child bool) (base, key string, logs *strings.Builder) {
 	t.Helper()
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
@@ -35,10 +35,10 @@ func loadPlatform(t *testing.T, child bool) (base, key string) {
 	tok := p.token("ada", ten.ID.String(), "admin")
 	key = wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"load","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(tok)...))["secret"].(string)
 	if !child {
-		return p.base, key
+		return p.base, key, &strings.Builder{}
 	}
-	_, base, _ = startChild(t, env)
-	return base, key
+	_, base, logs = startChild(t, env)
+	return base, key, logs
 }
 
 func tone() []int16 {
@@ -52,7 +52,7 @@ func tone() []int16 {
 // The load tool end to end, small: passthrough calls get every frame back
 // in time, full-pipeline calls get their turns answered.
 func TestLoadTool(t *testing.T) {
-	base, key := loadPlatform(t, false)
+	base, key, _ := loadPlatform(t, false)
 	rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: 4, Duration: 2 * time.Second,
 		Ramp: 200 * time.Millisecond, Mode: loadtest.Passthrough, Utterance: tone(), MetricsURL: base + "/metrics"})
 	if err != nil {
@@ -88,7 +88,7 @@ func TestLoadCapacity(t *testing.T) {
 	if mode == "" {
 		mode = loadtest.Passthrough
 	}
-	base, key := loadPlatform(t, true)
+	base, key, logs := loadPlatform(t, true)
 	utt, phrases := tone(), []string(nil)
 	if mode == loadtest.Full {
 		utt, phrases = spokenPCM(t, ask, 3500), callConfig.PhraseHints
@@ -100,6 +100,9 @@ func TestLoadCapacity(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("\n%s", rep)
+		if rep.Failed > 0 {
+			t.Fatalf("server log:\n%s", logs)
+		}
 		time.Sleep(2 * time.Second)
 	}
 }

@@ -4,13 +4,19 @@ package stt
 #cgo pkg-config: pocketsphinx sphinxbase
 #include <stdlib.h>
 #include <pocketsphinx.h>
+#include <sphinxbase/err.h>
+
+// avb_ps_quiet turns pocketsphinx's logging off, once for the process. A
+// per-decoder -logfn would swap the process-wide log file under decoders
+// that are writing to it.
+static void avb_ps_quiet(void) { err_set_logfp(NULL); }
 
 // avb_ps_new makes a decoder; lm NULL makes a grammar decoder, without the
 // language model.
 static ps_decoder_t *avb_ps_new(const char *hmm, const char *dict, const char *lm) {
 	cmd_ln_t *cfg = lm == NULL
-		? cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", hmm, "-dict", dict, "-logfn", "/dev/null", NULL)
-		: cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", hmm, "-dict", dict, "-lm", lm, "-logfn", "/dev/null", NULL);
+		? cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", hmm, "-dict", dict, NULL)
+		: cmd_ln_init(NULL, ps_args(), TRUE, "-hmm", hmm, "-dict", dict, "-lm", lm, NULL);
 	if (cfg == NULL) return NULL;
 	return ps_init(cfg);
 }
@@ -32,6 +38,21 @@ import (
 	"sync"
 	"unsafe"
 )
+
+// libMu serializes making and freeing decoders, and quiet turns logging off
+// first: pocketsphinx keeps process-wide state there, and concurrent
+// decoder starts that each set a log file aborted the process (free():
+// invalid pointer). Decoding itself runs in parallel.
+var (
+	libMu sync.Mutex
+	quiet sync.Once
+)
+
+func free(ps *C.ps_decoder_t) {
+	libMu.Lock()
+	defer libMu.Unlock()
+	C.ps_free(ps)
+}
 
 // Model paths of Debian's pocketsphinx-en-us package.
 const (
@@ -106,7 +127,10 @@ func (p *Pocketsphinx) acquire(g string) (*decoder, error) {
 	dict := C.CString(dictPath)
 	defer C.free(unsafe.Pointer(hmm))
 	defer C.free(unsafe.Pointer(dict))
+	quiet.Do(func() { C.avb_ps_quiet() })
+	libMu.Lock()
 	ps := C.avb_ps_new(hmm, dict, lm)
+	libMu.Unlock()
 	if ps == nil {
 		return nil, fmt.Errorf("stt: pocketsphinx could not load models from %s (apt-get install pocketsphinx-en-us)", p.modelDir)
 	}
@@ -116,7 +140,7 @@ func (p *Pocketsphinx) acquire(g string) (*decoder, error) {
 		defer C.free(unsafe.Pointer(name))
 		defer C.free(unsafe.Pointer(js))
 		if C.ps_set_jsgf_string(ps, name, js) != 0 || C.ps_set_search(ps, name) != 0 {
-			C.ps_free(ps)
+			free(ps)
 			return nil, errors.New("stt: phrase hints use words pocketsphinx does not know")
 		}
 	}
@@ -173,7 +197,7 @@ func (p *Pocketsphinx) release(d *decoder) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.idle[d.grammar]) >= p.maxIdle {
-		C.ps_free(d.ps)
+		free(d.ps)
 		return
 	}
 	p.idle[d.grammar] = append(p.idle[d.grammar], d)

@@ -2,6 +2,7 @@ package stt_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,4 +89,28 @@ func BenchmarkDecoderStart(b *testing.B) {
 			}
 		})
 	}
+}
+
+// Many calls starting recognition at once (decoders made in parallel, none
+// pooled) neither crash the process nor mix up their utterances.
+func TestConcurrentDecoderStarts(t *testing.T) {
+	p := stt.NewPocketsphinx("", 0)
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			phrases := []string{"hello", "cancel my meeting"}
+			if i%8 == 0 {
+				phrases = nil // the language model decoder too
+			}
+			s, err := p.Start(context.Background(), stt.Options{Phrases: phrases})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			s.Close()
+		}()
+	}
+	wg.Wait()
 }
