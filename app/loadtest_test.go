@@ -88,7 +88,8 @@ func TestLoadCapacity(t *testing.T) {
 	if mode == "" {
 		mode = loadtest.Passthrough
 	}
-	base, key, logs := loadPlatform(t, true)
+	// AVB_LOADTEST_INPROCESS=1 serves in this process, for go test -cpuprofile.
+	base, key, logs := loadPlatform(t, os.Getenv("AVB_LOADTEST_INPROCESS") == "")
 	utt, phrases := tone(), []string(nil)
 	if mode == loadtest.Full {
 		utt, phrases = spokenPCM(t, ask, 3500), callConfig.PhraseHints

@@ -147,11 +147,6 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Mode != Passthrough && cfg.Mode != Full && cfg.Mode != Idle {
 		return Report{}, fmt.Errorf("loadtest: mode %q: want passthrough, full or idle", cfg.Mode)
 	}
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	p.SetHTTP2(true)
-	hc := &http.Client{Transport: &http.Transport{Protocols: &p, MaxConnsPerHost: 0}}
-	client := avbv1connect.NewVoiceServiceClient(hc, cfg.Server, connect.WithGRPC())
 
 	rep := Report{Mode: cfg.Mode, Calls: cfg.Calls}
 	if cfg.MetricsURL != "" {
@@ -175,7 +170,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			if cfg.Ramp > 0 {
 				time.Sleep(cfg.Ramp * time.Duration(i) / time.Duration(cfg.Calls))
 			}
-			results[i] = call(ctx, client, cfg, start.Add(cfg.Ramp))
+			results[i] = call(ctx, newClient(cfg.Server), cfg, start.Add(cfg.Ramp))
 		}()
 	}
 	wg.Wait()
@@ -203,6 +198,15 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	rep.Connect, rep.FrameDelay, rep.TurnLatency, rep.ServerFirst = percentiles(conn), percentiles(delay), percentiles(turn), percentiles(server)
 	rep.Turns = len(turn)
 	return rep, nil
+}
+
+// newClient is a caller's own client: its own HTTP/2 connection, as real
+// callers have (calls sharing one connection would share its one writer).
+func newClient(server string) avbv1connect.VoiceServiceClient {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP2(true)
+	return avbv1connect.NewVoiceServiceClient(&http.Client{Transport: &http.Transport{Protocols: &p}}, server, connect.WithGRPC())
 }
 
 // call runs one call: it opens, waits for every call to be open (the
