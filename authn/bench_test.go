@@ -13,7 +13,6 @@ import (
 
 	"github.com/agentvoicebox/avb/authn"
 	"github.com/agentvoicebox/avb/internal/testenv"
-	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
@@ -23,22 +22,7 @@ import (
 // subscribed invalidation bus.
 func keyFixture(b *testing.B) (*store.DB, *invalidation.Bus, string) {
 	b.Helper()
-	owner := testenv.Postgres(b)
-	cfg := config.Database{URL: owner, MaxConns: 4, ConnectTimeout: 5 * time.Second, MaxConnLifetime: time.Hour, MaxConnIdleTime: time.Minute}
-	odb, err := store.Open(b.Context(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := store.MigrateUp(b.Context(), odb.Pool); err != nil {
-		b.Fatal(err)
-	}
-	odb.Close()
-	cfg.URL = testenv.AppURL(owner)
-	db, err := store.Open(b.Context(), cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(db.Close)
+	db, _ := testenv.AppDB(b)
 	ten := &store.Tenant{Name: "Bench", Slug: "bench", Tier: store.TierPro}
 	if err := db.Tenants().Create(b.Context(), ten); err != nil {
 		b.Fatal(err)

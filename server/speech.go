@@ -70,49 +70,20 @@ func (s *voiceServer) Transcribe(ctx context.Context, stream *connect.BidiStream
 	manual := td.GetMode() == avbv1.TurnDetectionMode_TURN_DETECTION_MODE_MANUAL
 	det := vad.New(vad.Config{Threshold: float64(td.GetThreshold()), PrefixPaddingMS: int(td.GetPrefixPaddingMs()), SilenceDurationMS: int(td.GetSilenceDurationMs())})
 	rs := audio.NewResampler(in.SampleRate, stt.SampleRate)
-	opts := stt.Options{Phrases: conf.GetPhraseHints()}
-
-	var sess stt.Session
-	defer func() {
-		if sess != nil {
-			sess.Close()
-		}
-	}()
-	var pos, start float64
+	u := &voice.Utterances{STT: s.Providers.STT, Opts: stt.Options{Phrases: conf.GetPhraseHints()},
+		OnPartial: func(text string) error { return stream.Send(&avbv1.TranscribeResponse{Text: text}) },
+		OnFinal: func(text string, start, end float64) error {
+			return stream.Send(&avbv1.TranscribeResponse{Text: text, IsFinal: true, StartMs: start, EndMs: end})
+		}}
+	if !manual {
+		u.VAD = det
+	}
+	defer u.Close()
 	var rest, dec []int16
-	lastPartial := ""
-	feed := func(f []int16) error {
-		if sess == nil {
-			var err error
-			if sess, err = s.Providers.STT.Start(ctx, opts); err != nil {
-				return err
-			}
-			start, lastPartial = pos, ""
-		}
-		if err := sess.Write(f); err != nil {
-			return err
-		}
-		if p := sess.Partial(); p != "" && p != lastPartial {
-			lastPartial = p
-			return stream.Send(&avbv1.TranscribeResponse{Text: p})
-		}
-		return nil
-	}
-	final := func() error {
-		if sess == nil {
-			return nil
-		}
-		text, err := sess.Finish()
-		sess = nil
-		if err != nil {
-			return err
-		}
-		return stream.Send(&avbv1.TranscribeResponse{Text: text, IsFinal: true, StartMs: start, EndMs: pos})
-	}
 	for {
 		msg, err := stream.Receive()
 		if errors.Is(err, io.EOF) {
-			return final()
+			return u.Flush()
 		}
 		if err != nil {
 			return err
@@ -125,31 +96,11 @@ func (s *voiceServer) Transcribe(ctx context.Context, stream *connect.BidiStream
 			return invalidAudio(err)
 		}
 		rest = rs.Process(dec, rest)
-		for len(rest) >= 320 {
-			f := rest[:320]
-			pos += vad.FrameMS
-			if manual {
-				err = feed(f)
-			} else {
-				switch det.Process(f) {
-				case vad.SpeechStarted:
-					for _, p := range det.Prefix() {
-						if err = feed(p); err != nil {
-							break
-						}
-					}
-				case vad.SpeechStopped:
-					err = final()
-				default:
-					if det.Speaking() {
-						err = feed(f)
-					}
-				}
-			}
-			if err != nil {
+		for len(rest) >= voice.FrameSamples {
+			if err := u.Frame(ctx, rest[:voice.FrameSamples]); err != nil {
 				return err
 			}
-			rest = rest[320:]
+			rest = rest[voice.FrameSamples:]
 		}
 		rest = append([]int16(nil), rest...)
 	}

@@ -19,25 +19,15 @@ import (
 // migratedApp returns a migrated fresh database, opened as the avb_app role.
 func migratedApp(t *testing.T) *store.DB {
 	t.Helper()
-	owner := testenv.Postgres(t)
-	cfg := config.Database{URL: owner, MaxConns: 4, ConnectTimeout: 5 * time.Second, MaxConnLifetime: time.Hour, MaxConnIdleTime: time.Minute}
-	odb, err := store.Open(t.Context(), cfg)
+	db, owner := testenv.AppDB(t)
+	odb, err := store.Open(t.Context(), config.Database{URL: owner, MaxConns: 1, ConnectTimeout: 5 * time.Second, MaxConnLifetime: time.Hour, MaxConnIdleTime: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.MigrateUp(t.Context(), odb.Pool); err != nil {
-		t.Fatal(err)
-	}
+	defer odb.Close()
 	if err := odb.CheckRole(t.Context()); err == nil {
 		t.Fatal("the owner role must be reported as bypassing row-level security")
 	}
-	odb.Close()
-	cfg.URL = testenv.AppURL(owner)
-	db, err := store.Open(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
 	if err := db.CheckRole(t.Context()); err != nil {
 		t.Fatalf("avb_app must be subject to row-level security: %v", err)
 	}

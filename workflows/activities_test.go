@@ -12,7 +12,6 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/agentvoicebox/avb/internal/testenv"
-	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
 	"github.com/agentvoicebox/avb/voice/stt"
@@ -26,7 +25,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // workflow's metrics, usage is written once however often it is retried, and
 // the transcript is stored.
 func TestActivitiesRecordOnce(t *testing.T) {
-	db, _ := openDB(t)
+	db, _ := testenv.AppDB(t)
 	ten := &store.Tenant{Name: "W", Slug: "wf"}
 	if err := db.Tenants().Create(t.Context(), ten); err != nil {
 		t.Fatal(err)
@@ -65,33 +64,10 @@ func TestActivitiesRecordOnce(t *testing.T) {
 	}
 }
 
-// openDB migrates a fresh database and opens it as the app role; owner is
-// the schema owner's URL.
-func openDB(t *testing.T) (*store.DB, string) {
-	t.Helper()
-	owner := testenv.Postgres(t)
-	cfg := config.Database{URL: owner, MaxConns: 4, ConnectTimeout: 5 * time.Second, MaxConnLifetime: time.Hour, MaxConnIdleTime: time.Minute}
-	odb, err := store.Open(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.MigrateUp(t.Context(), odb.Pool); err != nil {
-		t.Fatal(err)
-	}
-	odb.Close()
-	cfg.URL = testenv.AppURL(owner)
-	db, err := store.Open(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	return db, owner
-}
-
 // Cleanup ends only sessions open past the maximum age, in every tenant;
 // the hourly rollup sums the ledger per tenant and is idempotent.
 func TestMaintenanceActivities(t *testing.T) {
-	db, owner := openDB(t)
+	db, owner := testenv.AppDB(t)
 	a := &workflows.Activities{DB: db}
 	var ids []uuid.UUID
 	var tenants []uuid.UUID
@@ -152,7 +128,7 @@ func TestMaintenanceActivities(t *testing.T) {
 // A text synthesized by one job and the WAV transcribed by another give the
 // text back: the batch speech activities with the real engines.
 func TestSpeechJobsRoundTrip(t *testing.T) {
-	db, _ := openDB(t)
+	db, _ := testenv.AppDB(t)
 	ten := &store.Tenant{Name: "J", Slug: "jobs"}
 	if err := db.Tenants().Create(t.Context(), ten); err != nil {
 		t.Fatal(err)

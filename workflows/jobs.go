@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
+	"github.com/agentvoicebox/avb/voice"
 	"github.com/agentvoicebox/avb/voice/audio"
 	"github.com/agentvoicebox/avb/voice/stt"
 	"github.com/agentvoicebox/avb/voice/tts"
@@ -112,50 +113,22 @@ func (j *Jobs) Transcribe(ctx context.Context, in JobInput) error {
 		return fmt.Errorf("read wav: %w", err)
 	}
 	pcm := audio.NewResampler(rate, stt.SampleRate).Process(samples, nil)
-	det := vad.New(vad.Config{})
-	frame := stt.SampleRate * vad.FrameMS / 1000
 	var lines []string
-	var sess stt.Session
-	finish := func() error {
-		if sess == nil {
+	u := &voice.Utterances{STT: j.STT, Opts: stt.Options{Phrases: opts.Phrases}, VAD: vad.New(vad.Config{}),
+		OnFinal: func(text string, _, _ float64) error {
+			if text = strings.TrimSpace(text); text != "" {
+				lines = append(lines, text)
+			}
+			activity.RecordHeartbeat(ctx, len(lines))
 			return nil
-		}
-		text, err := sess.Finish()
-		sess = nil
-		if err != nil {
+		}}
+	defer u.Close()
+	for i := 0; i+voice.FrameSamples <= len(pcm); i += voice.FrameSamples {
+		if err := u.Frame(ctx, pcm[i:i+voice.FrameSamples]); err != nil {
 			return err
 		}
-		if text = strings.TrimSpace(text); text != "" {
-			lines = append(lines, text)
-		}
-		activity.RecordHeartbeat(ctx, len(lines))
-		return nil
 	}
-	for i := 0; i+frame <= len(pcm); i += frame {
-		f := pcm[i : i+frame]
-		switch det.Process(f) {
-		case vad.SpeechStarted:
-			if sess, err = j.STT.Start(ctx, stt.Options{Phrases: opts.Phrases}); err != nil {
-				return err
-			}
-			for _, p := range det.Prefix() {
-				if err := sess.Write(p); err != nil {
-					return err
-				}
-			}
-		case vad.SpeechStopped:
-			if err := finish(); err != nil {
-				return err
-			}
-		default:
-			if sess != nil {
-				if err := sess.Write(f); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	if err := finish(); err != nil {
+	if err := u.Flush(); err != nil {
 		return err
 	}
 	return j.DB.VoiceJobs().SetStatus(ctx, job.ID, store.JobSucceeded, []byte(strings.Join(lines, "\n")), "")
