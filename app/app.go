@@ -26,6 +26,7 @@ import (
 	"github.com/agentvoicebox/avb/authz"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/platform/config"
+	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/platform/probe"
@@ -305,7 +306,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		reporter.IdleTimeout, reporter.HeartbeatTimeout = vc.SessionIdleTimeout, vc.SessionHeartbeatTimeout
 		if vc.RunWorker {
 			a.workers = workflows.NewWorkers(tc, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall},
-				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS})
+				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Publisher{Redis: a.redis}})
 			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace); err != nil {
 				a.log.Warn("temporal namespace not prepared", "error", err.Error())
 			}

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -16,9 +17,12 @@ import (
 	"go.temporal.io/sdk/converter"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/redis/go-redis/v9"
+
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/workflows"
 )
@@ -43,6 +47,16 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tc.Close()
+
+	// The tenant's event channel hears of the session's end.
+	ropts, _ := redis.ParseURL(testenv.RedisURL(t))
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+	sub := rdb.Subscribe(context.Background(), events.TenantChannel(ten.ID.String()))
+	defer sub.Close()
+	if _, err := sub.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 
 	// CreateSession starts the workflow, tagged with the tenant.
 	created, err := sessions.CreateSession(context.Background(), connect.NewRequest(&avbv1.CreateSessionRequest{Config: callConfig}))
@@ -113,6 +127,16 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 	}
 	if signals[workflows.SignalTurn] != 1 || signals[workflows.SignalEnd] != 1 {
 		t.Fatalf("workflow signals %v", signals)
+	}
+	select {
+	case msg := <-sub.Channel():
+		var ev events.Event
+		if err := json.Unmarshal([]byte(msg.Payload), &ev); err != nil || ev.Type != events.SessionEnded ||
+			ev.Data["session_id"] != tr.sessionID || ev.Data["status"] != "completed" || ev.Data["turns"] != float64(1) {
+			t.Fatalf("event %s (%v)", msg.Payload, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no session.ended event on the notifications queue")
 	}
 	// The worker scheduled the periodic jobs on their task queues.
 	for _, sch := range workflows.Schedules {

@@ -19,8 +19,9 @@ type Workers []worker.Worker
 
 // NewWorkers registers every workflow and activity on its task queue:
 // sessions and maintenance on default, batch speech jobs on
-// voice-processing, billing sync on billing.
-func NewWorkers(c client.Client, acts *Activities, jobs *Jobs) Workers {
+// voice-processing, billing sync on billing, subscriber events on
+// notifications.
+func NewWorkers(c client.Client, acts *Activities, jobs *Jobs, notes *Notifications) Workers {
 	def := worker.New(c, QueueDefault, worker.Options{})
 	def.RegisterWorkflow(SessionWorkflow)
 	def.RegisterWorkflow(CleanupExpiredSessions)
@@ -29,7 +30,9 @@ func NewWorkers(c client.Client, acts *Activities, jobs *Jobs) Workers {
 	bill := worker.New(c, QueueBilling, worker.Options{})
 	bill.RegisterWorkflow(SyncBillingUsage)
 	bill.RegisterActivity(acts.SyncBilling)
-	ws := Workers{def, bill}
+	notify := worker.New(c, QueueNotifications, worker.Options{})
+	notify.RegisterActivity(notes)
+	ws := Workers{def, bill, notify}
 	if jobs != nil {
 		voice := worker.New(c, QueueVoice, worker.Options{})
 		voice.RegisterWorkflow(TranscribeJob)

@@ -204,5 +204,16 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 	if err := workflow.ExecuteActivity(actx, a.StoreTranscript, TranscriptInput{SessionID: in.SessionID, TenantID: in.TenantID, Turns: transcript}).Get(ctx, nil); err != nil {
 		errs = append(errs, err)
 	}
+	// Subscribers hear of the end on the notifications queue; a notification
+	// that cannot be delivered in 10 minutes is given up, not the session.
+	nctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		TaskQueue: QueueNotifications, ScheduleToCloseTimeout: 10 * time.Minute, StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: PostCallRetry,
+	})
+	var n *Notifications
+	ended := SessionEndedInput{SessionID: in.SessionID, TenantID: in.TenantID, Outcome: out, At: workflow.Now(ctx)}
+	if err := workflow.ExecuteActivity(nctx, n.SessionEnded, ended).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Warn("session end not notified", "session_id", in.SessionID, "error", err)
+	}
 	return out, errors.Join(errs...)
 }

@@ -19,6 +19,9 @@ func newEnv(t testing.TB) *testsuite.TestWorkflowEnvironment {
 	env := s.NewTestWorkflowEnvironment()
 	env.RegisterWorkflow(workflows.SessionWorkflow)
 	env.RegisterActivity(&workflows.Activities{})
+	env.RegisterActivity(&workflows.Notifications{})
+	var n *workflows.Notifications
+	env.OnActivity(n.SessionEnded, mock.Anything, mock.Anything).Return(nil).Maybe()
 	return env
 }
 

@@ -10,6 +10,7 @@ import (
 	tlog "go.temporal.io/sdk/log"
 
 	"github.com/agentvoicebox/avb/app"
+	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/store"
@@ -50,7 +51,7 @@ func workerCmd() *cobra.Command {
 			}
 			ws := workflows.NewWorkers(c, &workflows.Activities{DB: db, EndLiveCall: func(ctx context.Context, id string) error {
 				return bus.Publish(ctx, server.TopicSession, id)
-			}}, &workflows.Jobs{DB: db, STT: prov.STT, TTS: prov.TTS})
+			}}, &workflows.Jobs{DB: db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Publisher{Redis: rdb}})
 			if err := workflows.Prepare(cmd.Context(), c, cfg.Temporal.Namespace); err != nil {
 				return err
 			}
@@ -58,7 +59,7 @@ func workerCmd() *cobra.Command {
 				return err
 			}
 			defer ws.Stop()
-			log.Info("worker running", "task_queues", []string{workflows.QueueDefault, workflows.QueueVoice, workflows.QueueBilling}, "temporal", cfg.Temporal.Address)
+			log.Info("worker running", "task_queues", []string{workflows.QueueDefault, workflows.QueueVoice, workflows.QueueBilling, workflows.QueueNotifications}, "temporal", cfg.Temporal.Address)
 			<-cmd.Context().Done()
 			return nil
 		},
