@@ -290,12 +290,16 @@ func TestVoiceStreamLimits(t *testing.T) {
 		reason       string
 	}{
 		"frame too large": {70 << 10, 1, "audio_frame_too_large"},
-		"too fast":        {32000, 10, "audio_too_fast"}, // ten seconds at once
+		"too fast":        {32000, 10, "audio_too_fast"}, // ten seconds of loud noise at once
 	} {
-		stream := client.Converse(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		stream := client.Converse(ctx)
 		_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}})
 		for range c.count {
-			if stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: make([]byte, c.chunk)}}}) != nil {
+			// Noise, not silence: the call must work on it (speech detection and
+			// recognition), so it cannot keep up with a burst. Silence it could.
+			if stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: noiseBytes(c.chunk)}}}) != nil {
 				break
 			}
 		}
@@ -307,6 +311,18 @@ func TestVoiceStreamLimits(t *testing.T) {
 			t.Fatalf("%s: %v (%s)", name, err, apierror.Reason(err))
 		}
 	}
+}
+
+// noiseBytes is n bytes of loud pseudo-random pcm16.
+func noiseBytes(n int) []byte {
+	b := make([]byte, n)
+	x := uint32(1)
+	for i := 0; i+1 < n; i += 2 {
+		x = x*1664525 + 1013904223
+		v := int16(x>>16) / 2
+		b[i], b[i+1] = byte(v), byte(v>>8)
+	}
+	return b
 }
 
 // The browser path: ConverseEvents streams events while SendAudio and
