@@ -304,10 +304,11 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		a.temporal = tc
 		reporter = workflows.NewReporter(a.runCtx, tc, a.log)
 		reporter.IdleTimeout, reporter.HeartbeatTimeout = vc.SessionIdleTimeout, vc.SessionHeartbeatTimeout
+		reporter.Queues = workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
 		if vc.RunWorker {
-			a.workers = workflows.NewWorkers(tc, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall},
+			a.workers = workflows.NewWorkers(tc, reporter.Queues, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall},
 				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Publisher{Redis: a.redis}})
-			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace); err != nil {
+			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace, reporter.Queues); err != nil {
 				a.log.Warn("temporal namespace not prepared", "error", err.Error())
 			}
 			if err := a.workers.Start(); err != nil {
@@ -329,8 +330,8 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 }
 
 // endLiveCall asks every instance to close a session's live call.
-func (a *App) endLiveCall(ctx context.Context, sessionID string) error {
-	return a.bus.Publish(ctx, server.TopicSession, sessionID)
+func (a *App) endLiveCall(ctx context.Context, sessionID, reason string) error {
+	return a.bus.Publish(ctx, server.TopicSession, server.EndLiveCallKey(sessionID, reason))
 }
 
 // DevIssuer is the development OIDC issuer, when AVB_OIDC_DEV_ISSUER is on.

@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,6 +81,8 @@ func identityEnv(t testing.TB, owner, issuer string, extra map[string]string) ma
 		"AVB_OIDC_ISSUER_URL":             issuer,
 		"AVB_TENANT_BASE_DOMAIN":          "avb.test",
 		"AVB_APIKEY_USAGE_FLUSH_INTERVAL": "200ms",
+		// Tests share one Temporal server: each platform keeps to its queues.
+		"AVB_TEMPORAL_QUEUE_PREFIX": fmt.Sprintf("t%d-%d-", os.Getpid(), queuePrefixes.Add(1)),
 	}
 	for k, v := range extra {
 		env[k] = v
@@ -244,6 +249,9 @@ func ownerDB(t *testing.T, owner string) *pgx.Conn {
 	t.Cleanup(func() { c.Close(context.Background()) })
 	return c
 }
+
+// queuePrefixes numbers test platforms' task queue prefixes.
+var queuePrefixes atomic.Int64
 
 var keyShape = regexp.MustCompile(`^avb_[A-Za-z0-9_-]{43}$`)
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/agentvoicebox/avb/apierror"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/internal/testenv"
@@ -140,12 +142,12 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 	}
 	// The worker scheduled the periodic jobs on their task queues.
 	for _, sch := range workflows.Schedules {
-		d, err := tc.ScheduleClient().GetHandle(context.Background(), sch.ID).Describe(context.Background())
+		d, err := tc.ScheduleClient().GetHandle(context.Background(), p.cfg.Temporal.QueuePrefix+sch.ID).Describe(context.Background())
 		if err != nil {
 			t.Fatalf("schedule %s: %v", sch.ID, err)
 		}
 		act, ok := d.Schedule.Action.(*client.ScheduleWorkflowAction)
-		if !ok || act.TaskQueue != sch.Queue || d.Schedule.Spec.Intervals[0].Every != sch.Every {
+		if !ok || act.TaskQueue != p.cfg.Temporal.QueuePrefix+sch.Queue || d.Schedule.Spec.Intervals[0].Every != sch.Every {
 			t.Fatalf("schedule %s: %+v %+v", sch.ID, d.Schedule.Action, d.Schedule.Spec)
 		}
 	}
@@ -183,5 +185,62 @@ func TestCreateSessionLatency(t *testing.T) {
 	t.Logf("CreateSession p50: %v with the workflow start, %v without (%.2fx)", with, without, float64(with)/float64(without))
 	if with > without+200*time.Millisecond {
 		t.Fatalf("the workflow start costs %v", with-without)
+	}
+}
+
+// When the workflow ends a session (here its idle timeout; the 24 h limit
+// takes the same path), the live stream is closed on the instance holding
+// it with a clear status that says why.
+func TestWorkflowEndsLiveCallWithClearStatus(t *testing.T) {
+	t.Parallel()
+	temporal := testenv.Temporal(t)
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
+		"AVB_TEMPORAL_ADDRESS": temporal, "AVB_SESSION_WORKFLOWS": "true", "AVB_RUN_WORKER": "true"}), issuer, owner)
+	ten := p.tenant("idle", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key)).Converse(ctx)
+	cfg := &avbv1.SessionConfig{TurnDetection: &avbv1.TurnDetection{IdleTimeoutSeconds: 2}}
+	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: cfg}}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { // a line nobody speaks on: silence in real time
+		for stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: make([]byte, 640)}}}) == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	opened := time.Now()
+	var sessionID string
+	var err error
+	for err == nil {
+		var msg *avbv1.ConverseResponse
+		if msg, err = stream.Receive(); err == nil && msg.GetEvent().GetSessionStarted() != nil {
+			sessionID = msg.GetEvent().GetSessionStarted().GetSession().GetId()
+		}
+	}
+	t.Logf("stream closed %v after opening: %v", time.Since(opened).Round(time.Millisecond), err)
+	if connect.CodeOf(err) != connect.CodeAborted || apierror.Reason(err) != "session_not_live" || !strings.Contains(err.Error(), workflows.ReasonIdle) {
+		t.Fatalf("stream ended with %v (%s)", err, apierror.Reason(err))
+	}
+	if d := time.Since(opened); d < 2*time.Second || d > 10*time.Second {
+		t.Fatalf("closed after %v, idle timeout 2 s", d)
+	}
+	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		res, err := sessions.GetSession(context.Background(), connect.NewRequest(&avbv1.GetSessionRequest{SessionId: sessionID}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := res.Msg.GetSession(); s.GetStatus() == avbv1.SessionStatus_SESSION_STATUS_COMPLETED && s.GetError() == workflows.ReasonIdle {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %v", res.Msg.GetSession())
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,12 +55,20 @@ func NewVoiceServer(deps Voice) avbv1connect.VoiceServiceHandler {
 	s := &voiceServer{Voice: deps}
 	if deps.Bus != nil {
 		deps.Bus.Handle(TopicSession, func(key string) {
-			id, err := uuid.Parse(key)
+			raw, reason, _ := strings.Cut(key, "|")
+			id, err := uuid.Parse(raw)
 			if err != nil {
 				return
 			}
+			if reason == "" {
+				reason = "terminated by request"
+			}
 			if v, ok := s.live.Load(id); ok {
-				go s.finish(context.Background(), v.(*liveCall), store.SessionTerminated, "terminated by request")
+				l := v.(*liveCall)
+				l.mu.Lock()
+				l.endErr = apierror.New(connect.CodeAborted, avbv1.ErrorReason_ERROR_REASON_SESSION_NOT_LIVE, "the session ended: "+reason)
+				l.mu.Unlock()
+				go s.finish(context.Background(), l, store.SessionTerminated, reason)
 			}
 		})
 	}
@@ -72,8 +81,17 @@ type voiceServer struct {
 }
 
 // TopicSession is the invalidation topic that ends a live session on
-// whichever instance holds it (TerminateSession).
+// whichever instance holds it (TerminateSession, or its workflow).
 const TopicSession = "session"
+
+// EndLiveCallKey is the TopicSession key that ends a live session and tells
+// its caller why.
+func EndLiveCallKey(sessionID, reason string) string {
+	if reason == "" {
+		return sessionID
+	}
+	return sessionID + "|" + reason
+}
 
 // liveCall is a session with a call running on this server.
 type liveCall struct {
@@ -95,6 +113,8 @@ type liveCall struct {
 	reportedInMS float64
 	// lastTranscript is the caller's latest final transcript (pump goroutine only).
 	lastTranscript string
+	// endErr is the status a call ended by the platform gives its caller.
+	endErr error
 }
 
 func voiceError(err error) error {
@@ -517,7 +537,7 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 	case <-pumped:
 		// The call ended on the server's side: terminated, or a limit broken.
 		if err = l.call.Err(); err == nil {
-			err = errTerminated
+			err = l.platformEnd()
 		}
 		s.finish(ctx, l, store.SessionError, err.Error())
 	}
@@ -532,6 +552,16 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 
 // errTerminated: the session was ended by TerminateSession.
 var errTerminated = apierror.New(connect.CodeAborted, avbv1.ErrorReason_ERROR_REASON_SESSION_NOT_LIVE, "the session was terminated")
+
+// platformEnd is the status of a call the platform ended: why, when known.
+func (l *liveCall) platformEnd() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.endErr != nil {
+		return l.endErr
+	}
+	return errTerminated
+}
 
 // receive handles client messages until the client stops sending.
 func (s *voiceServer) receive(l *liveCall, next func() (*avbv1.ConverseRequest, error)) error {
@@ -573,6 +603,10 @@ func (s *voiceServer) ConverseEvents(ctx context.Context, req *connect.Request[a
 	if err == nil {
 		err = l.call.Err()
 	}
+	if l.mu.Lock(); err == nil {
+		err = l.endErr // ended by the platform: say why
+	}
+	l.mu.Unlock()
 	status, reason := endStatus(err)
 	s.finish(ctx, l, status, reason)
 	return voiceError(err)

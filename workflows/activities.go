@@ -16,7 +16,7 @@ type Activities struct {
 	DB *store.DB
 	// EndLiveCall, when set, closes the session's live call on whichever
 	// instance holds it (the workflow ended it: 24 h, idle, terminated).
-	EndLiveCall func(ctx context.Context, sessionID string) error
+	EndLiveCall func(ctx context.Context, sessionID, reason string) error
 }
 
 // FinalizeInput records a session's end.
@@ -56,7 +56,7 @@ func (a *Activities) FinalizeSession(ctx context.Context, in FinalizeInput) erro
 		return err
 	}
 	if a.EndLiveCall != nil && in.Outcome.Reason != "" {
-		if err := a.EndLiveCall(ctx, in.SessionID); err != nil {
+		if err := a.EndLiveCall(ctx, in.SessionID, in.Outcome.Reason); err != nil {
 			return fmt.Errorf("end live call: %w", err)
 		}
 	}

@@ -14,6 +14,14 @@ import (
 	"go.temporal.io/sdk/worker"
 )
 
+// Queues turns task queue (and schedule) names into this platform's: with
+// a prefix, several platforms share a namespace without taking each
+// other's work.
+type Queues struct{ Prefix string }
+
+// Name is a task queue's or schedule's name for this platform.
+func (q Queues) Name(name string) string { return q.Prefix + name }
+
 // Workers are the platform's task queue workers, started and stopped together.
 type Workers []worker.Worker
 
@@ -21,20 +29,20 @@ type Workers []worker.Worker
 // sessions and maintenance on default, batch speech jobs on
 // voice-processing, billing sync on billing, subscriber events on
 // notifications.
-func NewWorkers(c client.Client, acts *Activities, jobs *Jobs, notes *Notifications) Workers {
-	def := worker.New(c, QueueDefault, worker.Options{})
+func NewWorkers(c client.Client, q Queues, acts *Activities, jobs *Jobs, notes *Notifications) Workers {
+	def := worker.New(c, q.Name(QueueDefault), worker.Options{})
 	def.RegisterWorkflow(SessionWorkflow)
 	def.RegisterWorkflow(CleanupExpiredSessions)
 	def.RegisterWorkflow(AggregateMetrics)
 	def.RegisterActivity(acts)
-	bill := worker.New(c, QueueBilling, worker.Options{})
+	bill := worker.New(c, q.Name(QueueBilling), worker.Options{})
 	bill.RegisterWorkflow(SyncBillingUsage)
 	bill.RegisterActivity(acts.SyncBilling)
-	notify := worker.New(c, QueueNotifications, worker.Options{})
+	notify := worker.New(c, q.Name(QueueNotifications), worker.Options{})
 	notify.RegisterActivity(notes)
 	ws := Workers{def, bill, notify}
 	if jobs != nil {
-		voice := worker.New(c, QueueVoice, worker.Options{})
+		voice := worker.New(c, q.Name(QueueVoice), worker.Options{})
 		voice.RegisterWorkflow(TranscribeJob)
 		voice.RegisterWorkflow(SynthesizeJob)
 		voice.RegisterActivity(jobs)
@@ -71,6 +79,8 @@ type Reporter struct {
 	queue chan func(context.Context)
 	// Input defaults for new sessions.
 	MaxDuration, IdleTimeout, HeartbeatTimeout time.Duration
+	// Queues names the task queues the workers serve.
+	Queues Queues
 }
 
 // NewReporter starts the sender goroutine; it stops when ctx is done.
@@ -101,10 +111,10 @@ func (r *Reporter) Start(ctx context.Context, sessionID, tenantID string, idleTi
 	}
 	_, err := r.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                       sessionID,
-		TaskQueue:                QueueDefault,
+		TaskQueue:                r.Queues.Name(QueueDefault),
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		TypedSearchAttributes:    temporal.NewSearchAttributes(SearchAttributeTenant.ValueSet(tenantID)),
-	}, SessionWorkflow, SessionInput{SessionID: sessionID, TenantID: tenantID,
+	}, SessionWorkflow, SessionInput{SessionID: sessionID, TenantID: tenantID, NotificationsQueue: r.Queues.Name(QueueNotifications),
 		MaxDuration: r.MaxDuration, IdleTimeout: idleTimeout, HeartbeatTimeout: r.HeartbeatTimeout})
 	return err
 }

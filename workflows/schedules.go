@@ -33,23 +33,23 @@ var Schedules = []Schedule{
 
 // Prepare readies a namespace for the workers: the search attributes and
 // the schedules.
-func Prepare(ctx context.Context, c client.Client, namespace string) error {
+func Prepare(ctx context.Context, c client.Client, namespace string, q Queues) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := EnsureSearchAttributes(ctx, c, namespace); err != nil {
 		return fmt.Errorf("search attributes: %w", err)
 	}
-	return EnsureSchedules(ctx, c)
+	return EnsureSchedules(ctx, c, q)
 }
 
 // EnsureSchedules creates the schedules that do not exist yet; a run that
 // is still going when the next is due makes that one skip.
-func EnsureSchedules(ctx context.Context, c client.Client) error {
+func EnsureSchedules(ctx context.Context, c client.Client, q Queues) error {
 	for _, s := range Schedules {
 		_, err := c.ScheduleClient().Create(ctx, client.ScheduleOptions{
-			ID:      s.ID,
+			ID:      q.Name(s.ID),
 			Spec:    client.ScheduleSpec{Intervals: []client.ScheduleIntervalSpec{{Every: s.Every}}},
-			Action:  &client.ScheduleWorkflowAction{ID: s.ID, Workflow: s.Workflow, TaskQueue: s.Queue},
+			Action:  &client.ScheduleWorkflowAction{ID: q.Name(s.ID), Workflow: s.Workflow, TaskQueue: q.Name(s.Queue)},
 			Overlap: 1, // SCHEDULE_OVERLAP_POLICY_SKIP
 		})
 		if err != nil && !errors.Is(err, temporal.ErrScheduleAlreadyRunning) {

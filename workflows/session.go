@@ -13,7 +13,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 )
 
-// Task queues.
+// Task queues (their names; a deployment may prefix them, see Queues).
 const (
 	QueueDefault       = "default"
 	QueueVoice         = "voice-processing"
@@ -43,6 +43,8 @@ type SessionInput struct {
 	MaxDuration time.Duration
 	// IdleTimeout ends a session in which nobody spoke for this long.
 	IdleTimeout time.Duration
+	// NotificationsQueue is where its end is announced ("": QueueNotifications).
+	NotificationsQueue string
 	// HeartbeatTimeout ends, as an error, a session whose call stopped
 	// reporting (its server died). It applies once a call has joined the
 	// session (its first heartbeat or turn); a session created and not yet
@@ -206,8 +208,11 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 	}
 	// Subscribers hear of the end on the notifications queue; a notification
 	// that cannot be delivered in 10 minutes is given up, not the session.
+	if in.NotificationsQueue == "" {
+		in.NotificationsQueue = QueueNotifications
+	}
 	nctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		TaskQueue: QueueNotifications, ScheduleToCloseTimeout: 10 * time.Minute, StartToCloseTimeout: 30 * time.Second,
+		TaskQueue: in.NotificationsQueue, ScheduleToCloseTimeout: 10 * time.Minute, StartToCloseTimeout: 30 * time.Second,
 		RetryPolicy: PostCallRetry,
 	})
 	var n *Notifications

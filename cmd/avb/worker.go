@@ -49,17 +49,18 @@ func workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ws := workflows.NewWorkers(c, &workflows.Activities{DB: db, EndLiveCall: func(ctx context.Context, id string) error {
-				return bus.Publish(ctx, server.TopicSession, id)
+			q := workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
+			ws := workflows.NewWorkers(c, q, &workflows.Activities{DB: db, EndLiveCall: func(ctx context.Context, id, reason string) error {
+				return bus.Publish(ctx, server.TopicSession, server.EndLiveCallKey(id, reason))
 			}}, &workflows.Jobs{DB: db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Publisher{Redis: rdb}})
-			if err := workflows.Prepare(cmd.Context(), c, cfg.Temporal.Namespace); err != nil {
+			if err := workflows.Prepare(cmd.Context(), c, cfg.Temporal.Namespace, q); err != nil {
 				return err
 			}
 			if err := ws.Start(); err != nil {
 				return err
 			}
 			defer ws.Stop()
-			log.Info("worker running", "task_queues", []string{workflows.QueueDefault, workflows.QueueVoice, workflows.QueueBilling, workflows.QueueNotifications}, "temporal", cfg.Temporal.Address)
+			log.Info("worker running", "task_queues", []string{q.Name(workflows.QueueDefault), q.Name(workflows.QueueVoice), q.Name(workflows.QueueBilling), q.Name(workflows.QueueNotifications)}, "temporal", cfg.Temporal.Address)
 			<-cmd.Context().Done()
 			return nil
 		},

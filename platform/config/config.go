@@ -92,6 +92,8 @@ type Redis struct {
 type Temporal struct {
 	Address   string `env:"AVB_TEMPORAL_ADDRESS" dev:"127.0.0.1:7233" test:"127.0.0.1:7233" hostport:"" desc:"Temporal frontend address (host:port)"`
 	Namespace string `env:"AVB_TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
+	// QueuePrefix lets several platforms share a namespace (tests do).
+	QueuePrefix string `env:"AVB_TEMPORAL_QUEUE_PREFIX" default:"" desc:"prefix of this platform's task queue and schedule names, for platforms sharing a namespace"`
 }
 
 // SpiceDB configures the authorization client.
