@@ -29,11 +29,11 @@ import (
 	"github.com/agentvoicebox/avb/workflows"
 )
 
-// The call end to end with a real Temporal dev server: the session's
-// workflow receives the turn, and the session row's status, metrics and the
-// usage ledger come from the workflow.
-func TestCallRunsAsSessionWorkflow(t *testing.T) {
-	t.Parallel()
+// workflowPlatform runs each call as a session workflow on the shared
+// Temporal dev server, with the worker in process; it returns the platform,
+// a tenant, a realtime API key of it and the Temporal address.
+func workflowPlatform(t *testing.T) (*platform, *store.Tenant, string, string) {
+	t.Helper()
 	temporal := testenv.Temporal(t)
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
@@ -42,6 +42,16 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 	ten := p.tenant("wf", store.TierPro)
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	return p, ten, key, temporal
+}
+
+// The call end to end with a real Temporal dev server: the session's
+// workflow receives the turn, and the session row's status, metrics and the
+// usage ledger come from the workflow.
+func TestCallRunsAsSessionWorkflow(t *testing.T) {
+	t.Parallel()
+	p, ten, key, temporal := workflowPlatform(t)
+	owner := p.owner
 
 	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
 	tc, err := client.Dial(client.Options{HostPort: temporal})
@@ -193,14 +203,7 @@ func TestCreateSessionLatency(t *testing.T) {
 // it with a clear status that says why.
 func TestWorkflowEndsLiveCallWithClearStatus(t *testing.T) {
 	t.Parallel()
-	temporal := testenv.Temporal(t)
-	issuer := startIssuer(t)
-	owner := testenv.Postgres(t)
-	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
-		"AVB_TEMPORAL_ADDRESS": temporal, "AVB_SESSION_WORKFLOWS": "true", "AVB_RUN_WORKER": "true"}), issuer, owner)
-	ten := p.tenant("idle", store.TierPro)
-	admin := p.token("ada", ten.ID.String(), "admin")
-	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	p, _, key, _ := workflowPlatform(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
