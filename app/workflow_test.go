@@ -247,3 +247,31 @@ func TestWorkflowEndsLiveCallWithClearStatus(t *testing.T) {
 		}
 	}
 }
+
+// TerminateSession on a session with a workflow ends the workflow too: it
+// records the end (terminated) instead of waiting for the idle timeout.
+func TestTerminateEndsTheSessionWorkflow(t *testing.T) {
+	t.Parallel()
+	p, _, key, temporal := workflowPlatform(t)
+	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
+	created, err := sessions.CreateSession(context.Background(), connect.NewRequest(&avbv1.CreateSessionRequest{Config: callConfig}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.GetSession().GetId()
+	res, err := sessions.TerminateSession(context.Background(), connect.NewRequest(&avbv1.TerminateSessionRequest{SessionId: id}))
+	if err != nil || res.Msg.GetSession().GetStatus() != avbv1.SessionStatus_SESSION_STATUS_TERMINATED {
+		t.Fatalf("terminate: %v %v", res, err)
+	}
+	tc, err := client.Dial(client.Options{HostPort: temporal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out workflows.Outcome
+	if err := tc.GetWorkflow(ctx, id, "").Get(ctx, &out); err != nil || out.Status != "terminated" {
+		t.Fatalf("workflow outcome %+v (%v)", out, err)
+	}
+}

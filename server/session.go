@@ -12,6 +12,7 @@ import (
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/workflows"
 )
 
 // NewSessionServer returns the SessionService handler.
@@ -122,13 +123,23 @@ func (s *sessionServer) TerminateSession(ctx context.Context, req *connect.Reque
 	if err != nil {
 		return nil, err
 	}
+	open := sess.Status == store.SessionActive || sess.Status == store.SessionCreated
+	ending := false
+	if open && s.Workflows != nil {
+		// The session's workflow records the end, with the metrics it kept.
+		s.Workflows.End(id.String(), workflows.End{Status: store.SessionTerminated, Reason: "terminated by request"})
+		ending = true
+	}
 	if sess.Status == store.SessionActive && s.Bus != nil {
-		// The instance holding the call ends it and records its metrics.
+		// The instance holding the call ends it.
 		if err := s.Bus.Publish(ctx, TopicSession, id.String()); err != nil {
 			return nil, err
 		}
+		ending = true
+	}
+	if ending {
 		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if cur, err := s.DB.Sessions().Get(ctx, id); err == nil && cur.Status != store.SessionActive {
+			if cur, err := s.DB.Sessions().Get(ctx, id); err == nil && cur.Status != store.SessionActive && cur.Status != store.SessionCreated {
 				return connect.NewResponse(&avbv1.TerminateSessionResponse{Session: sessionToProto(cur)}), nil
 			}
 		}
