@@ -169,6 +169,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	}
 	a.server.Handle(avbv1connect.NewVoiceServiceHandler(server.NewVoiceServer(voiceDeps), ho...))
 	a.server.Handle(avbv1connect.NewSessionServiceHandler(server.NewSessionServer(voiceDeps), ho...))
+	a.server.Handle(avbv1connect.NewEventServiceHandler(server.NewEventServer(events.Hub{Redis: a.redis}), ho...))
 	return a, nil
 }
 
@@ -307,7 +308,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		reporter.Queues = workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
 		if vc.RunWorker {
 			a.workers = workflows.NewWorkers(tc, reporter.Queues, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall},
-				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Publisher{Redis: a.redis}})
+				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: a.redis}})
 			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace, reporter.Queues); err != nil {
 				a.log.Warn("temporal namespace not prepared", "error", err.Error())
 			}

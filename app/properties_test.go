@@ -101,7 +101,9 @@ func (p *platform) callAny(md protoreflect.MethodDescriptor, headers ...string) 
 		set(req.Header())
 		var s *connect.ServerStreamForClient[emptypb.Empty]
 		if s, err = client.CallServerStream(ctx, req); err == nil {
-			for s.Receive() {
+			if s.Receive() {
+				s.Close() // a first message: the stream was allowed (Subscribe stays open)
+				return "ok", ""
 			}
 			err = s.Err()
 		}

@@ -10,7 +10,7 @@ import (
 // Notifications are the activities of the notifications task queue: they
 // tell a tenant's subscribers what happened.
 type Notifications struct {
-	Events events.Publisher
+	Events events.Hub
 }
 
 // SessionEndedInput is a session's end, for its tenant's subscribers.
