@@ -50,15 +50,7 @@ func TestKilledServerEndsSessionAsErrorKeepingUsage(t *testing.T) {
 	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: callConfig}}}); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		b := spoken(t, ask, 800)
-		for i := 0; i < len(b); i += 640 {
-			if stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: b[i:min(i+640, len(b))]}}}) != nil {
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
+	go askIn(t, stream, 5*time.Millisecond)
 	var sessionID string
 	var done *avbv1.ResponseDone
 	for done == nil {

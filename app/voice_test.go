@@ -132,15 +132,7 @@ func converseIn(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.
 	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{SessionId: sessionID, Config: callConfig}}}); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		b := spoken(t, ask, 800)
-		for i := 0; i < len(b); i += 640 {
-			if stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: b[i:min(i+640, len(b))]}}}) != nil {
-				return
-			}
-			time.Sleep(pace)
-		}
-	}()
+	go askIn(t, stream, pace)
 	var tr turn
 	var stopped time.Time
 	for {
@@ -179,6 +171,18 @@ func converseIn(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.
 		case *avbv1.VoiceEvent_Error:
 			t.Fatalf("error event: %v", ev.Error)
 		}
+	}
+}
+
+// askIn says the request into a Converse stream in 20 ms frames, one every
+// pace (20 ms: real time), until it is said or the stream is closed.
+func askIn(t testing.TB, stream *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.ConverseResponse], pace time.Duration) {
+	b := spoken(t, ask, 800)
+	for i := 0; i < len(b); i += 640 {
+		if stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: b[i:min(i+640, len(b))]}}}) != nil {
+			return
+		}
+		time.Sleep(pace)
 	}
 }
 
