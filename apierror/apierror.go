@@ -107,3 +107,14 @@ func From(err error) error {
 	}
 	return err
 }
+
+// Field returns invalid_argument (validation_failed) naming one bad field,
+// the way request validation reports its violations.
+func Field(field, description string) *connect.Error {
+	err := New(connect.CodeInvalidArgument, avbv1.ErrorReason_ERROR_REASON_VALIDATION_FAILED, field+": "+description)
+	bad := &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: description}}}
+	if d, derr := connect.NewErrorDetail(bad); derr == nil {
+		err.AddDetail(d)
+	}
+	return err
+}

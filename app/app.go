@@ -162,6 +162,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	a.server.Handle(avbv1connect.NewUserServiceHandler(server.NewUserServer(identity), ho...))
 	a.server.Handle(avbv1connect.NewApiKeyServiceHandler(server.NewAPIKeyServer(identity), ho...))
 	a.server.Handle(avbv1connect.NewRoleServiceHandler(server.NewRoleServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewProjectServiceHandler(server.NewProjectServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewPersonaServiceHandler(server.NewPersonaServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewVoiceConfigServiceHandler(server.NewVoiceConfigServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewThemeServiceHandler(server.NewThemeServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewNotificationServiceHandler(server.NewNotificationServer(a.db), ho...))
+	a.server.Handle(avbv1connect.NewBillingServiceHandler(server.NewBillingServer(a.db, time.Now), ho...))
+	a.server.Handle(avbv1connect.NewAuditServiceHandler(server.NewAuditServer(a.db), ho...))
 	voiceDeps, err := a.voice(cfg)
 	if err != nil {
 		a.Close()
@@ -308,7 +315,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		reporter.Queues = workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
 		if vc.RunWorker {
 			a.workers = workflows.NewWorkers(tc, reporter.Queues, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall},
-				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: a.redis}})
+				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: a.redis}, Notifier: &events.Notifier{DB: a.db, Hub: events.Hub{Redis: a.redis}}})
 			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace, reporter.Queues); err != nil {
 				a.log.Warn("temporal namespace not prepared", "error", err.Error())
 			}

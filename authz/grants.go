@@ -147,3 +147,53 @@ func (g *Grants) KeyRevoked(ctx context.Context, tenantID, keyID uuid.UUID) erro
 	}
 	return g.recordToken(ctx, tenantID, token)
 }
+
+// ResourceCreated links a stored resource (project, persona, voice_config,
+// theme) to its tenant, and to its project when it has one, so tenant and
+// project roles reach it. Writing it again is harmless (a retried create).
+func (g *Grants) ResourceCreated(ctx context.Context, typ string, id, tenantID uuid.UUID, project *uuid.UUID) error {
+	obj := Object{Type: typ, ID: id.String()}
+	rels := []Relationship{{Resource: obj, Relation: "tenant", Subject: tenantObject(tenantID)}}
+	if project != nil {
+		rels = append(rels, Relationship{Resource: obj, Relation: "project", Subject: Object{Type: "project", ID: project.String()}})
+	}
+	token, err := g.C.Write(ctx, rels, nil)
+	if err != nil {
+		return err
+	}
+	return g.recordToken(ctx, tenantID, token)
+}
+
+// ProjectRoles lists the project roles, as relation names.
+var ProjectRoles = []string{RoleAdmin, RoleDeveloper, RoleOperator, RoleViewer}
+
+// ProjectMember gives (grant) or takes (revoke) a user's role on a project:
+// the row first when granting, the relationship first when revoking.
+func (g *Grants) ProjectMember(ctx context.Context, projectID, userID uuid.UUID, role string, grant bool, grantedBy *uuid.UUID) error {
+	tenantID, ok := tenancy.ID(ctx)
+	if !ok {
+		return store.ErrNoTenant
+	}
+	if !slices.Contains(ProjectRoles, role) {
+		return fmt.Errorf("unknown project role %q", role)
+	}
+	rel := []Relationship{{Resource: Object{Type: "project", ID: projectID.String()}, Relation: role, Subject: Object{Type: "user", ID: userID.String()}}}
+	if grant {
+		if err := g.DB.ProjectMembers().Add(ctx, projectID, userID, role, grantedBy); err != nil {
+			return err
+		}
+		token, err := g.C.Write(ctx, rel, nil)
+		if err != nil {
+			return err
+		}
+		return g.recordToken(ctx, tenantID, token)
+	}
+	token, err := g.C.Write(ctx, nil, rel)
+	if err != nil {
+		return err
+	}
+	if err := g.recordToken(ctx, tenantID, token); err != nil {
+		return err
+	}
+	return g.DB.ProjectMembers().Remove(ctx, projectID, userID, role)
+}

@@ -46,10 +46,14 @@ func sessionToProto(s *store.Session) *avbv1.Session {
 }
 
 func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[avbv1.CreateSessionRequest]) (*connect.Response[avbv1.CreateSessionResponse], error) {
-	if _, err := callConfig(req.Msg.GetConfig()); err != nil {
+	cfg, err := layeredConfig(ctx, s.DB, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := callConfig(cfg); err != nil {
 		return nil, invalidArgument(err.Error())
 	}
-	raw, err := protojson.Marshal(orEmpty(req.Msg.GetConfig()))
+	raw, err := protojson.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +70,7 @@ func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[
 	}
 	// The workflow owns the session from here: an unjoined session ends at
 	// its idle timeout.
-	s.startWorkflow(ctx, sess.ID, sess.TenantID, idleTimeout(req.Msg.GetConfig()))
+	s.startWorkflow(ctx, sess.ID, sess.TenantID, idleTimeout(cfg))
 	return connect.NewResponse(&avbv1.CreateSessionResponse{Session: sessionToProto(sess)}), nil
 }
 

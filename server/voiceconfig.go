@@ -1,75 +1,60 @@
 package server
 
 import (
-	"fmt"
-	"time"
+	"context"
+
+	"connectrpc.com/connect"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
-	"github.com/agentvoicebox/avb/voice"
-	"github.com/agentvoicebox/avb/voice/audio"
-	"github.com/agentvoicebox/avb/voice/vad"
+	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/store"
 )
 
-// Defaults of a session configuration.
-var (
-	defaultInput  = audio.Format{Encoding: audio.PCM16, SampleRate: 16000}
-	defaultOutput = audio.Format{Encoding: audio.PCM16, SampleRate: 24000}
-)
-
-func audioFormat(f *avbv1.AudioFormat, def audio.Format) audio.Format {
-	if f == nil || f.GetEncoding() == avbv1.AudioEncoding_AUDIO_ENCODING_UNSPECIFIED {
-		return def
-	}
-	out := audio.Format{SampleRate: int(f.GetSampleRate())}
-	switch f.GetEncoding() {
-	case avbv1.AudioEncoding_AUDIO_ENCODING_PCM16:
-		out.Encoding = audio.PCM16
-		if out.SampleRate == 0 {
-			out.SampleRate = def.SampleRate
-		}
-	case avbv1.AudioEncoding_AUDIO_ENCODING_MULAW:
-		out.Encoding = audio.MuLaw
-	case avbv1.AudioEncoding_AUDIO_ENCODING_ALAW:
-		out.Encoding = audio.ALaw
-	}
-	if out.Encoding != audio.PCM16 && out.SampleRate == 0 {
-		out.SampleRate = 8000
-	}
-	return out
+// NewVoiceConfigServer returns the VoiceConfigService handler.
+func NewVoiceConfigServer(deps Identity) avbv1connect.VoiceConfigServiceHandler {
+	return &voiceConfigServer{named[*avbv1.VoiceConfig]{Identity: deps, kind: store.VoiceConfigs, objType: "voice_config",
+		field: "voice_config", new: func() *avbv1.VoiceConfig { return &avbv1.VoiceConfig{} }}}
 }
 
-// idleTimeout is a session's idle timeout (0: the server's default).
-func idleTimeout(pc *avbv1.SessionConfig) time.Duration {
-	return time.Duration(pc.GetTurnDetection().GetIdleTimeoutSeconds()) * time.Second
+type voiceConfigServer struct{ named[*avbv1.VoiceConfig] }
+
+func (s *voiceConfigServer) CreateVoiceConfig(ctx context.Context, req *connect.Request[avbv1.CreateVoiceConfigRequest]) (*connect.Response[avbv1.CreateVoiceConfigResponse], error) {
+	p, err := s.create(ctx, req.Msg.GetRequestId(), req.Msg.GetVoiceConfig())
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&avbv1.CreateVoiceConfigResponse{VoiceConfig: p}), nil
 }
 
-// callConfig turns the contract's session configuration into the engine's.
-func callConfig(pc *avbv1.SessionConfig) (voice.Config, error) {
-	c := voice.Config{
-		Input:        audioFormat(pc.GetInputAudioFormat(), defaultInput),
-		Output:       audioFormat(pc.GetOutputAudioFormat(), defaultOutput),
-		Voice:        pc.GetVoice(),
-		Model:        pc.GetModel(),
-		Instructions: pc.GetInstructions(),
-		Phrases:      pc.GetPhraseHints(),
+func (s *voiceConfigServer) GetVoiceConfig(ctx context.Context, req *connect.Request[avbv1.GetVoiceConfigRequest]) (*connect.Response[avbv1.GetVoiceConfigResponse], error) {
+	p, err := s.get(ctx, req.Msg.GetVoiceConfigId())
+	if err != nil {
+		return nil, err
 	}
-	if err := c.Input.Validate(); err != nil {
-		return c, fmt.Errorf("input_audio_format: %w", err)
+	return connect.NewResponse(&avbv1.GetVoiceConfigResponse{VoiceConfig: p}), nil
+}
+
+func (s *voiceConfigServer) ListVoiceConfigs(ctx context.Context, req *connect.Request[avbv1.ListVoiceConfigsRequest]) (*connect.Response[avbv1.ListVoiceConfigsResponse], error) {
+	m := req.Msg
+	items, next, err := s.list(ctx, listParams{pageSize: m.GetPageSize(), pageToken: m.GetPageToken(), projectID: m.GetProjectId(),
+		nameContains: m.GetNameContains(), order: m.GetOrderBy()})
+	if err != nil {
+		return nil, err
 	}
-	if err := c.Output.Validate(); err != nil {
-		return c, fmt.Errorf("output_audio_format: %w", err)
+	return connect.NewResponse(&avbv1.ListVoiceConfigsResponse{VoiceConfigs: items, NextPageToken: next}), nil
+}
+
+func (s *voiceConfigServer) UpdateVoiceConfig(ctx context.Context, req *connect.Request[avbv1.UpdateVoiceConfigRequest]) (*connect.Response[avbv1.UpdateVoiceConfigResponse], error) {
+	p, err := s.update(ctx, req.Msg.GetVoiceConfigId(), req.Msg.GetVoiceConfig(), req.Msg.GetUpdateMask())
+	if err != nil {
+		return nil, err
 	}
-	td := pc.GetTurnDetection()
-	if td.GetMode() == avbv1.TurnDetectionMode_TURN_DETECTION_MODE_MANUAL {
-		c.Turn = voice.Manual
+	return connect.NewResponse(&avbv1.UpdateVoiceConfigResponse{VoiceConfig: p}), nil
+}
+
+func (s *voiceConfigServer) DeleteVoiceConfig(ctx context.Context, req *connect.Request[avbv1.DeleteVoiceConfigRequest]) (*connect.Response[avbv1.DeleteVoiceConfigResponse], error) {
+	if err := s.delete(ctx, req.Msg.GetVoiceConfigId()); err != nil {
+		return nil, err
 	}
-	c.VAD = vad.Config{Threshold: float64(td.GetThreshold()), PrefixPaddingMS: int(td.GetPrefixPaddingMs()),
-		SilenceDurationMS: int(td.GetSilenceDurationMs())}
-	c.CreateResponse = td == nil || td.CreateResponse == nil || td.GetCreateResponse()
-	c.InterruptResponse = td == nil || td.InterruptResponse == nil || td.GetInterruptResponse()
-	c.MinInterruptionMS = int(td.GetMinInterruptionMs())
-	c.ResumeFalseInterruption = td.GetResumeFalseInterruption()
-	c.PreemptiveGeneration = td.GetPreemptiveGeneration()
-	c.Echo = pc.GetMode() == avbv1.SessionMode_SESSION_MODE_ECHO
-	return c, nil
+	return connect.NewResponse(&avbv1.DeleteVoiceConfigResponse{}), nil
 }

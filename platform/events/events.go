@@ -10,11 +10,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/agentvoicebox/avb/store"
 )
 
 // Event types.
 const (
-	SessionEnded = "session.ended"
+	SessionEnded        = "session.ended"
+	NotificationCreated = "notification.created"
 )
 
 // Event is one thing that happened for a tenant.
@@ -94,4 +97,27 @@ func (p Hub) Subscribe(ctx context.Context, channels ...string) (<-chan Event, e
 		}
 	}()
 	return out, nil
+}
+
+// Notifier stores notifications and delivers each new one live, as a
+// notification.created event on its user's or its tenant's channel.
+type Notifier struct {
+	DB  *store.DB
+	Hub Hub
+}
+
+// Notify stores n for the tenant in ctx and publishes it. A notification
+// with a dedupe key already used is neither stored nor published again.
+func (p Notifier) Notify(ctx context.Context, n *store.Notification) error {
+	created, err := p.DB.Notifications().Create(ctx, n)
+	if err != nil || !created {
+		return err
+	}
+	ev := Event{Type: NotificationCreated, TenantID: n.TenantID.String(), Time: n.CreatedAt, Data: map[string]any{
+		"notification_id": n.ID.String(), "type": n.Type, "severity": n.Severity, "title": n.Title, "body": n.Body,
+	}}
+	if n.UserID != nil {
+		ev.UserID = n.UserID.String()
+	}
+	return p.Hub.Publish(ctx, ev)
 }

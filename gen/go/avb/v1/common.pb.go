@@ -202,6 +202,65 @@ func (ErrorReason) EnumDescriptor() ([]byte, []int) {
 	return file_avb_v1_common_proto_rawDescGZIP(), []int{0}
 }
 
+// ResourceOrder orders a list of named resources (projects, personas, voice
+// configs, themes).
+type ResourceOrder int32
+
+const (
+	// Newest first.
+	ResourceOrder_RESOURCE_ORDER_UNSPECIFIED      ResourceOrder = 0
+	ResourceOrder_RESOURCE_ORDER_CREATE_TIME_DESC ResourceOrder = 1
+	ResourceOrder_RESOURCE_ORDER_CREATE_TIME_ASC  ResourceOrder = 2
+	// By name, case-insensitively.
+	ResourceOrder_RESOURCE_ORDER_NAME_ASC  ResourceOrder = 3
+	ResourceOrder_RESOURCE_ORDER_NAME_DESC ResourceOrder = 4
+)
+
+// Enum value maps for ResourceOrder.
+var (
+	ResourceOrder_name = map[int32]string{
+		0: "RESOURCE_ORDER_UNSPECIFIED",
+		1: "RESOURCE_ORDER_CREATE_TIME_DESC",
+		2: "RESOURCE_ORDER_CREATE_TIME_ASC",
+		3: "RESOURCE_ORDER_NAME_ASC",
+		4: "RESOURCE_ORDER_NAME_DESC",
+	}
+	ResourceOrder_value = map[string]int32{
+		"RESOURCE_ORDER_UNSPECIFIED":      0,
+		"RESOURCE_ORDER_CREATE_TIME_DESC": 1,
+		"RESOURCE_ORDER_CREATE_TIME_ASC":  2,
+		"RESOURCE_ORDER_NAME_ASC":         3,
+		"RESOURCE_ORDER_NAME_DESC":        4,
+	}
+)
+
+func (x ResourceOrder) Enum() *ResourceOrder {
+	p := new(ResourceOrder)
+	*p = x
+	return p
+}
+
+func (x ResourceOrder) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResourceOrder) Descriptor() protoreflect.EnumDescriptor {
+	return file_avb_v1_common_proto_enumTypes[1].Descriptor()
+}
+
+func (ResourceOrder) Type() protoreflect.EnumType {
+	return &file_avb_v1_common_proto_enumTypes[1]
+}
+
+func (x ResourceOrder) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResourceOrder.Descriptor instead.
+func (ResourceOrder) EnumDescriptor() ([]byte, []int) {
+	return file_avb_v1_common_proto_rawDescGZIP(), []int{1}
+}
+
 // PageCursor is the content of an opaque page_token. List RPCs take
 // page_size (default 50, max 500) and page_token, and return next_page_token;
 // the server encodes a PageCursor, signs it, and rejects a token that was
@@ -314,7 +373,13 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\x1aERROR_REASON_INVALID_AUDIO\x10I\x12$\n" +
 	" ERROR_REASON_CALL_LIMIT_EXCEEDED\x10J\x12 \n" +
 	"\x1cERROR_REASON_PROVIDER_FAILED\x10K\x12!\n" +
-	"\x1dERROR_REASON_SESSION_NOT_LIVE\x10LB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x1dERROR_REASON_SESSION_NOT_LIVE\x10L*\xb3\x01\n" +
+	"\rResourceOrder\x12\x1e\n" +
+	"\x1aRESOURCE_ORDER_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fRESOURCE_ORDER_CREATE_TIME_DESC\x10\x01\x12\"\n" +
+	"\x1eRESOURCE_ORDER_CREATE_TIME_ASC\x10\x02\x12\x1b\n" +
+	"\x17RESOURCE_ORDER_NAME_ASC\x10\x03\x12\x1c\n" +
+	"\x18RESOURCE_ORDER_NAME_DESC\x10\x04B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_common_proto_rawDescOnce sync.Once
@@ -328,11 +393,12 @@ func file_avb_v1_common_proto_rawDescGZIP() []byte {
 	return file_avb_v1_common_proto_rawDescData
 }
 
-var file_avb_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_avb_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_avb_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_avb_v1_common_proto_goTypes = []any{
 	(ErrorReason)(0),   // 0: avb.v1.ErrorReason
-	(*PageCursor)(nil), // 1: avb.v1.PageCursor
+	(ResourceOrder)(0), // 1: avb.v1.ResourceOrder
+	(*PageCursor)(nil), // 2: avb.v1.PageCursor
 }
 var file_avb_v1_common_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -352,7 +418,7 @@ func file_avb_v1_common_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_common_proto_rawDesc), len(file_avb_v1_common_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -832,11 +832,18 @@ func (x *SessionEvent) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
-// CreateSessionRequest configures the session.
+// CreateSessionRequest configures the session. Its configuration is built
+// in layers, each set field overriding the one below: the project's voice
+// defaults, the voice config, the persona, then config.
 type CreateSessionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Config        *SessionConfig         `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
-	ProjectId     string                 `protobuf:"bytes,2,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Config    *SessionConfig         `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	ProjectId string                 `protobuf:"bytes,2,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	// persona_id takes a persona's instructions, voice and model.
+	PersonaId string `protobuf:"bytes,3,opt,name=persona_id,json=personaId,proto3" json:"persona_id,omitempty"`
+	// voice_config_id takes a voice config's audio formats, voice, turn
+	// detection and phrase hints.
+	VoiceConfigId string `protobuf:"bytes,4,opt,name=voice_config_id,json=voiceConfigId,proto3" json:"voice_config_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -881,6 +888,20 @@ func (x *CreateSessionRequest) GetConfig() *SessionConfig {
 func (x *CreateSessionRequest) GetProjectId() string {
 	if x != nil {
 		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *CreateSessionRequest) GetPersonaId() string {
+	if x != nil {
+		return x.PersonaId
+	}
+	return ""
+}
+
+func (x *CreateSessionRequest) GetVoiceConfigId() string {
+	if x != nil {
+		return x.VoiceConfigId
 	}
 	return ""
 }
@@ -1432,11 +1453,14 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12+\n" +
 	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"q\n" +
+	"createTime\"\xd2\x01\n" +
 	"\x14CreateSessionRequest\x12-\n" +
 	"\x06config\x18\x01 \x01(\v2\x15.avb.v1.SessionConfigR\x06config\x12*\n" +
 	"\n" +
-	"project_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\"B\n" +
+	"project_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\x12*\n" +
+	"\n" +
+	"persona_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tpersonaId\x123\n" +
+	"\x0fvoice_config_id\x18\x04 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\rvoiceConfigId\"B\n" +
 	"\x15CreateSessionResponse\x12)\n" +
 	"\asession\x18\x01 \x01(\v2\x0f.avb.v1.SessionR\asession\"<\n" +
 	"\x11GetSessionRequest\x12'\n" +

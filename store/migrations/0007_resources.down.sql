@@ -1,0 +1,10 @@
+DROP TABLE invoices;
+DROP TABLE audit_logs;
+DROP FUNCTION audit_logs_immutable();
+DROP TABLE notification_reads;
+DROP TABLE notifications;
+DROP TABLE project_members;
+DROP TABLE themes;
+DROP TABLE voice_configs;
+DROP TABLE personas;
+DROP TABLE projects;
