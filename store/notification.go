@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -43,14 +45,13 @@ func (r Notifications) Create(ctx context.Context, n *Notification) (created boo
 		n.Data = json.RawMessage("{}")
 	}
 	err = r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewInsert().Model(n).ExcludeColumn("id", "tenant_id", "created_at", "read").
-			On("CONFLICT DO NOTHING").Returning("id, tenant_id, created_at").Exec(ctx, &n.ID, &n.TenantID, &n.CreatedAt)
-		if err != nil {
-			return err
+		err := tx.NewInsert().Model(n).ExcludeColumn("id", "tenant_id", "created_at").
+			On("CONFLICT DO NOTHING").Returning("id, tenant_id, created_at").Scan(ctx, &n.ID, &n.TenantID, &n.CreatedAt)
+		if errors.Is(err, sql.ErrNoRows) { // the dedupe key was used
+			return nil
 		}
-		rows, _ := res.RowsAffected()
-		created = rows == 1
-		return nil
+		created = err == nil
+		return err
 	})
 	return created, err
 }
