@@ -17,6 +17,8 @@ BUF_VERSION               := v1.75.0
 PROTOC_GEN_GO_VERSION     := v1.36.12
 PROTOC_GEN_CONNECT_VERSION := v1.21.1
 PROTOC_GEN_ES_VERSION     := 2.17.0
+GOOGLE_PROTO_FILES_VERSION := 6.0.1
+GNOSTIC_VERSION           := v0.7.1
 PROTOVALIDATE_VERSION     := v1.2.2
 TEMPORAL_CLI_VERSION      := v1.5.1
 SPICEDB_VERSION           := v1.56.2
@@ -25,11 +27,12 @@ STAMP := $(BIN)/.versions
 GO_TOOL_STAMPS := \
 	$(STAMP)/buf@$(BUF_VERSION) \
 	$(STAMP)/protoc-gen-go@$(PROTOC_GEN_GO_VERSION) \
-	$(STAMP)/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_VERSION)
+	$(STAMP)/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_VERSION) \
+	$(STAMP)/protoc-gen-openapi@$(GNOSTIC_VERSION)
 SERVICE_TOOL_STAMPS := \
 	$(STAMP)/temporal@$(TEMPORAL_CLI_VERSION) \
 	$(STAMP)/spicedb@$(SPICEDB_VERSION)
-NPM_TOOL_STAMPS := $(STAMP)/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)
+NPM_TOOL_STAMPS := $(STAMP)/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)+google-proto-files@$(GOOGLE_PROTO_FILES_VERSION)
 
 GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^gen/')
 
@@ -54,11 +57,19 @@ $(STAMP)/protoc-gen-connect-go@%:
 	@GOBIN=$(BIN) go install connectrpc.com/connect/cmd/protoc-gen-connect-go@$*
 	@mkdir -p $(STAMP) && rm -f $(STAMP)/protoc-gen-connect-go@* && touch $@
 
+$(STAMP)/protoc-gen-openapi@%:
+	@echo "installing protoc-gen-openapi (gnostic) $* into ./bin"
+	@GOBIN=$(BIN) go install github.com/google/gnostic/cmd/protoc-gen-openapi@$*
+	@mkdir -p $(STAMP) && rm -f $(STAMP)/protoc-gen-openapi@* && touch $@
+
+# protoc-gen-es, and google-proto-files for the google/api/*.proto the
+# contract's HTTP annotations import.
 $(STAMP)/protoc-gen-es@%:
 	@command -v npm >/dev/null || { echo "npm is missing: run  apt-get install -y nodejs npm" >&2; exit 1; }
-	@echo "installing protoc-gen-es $* into ./bin/npm"
+	@echo "installing protoc-gen-es $(PROTOC_GEN_ES_VERSION) and google-proto-files $(GOOGLE_PROTO_FILES_VERSION) into ./bin/npm"
 	@mkdir -p $(BIN)/npm && npm install --silent --no-audit --no-fund --prefix $(BIN)/npm \
-		@bufbuild/protoc-gen-es@$* @bufbuild/protobuf@$*
+		@bufbuild/protoc-gen-es@$(PROTOC_GEN_ES_VERSION) @bufbuild/protobuf@$(PROTOC_GEN_ES_VERSION) \
+		google-proto-files@$(GOOGLE_PROTO_FILES_VERSION)
 	@mkdir -p $(STAMP) && rm -f $(STAMP)/protoc-gen-es@* && touch $@
 
 $(STAMP)/temporal@%:

@@ -25,6 +25,7 @@ import (
 	"github.com/agentvoicebox/avb/authn"
 	"github.com/agentvoicebox/avb/authz"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/gen/openapi"
 	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
@@ -169,6 +170,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	a.server.Handle(avbv1connect.NewNotificationServiceHandler(server.NewNotificationServer(a.db), ho...))
 	a.server.Handle(avbv1connect.NewBillingServiceHandler(server.NewBillingServer(a.db, time.Now), ho...))
 	a.server.Handle(avbv1connect.NewAuditServiceHandler(server.NewAuditServer(a.db), ho...))
+	a.server.HandleHTTP("/openapi.yaml", server.OpenAPI(openapi.YAML))
 	voiceDeps, err := a.voice(cfg)
 	if err != nil {
 		a.Close()

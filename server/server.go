@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"connectrpc.com/vanguard"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -44,6 +45,9 @@ type Server struct {
 	mux      *http.ServeMux
 	services []string
 	routes   map[string]bool
+	// rest are the services, for the REST routes of their google.api.http
+	// annotations (served under /api/v2/ by a vanguard transcoder).
+	rest     []*vanguard.Service
 	drainCtx context.Context
 	drain    context.CancelFunc
 }
@@ -92,12 +96,16 @@ func (s *Server) HandlerOptions() []connect.HandlerOption {
 	}
 }
 
+// RESTPrefix is where the REST routes of the contract live.
+const RESTPrefix = "/api/v2/"
+
 // Handle mounts a generated Connect service handler, as returned by
 // avbv1connect.NewXServiceHandler(impl, s.HandlerOptions()...).
 func (s *Server) Handle(path string, h http.Handler) {
 	name := strings.Trim(path, "/")
 	s.services = append(s.services, name)
 	s.mux.Handle(path, h)
+	s.rest = append(s.rest, vanguard.NewService(path, h))
 	if d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name)); err == nil {
 		if sd, ok := d.(protoreflect.ServiceDescriptor); ok {
 			for i := range sd.Methods().Len() {
@@ -126,6 +134,16 @@ func (s *Server) Handler() http.Handler {
 	reflector := grpcreflect.NewStaticReflector(append(s.Services(), grpchealth.HealthV1ServiceName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	if len(s.rest) > 0 {
+		// REST requests become Connect calls of the same handlers, so they
+		// pass the same interceptors (authentication, policy, validation).
+		rest, err := vanguard.NewTranscoder(s.rest, vanguard.WithDefaultServiceOptions(
+			vanguard.WithTargetProtocols(vanguard.ProtocolConnect), vanguard.WithTargetCodecs(vanguard.CodecProto)))
+		if err != nil {
+			panic(fmt.Sprintf("REST routes: %v", err)) // the contract's annotations are wrong
+		}
+		mux.Handle(RESTPrefix, rest)
+	}
 	return middleware.HTTP(mux, middleware.HTTPOptions{
 		Metrics:           s.opts.Metrics,
 		Route:             s.route,
@@ -142,6 +160,8 @@ func (s *Server) route(path string) string {
 		return path
 	case strings.HasPrefix(path, "/grpc.health.v1.Health/"), strings.HasPrefix(path, "/grpc.reflection."):
 		return path
+	case strings.HasPrefix(path, RESTPrefix):
+		return RESTPrefix
 	}
 	return "other"
 }

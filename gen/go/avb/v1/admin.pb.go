@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -718,7 +719,7 @@ var File_avb_v1_admin_proto protoreflect.FileDescriptor
 
 const file_avb_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x12avb/v1/admin.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x13avb/v1/tenant.proto\x1a\x1bbuf/validate/validate.proto\"\xff\x01\n" +
+	"\x12avb/v1/admin.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x13avb/v1/tenant.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\"\xff\x01\n" +
 	"\x13CreateTenantRequest\x12\x1e\n" +
 	"\x04name\x18\x01 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\x12?\n" +
@@ -763,20 +764,20 @@ const file_avb_v1_admin_proto_rawDesc = "" +
 	"\x1dTENANT_ORDER_CREATE_TIME_DESC\x10\x01\x12 \n" +
 	"\x1cTENANT_ORDER_CREATE_TIME_ASC\x10\x02\x12\x19\n" +
 	"\x15TENANT_ORDER_NAME_ASC\x10\x03\x12\x19\n" +
-	"\x15TENANT_ORDER_SLUG_ASC\x10\x042\xfb\x04\n" +
-	"\fAdminService\x12c\n" +
-	"\fCreateTenant\x12\x1b.avb.v1.CreateTenantRequest\x1a\x1c.avb.v1.CreateTenantResponse\"\x18\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x12c\n" +
-	"\vListTenants\x12\x1a.avb.v1.ListTenantsRequest\x1a\x1b.avb.v1.ListTenantsResponse\"\x1b\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x90\x02\x01\x12i\n" +
-	"\rGetTenantById\x12\x1c.avb.v1.GetTenantByIdRequest\x1a\x1d.avb.v1.GetTenantByIdResponse\"\x1b\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x90\x02\x01\x12f\n" +
-	"\rSuspendTenant\x12\x1c.avb.v1.SuspendTenantRequest\x1a\x1d.avb.v1.SuspendTenantResponse\"\x18\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x12i\n" +
-	"\x0eActivateTenant\x12\x1d.avb.v1.ActivateTenantRequest\x1a\x1e.avb.v1.ActivateTenantResponse\"\x18\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x12c\n" +
-	"\fDeleteTenant\x12\x1b.avb.v1.DeleteTenantRequest\x1a\x1c.avb.v1.DeleteTenantResponse\"\x18\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manageB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x15TENANT_ORDER_SLUG_ASC\x10\x042\xf9\x06\n" +
+	"\fAdminService\x12\x83\x01\n" +
+	"\fCreateTenant\x12\x1b.avb.v1.CreateTenantRequest\x1a\x1c.avb.v1.CreateTenantResponse\"8\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/api/v2/admin/tenants\x12\x80\x01\n" +
+	"\vListTenants\x12\x1a.avb.v1.ListTenantsRequest\x1a\x1b.avb.v1.ListTenantsResponse\"8\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/admin/tenants\x90\x02\x01\x12\x92\x01\n" +
+	"\rGetTenantById\x12\x1c.avb.v1.GetTenantByIdRequest\x1a\x1d.avb.v1.GetTenantByIdResponse\"D\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02#\x12!/api/v2/admin/tenants/{tenant_id}\x90\x02\x01\x12\x9a\x01\n" +
+	"\rSuspendTenant\x12\x1c.avb.v1.SuspendTenantRequest\x1a\x1d.avb.v1.SuspendTenantResponse\"L\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02.:\x01*\")/api/v2/admin/tenants/{tenant_id}/suspend\x12\x9e\x01\n" +
+	"\x0eActivateTenant\x12\x1d.avb.v1.ActivateTenantRequest\x1a\x1e.avb.v1.ActivateTenantResponse\"M\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02/:\x01*\"*/api/v2/admin/tenants/{tenant_id}/activate\x12\x8c\x01\n" +
+	"\fDeleteTenant\x12\x1b.avb.v1.DeleteTenantRequest\x1a\x1c.avb.v1.DeleteTenantResponse\"A\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02#*!/api/v2/admin/tenants/{tenant_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_admin_proto_rawDescOnce sync.Once

@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -842,7 +843,7 @@ var File_avb_v1_apikey_proto protoreflect.FileDescriptor
 
 const file_avb_v1_apikey_proto_rawDesc = "" +
 	"\n" +
-	"\x13avb/v1/apikey.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x04\n" +
+	"\x13avb/v1/apikey.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x04\n" +
 	"\x06ApiKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x12\n" +
@@ -912,18 +913,18 @@ const file_avb_v1_apikey_proto_rawDesc = "" +
 	"\x1bRATE_LIMIT_TIER_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18RATE_LIMIT_TIER_STANDARD\x10\x01\x12\x1c\n" +
 	"\x18RATE_LIMIT_TIER_ELEVATED\x10\x02\x12\x1d\n" +
-	"\x19RATE_LIMIT_TIER_UNLIMITED\x10\x032\xfd\x03\n" +
-	"\rApiKeyService\x12b\n" +
-	"\fCreateApiKey\x12\x1b.avb.v1.CreateApiKeyRequest\x1a\x1c.avb.v1.CreateApiKeyResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x12b\n" +
-	"\vListApiKeys\x12\x1a.avb.v1.ListApiKeysRequest\x1a\x1b.avb.v1.ListApiKeysResponse\"\x1a\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x90\x02\x01\x12\\\n" +
-	"\tGetApiKey\x12\x18.avb.v1.GetApiKeyRequest\x1a\x19.avb.v1.GetApiKeyResponse\"\x1a\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x90\x02\x01\x12b\n" +
-	"\fRevokeApiKey\x12\x1b.avb.v1.RevokeApiKeyRequest\x1a\x1c.avb.v1.RevokeApiKeyResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x12b\n" +
-	"\fRotateApiKey\x12\x1b.avb.v1.RotateApiKeyRequest\x1a\x1c.avb.v1.RotateApiKeyResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelopB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x19RATE_LIMIT_TIER_UNLIMITED\x10\x032\xac\x05\n" +
+	"\rApiKeyService\x12}\n" +
+	"\fCreateApiKey\x12\x1b.avb.v1.CreateApiKeyRequest\x1a\x1c.avb.v1.CreateApiKeyResponse\"2\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/api-keys\x12z\n" +
+	"\vListApiKeys\x12\x1a.avb.v1.ListApiKeysRequest\x1a\x1b.avb.v1.ListApiKeysResponse\"2\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/api-keys\x90\x02\x01\x12\x81\x01\n" +
+	"\tGetApiKey\x12\x18.avb.v1.GetApiKeyRequest\x1a\x19.avb.v1.GetApiKeyResponse\"?\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v2/api-keys/{api_key_id}\x90\x02\x01\x12\x87\x01\n" +
+	"\fRevokeApiKey\x12\x1b.avb.v1.RevokeApiKeyRequest\x1a\x1c.avb.v1.RevokeApiKeyResponse\"<\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v2/api-keys/{api_key_id}\x12\x91\x01\n" +
+	"\fRotateApiKey\x12\x1b.avb.v1.RotateApiKeyRequest\x1a\x1c.avb.v1.RotateApiKeyResponse\"F\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02):\x01*\"$/api/v2/api-keys/{api_key_id}/rotateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_apikey_proto_rawDescOnce sync.Once

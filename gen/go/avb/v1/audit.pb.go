@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -446,7 +447,7 @@ var File_avb_v1_audit_proto protoreflect.FileDescriptor
 
 const file_avb_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x12avb/v1/audit.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x02\n" +
+	"\x12avb/v1/audit.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x02\n" +
 	"\n" +
 	"AuditEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
@@ -487,10 +488,10 @@ const file_avb_v1_audit_proto_rawDesc = "" +
 	"\x06filter\x18\x01 \x01(\v2\x13.avb.v1.AuditFilterR\x06filter\"?\n" +
 	"\x17ExportAuditLogsResponse\x12\x10\n" +
 	"\x03csv\x18\x01 \x01(\fR\x03csv\x12\x12\n" +
-	"\x04rows\x18\x02 \x01(\x05R\x04rows2\xf4\x01\n" +
-	"\fAuditService\x12m\n" +
-	"\rListAuditLogs\x12\x1c.avb.v1.ListAuditLogsRequest\x1a\x1d.avb.v1.ListAuditLogsResponse\"\x1f\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x90\x02\x01\x12u\n" +
+	"\x04rows\x18\x02 \x01(\x05R\x04rows2\x8f\x02\n" +
+	"\fAuditService\x12\x87\x01\n" +
+	"\rListAuditLogs\x12\x1c.avb.v1.ListAuditLogsRequest\x1a\x1d.avb.v1.ListAuditLogsResponse\"9\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v2/audit/logs\x90\x02\x01\x12u\n" +
 	"\x0fExportAuditLogs\x12\x1e.avb.v1.ExportAuditLogsRequest\x1a\x1f.avb.v1.ExportAuditLogsResponse\"\x1f\xc2\xf3\x18\x18\x1a\x16\n" +
 	"\x06tenant\x12\fadministrate\x90\x02\x010\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 

@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -717,7 +718,7 @@ var File_avb_v1_billing_proto protoreflect.FileDescriptor
 
 const file_avb_v1_billing_proto_rawDesc = "" +
 	"\n" +
-	"\x14avb/v1/billing.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x02\n" +
+	"\x14avb/v1/billing.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x02\n" +
 	"\x05Usage\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
@@ -771,14 +772,14 @@ const file_avb_v1_billing_proto_rawDesc = "" +
 	"\x14INVOICE_STATUS_DRAFT\x10\x01\x12\x1c\n" +
 	"\x18INVOICE_STATUS_FINALIZED\x10\x02\x12\x17\n" +
 	"\x13INVOICE_STATUS_PAID\x10\x03\x12\x19\n" +
-	"\x15INVOICE_STATUS_VOIDED\x10\x042\xda\x02\n" +
-	"\x0eBillingService\x12`\n" +
-	"\bGetUsage\x12\x17.avb.v1.GetUsageRequest\x1a\x18.avb.v1.GetUsageResponse\"!\xc2\xf3\x18\x1a\x1a\x18\n" +
-	"\x06tenant\x12\x0ebilling_access\x90\x02\x01\x12x\n" +
-	"\x10GetProjectedCost\x12\x1f.avb.v1.GetProjectedCostRequest\x1a .avb.v1.GetProjectedCostResponse\"!\xc2\xf3\x18\x1a\x1a\x18\n" +
-	"\x06tenant\x12\x0ebilling_access\x90\x02\x01\x12l\n" +
-	"\fListInvoices\x12\x1b.avb.v1.ListInvoicesRequest\x1a\x1c.avb.v1.ListInvoicesResponse\"!\xc2\xf3\x18\x1a\x1a\x18\n" +
-	"\x06tenant\x12\x0ebilling_access\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x15INVOICE_STATUS_VOIDED\x10\x042\xba\x03\n" +
+	"\x0eBillingService\x12}\n" +
+	"\bGetUsage\x12\x17.avb.v1.GetUsageRequest\x1a\x18.avb.v1.GetUsageResponse\">\xc2\xf3\x18\x1a\x1a\x18\n" +
+	"\x06tenant\x12\x0ebilling_access\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/billing/usage\x90\x02\x01\x12\x99\x01\n" +
+	"\x10GetProjectedCost\x12\x1f.avb.v1.GetProjectedCostRequest\x1a .avb.v1.GetProjectedCostResponse\"B\xc2\xf3\x18\x1a\x1a\x18\n" +
+	"\x06tenant\x12\x0ebilling_access\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v2/billing/projected\x90\x02\x01\x12\x8c\x01\n" +
+	"\fListInvoices\x12\x1b.avb.v1.ListInvoicesRequest\x1a\x1c.avb.v1.ListInvoicesResponse\"A\xc2\xf3\x18\x1a\x1a\x18\n" +
+	"\x06tenant\x12\x0ebilling_access\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v2/billing/invoices\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_billing_proto_rawDescOnce sync.Once

@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -423,7 +424,7 @@ var File_avb_v1_notification_proto protoreflect.FileDescriptor
 
 const file_avb_v1_notification_proto_rawDesc = "" +
 	"\n" +
-	"\x19avb/v1/notification.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x02\n" +
+	"\x19avb/v1/notification.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x02\n" +
 	"\fNotification\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x12\n" +
@@ -456,12 +457,12 @@ const file_avb_v1_notification_proto_rawDesc = "" +
 	"!NOTIFICATION_SEVERITY_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aNOTIFICATION_SEVERITY_INFO\x10\x01\x12!\n" +
 	"\x1dNOTIFICATION_SEVERITY_WARNING\x10\x02\x12\x1f\n" +
-	"\x1bNOTIFICATION_SEVERITY_ERROR\x10\x032\x87\x02\n" +
-	"\x13NotificationService\x12q\n" +
-	"\x11ListNotifications\x12 .avb.v1.ListNotificationsRequest\x1a!.avb.v1.ListNotificationsResponse\"\x17\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x90\x02\x01\x12}\n" +
-	"\x15MarkNotificationsRead\x12$.avb.v1.MarkNotificationsReadRequest\x1a%.avb.v1.MarkNotificationsReadResponse\"\x17\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x90\x02\x02B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x1bNOTIFICATION_SEVERITY_ERROR\x10\x032\xcb\x02\n" +
+	"\x13NotificationService\x12\x8e\x01\n" +
+	"\x11ListNotifications\x12 .avb.v1.ListNotificationsRequest\x1a!.avb.v1.ListNotificationsResponse\"4\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/notifications\x90\x02\x01\x12\xa2\x01\n" +
+	"\x15MarkNotificationsRead\x12$.avb.v1.MarkNotificationsReadRequest\x1a%.avb.v1.MarkNotificationsReadResponse\"<\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/api/v2/notifications/read\x90\x02\x02B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_notification_proto_rawDescOnce sync.Once

@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -1049,7 +1050,7 @@ var File_avb_v1_project_proto protoreflect.FileDescriptor
 
 const file_avb_v1_project_proto_rawDesc = "" +
 	"\n" +
-	"\x14avb/v1/project.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n" +
+	"\x14avb/v1/project.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1b\n" +
@@ -1123,31 +1124,31 @@ const file_avb_v1_project_proto_rawDesc = "" +
 	"\x12PROJECT_ROLE_ADMIN\x10\x01\x12\x1a\n" +
 	"\x16PROJECT_ROLE_DEVELOPER\x10\x02\x12\x19\n" +
 	"\x15PROJECT_ROLE_OPERATOR\x10\x03\x12\x17\n" +
-	"\x13PROJECT_ROLE_VIEWER\x10\x042\xb3\a\n" +
-	"\x0eProjectService\x12e\n" +
-	"\rCreateProject\x12\x1c.avb.v1.CreateProjectRequest\x1a\x1d.avb.v1.CreateProjectResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x12i\n" +
+	"\x13PROJECT_ROLE_VIEWER\x10\x042\xf7\t\n" +
+	"\x0eProjectService\x12\x80\x01\n" +
+	"\rCreateProject\x12\x1c.avb.v1.CreateProjectRequest\x1a\x1d.avb.v1.CreateProjectResponse\"2\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/projects\x12\x8e\x01\n" +
 	"\n" +
-	"GetProject\x12\x19.avb.v1.GetProjectRequest\x1a\x1a.avb.v1.GetProjectResponse\"$\xc2\xf3\x18\x1d\x1a\x1b\n" +
+	"GetProject\x12\x19.avb.v1.GetProjectRequest\x1a\x1a.avb.v1.GetProjectResponse\"I\xc2\xf3\x18\x1d\x1a\x1b\n" +
 	"\aproject\x12\x04view\x1a\n" +
-	"project_id\x90\x02\x01\x12b\n" +
-	"\fListProjects\x12\x1b.avb.v1.ListProjectsRequest\x1a\x1c.avb.v1.ListProjectsResponse\"\x17\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x90\x02\x01\x12r\n" +
-	"\rUpdateProject\x12\x1c.avb.v1.UpdateProjectRequest\x1a\x1d.avb.v1.UpdateProjectResponse\"$\xc2\xf3\x18 \x1a\x1e\n" +
+	"project_id\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v2/projects/{project_id}\x90\x02\x01\x12z\n" +
+	"\fListProjects\x12\x1b.avb.v1.ListProjectsRequest\x1a\x1c.avb.v1.ListProjectsResponse\"/\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/projects\x90\x02\x01\x12\xa0\x01\n" +
+	"\rUpdateProject\x12\x1c.avb.v1.UpdateProjectRequest\x1a\x1d.avb.v1.UpdateProjectResponse\"R\xc2\xf3\x18 \x1a\x1e\n" +
 	"\aproject\x12\adevelop\x1a\n" +
-	"project_id\x12q\n" +
-	"\rDeleteProject\x12\x1c.avb.v1.DeleteProjectRequest\x1a\x1d.avb.v1.DeleteProjectResponse\"#\xc2\xf3\x18\x1f\x1a\x1d\n" +
+	"project_id\x82\xd3\xe4\x93\x02(:\aproject2\x1d/api/v2/projects/{project_id}\x12\x96\x01\n" +
+	"\rDeleteProject\x12\x1c.avb.v1.DeleteProjectRequest\x1a\x1d.avb.v1.DeleteProjectResponse\"H\xc2\xf3\x18\x1f\x1a\x1d\n" +
 	"\aproject\x12\x06manage\x1a\n" +
-	"project_id\x12z\n" +
-	"\x10AddProjectMember\x12\x1f.avb.v1.AddProjectMemberRequest\x1a .avb.v1.AddProjectMemberResponse\"#\xc2\xf3\x18\x1f\x1a\x1d\n" +
+	"project_id\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v2/projects/{project_id}\x12\xaa\x01\n" +
+	"\x10AddProjectMember\x12\x1f.avb.v1.AddProjectMemberRequest\x1a .avb.v1.AddProjectMemberResponse\"S\xc2\xf3\x18\x1f\x1a\x1d\n" +
 	"\aproject\x12\x06manage\x1a\n" +
-	"project_id\x12\x83\x01\n" +
-	"\x13RemoveProjectMember\x12\".avb.v1.RemoveProjectMemberRequest\x1a#.avb.v1.RemoveProjectMemberResponse\"#\xc2\xf3\x18\x1f\x1a\x1d\n" +
+	"project_id\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v2/projects/{project_id}/members\x12\xba\x01\n" +
+	"\x13RemoveProjectMember\x12\".avb.v1.RemoveProjectMemberRequest\x1a#.avb.v1.RemoveProjectMemberResponse\"Z\xc2\xf3\x18\x1f\x1a\x1d\n" +
 	"\aproject\x12\x06manage\x1a\n" +
-	"project_id\x12\x81\x01\n" +
-	"\x12ListProjectMembers\x12!.avb.v1.ListProjectMembersRequest\x1a\".avb.v1.ListProjectMembersResponse\"$\xc2\xf3\x18\x1d\x1a\x1b\n" +
+	"project_id\x82\xd3\xe4\x93\x021*//api/v2/projects/{project_id}/members/{user_id}\x12\xae\x01\n" +
+	"\x12ListProjectMembers\x12!.avb.v1.ListProjectMembersRequest\x1a\".avb.v1.ListProjectMembersResponse\"Q\xc2\xf3\x18\x1d\x1a\x1b\n" +
 	"\aproject\x12\x04view\x1a\n" +
-	"project_id\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"project_id\x82\xd3\xe4\x93\x02'\x12%/api/v2/projects/{project_id}/members\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_project_proto_rawDescOnce sync.Once

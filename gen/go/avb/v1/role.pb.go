@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -467,7 +468,7 @@ var File_avb_v1_role_proto protoreflect.FileDescriptor
 
 const file_avb_v1_role_proto_rawDesc = "" +
 	"\n" +
-	"\x11avb/v1/role.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n" +
+	"\x11avb/v1/role.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n" +
 	"\x0eRoleAssignment\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12&\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x12.avb.v1.TenantRoleR\x04role\x12\x1d\n" +
@@ -504,15 +505,15 @@ const file_avb_v1_role_proto_rawDesc = "" +
 	"\x15TENANT_ROLE_DEVELOPER\x10\x02\x12\x18\n" +
 	"\x14TENANT_ROLE_OPERATOR\x10\x03\x12\x16\n" +
 	"\x12TENANT_ROLE_VIEWER\x10\x04\x12\x17\n" +
-	"\x13TENANT_ROLE_BILLING\x10\x052\xc9\x02\n" +
-	"\vRoleService\x12^\n" +
-	"\tGrantRole\x12\x18.avb.v1.GrantRoleRequest\x1a\x19.avb.v1.GrantRoleResponse\"\x1c\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x12a\n" +
+	"\x13TENANT_ROLE_BILLING\x10\x052\x97\x03\n" +
+	"\vRoleService\x12v\n" +
+	"\tGrantRole\x12\x18.avb.v1.GrantRoleRequest\x1a\x19.avb.v1.GrantRoleResponse\"4\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/api/v2/roles\x12\x80\x01\n" +
 	"\n" +
-	"RevokeRole\x12\x19.avb.v1.RevokeRoleRequest\x1a\x1a.avb.v1.RevokeRoleResponse\"\x1c\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x12w\n" +
-	"\x13ListRoleAssignments\x12\".avb.v1.ListRoleAssignmentsRequest\x1a#.avb.v1.ListRoleAssignmentsResponse\"\x17\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"RevokeRole\x12\x19.avb.v1.RevokeRoleRequest\x1a\x1a.avb.v1.RevokeRoleResponse\";\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/api/v2/roles/revoke\x12\x8c\x01\n" +
+	"\x13ListRoleAssignments\x12\".avb.v1.ListRoleAssignmentsRequest\x1a#.avb.v1.ListRoleAssignmentsResponse\",\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v2/roles\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_role_proto_rawDescOnce sync.Once

@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -1388,7 +1389,7 @@ var File_avb_v1_session_proto protoreflect.FileDescriptor
 
 const file_avb_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x14avb/v1/session.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n" +
+	"\x14avb/v1/session.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n" +
 	"\vAudioFormat\x12;\n" +
 	"\bencoding\x18\x01 \x01(\x0e2\x15.avb.v1.AudioEncodingB\b\xbaH\x05\x82\x01\x02\x10\x01R\bencoding\x126\n" +
 	"\vsample_rate\x18\x02 \x01(\x05B\x15\xbaH\x12\x1a\x100\x000\xc0>0\x80}0\xc0\xbb\x010\x80\xf7\x02R\n" +
@@ -1515,19 +1516,19 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\vSessionMode\x12\x1c\n" +
 	"\x18SESSION_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SESSION_MODE_AGENT\x10\x01\x12\x15\n" +
-	"\x11SESSION_MODE_ECHO\x10\x022\x9c\x04\n" +
-	"\x0eSessionService\x12e\n" +
-	"\rCreateSession\x12\x1c.avb.v1.CreateSessionRequest\x1a\x1d.avb.v1.CreateSessionResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x12\\\n" +
+	"\x11SESSION_MODE_ECHO\x10\x022\xd6\x05\n" +
+	"\x0eSessionService\x12\x80\x01\n" +
+	"\rCreateSession\x12\x1c.avb.v1.CreateSessionRequest\x1a\x1d.avb.v1.CreateSessionResponse\"2\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/sessions\x12\x81\x01\n" +
 	"\n" +
-	"GetSession\x12\x19.avb.v1.GetSessionRequest\x1a\x1a.avb.v1.GetSessionResponse\"\x17\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x90\x02\x01\x12b\n" +
-	"\fListSessions\x12\x1b.avb.v1.ListSessionsRequest\x1a\x1c.avb.v1.ListSessionsResponse\"\x17\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x90\x02\x01\x12n\n" +
-	"\x10TerminateSession\x12\x1f.avb.v1.TerminateSessionRequest\x1a .avb.v1.TerminateSessionResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x12q\n" +
-	"\x11ListSessionEvents\x12 .avb.v1.ListSessionEventsRequest\x1a!.avb.v1.ListSessionEventsResponse\"\x17\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"GetSession\x12\x19.avb.v1.GetSessionRequest\x1a\x1a.avb.v1.GetSessionResponse\"<\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v2/sessions/{session_id}\x90\x02\x01\x12z\n" +
+	"\fListSessions\x12\x1b.avb.v1.ListSessionsRequest\x1a\x1c.avb.v1.ListSessionsResponse\"/\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/sessions\x90\x02\x01\x12\xa0\x01\n" +
+	"\x10TerminateSession\x12\x1f.avb.v1.TerminateSessionRequest\x1a .avb.v1.TerminateSessionResponse\"I\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x02,:\x01*\"'/api/v2/sessions/{session_id}/terminate\x12\x9d\x01\n" +
+	"\x11ListSessionEvents\x12 .avb.v1.ListSessionEventsRequest\x1a!.avb.v1.ListSessionEventsResponse\"C\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02&\x12$/api/v2/sessions/{session_id}/events\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_session_proto_rawDescOnce sync.Once

@@ -7,6 +7,7 @@
 package avbv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -136,7 +137,7 @@ var File_avb_v1_system_proto protoreflect.FileDescriptor
 
 const file_avb_v1_system_proto_rawDesc = "" +
 	"\n" +
-	"\x13avb/v1/system.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n" +
+	"\x13avb/v1/system.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n" +
 	"\x14GetServerInfoRequest\"\xa9\x01\n" +
 	"\x15GetServerInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
@@ -144,9 +145,9 @@ const file_avb_v1_system_proto_rawDesc = "" +
 	"apiVersion\x12;\n" +
 	"\vserver_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\x12\x18\n" +
-	"\aprofile\x18\x04 \x01(\tR\aprofile2h\n" +
-	"\rSystemService\x12W\n" +
-	"\rGetServerInfo\x12\x1c.avb.v1.GetServerInfoRequest\x1a\x1d.avb.v1.GetServerInfoResponse\"\t\xc2\xf3\x18\x02\b\x01\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\aprofile\x18\x04 \x01(\tR\aprofile2\x83\x01\n" +
+	"\rSystemService\x12r\n" +
+	"\rGetServerInfo\x12\x1c.avb.v1.GetServerInfoRequest\x1a\x1d.avb.v1.GetServerInfoResponse\"$\xc2\xf3\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v2/system/info\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_system_proto_rawDescOnce sync.Once

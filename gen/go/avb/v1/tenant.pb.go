@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -778,7 +779,7 @@ var File_avb_v1_tenant_proto protoreflect.FileDescriptor
 
 const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\n" +
-	"\x13avb/v1/tenant.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n" +
+	"\x13avb/v1/tenant.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n" +
 	"\fTenantLimits\x12$\n" +
 	"\tmax_users\x18\x01 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\bmaxUsers\x12*\n" +
 	"\fmax_projects\x18\x02 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\vmaxProjects\x12)\n" +
@@ -839,12 +840,12 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\x14TENANT_STATUS_ACTIVE\x10\x01\x12\x1b\n" +
 	"\x17TENANT_STATUS_SUSPENDED\x10\x02\x12\x19\n" +
 	"\x15TENANT_STATUS_PENDING\x10\x03\x12\x19\n" +
-	"\x15TENANT_STATUS_DELETED\x10\x042\xe5\x01\n" +
-	"\rTenantService\x12Y\n" +
-	"\tGetTenant\x12\x18.avb.v1.GetTenantRequest\x1a\x19.avb.v1.GetTenantResponse\"\x17\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x90\x02\x01\x12y\n" +
-	"\x14UpdateTenantSettings\x12#.avb.v1.UpdateTenantSettingsRequest\x1a$.avb.v1.UpdateTenantSettingsResponse\"\x16\xc2\xf3\x18\x12\x1a\x10\n" +
-	"\x06tenant\x12\x06manageB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x15TENANT_STATUS_DELETED\x10\x042\x9e\x02\n" +
+	"\rTenantService\x12o\n" +
+	"\tGetTenant\x12\x18.avb.v1.GetTenantRequest\x1a\x19.avb.v1.GetTenantResponse\"-\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v2/tenant\x90\x02\x01\x12\x9b\x01\n" +
+	"\x14UpdateTenantSettings\x12#.avb.v1.UpdateTenantSettingsRequest\x1a$.avb.v1.UpdateTenantSettingsResponse\"8\xc2\xf3\x18\x12\x1a\x10\n" +
+	"\x06tenant\x12\x06manage\x82\xd3\xe4\x93\x02\x1c:\x01*2\x17/api/v2/tenant/settingsB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_tenant_proto_rawDescOnce sync.Once

@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
@@ -624,7 +625,7 @@ var File_avb_v1_user_proto protoreflect.FileDescriptor
 
 const file_avb_v1_user_proto_rawDesc = "" +
 	"\n" +
-	"\x11avb/v1/user.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n" +
+	"\x11avb/v1/user.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x03\n" +
 	"\x04User\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x18\n" +
@@ -664,16 +665,16 @@ const file_avb_v1_user_proto_rawDesc = "" +
 	"\x15DeactivateUserRequest\x12!\n" +
 	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\":\n" +
 	"\x16DeactivateUserResponse\x12 \n" +
-	"\x04user\x18\x01 \x01(\v2\f.avb.v1.UserR\x04user2\xc4\x03\n" +
-	"\vUserService\x12?\n" +
-	"\x05GetMe\x12\x14.avb.v1.GetMeRequest\x1a\x15.avb.v1.GetMeResponse\"\t\xc2\xf3\x18\x02\x10\x01\x90\x02\x01\x12E\n" +
-	"\bUpdateMe\x12\x17.avb.v1.UpdateMeRequest\x1a\x18.avb.v1.UpdateMeResponse\"\x06\xc2\xf3\x18\x02\x10\x01\x12a\n" +
-	"\tListUsers\x12\x18.avb.v1.ListUsersRequest\x1a\x19.avb.v1.ListUsersResponse\"\x1f\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x90\x02\x01\x12[\n" +
-	"\aGetUser\x12\x16.avb.v1.GetUserRequest\x1a\x17.avb.v1.GetUserResponse\"\x1f\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x90\x02\x01\x12m\n" +
-	"\x0eDeactivateUser\x12\x1d.avb.v1.DeactivateUserRequest\x1a\x1e.avb.v1.DeactivateUserResponse\"\x1c\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x04user\x18\x01 \x01(\v2\f.avb.v1.UserR\x04user2\xd9\x04\n" +
+	"\vUserService\x12W\n" +
+	"\x05GetMe\x12\x14.avb.v1.GetMeRequest\x1a\x15.avb.v1.GetMeResponse\"!\xc2\xf3\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/users/me\x90\x02\x01\x12`\n" +
+	"\bUpdateMe\x12\x17.avb.v1.UpdateMeRequest\x1a\x18.avb.v1.UpdateMeResponse\"!\xc2\xf3\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x15:\x01*2\x10/api/v2/users/me\x12v\n" +
+	"\tListUsers\x12\x18.avb.v1.ListUsersRequest\x1a\x19.avb.v1.ListUsersResponse\"4\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v2/users\x90\x02\x01\x12z\n" +
+	"\aGetUser\x12\x16.avb.v1.GetUserRequest\x1a\x17.avb.v1.GetUserResponse\">\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v2/users/{user_id}\x90\x02\x01\x12\x9a\x01\n" +
+	"\x0eDeactivateUser\x12\x1d.avb.v1.DeactivateUserRequest\x1a\x1e.avb.v1.DeactivateUserResponse\"I\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02':\x01*\"\"/api/v2/users/{user_id}/deactivateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_user_proto_rawDescOnce sync.Once

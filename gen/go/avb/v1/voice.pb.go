@@ -8,6 +8,7 @@ package avbv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -2286,7 +2287,7 @@ var File_avb_v1_voice_proto protoreflect.FileDescriptor
 
 const file_avb_v1_voice_proto_rawDesc = "" +
 	"\n" +
-	"\x12avb/v1/voice.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n" +
+	"\x12avb/v1/voice.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n" +
 	"\x0fConverseRequest\x12,\n" +
 	"\x05start\x18\x01 \x01(\v2\x14.avb.v1.SessionStartH\x00R\x05start\x12+\n" +
 	"\x05audio\x18\x02 \x01(\v2\x13.avb.v1.AudioAppendH\x00R\x05audio\x121\n" +
@@ -2427,24 +2428,24 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\x19CreateClientTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime2\xc7\x05\n" +
+	"expireTime2\xda\x06\n" +
 	"\fVoiceService\x12Z\n" +
 	"\bConverse\x12\x17.avb.v1.ConverseRequest\x1a\x18.avb.v1.ConverseResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\aoperate(\x010\x01\x12j\n" +
 	"\x0eConverseEvents\x12\x1d.avb.v1.ConverseEventsRequest\x1a\x1e.avb.v1.ConverseEventsResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate0\x01\x12Y\n" +
-	"\tSendAudio\x12\x18.avb.v1.SendAudioRequest\x1a\x19.avb.v1.SendAudioResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x12`\n" +
+	"\x06tenant\x12\aoperate0\x01\x12\x8d\x01\n" +
+	"\tSendAudio\x12\x18.avb.v1.SendAudioRequest\x1a\x19.avb.v1.SendAudioResponse\"K\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x02.:\x01*\")/api/v2/voice/sessions/{session_id}/audio\x12`\n" +
 	"\n" +
 	"Transcribe\x12\x19.avb.v1.TranscribeRequest\x1a\x1a.avb.v1.TranscribeResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\aoperate(\x010\x01\x12^\n" +
 	"\n" +
 	"Synthesize\x12\x19.avb.v1.SynthesizeRequest\x1a\x1a.avb.v1.SynthesizeResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate0\x01\x12q\n" +
-	"\x11CreateClientToken\x12 .avb.v1.CreateClientTokenRequest\x1a!.avb.v1.CreateClientTokenResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x12_\n" +
-	"\vSendControl\x12\x1a.avb.v1.SendControlRequest\x1a\x1b.avb.v1.SendControlResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x06tenant\x12\aoperate0\x01\x12\x97\x01\n" +
+	"\x11CreateClientToken\x12 .avb.v1.CreateClientTokenRequest\x1a!.avb.v1.CreateClientTokenResponse\"=\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/api/v2/voice/client-tokens\x12\x95\x01\n" +
+	"\vSendControl\x12\x1a.avb.v1.SendControlRequest\x1a\x1b.avb.v1.SendControlResponse\"M\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x020:\x01*\"+/api/v2/voice/sessions/{session_id}/controlB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_voice_proto_rawDescOnce sync.Once

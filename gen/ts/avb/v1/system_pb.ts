@@ -5,6 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_avb_v1_options } from "./options_pb";
+import { file_google_api_annotations } from "../../google/api/annotations_pb";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -13,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/system.proto.
  */
 export const file_avb_v1_system: GenFile = /*@__PURE__*/
-  fileDesc("ChNhdmIvdjEvc3lzdGVtLnByb3RvEgZhdmIudjEiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QifwoVR2V0U2VydmVySW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSEwoLYXBpX3ZlcnNpb24YAiABKAkSLwoLc2VydmVyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Byb2ZpbGUYBCABKAkyaAoNU3lzdGVtU2VydmljZRJXCg1HZXRTZXJ2ZXJJbmZvEhwuYXZiLnYxLkdldFNlcnZlckluZm9SZXF1ZXN0Gh0uYXZiLnYxLkdldFNlcnZlckluZm9SZXNwb25zZSIJkAIBwvMYAggBQjJaMGdpdGh1Yi5jb20vYWdlbnR2b2ljZWJveC9hdmIvZ2VuL2dvL2F2Yi92MTthdmJ2MWIGcHJvdG8z", [file_avb_v1_options, file_google_protobuf_timestamp]);
+  fileDesc("ChNhdmIvdjEvc3lzdGVtLnByb3RvEgZhdmIudjEiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QifwoVR2V0U2VydmVySW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSEwoLYXBpX3ZlcnNpb24YAiABKAkSLwoLc2VydmVyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Byb2ZpbGUYBCABKAkygwEKDVN5c3RlbVNlcnZpY2UScgoNR2V0U2VydmVySW5mbxIcLmF2Yi52MS5HZXRTZXJ2ZXJJbmZvUmVxdWVzdBodLmF2Yi52MS5HZXRTZXJ2ZXJJbmZvUmVzcG9uc2UiJJACAcLzGAIIAYLT5JMCFRITL2FwaS92Mi9zeXN0ZW0vaW5mb0IyWjBnaXRodWIuY29tL2FnZW50dm9pY2Vib3gvYXZiL2dlbi9nby9hdmIvdjE7YXZidjFiBnByb3RvMw", [file_avb_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * GetServerInfoRequest has no fields.
