@@ -103,8 +103,21 @@ lint: $(GO_TOOL_STAMPS) ## gofmt, go vet, buf lint
 
 # ---------------------------------------------------------------- run and test
 
+# ---------------------------------------------------------------- web
+
+# node_modules follows package-lock.json (npm ci, pinned versions).
+node_modules/.installed: package-lock.json package.json sdk/ts/package.json web/package.json
+	@command -v npm >/dev/null || { echo "npm is missing: run  apt-get install -y nodejs npm" >&2; exit 1; }
+	@echo "installing the web toolchain (npm ci)"
+	@npm ci --silent --no-audit --no-fund
+	@touch $@
+
+.PHONY: web
+web: node_modules/.installed ## build the TypeScript SDK, the console and the docs page (web/dist)
+	@node scripts/build-web.mjs
+
 .PHONY: build
-build: ## build ./bin/avb
+build: web ## build ./bin/avb (with the console and docs built in)
 	@go build -o $(BIN)/avb ./cmd/avb
 
 .PHONY: deps
@@ -116,7 +129,7 @@ dev: tools deps build ## run the whole platform locally on :8080 (Ctrl-C stops i
 	@$(BIN)/avb dev
 
 .PHONY: test
-test: tools deps lint check-generate ## everything CI checks: format, vet, lint, generated code, tests
+test: tools deps lint check-generate web ## everything CI checks: format, vet, lint, generated code, tests
 	go test -race -count=1 -timeout 15m ./...
 
 .PHONY: bench

@@ -26,6 +26,7 @@ import (
 	"github.com/agentvoicebox/avb/authz"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/gen/openapi"
+	"github.com/agentvoicebox/avb/web"
 	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
@@ -171,6 +172,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	a.server.Handle(avbv1connect.NewBillingServiceHandler(server.NewBillingServer(a.db, time.Now), ho...))
 	a.server.Handle(avbv1connect.NewAuditServiceHandler(server.NewAuditServer(a.db), ho...))
 	a.server.HandleHTTP("/openapi.yaml", server.OpenAPI(openapi.YAML))
+	a.server.HandleHTTP("/docs", web.Handler("/docs/", "docs"))
+	a.server.HandleHTTP("/docs/", web.Handler("/docs/", "docs"))
+	a.server.HandleHTTP("/console", web.Handler("/console/", "console"))
+	a.server.HandleHTTP("/console/", web.Handler("/console/", "console"))
 	voiceDeps, err := a.voice(cfg)
 	if err != nil {
 		a.Close()
@@ -225,7 +230,8 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		a.decider = &authz.SpiceDB{C: spice}
 	}
 	interceptors := []connect.Interceptor{auth.Interceptor(), authz.Interceptor(a.decider), validate}
-	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus, Grants: grants}, nil
+	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus, Grants: grants,
+		Events: events.Hub{Redis: a.redis}, Log: a.log}, nil
 }
 
 // writeSchema writes the authorization schema, retrying until SpiceDB

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"log/slog"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -10,6 +12,7 @@ import (
 	"github.com/agentvoicebox/avb/authn"
 	"github.com/agentvoicebox/avb/authz"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
@@ -22,6 +25,23 @@ type Identity struct {
 	Keys    *authn.APIKeys
 	Bus     *invalidation.Bus
 	Grants  *authz.Grants
+	// Events, when it has a Redis client, tells the tenant's subscribers
+	// about changed resources ("project.created").
+	Events events.Hub
+	Log    *slog.Logger
+}
+
+// publish tells the tenant's subscribers that a resource changed. It is
+// best-effort: the change is stored, and a subscriber that misses it sees
+// it on the next read.
+func (d Identity) publish(ctx context.Context, typ string, data map[string]any) {
+	tenantID, ok := tenancy.ID(ctx)
+	if d.Events.Redis == nil || !ok {
+		return
+	}
+	if err := d.Events.Publish(ctx, events.Event{Type: typ, TenantID: tenantID.String(), Time: time.Now(), Data: data}); err != nil && d.Log != nil {
+		d.Log.WarnContext(ctx, "publish event", "type", typ, "err", err)
+	}
 }
 
 func invalidArgument(msg string) error {

@@ -133,7 +133,8 @@ func (n named[M]) create(ctx context.Context, requestID string, m M) (M, error) 
 		}
 	}
 	row.RequestID = parseOptionalID(requestID)
-	if _, err := n.DB.Resources(n.kind).Create(ctx, row); err != nil {
+	created, err := n.DB.Resources(n.kind).Create(ctx, row)
+	if err != nil {
 		return zero, err
 	}
 	// Linked on every try, so a retry after a crash between the two writes
@@ -141,7 +142,22 @@ func (n named[M]) create(ctx context.Context, requestID string, m M) (M, error) 
 	if err := n.Grants.ResourceCreated(ctx, n.objType, row.ID, tenantID, row.ProjectID); err != nil {
 		return zero, err
 	}
+	if created {
+		n.changed(ctx, "created", row)
+	}
 	return n.fromRow(row), nil
+}
+
+// changed publishes "<type>.<what>" with the resource's id and name.
+func (n named[M]) changed(ctx context.Context, what string, row *store.Resource) {
+	data := map[string]any{n.objType + "_id": row.ID.String()}
+	if row.Name != "" {
+		data["name"] = row.Name
+	}
+	if row.ProjectID != nil {
+		data["project_id"] = row.ProjectID.String()
+	}
+	n.publish(ctx, n.objType+"."+what, data)
 }
 
 func (n named[M]) get(ctx context.Context, id string) (M, error) {
@@ -226,6 +242,7 @@ func (n named[M]) update(ctx context.Context, id string, m M, mask *fieldmaskpb.
 	if err != nil {
 		return zero, err
 	}
+	n.changed(ctx, "updated", row)
 	return n.fromRow(row), nil
 }
 
@@ -237,5 +254,9 @@ func (n named[M]) delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return n.DB.Resources(n.kind).Delete(ctx, uid)
+	if err := n.DB.Resources(n.kind).Delete(ctx, uid); err != nil {
+		return err
+	}
+	n.changed(ctx, "deleted", &store.Resource{ID: uid})
+	return nil
 }

@@ -1,0 +1,118 @@
+// The SDK against a live server (started by the Go test that runs this
+// file): typed clients, paging, error reasons, the event stream and the
+// browser voice path.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+import { AvbError, Code, createAvbClient, startBrowserCall, type VoiceEvent } from "../src/index.js";
+
+const env = (k: string) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set: this test runs from the Go test TestTypeScriptSDK`);
+  return v;
+};
+const baseUrl = env("AVB_BASE_URL");
+const admin = createAvbClient({ baseUrl, token: env("AVB_ADMIN_TOKEN") });
+const viewer = createAvbClient({ baseUrl, token: env("AVB_VIEWER_TOKEN") });
+const keyClient = createAvbClient({ baseUrl, apiKey: env("AVB_API_KEY"), protocol: "grpc-web", binary: true });
+
+test("create a project and list with paging", async () => {
+  const names = ["sdk-a", "sdk-b", "sdk-c"];
+  for (const name of names) {
+    const { project } = await admin.projects.createProject({ name, voiceDefaults: { voice: "en-us" } });
+    assert.equal(project?.name, name);
+    assert.equal(project?.voiceDefaults?.voice, "en-us");
+  }
+  const seen: string[] = [];
+  let pageToken = "";
+  let pages = 0;
+  do {
+    const res = await viewer.projects.listProjects({ pageSize: 2, pageToken, nameContains: "sdk-" });
+    seen.push(...res.projects.map((p) => p.name));
+    pageToken = res.nextPageToken;
+    pages++;
+  } while (pageToken);
+  assert.deepEqual(seen.sort(), names);
+  assert.equal(pages, 2);
+});
+
+test("a retried create with the same request id returns the same project", async () => {
+  const requestId = crypto.randomUUID();
+  const a = await admin.projects.createProject({ requestId, name: "sdk-retry" });
+  const b = await admin.projects.createProject({ requestId, name: "sdk-retry" });
+  assert.equal(a.project?.id, b.project?.id);
+});
+
+test("errors carry their code, reason and field violations", async () => {
+  await assert.rejects(admin.projects.createProject({ name: "sdk-a" }), (e: unknown) => {
+    assert.ok(e instanceof AvbError);
+    assert.equal(e.code, Code.AlreadyExists);
+    assert.equal(e.reason, "already_exists");
+    return true;
+  });
+  await assert.rejects(admin.projects.createProject({ name: "" }), (e: AvbError) => {
+    assert.equal(e.code, Code.InvalidArgument);
+    assert.equal(e.reason, "validation_failed");
+    assert.deepEqual(e.fieldViolations.map((v) => v.field), ["name"]);
+    return true;
+  });
+  await assert.rejects(viewer.projects.createProject({ name: "nope" }), (e: AvbError) => e.reason === "permission_denied");
+  const anonymous = createAvbClient({ baseUrl });
+  await assert.rejects(anonymous.projects.listProjects({}), (e: AvbError) => e.code === Code.Unauthenticated && e.reason === "unauthenticated");
+  // The same over gRPC-Web with binary protobuf and an API key.
+  await assert.rejects(keyClient.projects.createProject({ name: "x".repeat(101), description: "y".repeat(1001) }), (e: AvbError) => {
+    assert.equal(e.reason, "validation_failed");
+    assert.deepEqual(e.fieldViolations.map((v) => v.field), ["name", "description"]);
+    return true;
+  });
+});
+
+test("Subscribe streams a heartbeat, then the tenant's events", async () => {
+  const abort = new AbortController();
+  const stream = viewer.events.subscribe({ types: ["project.created"] }, { signal: abort.signal });
+  const it = stream[Symbol.asyncIterator]();
+  const first = await it.next();
+  assert.equal(first.value?.message.case, "heartbeat");
+  const { project } = await admin.projects.createProject({ name: "sdk-live" });
+  const next = await it.next();
+  assert.equal(next.value?.message.case, "event");
+  const ev = next.value?.message.value;
+  assert.ok(ev && "type" in ev);
+  assert.equal(ev.type, "project.created");
+  assert.equal(ev.data?.project_id, project?.id);
+  abort.abort();
+  await assert.rejects(it.next(), (e: AvbError) => e.code === Code.Canceled);
+});
+
+test("the browser voice path: audio in by SendAudio, events out by ConverseEvents", async () => {
+  const pcm = readFileSync(env("AVB_SPEECH_PCM"));
+  const { project } = await keyClient.projects.createProject({
+    name: "sdk-voice",
+    voiceDefaults: { phraseHints: [env("AVB_ASK"), "cancel my meeting", "hello"] },
+  });
+  const events: VoiceEvent[] = [];
+  let done!: () => void;
+  const answered = new Promise<void>((r) => (done = r));
+  const call = await startBrowserCall(keyClient, {
+    projectId: project?.id,
+    onEvent: (e) => {
+      events.push(e);
+      if (e.event.case === "responseDone") done();
+    },
+  });
+  // 100 ms chunks at real time: 3200 bytes of 16 kHz PCM16.
+  for (let off = 0; off < pcm.length; off += 3200) {
+    await call.sendAudio(pcm.subarray(off, off + 3200));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await answered;
+  await call.hangUp();
+  const final = events.find((e) => e.event.case === "transcriptFinal");
+  assert.equal(final?.event.value && "text" in final.event.value ? final.event.value.text : "", env("AVB_ASK"));
+  const reply = events.find((e) => e.event.case === "responseDone");
+  assert.match(reply?.event.value && "text" in reply.event.value ? reply.event.value.text : "", /booked the meeting/);
+  assert.ok(events.some((e) => e.event.case === "responseAudioDelta"));
+  const { session } = await keyClient.sessions.getSession({ sessionId: call.sessionId });
+  assert.equal(session?.projectId, project?.id);
+});

@@ -1,0 +1,279 @@
+// The AgentVoiceBox web console: sign in, browse projects and sessions, and
+// talk to the agent from the microphone over the browser voice path.
+import {
+  AvbError,
+  createAvbClient,
+  SessionStatus,
+  startBrowserCall,
+  type AvbClient,
+  type BrowserCall,
+  type Project,
+  type VoiceEvent,
+} from "@agentvoicebox/sdk";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const storageKey = "avb.credential";
+
+let avb: AvbClient | undefined;
+let project: Project | undefined;
+let projectsToken = "";
+let call: BrowserCall | undefined;
+let mic: MediaStream | undefined;
+let capture: AudioContext | undefined;
+let player: Player | undefined;
+
+function showError(e: unknown) {
+  const err = AvbError.from(e);
+  $("error").textContent = err.reason ? `${err.message} (${err.reason})` : err.message;
+}
+
+function clientFor(credential: string): AvbClient {
+  const base = { baseUrl: location.origin };
+  return credential.startsWith("avb_") ? createAvbClient({ ...base, apiKey: credential }) : createAvbClient({ ...base, token: credential });
+}
+
+async function signIn(credential: string) {
+  const client = clientFor(credential);
+  const { tenant } = await client.tenant.getTenant({});
+  avb = client;
+  sessionStorage.setItem(storageKey, credential);
+  $("who").textContent = tenant?.name ?? "";
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("sign-out").hidden = false;
+  $("error").textContent = "";
+  $("projects").replaceChildren();
+  projectsToken = "";
+  await Promise.all([loadProjects(), loadSessions()]);
+}
+
+function signOut() {
+  sessionStorage.removeItem(storageKey);
+  location.reload();
+}
+
+async function loadProjects() {
+  if (!avb) return;
+  const res = await avb.projects.listProjects({ pageSize: 20, pageToken: projectsToken });
+  for (const p of res.projects) {
+    const li = document.createElement("li");
+    li.textContent = p.name;
+    li.dataset.id = p.id;
+    li.addEventListener("click", () => selectProject(p, li));
+    $("projects").append(li);
+  }
+  projectsToken = res.nextPageToken;
+  $("projects-more").hidden = projectsToken === "";
+}
+
+function selectProject(p: Project, li: HTMLElement) {
+  project = p;
+  for (const el of $("projects").children) el.classList.toggle("selected", el === li);
+  $("call-project").textContent = "· " + p.name;
+  $<HTMLButtonElement>("call-start").disabled = call !== undefined;
+  void loadSessions();
+}
+
+async function loadSessions() {
+  if (!avb) return;
+  const res = await avb.sessions.listSessions({ pageSize: 20, projectId: project?.id ?? "" });
+  const rows = res.sessions.map((s) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = s.id;
+    const created = s.createTime ? new Date(Number(s.createTime.seconds) * 1000).toLocaleString() : "";
+    const status = SessionStatus[s.status].toLowerCase();
+    for (const v of [created, status, String(s.metrics?.turns ?? 0), (s.metrics?.durationSeconds ?? 0).toFixed(1)]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.append(td);
+    }
+    return tr;
+  });
+  $("sessions").replaceChildren(...rows);
+}
+
+// ------------------------------------------------------------------ audio
+
+// The capture worklet hands 20 ms of mono float samples at the context's rate.
+const captureWorklet = `
+class Capture extends AudioWorkletProcessor {
+  constructor() { super(); this.buf = []; this.n = 0; }
+  process(inputs) {
+    const ch = inputs[0] && inputs[0][0];
+    if (ch) {
+      this.buf.push(new Float32Array(ch)); this.n += ch.length;
+      if (this.n >= sampleRate / 50) {
+        const out = new Float32Array(this.n); let o = 0;
+        for (const b of this.buf) { out.set(b, o); o += b.length; }
+        this.port.postMessage(out, [out.buffer]); this.buf = []; this.n = 0;
+      }
+    }
+    return true;
+  }
+}
+registerProcessor("avb-capture", Capture);
+`;
+
+// toPCM16 resamples float samples to 16-bit PCM at 16 kHz (linear interpolation).
+function toPCM16(input: Float32Array, fromRate: number): Int16Array {
+  const ratio = fromRate / 16000;
+  const out = new Int16Array(Math.floor(input.length / ratio));
+  for (let i = 0; i < out.length; i++) {
+    const x = i * ratio;
+    const j = Math.floor(x);
+    const a = input[j] ?? 0;
+    const b = input[j + 1] ?? a;
+    const v = Math.max(-1, Math.min(1, a + (b - a) * (x - j)));
+    out[i] = v < 0 ? v * 0x8000 : v * 0x7fff;
+  }
+  return out;
+}
+
+// Player plays the agent's 24 kHz PCM16 audio gaplessly, and stops at once
+// when the caller interrupts.
+class Player {
+  private ctx = new AudioContext();
+  private next = 0;
+  private playing: AudioBufferSourceNode[] = [];
+  playedMs = 0;
+
+  play(pcm: Uint8Array, rate = 24000) {
+    const samples = new Int16Array(pcm.buffer.slice(pcm.byteOffset, pcm.byteOffset + pcm.byteLength));
+    if (samples.length === 0) return;
+    const buf = this.ctx.createBuffer(1, samples.length, rate);
+    const ch = buf.getChannelData(0);
+    for (let i = 0; i < samples.length; i++) ch[i] = samples[i] / 0x8000;
+    const src = this.ctx.createBufferSource();
+    src.buffer = buf;
+    src.connect(this.ctx.destination);
+    this.next = Math.max(this.next, this.ctx.currentTime + 0.02);
+    src.start(this.next);
+    this.next += buf.duration;
+    this.playing.push(src);
+    src.onended = () => (this.playing = this.playing.filter((s) => s !== src));
+    this.playedMs += buf.duration * 1000;
+    $("call").dataset.audioMs = String(Math.round(this.playedMs));
+  }
+
+  stop() {
+    for (const s of this.playing) s.stop();
+    this.playing = [];
+    this.next = 0;
+  }
+
+  close() {
+    this.stop();
+    void this.ctx.close();
+  }
+}
+
+// ------------------------------------------------------------------ call
+
+let partial: HTMLLIElement | undefined;
+let agentLine: HTMLLIElement | undefined;
+
+function line(cls: string, text: string): HTMLLIElement {
+  const li = document.createElement("li");
+  li.className = cls;
+  li.textContent = text;
+  $("transcript").append(li);
+  return li;
+}
+
+function onEvent(ev: VoiceEvent) {
+  const e = ev.event;
+  switch (e.case) {
+    case "speechStarted":
+      player?.stop(); // barge-in: stop the reply now
+      break;
+    case "transcriptPartial":
+      partial ??= line("you partial", "");
+      partial.textContent = e.value.text;
+      break;
+    case "transcriptFinal":
+      if (partial) partial.remove();
+      partial = undefined;
+      if (e.value.text) line("you", e.value.text);
+      break;
+    case "responseStarted":
+      agentLine = line("agent", "");
+      break;
+    case "responseTextDelta":
+      agentLine ??= line("agent", "");
+      agentLine.textContent += e.value.text;
+      break;
+    case "responseAudioDelta":
+      player?.play(e.value.audio);
+      break;
+    case "responseDone":
+      if (agentLine && e.value.text) agentLine.textContent = e.value.text;
+      agentLine = undefined;
+      break;
+    case "error":
+      $("error").textContent = `${e.value.message} (${e.value.reason})`;
+      break;
+  }
+}
+
+function setCallState(state: "idle" | "connecting" | "live") {
+  $("call").dataset.state = state;
+  $("call-status").textContent = state === "idle" ? "" : state;
+  $<HTMLButtonElement>("call-start").disabled = state !== "idle" || !project;
+  $<HTMLButtonElement>("call-end").disabled = state !== "live";
+}
+
+async function startCall() {
+  if (!avb || !project) return;
+  setCallState("connecting");
+  $("transcript").replaceChildren();
+  $("error").textContent = "";
+  try {
+    mic = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } });
+    player = new Player();
+    call = await startBrowserCall(avb, { projectId: project.id, onEvent, onEnd: (err) => endCall(err) });
+    capture = new AudioContext();
+    await capture.audioWorklet.addModule(URL.createObjectURL(new Blob([captureWorklet], { type: "text/javascript" })));
+    const node = new AudioWorkletNode(capture, "avb-capture");
+    const rate = capture.sampleRate;
+    node.port.onmessage = (m: MessageEvent<Float32Array>) => {
+      call?.sendAudio(toPCM16(m.data, rate)).catch(showError);
+    };
+    capture.createMediaStreamSource(mic).connect(node);
+    setCallState("live");
+  } catch (e) {
+    showError(e);
+    await endCall();
+  }
+}
+
+async function endCall(err?: AvbError) {
+  if (err) showError(err);
+  const c = call;
+  call = undefined;
+  mic?.getTracks().forEach((t) => t.stop());
+  mic = undefined;
+  void capture?.close();
+  capture = undefined;
+  player?.close();
+  player = undefined;
+  setCallState("idle");
+  if (c && !err) {
+    await c.hangUp().catch(() => undefined);
+  }
+  await loadSessions().catch(showError);
+}
+
+// ------------------------------------------------------------------ wiring
+
+$("signin-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  signIn($<HTMLTextAreaElement>("credential").value.trim()).catch(showError);
+});
+$("sign-out").addEventListener("click", signOut);
+$("projects-more").addEventListener("click", () => loadProjects().catch(showError));
+$("sessions-refresh").addEventListener("click", () => loadSessions().catch(showError));
+$("call-start").addEventListener("click", () => void startCall());
+$("call-end").addEventListener("click", () => void endCall());
+
+const saved = sessionStorage.getItem(storageKey);
+if (saved) signIn(saved).catch(() => sessionStorage.removeItem(storageKey));

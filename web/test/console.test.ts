@@ -1,0 +1,63 @@
+// The console in headless Chromium against a live server (started by the Go
+// test TestConsoleInChromium): sign in with an API key, pick a project, and
+// call the agent from a fake microphone that plays a spoken WAV file.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+import { createAvbClient } from "@agentvoicebox/sdk";
+
+const env = (k: string) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set: this test runs from the Go test TestConsoleInChromium`);
+  return v;
+};
+
+test("a browser call from the console shows the live transcript and plays the reply", async () => {
+  const baseUrl = env("AVB_BASE_URL");
+  const apiKey = env("AVB_API_KEY");
+  const avb = createAvbClient({ baseUrl, apiKey });
+  const name = "Browser demo " + Date.now();
+  await avb.projects.createProject({
+    name,
+    voiceDefaults: { phraseHints: [env("AVB_ASK"), "cancel my meeting", "hello"] },
+  });
+
+  const browser = await chromium.launch({
+    executablePath: env("AVB_CHROMIUM"),
+    args: [
+      "--use-fake-ui-for-media-stream",
+      "--use-fake-device-for-media-stream",
+      `--use-file-for-fake-audio-capture=${env("AVB_SPEECH_WAV")}`,
+      "--autoplay-policy=no-user-gesture-required",
+      "--no-sandbox",
+    ],
+  });
+  try {
+    const page = await browser.newPage();
+    const logs: string[] = [];
+    page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+    page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+    await page.goto(baseUrl + "/console/");
+    await page.fill("#credential", apiKey);
+    await page.click("#sign-in");
+    await page.locator("#projects li", { hasText: name }).click();
+    await page.click("#call-start");
+    await page.waitForSelector('#call[data-state="live"]', { timeout: 15_000 });
+    // The fake microphone loops the sentence: its transcript and the
+    // agent's answer appear, and the answer's audio is played.
+    const you = page.locator("#transcript li.you", { hasText: env("AVB_ASK") });
+    await you.first().waitFor({ timeout: 30_000 }).catch((e) => {
+      throw new Error(`${e}\n${logs.join("\n")}`);
+    });
+    await page.locator("#transcript li.agent", { hasText: "booked the meeting" }).first().waitFor({ timeout: 15_000 });
+    await page.waitForFunction(() => Number(document.getElementById("call")?.dataset.audioMs) > 500, null, { timeout: 15_000 });
+    await page.click("#call-end");
+    await page.waitForSelector('#call[data-state="idle"]');
+    // The session is listed under the project.
+    await page.locator("#sessions tr").first().waitFor();
+    assert.equal(await page.locator("#error").textContent(), "");
+  } finally {
+    await browser.close();
+  }
+});
