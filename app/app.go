@@ -26,7 +26,6 @@ import (
 	"github.com/agentvoicebox/avb/authz"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/gen/openapi"
-	"github.com/agentvoicebox/avb/web"
 	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
@@ -40,6 +39,7 @@ import (
 	"github.com/agentvoicebox/avb/voice/llm"
 	"github.com/agentvoicebox/avb/voice/stt"
 	"github.com/agentvoicebox/avb/voice/tts"
+	"github.com/agentvoicebox/avb/web"
 	"github.com/agentvoicebox/avb/workflows"
 )
 
