@@ -103,10 +103,19 @@ func TestKilledServerEndsSessionAsErrorKeepingUsage(t *testing.T) {
 	if m.GetTurns() != 1 || m.GetOutputTokens() != done.GetOutputTokens() || m.GetOutputAudioSeconds() <= 0 {
 		t.Fatalf("metrics %v, the turn reported %d output tokens", m, done.GetOutputTokens())
 	}
-	var tokens float64
-	if err := ownerDB(t, owner).QueryRow(context.Background(),
-		"SELECT quantity FROM usage_ledger WHERE session_id = $1 AND kind = 'output_tokens'", sessionID).Scan(&tokens); err != nil || tokens != float64(done.GetOutputTokens()) {
-		t.Fatalf("ledger output tokens %v (%v), want %d", tokens, err, done.GetOutputTokens())
+	// The workflow records usage right after it ends the session (a
+	// post-call activity, retried), so the ledger may follow a moment later.
+	db := ownerDB(t, owner)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var tokens float64
+		err := db.QueryRow(context.Background(),
+			"SELECT quantity FROM usage_ledger WHERE session_id = $1 AND kind = 'output_tokens'", sessionID).Scan(&tokens)
+		if err == nil && tokens == float64(done.GetOutputTokens()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger output tokens %v (%v), want %d", tokens, err, done.GetOutputTokens())
+		}
 	}
 }
 
