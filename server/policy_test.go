@@ -54,3 +54,40 @@ func TestEveryRPCDeclaresAnAccessPolicy(t *testing.T) {
 		t.Fatal("no RPCs found in avb.v1: are the generated packages linked in?")
 	}
 }
+
+// Every (avb.v1.required_fields) option names fields of the message field it
+// is on, and every create request whose resource's name its rules let go
+// empty declares the name required.
+func TestRequiredFieldsNameRealFields(t *testing.T) {
+	t.Parallel()
+	declared := 0
+	protoregistry.GlobalFiles.RangeFilesByPackage("avb.v1", func(fd protoreflect.FileDescriptor) bool {
+		for i := range fd.Messages().Len() {
+			md := fd.Messages().Get(i)
+			for j := range md.Fields().Len() {
+				f := md.Fields().Get(j)
+				names, _ := proto.GetExtension(f.Options(), avbv1.E_RequiredFields).([]string)
+				if len(names) > 0 && f.Message() == nil {
+					t.Errorf("%s: required_fields on a field that is not a message", f.FullName())
+					continue
+				}
+				for _, n := range names {
+					declared++
+					if f.Message().Fields().ByName(protoreflect.Name(n)) == nil {
+						t.Errorf("%s: required field %q is not a field of %s", f.FullName(), n, f.Message().FullName())
+					}
+				}
+			}
+		}
+		return true
+	})
+	for _, m := range []proto.Message{&avbv1.CreatePersonaRequest{}, &avbv1.CreateVoiceConfigRequest{}, &avbv1.CreateThemeRequest{}} {
+		fd := m.ProtoReflect().Descriptor().Fields().ByNumber(2)
+		if names, _ := proto.GetExtension(fd.Options(), avbv1.E_RequiredFields).([]string); len(names) != 1 || names[0] != "name" {
+			t.Errorf("%s does not require its name", fd.FullName())
+		}
+	}
+	if declared == 0 {
+		t.Fatal("no required_fields declared")
+	}
+}

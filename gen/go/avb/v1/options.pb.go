@@ -203,6 +203,14 @@ var file_avb_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 		Tag:           "bytes,51000,opt,name=access",
 		Filename:      "avb/v1/options.proto",
 	},
+	{
+		ExtendedType:  (*descriptorpb.FieldOptions)(nil),
+		ExtensionType: ([]string)(nil),
+		Field:         51001,
+		Name:          "avb.v1.required_fields",
+		Tag:           "bytes,51001,rep,name=required_fields",
+		Filename:      "avb/v1/options.proto",
+	},
 }
 
 // Extension fields to descriptorpb.MethodOptions.
@@ -211,6 +219,18 @@ var (
 	//
 	// optional avb.v1.AccessPolicy access = 51000;
 	E_Access = &file_avb_v1_options_proto_extTypes[0]
+)
+
+// Extension fields to descriptorpb.FieldOptions.
+var (
+	// required_fields names fields of a message field that must be set, such
+	// as the name of a resource a create request carries (an update may leave
+	// it out, so the resource's own rules cannot demand it). The validator
+	// checks them with the request's other rules, so one answer names every
+	// bad field.
+	//
+	// repeated string required_fields = 51001;
+	E_RequiredFields = &file_avb_v1_options_proto_extTypes[1]
 )
 
 var File_avb_v1_options_proto protoreflect.FileDescriptor
@@ -231,7 +251,8 @@ const file_avb_v1_options_proto_rawDesc = "" +
 	"permission\x18\x02 \x01(\tR\n" +
 	"permission\x12\x19\n" +
 	"\bid_field\x18\x03 \x01(\tR\aidField:N\n" +
-	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\xb8\x8e\x03 \x01(\v2\x14.avb.v1.AccessPolicyR\x06accessB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\xb8\x8e\x03 \x01(\v2\x14.avb.v1.AccessPolicyR\x06access:H\n" +
+	"\x0frequired_fields\x12\x1d.google.protobuf.FieldOptions\x18\xb9\x8e\x03 \x03(\tR\x0erequiredFieldsB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_options_proto_rawDescOnce sync.Once
@@ -250,15 +271,17 @@ var file_avb_v1_options_proto_goTypes = []any{
 	(*AccessPolicy)(nil),               // 0: avb.v1.AccessPolicy
 	(*PermissionRule)(nil),             // 1: avb.v1.PermissionRule
 	(*descriptorpb.MethodOptions)(nil), // 2: google.protobuf.MethodOptions
+	(*descriptorpb.FieldOptions)(nil),  // 3: google.protobuf.FieldOptions
 }
 var file_avb_v1_options_proto_depIdxs = []int32{
 	1, // 0: avb.v1.AccessPolicy.permission:type_name -> avb.v1.PermissionRule
 	2, // 1: avb.v1.access:extendee -> google.protobuf.MethodOptions
-	0, // 2: avb.v1.access:type_name -> avb.v1.AccessPolicy
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	2, // [2:3] is the sub-list for extension type_name
-	1, // [1:2] is the sub-list for extension extendee
+	3, // 2: avb.v1.required_fields:extendee -> google.protobuf.FieldOptions
+	0, // 3: avb.v1.access:type_name -> avb.v1.AccessPolicy
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	3, // [3:4] is the sub-list for extension type_name
+	1, // [1:3] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
 }
 
@@ -279,7 +302,7 @@ func file_avb_v1_options_proto_init() {
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_options_proto_rawDesc), len(file_avb_v1_options_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   2,
-			NumExtensions: 1,
+			NumExtensions: 2,
 			NumServices:   0,
 		},
 		GoTypes:           file_avb_v1_options_proto_goTypes,

@@ -742,14 +742,14 @@ const file_avb_v1_persona_proto_rawDesc = "" +
 	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\vdescription\x127\n" +
 	"\n" +
 	"parameters\x18\x03 \x01(\v2\x17.google.protobuf.StructR\n" +
-	"parameters\"\xc3\x03\n" +
+	"parameters\"\xfe\x03\n" +
 	"\aPersona\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12*\n" +
 	"\n" +
-	"project_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\x12\x1e\n" +
-	"\x04name\x18\x04 \x01(\tB\n" +
-	"\xbaH\a\xd8\x01\x01r\x02\x18dR\x04name\x12*\n" +
+	"project_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\x12Y\n" +
+	"\x04name\x18\x04 \x01(\tBE\xbaHB\xba\x018\n" +
+	"\x0ename.not_blank\x12\x11must not be blank\x1a\x13this.matches('\\\\S')\xd8\x01\x01r\x02\x18dR\x04name\x12*\n" +
 	"\vdescription\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12-\n" +
 	"\finstructions\x18\x06 \x01(\tB\t\xbaH\x06r\x04\x18\xa0\x9c\x01R\finstructions\x12\x1d\n" +
 	"\x05voice\x18\a \x01(\tB\a\xbaH\x04r\x02\x18dR\x05voice\x12\x1d\n" +
@@ -759,11 +759,11 @@ const file_avb_v1_persona_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"u\n" +
+	"updateTime\"}\n" +
 	"\x14CreatePersonaRequest\x12*\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\x121\n" +
-	"\apersona\x18\x02 \x01(\v2\x0f.avb.v1.PersonaB\x06\xbaH\x03\xc8\x01\x01R\apersona\"B\n" +
+	"request_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\x129\n" +
+	"\apersona\x18\x02 \x01(\v2\x0f.avb.v1.PersonaB\x0e\xbaH\x03\xc8\x01\x01\xca\xf3\x18\x04nameR\apersona\"B\n" +
 	"\x15CreatePersonaResponse\x12)\n" +
 	"\apersona\x18\x01 \x01(\v2\x0f.avb.v1.PersonaR\apersona\"<\n" +
 	"\x11GetPersonaRequest\x12'\n" +

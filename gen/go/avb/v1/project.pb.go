@@ -1050,21 +1050,23 @@ var File_avb_v1_project_proto protoreflect.FileDescriptor
 
 const file_avb_v1_project_proto_rawDesc = "" +
 	"\n" +
-	"\x14avb/v1/project.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x02\n" +
+	"\x14avb/v1/project.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x02\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1b\n" +
-	"\x04name\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x18dR\x04name\x12*\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12Y\n" +
+	"\x04name\x18\x03 \x01(\tBE\xbaHB\xba\x018\n" +
+	"\x0ename.not_blank\x12\x11must not be blank\x1a\x13this.matches('\\\\S')\xd8\x01\x01r\x02\x18dR\x04name\x12*\n" +
 	"\vdescription\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12<\n" +
 	"\x0evoice_defaults\x18\x05 \x01(\v2\x15.avb.v1.SessionConfigR\rvoiceDefaults\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xcb\x01\n" +
+	"updateTime\"\x93\x02\n" +
 	"\x14CreateProjectRequest\x12*\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\x12\x1d\n" +
-	"\x04name\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\x04name\x12*\n" +
+	"request_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\x12e\n" +
+	"\x04name\x18\x02 \x01(\tBQ\xbaHN\xba\x01G\n" +
+	"\rname.required\x12!is required and must not be blank\x1a\x13this.matches('\\\\S')r\x02\x18dR\x04name\x12*\n" +
 	"\vdescription\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12<\n" +
 	"\x0evoice_defaults\x18\x04 \x01(\v2\x15.avb.v1.SessionConfigR\rvoiceDefaults\"B\n" +
 	"\x15CreateProjectResponse\x12)\n" +

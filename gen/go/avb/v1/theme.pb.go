@@ -682,12 +682,12 @@ var File_avb_v1_theme_proto protoreflect.FileDescriptor
 
 const file_avb_v1_theme_proto_rawDesc = "" +
 	"\n" +
-	"\x12avb/v1/theme.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x05\n" +
+	"\x12avb/v1/theme.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x05\n" +
 	"\x05Theme\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1e\n" +
-	"\x04name\x18\x03 \x01(\tB\n" +
-	"\xbaH\a\xd8\x01\x01r\x02\x18dR\x04name\x12*\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12Y\n" +
+	"\x04name\x18\x03 \x01(\tBE\xbaHB\xba\x018\n" +
+	"\x0ename.not_blank\x12\x11must not be blank\x1a\x13this.matches('\\\\S')\xd8\x01\x01r\x02\x18dR\x04name\x12*\n" +
 	"\vdescription\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12@\n" +
 	"\rprimary_color\x18\x05 \x01(\tB\x1b\xbaH\x18\xd8\x01\x01r\x132\x11^#[0-9a-fA-F]{6}$R\fprimaryColor\x12D\n" +
 	"\x0fsecondary_color\x18\x06 \x01(\tB\x1b\xbaH\x18\xd8\x01\x01r\x132\x11^#[0-9a-fA-F]{6}$R\x0esecondaryColor\x12F\n" +
@@ -704,11 +704,11 @@ const file_avb_v1_theme_proto_rawDesc = "" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"m\n" +
+	"updateTime\"u\n" +
 	"\x12CreateThemeRequest\x12*\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\x12+\n" +
-	"\x05theme\x18\x02 \x01(\v2\r.avb.v1.ThemeB\x06\xbaH\x03\xc8\x01\x01R\x05theme\":\n" +
+	"request_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\x123\n" +
+	"\x05theme\x18\x02 \x01(\v2\r.avb.v1.ThemeB\x0e\xbaH\x03\xc8\x01\x01\xca\xf3\x18\x04nameR\x05theme\":\n" +
 	"\x13CreateThemeResponse\x12#\n" +
 	"\x05theme\x18\x01 \x01(\v2\r.avb.v1.ThemeR\x05theme\"6\n" +
 	"\x0fGetThemeRequest\x12#\n" +

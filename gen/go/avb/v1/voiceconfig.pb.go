@@ -675,14 +675,14 @@ var File_avb_v1_voiceconfig_proto protoreflect.FileDescriptor
 
 const file_avb_v1_voiceconfig_proto_rawDesc = "" +
 	"\n" +
-	"\x18avb/v1/voiceconfig.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x04\n" +
+	"\x18avb/v1/voiceconfig.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x05\n" +
 	"\vVoiceConfig\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12*\n" +
 	"\n" +
-	"project_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\x12\x1e\n" +
-	"\x04name\x18\x04 \x01(\tB\n" +
-	"\xbaH\a\xd8\x01\x01r\x02\x18dR\x04name\x12*\n" +
+	"project_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\x12Y\n" +
+	"\x04name\x18\x04 \x01(\tBE\xbaHB\xba\x018\n" +
+	"\x0ename.not_blank\x12\x11must not be blank\x1a\x13this.matches('\\\\S')\xd8\x01\x01r\x02\x18dR\x04name\x12*\n" +
 	"\vdescription\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12A\n" +
 	"\x12input_audio_format\x18\x06 \x01(\v2\x13.avb.v1.AudioFormatR\x10inputAudioFormat\x12C\n" +
 	"\x13output_audio_format\x18\a \x01(\v2\x13.avb.v1.AudioFormatR\x11outputAudioFormat\x12\x1d\n" +
@@ -694,11 +694,11 @@ const file_avb_v1_voiceconfig_proto_rawDesc = "" +
 	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x86\x01\n" +
+	"updateTime\"\x8e\x01\n" +
 	"\x18CreateVoiceConfigRequest\x12*\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\x12>\n" +
-	"\fvoice_config\x18\x02 \x01(\v2\x13.avb.v1.VoiceConfigB\x06\xbaH\x03\xc8\x01\x01R\vvoiceConfig\"S\n" +
+	"request_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\x12F\n" +
+	"\fvoice_config\x18\x02 \x01(\v2\x13.avb.v1.VoiceConfigB\x0e\xbaH\x03\xc8\x01\x01\xca\xf3\x18\x04nameR\vvoiceConfig\"S\n" +
 	"\x19CreateVoiceConfigResponse\x126\n" +
 	"\fvoice_config\x18\x01 \x01(\v2\x13.avb.v1.VoiceConfigR\vvoiceConfig\"I\n" +
 	"\x15GetVoiceConfigRequest\x120\n" +

@@ -4,7 +4,7 @@
 
 import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { MethodOptions } from "@bufbuild/protobuf/wkt";
+import type { FieldOptions, MethodOptions } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/options.proto.
  */
 export const file_avb_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("ChRhdmIvdjEvb3B0aW9ucy5wcm90bxIGYXZiLnYxIm8KDEFjY2Vzc1BvbGljeRIQCgZwdWJsaWMYASABKAhIABIXCg1hdXRoZW50aWNhdGVkGAIgASgISAASLAoKcGVybWlzc2lvbhgDIAEoCzIWLmF2Yi52MS5QZXJtaXNzaW9uUnVsZUgAQgYKBHJ1bGUiTQoOUGVybWlzc2lvblJ1bGUSFQoNcmVzb3VyY2VfdHlwZRgBIAEoCRISCgpwZXJtaXNzaW9uGAIgASgJEhAKCGlkX2ZpZWxkGAMgASgJOk4KBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLiOAyABKAsyFC5hdmIudjEuQWNjZXNzUG9saWN5UgZhY2Nlc3NCMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_google_protobuf_descriptor]);
+  fileDesc("ChRhdmIvdjEvb3B0aW9ucy5wcm90bxIGYXZiLnYxIm8KDEFjY2Vzc1BvbGljeRIQCgZwdWJsaWMYASABKAhIABIXCg1hdXRoZW50aWNhdGVkGAIgASgISAASLAoKcGVybWlzc2lvbhgDIAEoCzIWLmF2Yi52MS5QZXJtaXNzaW9uUnVsZUgAQgYKBHJ1bGUiTQoOUGVybWlzc2lvblJ1bGUSFQoNcmVzb3VyY2VfdHlwZRgBIAEoCRISCgpwZXJtaXNzaW9uGAIgASgJEhAKCGlkX2ZpZWxkGAMgASgJOk4KBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLiOAyABKAsyFC5hdmIudjEuQWNjZXNzUG9saWN5UgZhY2Nlc3M6SAoPcmVxdWlyZWRfZmllbGRzEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi5jgMgAygJUg5yZXF1aXJlZEZpZWxkc0IyWjBnaXRodWIuY29tL2FnZW50dm9pY2Vib3gvYXZiL2dlbi9nby9hdmIvdjE7YXZidjFiBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * AccessPolicy declares who may call an RPC. Every RPC in the API carries one
@@ -105,4 +105,16 @@ export const PermissionRuleSchema: GenMessage<PermissionRule> = /*@__PURE__*/
  */
 export const access: GenExtension<MethodOptions, AccessPolicy> = /*@__PURE__*/
   extDesc(file_avb_v1_options, 0);
+
+/**
+ * required_fields names fields of a message field that must be set, such
+ * as the name of a resource a create request carries (an update may leave
+ * it out, so the resource's own rules cannot demand it). The validator
+ * checks them with the request's other rules, so one answer names every
+ * bad field.
+ *
+ * @generated from extension: repeated string required_fields = 51001;
+ */
+export const required_fields: GenExtension<FieldOptions, string[]> = /*@__PURE__*/
+  extDesc(file_avb_v1_options, 1);
 
