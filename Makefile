@@ -128,8 +128,12 @@ deps: ## make sure Postgres and Redis answer on their local ports (starts or exp
 dev: tools deps build ## run the whole platform locally on :8080 (Ctrl-C stops it)
 	@$(BIN)/avb dev
 
+.PHONY: test-deps
+test-deps:
+	@scripts/ensure-services.sh test
+
 .PHONY: test
-test: tools deps lint check-generate web ## everything CI checks: format, vet, lint, generated code, tests
+test: tools test-deps lint check-generate web ## everything CI checks: format, vet, lint, generated code, tests
 	go test -race -count=1 -timeout 15m ./...
 
 .PHONY: bench

@@ -40,11 +40,14 @@ func (s *syncBuffer) String() string {
 }
 
 // avb dev brings up Temporal and SpiceDB itself, reaches ready with all four
-// dependencies up, and stops every process it started when cancelled. The
-// ports are random; a start that loses a port race is tried again.
-func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
+// dependencies up, serves every curl example of the README with the
+// credentials it printed, and stops every process it started when cancelled.
+// The ports are random; a start that loses a port race is tried again.
+func TestDevStackServesTheReadmeAndCleansUp(t *testing.T) {
 	for attempt := 1; ; attempt++ {
-		out, err := runDevStack(t)
+		out, err := runDevStack(t, func(base, printed string) {
+			t.Logf("%d curl commands of the README ran against avb dev", runExamples(t, base, printed))
+		})
 		if err == nil {
 			return
 		}
@@ -55,12 +58,15 @@ func TestDevStackReachesReadyAndCleansUp(t *testing.T) {
 	}
 }
 
-func runDevStack(t *testing.T) (string, error) {
+// runDevStack runs avb dev until it is ready, calls whileUp with its address
+// and what it printed, then stops it.
+func runDevStack(t *testing.T, whileUp func(base, printed string)) (string, error) {
 	temporalPort, spicePort, httpPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
 	dbURL := testenv.Postgres(t)
 	env := map[string]string{
 		"AVB_PROFILE":                "dev",
 		"AVB_HTTP_ADDR":              fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"AVB_OIDC_ISSUER_URL":        fmt.Sprintf("http://127.0.0.1:%d/dev/oidc/realms/avb", httpPort),
 		"AVB_DATABASE_URL":           testenv.AppURL(dbURL),
 		"AVB_DATABASE_MIGRATION_URL": dbURL,
 		"AVB_REDIS_URL":              testenv.RedisURL(t),
@@ -80,6 +86,13 @@ func runDevStack(t *testing.T) (string, error) {
 	go func() {
 		done <- devstack.Run(ctx, devstack.Options{Config: cfg, Out: &out, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
+	stopped := false
+	t.Cleanup(func() { // a failed test still stops the processes avb dev started
+		if !stopped {
+			cancel()
+			<-done
+		}
+	})
 
 	ready := fmt.Sprintf("http://127.0.0.1:%d/health/ready/", httpPort)
 	deadline := time.Now().Add(90 * time.Second)
@@ -94,6 +107,7 @@ func runDevStack(t *testing.T) (string, error) {
 		}
 		select {
 		case err := <-done:
+			stopped = true
 			cancel()
 			return out.String(), fmt.Errorf("avb dev exited early: %w", err)
 		default:
@@ -106,7 +120,9 @@ func runDevStack(t *testing.T) (string, error) {
 	if !strings.Contains(out.String(), "AgentVoiceBox is up") {
 		t.Fatalf("no endpoints printed:\n%s", out.String())
 	}
+	whileUp(fmt.Sprintf("http://127.0.0.1:%d", httpPort), out.String())
 
+	stopped = true
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("avb dev returned %v on stop", err)
