@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/agentvoicebox/avb/store"
@@ -198,4 +199,53 @@ func TestPersonasVoiceConfigsAndThemesLayerIntoSessions(t *testing.T) {
 	if !strings.Contains(p.call("/avb.v1.VoiceConfigService/GetVoiceConfig", `{"voiceConfigId":"`+vc+`"}`, admin...).raw, "not_found") {
 		t.Fatal("voice config outlived its project")
 	}
+}
+
+// A client that retries CreateSession (a lost response, a flaky mobile
+// network) gets the session its first try made, however many retries race;
+// a new request id makes a new session. The session records its creator.
+func TestCreateSessionIsRetrySafe(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("retries", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))
+	asKey := []string{"X-API-Key", str(key, "secret")}
+	body := `{"requestId":"0f8e2d9c-1b7a-4c3e-8d5f-6a4b3c2d1e0f","config":{"voice":"en-us"}}`
+
+	ids := make(chan string, 6)
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() {
+			r := p.call("/avb.v1.SessionService/CreateSession", body, asKey...)
+			if r.status != 200 {
+				t.Errorf("retry: %d %s", r.status, r.raw)
+			}
+			ids <- str(r.body, "session", "id")
+		})
+	}
+	wg.Wait()
+	close(ids)
+	first := ""
+	for id := range ids {
+		if first == "" {
+			first = id
+		}
+		if id == "" || id != first {
+			t.Fatalf("retries made different sessions: %q and %q", first, id)
+		}
+	}
+	other := wantOK(t, p.call("/avb.v1.SessionService/CreateSession", `{"requestId":"6c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"}`, asKey...))
+	if str(other, "session", "id") == first {
+		t.Fatal("a new request id returned the old session")
+	}
+	list := wantOK(t, p.call("/avb.v1.SessionService/ListSessions", `{}`, asKey...))
+	if n := len(items(list, "sessions")); n != 2 {
+		t.Fatalf("%d sessions, want 2", n)
+	}
+	got := wantOK(t, p.call("/avb.v1.SessionService/GetSession", `{"sessionId":"`+first+`"}`, asKey...))
+	if str(got, "session", "apiKeyId") != str(key, "apiKey", "id") {
+		t.Fatalf("session creator %v, want the key %s", got, str(key, "apiKey", "id"))
+	}
+	wantErr(t, p.call("/avb.v1.SessionService/CreateSession", `{"requestId":"not-a-uuid"}`, asKey...), 400, "invalid_argument", "validation_failed")
 }

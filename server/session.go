@@ -57,7 +57,8 @@ func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
-	sess := &store.Session{Config: raw}
+	sess := &store.Session{Config: raw, RequestID: parseOptionalID(req.Msg.GetRequestId())}
+	sess.APIKeyID, sess.UserID = sessionOwner(ctx)
 	if req.Msg.GetProjectId() != "" {
 		id, err := parseID(req.Msg.GetProjectId())
 		if err != nil {
@@ -65,12 +66,15 @@ func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[
 		}
 		sess.ProjectID = &id
 	}
-	if err := s.DB.Sessions().Create(ctx, sess); err != nil {
+	if _, err := s.DB.Sessions().Create(ctx, sess); err != nil {
 		return nil, err
 	}
 	// The workflow owns the session from here: an unjoined session ends at
-	// its idle timeout.
-	s.startWorkflow(ctx, sess.ID, sess.TenantID, idleTimeout(cfg))
+	// its idle timeout. A retry starts it again while the session waits
+	// (finding it running, or starting what a failed first try did not).
+	if sess.Status == store.SessionCreated {
+		s.startWorkflow(ctx, sess.ID, sess.TenantID, idleTimeout(cfg))
+	}
 	return connect.NewResponse(&avbv1.CreateSessionResponse{Session: sessionToProto(sess)}), nil
 }
 

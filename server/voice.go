@@ -191,14 +191,8 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	}
 	if sess == nil {
 		sess = &store.Session{Config: raw, Status: store.SessionCreated}
-		if p := authn.PrincipalFrom(ctx); p != nil {
-			if p.APIKeyID != uuid.Nil {
-				sess.APIKeyID = &p.APIKeyID
-			} else if p.UserID != uuid.Nil {
-				sess.UserID = &p.UserID
-			}
-		}
-		if err := s.DB.Sessions().Create(ctx, sess); err != nil {
+		sess.APIKeyID, sess.UserID = sessionOwner(ctx)
+		if _, err := s.DB.Sessions().Create(ctx, sess); err != nil {
 			return nil, err
 		}
 	}
@@ -227,6 +221,19 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		s.Workflows.Heartbeat(sess.ID.String()) // the call has joined
 	}
 	return l, nil
+}
+
+// sessionOwner is the API key or the user a session is created by.
+func sessionOwner(ctx context.Context) (apiKey, user *uuid.UUID) {
+	p := authn.PrincipalFrom(ctx)
+	switch {
+	case p == nil:
+	case p.APIKeyID != uuid.Nil:
+		return &p.APIKeyID, nil
+	case p.UserID != uuid.Nil:
+		return nil, &p.UserID
+	}
+	return nil, nil
 }
 
 // startWorkflow starts a session's SessionWorkflow, or finds it running. A

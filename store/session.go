@@ -42,6 +42,8 @@ type Session struct {
 	UserID    *uuid.UUID      `bun:"user_id,type:uuid"`
 	Status    string          `bun:"status"`
 	Config    json.RawMessage `bun:"config,type:jsonb"`
+	// RequestID, when set, makes the create retry-safe.
+	RequestID *uuid.UUID `bun:"request_id,type:uuid"`
 	SessionMetrics
 	Error     string     `bun:"error"`
 	CreatedAt time.Time  `bun:"created_at,nullzero,default:now()"`
@@ -67,18 +69,38 @@ type Sessions struct{ db *DB }
 // Sessions returns the session repository.
 func (db *DB) Sessions() Sessions { return Sessions{db} }
 
-// Create stores a new session (status created).
-func (r Sessions) Create(ctx context.Context, s *Session) error {
+// Create stores a new session (status created). When an earlier request
+// with the same RequestID created one, s becomes that session and created is
+// false.
+func (r Sessions) Create(ctx context.Context, s *Session) (created bool, err error) {
 	if s.Status == "" {
 		s.Status = SessionCreated
 	}
 	if len(s.Config) == 0 {
 		s.Config = json.RawMessage(`{}`)
 	}
-	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.NewInsert().Model(s).ExcludeColumn("tenant_id", "created_at").Returning("*").Exec(ctx)
-		return err
+	err = r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		if s.RequestID != nil {
+			// Concurrent retries wait for each other here.
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext(?))", s.RequestID.String()); err != nil {
+				return err
+			}
+			var prior []Session
+			if err := tx.NewSelect().Model(&prior).Where("request_id = ?", *s.RequestID).Scan(ctx); err != nil {
+				return err
+			}
+			if len(prior) == 1 {
+				*s = prior[0]
+				return nil
+			}
+		}
+		if _, err := tx.NewInsert().Model(s).ExcludeColumn("tenant_id", "created_at").Returning("*").Exec(ctx); err != nil {
+			return err
+		}
+		created = true
+		return nil
 	})
+	return created, err
 }
 
 // Get returns a session of the tenant.

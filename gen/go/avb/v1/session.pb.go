@@ -845,6 +845,9 @@ type CreateSessionRequest struct {
 	// voice_config_id takes a voice config's audio formats, voice, turn
 	// detection and phrase hints.
 	VoiceConfigId string `protobuf:"bytes,4,opt,name=voice_config_id,json=voiceConfigId,proto3" json:"voice_config_id,omitempty"`
+	// request_id makes the create safe to retry: a second request with the same
+	// id returns the session the first one created (and starts no second one).
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -903,6 +906,13 @@ func (x *CreateSessionRequest) GetPersonaId() string {
 func (x *CreateSessionRequest) GetVoiceConfigId() string {
 	if x != nil {
 		return x.VoiceConfigId
+	}
+	return ""
+}
+
+func (x *CreateSessionRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1454,14 +1464,16 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12+\n" +
 	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xd2\x01\n" +
+	"createTime\"\xfe\x01\n" +
 	"\x14CreateSessionRequest\x12-\n" +
 	"\x06config\x18\x01 \x01(\v2\x15.avb.v1.SessionConfigR\x06config\x12*\n" +
 	"\n" +
 	"project_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\x12*\n" +
 	"\n" +
 	"persona_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tpersonaId\x123\n" +
-	"\x0fvoice_config_id\x18\x04 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\rvoiceConfigId\"B\n" +
+	"\x0fvoice_config_id\x18\x04 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\rvoiceConfigId\x12*\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\"B\n" +
 	"\x15CreateSessionResponse\x12)\n" +
 	"\asession\x18\x01 \x01(\v2\x0f.avb.v1.SessionR\asession\"<\n" +
 	"\x11GetSessionRequest\x12'\n" +
