@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -89,5 +90,48 @@ func TestRequiredFieldsNameRealFields(t *testing.T) {
 	}
 	if declared == 0 {
 		t.Fatal("no required_fields declared")
+	}
+}
+
+// Every string, bytes, list and map field a request can carry, however deep,
+// has a validation rule that bounds it, but for the known exceptions: ids
+// the server assigns (ignored when sent) and audio, which the call bounds
+// itself with its own reason (audio_frame_too_large).
+func TestEveryRequestFieldIsBounded(t *testing.T) {
+	t.Parallel()
+	exempt := map[string]bool{"avb.v1.AudioAppend.audio": true, "avb.v1.SendAudioRequest.audio": true, "avb.v1.TranscribeRequest.audio": true}
+	for _, m := range []string{"Persona", "Project", "Theme", "VoiceConfig"} {
+		exempt["avb.v1."+m+".id"], exempt["avb.v1."+m+".tenant_id"] = true, true
+	}
+	seen := map[protoreflect.FullName]bool{}
+	var walk func(md protoreflect.MessageDescriptor)
+	walk = func(md protoreflect.MessageDescriptor) {
+		if seen[md.FullName()] || md.ParentFile().Package() != "avb.v1" {
+			return
+		}
+		seen[md.FullName()] = true
+		for i := range md.Fields().Len() {
+			f := md.Fields().Get(i)
+			rules, _ := proto.GetExtension(f.Options(), validate.E_Field).(*validate.FieldRules)
+			bounded := rules.GetType() != nil || len(rules.GetCel()) > 0
+			sized := f.Kind() == protoreflect.StringKind || f.Kind() == protoreflect.BytesKind || f.IsList() || f.IsMap()
+			if sized && !bounded && !exempt[string(f.FullName())] {
+				t.Errorf("%s has no validation rule bounding it", f.FullName())
+			}
+			if f.Message() != nil {
+				walk(f.Message())
+			}
+		}
+	}
+	protoregistry.GlobalFiles.RangeFilesByPackage("avb.v1", func(fd protoreflect.FileDescriptor) bool {
+		for i := range fd.Services().Len() {
+			for j := range fd.Services().Get(i).Methods().Len() {
+				walk(fd.Services().Get(i).Methods().Get(j).Input())
+			}
+		}
+		return true
+	})
+	if len(seen) < 50 {
+		t.Fatalf("walked only %d request messages", len(seen))
 	}
 }
