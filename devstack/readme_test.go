@@ -174,6 +174,11 @@ func runExamples(t *testing.T, base, devOutput string) int {
 	if buf := strings.Count(script.String(), "./bin/buf curl"); curls+buf != want {
 		t.Fatalf("%d curl and %d buf curl commands ran, the README has %d", curls, buf, want)
 	}
+	rpcs := map[string]bool{}
+	for _, m := range regexp.MustCompile(`avb\.v1\.[A-Za-z]+Service/[A-Za-z]+`).FindAllString(script.String(), -1) {
+		rpcs[m] = true
+	}
+	t.Logf("the README's curl examples call %d RPCs by name (and more by REST route)", len(rpcs))
 	return want
 }
 
