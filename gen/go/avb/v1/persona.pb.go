@@ -736,20 +736,19 @@ var File_avb_v1_persona_proto protoreflect.FileDescriptor
 
 const file_avb_v1_persona_proto_rawDesc = "" +
 	"\n" +
-	"\x14avb/v1/persona.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n" +
+	"\x14avb/v1/persona.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x12avb/v1/rules.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n" +
 	"\x04Tool\x129\n" +
 	"\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^[A-Za-z_][A-Za-z0-9_-]{0,63}$R\x04name\x12*\n" +
 	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\vdescription\x127\n" +
 	"\n" +
 	"parameters\x18\x03 \x01(\v2\x17.google.protobuf.StructR\n" +
-	"parameters\"\xfe\x03\n" +
+	"parameters\"\xc7\x03\n" +
 	"\aPersona\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12*\n" +
 	"\n" +
-	"project_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\x12Y\n" +
-	"\x04name\x18\x04 \x01(\tBE\xbaHB\xba\x018\n" +
-	"\x0ename.not_blank\x12\x11must not be blank\x1a\x13this.matches('\\\\S')\xd8\x01\x01r\x02\x18dR\x04name\x12*\n" +
+	"project_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\x12\"\n" +
+	"\x04name\x18\x04 \x01(\tB\x0e\xbaH\v\xd8\x01\x01r\x06\xd0\xf3\x18\x01\x18dR\x04name\x12*\n" +
 	"\vdescription\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12-\n" +
 	"\finstructions\x18\x06 \x01(\tB\t\xbaH\x06r\x04\x18\xa0\x9c\x01R\finstructions\x12\x1d\n" +
 	"\x05voice\x18\a \x01(\tB\a\xbaH\x04r\x02\x18dR\x05voice\x12\x1d\n" +
@@ -879,6 +878,7 @@ func file_avb_v1_persona_proto_init() {
 	}
 	file_avb_v1_common_proto_init()
 	file_avb_v1_options_proto_init()
+	file_avb_v1_rules_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -1050,12 +1050,11 @@ var File_avb_v1_project_proto protoreflect.FileDescriptor
 
 const file_avb_v1_project_proto_rawDesc = "" +
 	"\n" +
-	"\x14avb/v1/project.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x02\n" +
+	"\x14avb/v1/project.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x12avb/v1/rules.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x02\n" +
 	"\aProject\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12Y\n" +
-	"\x04name\x18\x03 \x01(\tBE\xbaHB\xba\x018\n" +
-	"\x0ename.not_blank\x12\x11must not be blank\x1a\x13this.matches('\\\\S')\xd8\x01\x01r\x02\x18dR\x04name\x12*\n" +
+	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\"\n" +
+	"\x04name\x18\x03 \x01(\tB\x0e\xbaH\v\xd8\x01\x01r\x06\xd0\xf3\x18\x01\x18dR\x04name\x12*\n" +
 	"\vdescription\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12<\n" +
 	"\x0evoice_defaults\x18\x05 \x01(\v2\x15.avb.v1.SessionConfigR\rvoiceDefaults\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -1238,6 +1237,7 @@ func file_avb_v1_project_proto_init() {
 	}
 	file_avb_v1_common_proto_init()
 	file_avb_v1_options_proto_init()
+	file_avb_v1_rules_proto_init()
 	file_avb_v1_session_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
