@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 	"pgregory.net/rapid"
 
 	"github.com/agentvoicebox/avb/apierror"
@@ -26,18 +25,11 @@ import (
 func tenantProcedures(t *testing.T) []protoreflect.MethodDescriptor {
 	t.Helper()
 	var out []protoreflect.MethodDescriptor
-	protoregistry.GlobalFiles.RangeFilesByPackage("avb.v1", func(fd protoreflect.FileDescriptor) bool {
-		for i := range fd.Services().Len() {
-			sd := fd.Services().Get(i)
-			for j := range sd.Methods().Len() {
-				md := sd.Methods().Get(j)
-				if policy.For(procedureOf(md)).NeedsTenant() {
-					out = append(out, md)
-				}
-			}
+	for md := range policy.Methods() {
+		if policy.For(procedureOf(md)).NeedsTenant() {
+			out = append(out, md)
 		}
-		return true
-	})
+	}
 	if len(out) == 0 {
 		t.Fatal("no tenant RPCs found")
 	}

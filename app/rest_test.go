@@ -10,9 +10,8 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/agentvoicebox/avb/policy"
 	"github.com/agentvoicebox/avb/store"
 )
 
@@ -42,18 +41,11 @@ func (p *platform) rest(method, path, body string, headers ...string) result {
 func httpRules(t *testing.T) map[string]*annotations.HttpRule {
 	t.Helper()
 	out := map[string]*annotations.HttpRule{}
-	protoregistry.GlobalFiles.RangeFilesByPackage("avb.v1", func(fd protoreflect.FileDescriptor) bool {
-		for i := range fd.Services().Len() {
-			sd := fd.Services().Get(i)
-			for j := range sd.Methods().Len() {
-				md := sd.Methods().Get(j)
-				if r, ok := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule); ok && r != nil {
-					out[string(md.FullName())] = r
-				}
-			}
+	for md := range policy.Methods() {
+		if r, ok := proto.GetExtension(md.Options(), annotations.E_Http).(*annotations.HttpRule); ok && r != nil {
+			out[string(md.FullName())] = r
 		}
-		return true
-	})
+	}
 	return out
 }
 
@@ -85,22 +77,15 @@ func TestEveryUnaryRPCHasADocumentedRESTRoute(t *testing.T) {
 	}
 	rules := httpRules(t)
 	unary := 0
-	protoregistry.GlobalFiles.RangeFilesByPackage("avb.v1", func(fd protoreflect.FileDescriptor) bool {
-		for i := range fd.Services().Len() {
-			sd := fd.Services().Get(i)
-			for j := range sd.Methods().Len() {
-				md := sd.Methods().Get(j)
-				_, has := rules[string(md.FullName())]
-				if streaming := md.IsStreamingClient() || md.IsStreamingServer(); streaming == has {
-					t.Errorf("%s: streaming %v but REST route %v", md.FullName(), streaming, has)
-				}
-				if !md.IsStreamingClient() && !md.IsStreamingServer() {
-					unary++
-				}
-			}
+	for md := range policy.Methods() {
+		_, has := rules[string(md.FullName())]
+		if streaming := md.IsStreamingClient() || md.IsStreamingServer(); streaming == has {
+			t.Errorf("%s: streaming %v but REST route %v", md.FullName(), streaming, has)
 		}
-		return true
-	})
+		if !md.IsStreamingClient() && !md.IsStreamingServer() {
+			unary++
+		}
+	}
 	param := regexp.MustCompile(`\{[a-z_]+\}`)
 	for name, r := range rules {
 		method, path := ruleRoute(r)

@@ -3,6 +3,7 @@
 package policy
 
 import (
+	"iter"
 	"strings"
 	"sync"
 
@@ -86,4 +87,21 @@ func lookup(procedure string) Rule {
 			Permission: r.Permission.GetPermission(), IDField: r.Permission.GetIdField()}
 	}
 	return Rule{}
+}
+
+// Methods yields every RPC of the avb.v1 contract, service by service.
+func Methods() iter.Seq[protoreflect.MethodDescriptor] {
+	return func(yield func(protoreflect.MethodDescriptor) bool) {
+		protoregistry.GlobalFiles.RangeFilesByPackage("avb.v1", func(fd protoreflect.FileDescriptor) bool {
+			for i := range fd.Services().Len() {
+				sd := fd.Services().Get(i)
+				for j := range sd.Methods().Len() {
+					if !yield(sd.Methods().Get(j)) {
+						return false
+					}
+				}
+			}
+			return true
+		})
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/policy"
 )
 
 // Every RPC of the API declares its access policy (avb.v1.access), and a
@@ -17,40 +18,33 @@ import (
 func TestEveryRPCDeclaresAnAccessPolicy(t *testing.T) {
 	t.Parallel()
 	rpcs := 0
-	protoregistry.GlobalFiles.RangeFilesByPackage("avb.v1", func(fd protoreflect.FileDescriptor) bool {
-		for i := range fd.Services().Len() {
-			sd := fd.Services().Get(i)
-			for j := range sd.Methods().Len() {
-				md := sd.Methods().Get(j)
-				rpcs++
-				policy, _ := proto.GetExtension(md.Options(), avbv1.E_Access).(*avbv1.AccessPolicy)
-				switch rule := policy.GetRule().(type) {
-				case nil:
-					t.Errorf("%s declares no (avb.v1.access) policy", md.FullName())
-				case *avbv1.AccessPolicy_Permission:
-					p := rule.Permission
-					if p.GetResourceType() == "" || p.GetPermission() == "" {
-						t.Errorf("%s: permission rule needs resource_type and permission: %v", md.FullName(), p)
-					}
-					if f := p.GetIdField(); f != "" && md.Input().Fields().ByName(protoreflect.Name(f)) == nil {
-						t.Errorf("%s: id_field %q is not a field of %s", md.FullName(), f, md.Input().FullName())
-					}
-				case *avbv1.AccessPolicy_Public:
-					if !rule.Public {
-						t.Errorf("%s: public = false is not a policy", md.FullName())
-					}
-				case *avbv1.AccessPolicy_Authenticated:
-					if !rule.Authenticated {
-						t.Errorf("%s: authenticated = false is not a policy", md.FullName())
-					}
-				}
-				if !strings.HasSuffix(string(sd.Name()), "Service") {
-					t.Errorf("service %s must end in Service", sd.FullName())
-				}
+	for md := range policy.Methods() {
+		rpcs++
+		access, _ := proto.GetExtension(md.Options(), avbv1.E_Access).(*avbv1.AccessPolicy)
+		switch rule := access.GetRule().(type) {
+		case nil:
+			t.Errorf("%s declares no (avb.v1.access) policy", md.FullName())
+		case *avbv1.AccessPolicy_Permission:
+			p := rule.Permission
+			if p.GetResourceType() == "" || p.GetPermission() == "" {
+				t.Errorf("%s: permission rule needs resource_type and permission: %v", md.FullName(), p)
+			}
+			if f := p.GetIdField(); f != "" && md.Input().Fields().ByName(protoreflect.Name(f)) == nil {
+				t.Errorf("%s: id_field %q is not a field of %s", md.FullName(), f, md.Input().FullName())
+			}
+		case *avbv1.AccessPolicy_Public:
+			if !rule.Public {
+				t.Errorf("%s: public = false is not a policy", md.FullName())
+			}
+		case *avbv1.AccessPolicy_Authenticated:
+			if !rule.Authenticated {
+				t.Errorf("%s: authenticated = false is not a policy", md.FullName())
 			}
 		}
-		return true
-	})
+		if svc := md.Parent(); !strings.HasSuffix(string(svc.Name()), "Service") {
+			t.Errorf("service %s must end in Service", svc.FullName())
+		}
+	}
 	if rpcs == 0 {
 		t.Fatal("no RPCs found in avb.v1: are the generated packages linked in?")
 	}
@@ -123,14 +117,9 @@ func TestEveryRequestFieldIsBounded(t *testing.T) {
 			}
 		}
 	}
-	protoregistry.GlobalFiles.RangeFilesByPackage("avb.v1", func(fd protoreflect.FileDescriptor) bool {
-		for i := range fd.Services().Len() {
-			for j := range fd.Services().Get(i).Methods().Len() {
-				walk(fd.Services().Get(i).Methods().Get(j).Input())
-			}
-		}
-		return true
-	})
+	for md := range policy.Methods() {
+		walk(md.Input())
+	}
 	if len(seen) < 50 {
 		t.Fatalf("walked only %d request messages", len(seen))
 	}
