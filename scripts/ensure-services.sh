@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ensure-services.sh: make sure the speech libraries are installed and
 # PostgreSQL (127.0.0.1:5432, user postgres, trust) and Redis (127.0.0.1:6379)
-# answer, for `make dev` and `make test` (`ensure-services.sh test` also
-# installs what the tests drive: curl, jq, chromium).
+# answer, for `make dev` and `make test`, and that curl and jq are there for
+# the README's examples (`ensure-services.sh test` adds chromium for the tests).
 # Uses running servers when there are some; otherwise installs the Debian
 # packages (as root) and starts local servers whose data lives under .data/.
 # When it cannot, it stops with the one command to run.
@@ -74,17 +74,17 @@ ensure_speech() {
   if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 }
 
-# What the tests drive besides the platform: the README's curl examples (curl,
-# jq) and the console in headless Chromium.
-ensure_test_tools() {
+# The README's examples use curl and jq; the tests also drive the console in
+# headless Chromium.
+ensure_tools() {
   local need=()
   command -v curl >/dev/null || need+=(curl)
   command -v jq >/dev/null || need+=(jq)
-  command -v chromium >/dev/null || need+=(chromium)
+  if [ "${1:-}" = test ]; then command -v chromium >/dev/null || need+=(chromium); fi
   if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 }
 
 ensure_speech
-[ "${1:-}" = test ] && ensure_test_tools
+ensure_tools "${1:-}"
 ensure_postgres
 ensure_redis
