@@ -20,10 +20,12 @@ type example struct {
 	line   int    // where the block starts in README.md
 	script string // its lines, as written
 	curls  int    // the curl commands in it
+	calls  int    // the `./bin/avb call` commands in it
 }
 
-// readmeExamples returns the README's shell blocks that run curl, in order.
-// The other blocks (make, avb call, loadtest) are covered by their own tests.
+// readmeExamples returns the README's shell blocks that run curl or
+// `avb call`, in order. The others (make, loadtest, config) have their own
+// tests.
 func readmeExamples(t *testing.T, readme string) []example {
 	t.Helper()
 	var out []example
@@ -36,7 +38,7 @@ func readmeExamples(t *testing.T, readme string) []example {
 			cur = &example{line: n}
 		case cur != nil && line == "```":
 			cur.script = expectStatuses(cur.script)
-			if cur.curls > 0 {
+			if cur.curls+cur.calls > 0 {
 				out = append(out, *cur)
 			}
 			cur = nil
@@ -44,6 +46,9 @@ func readmeExamples(t *testing.T, readme string) []example {
 			cur.script += line + "\n"
 			if code, _, _ := strings.Cut(line, " #"); !strings.HasPrefix(strings.TrimSpace(line), "#") {
 				cur.curls += len(curlCommand.FindAllString(code, -1))
+				if strings.HasPrefix(code, "./bin/avb call ") {
+					cur.calls++
+				}
 			}
 		}
 	}
@@ -88,6 +93,13 @@ func exports(out string) map[string]string {
 	return env
 }
 
+// players stand in for aplay and play, which have no sound device in a
+// test: the reply they would play must be a WAV file with sound in it.
+const players = `
+aplay() { local f="${@: -1}"; [[ $(head -c 4 "$f") == RIFF && $(stat -c %s "$f") -gt 8000 ]] && echo "(plays $f)"; }
+play() { aplay "$@"; }
+`
+
 // curlShim makes every curl of an example fail on an HTTP error (or on a
 // status other than the one the README shows), bounds its time, and counts
 // it; a streaming curl (-N) runs for a few seconds and must not have ended
@@ -117,15 +129,15 @@ curl() {
 }
 `
 
-// runExamples runs the README's curl examples, in order and in one shell (a
-// later example uses what an earlier one set), against the dev stack at
-// base, with the credentials avb dev printed. It returns how many curl
-// commands ran.
+// runExamples runs the README's curl and avb call examples, in order and in
+// one shell (a later example uses what an earlier one set), against the dev
+// stack at base, with the credentials avb dev printed. It returns how many
+// curl commands ran.
 func runExamples(t *testing.T, base, devOutput string) int {
 	t.Helper()
-	for _, tool := range []string{"bash", "curl", "jq", "base64"} {
+	for _, tool := range []string{"bash", "curl", "jq", "base64", "espeak-ng"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is missing: run  apt-get install -y curl jq  (.ci/run does)", tool)
+			t.Fatalf("%s is missing: run  apt-get install -y curl jq espeak-ng  (make test does)", tool)
 		}
 	}
 	root := testenv.RepoRoot()
@@ -143,13 +155,18 @@ func runExamples(t *testing.T, base, devOutput string) int {
 	host := strings.TrimPrefix(base, "http://")
 	work := t.TempDir()
 	log := filepath.Join(work, "curl.log")
-	want := 0
+	want, calls := 0, 0
 	var script strings.Builder
 	script.WriteString(curlShim)
+	script.WriteString(players)
 	for _, ex := range examples {
 		fmt.Fprintf(&script, "echo '>>> README.md:%d'\n", ex.line)
 		script.WriteString(strings.ReplaceAll(ex.script, "localhost:8080", host))
 		want += ex.curls
+		calls += ex.calls
+	}
+	if calls == 0 {
+		t.Fatal("the README has no `./bin/avb call` example")
 	}
 	cmd := exec.Command("bash", "-c", script.String())
 	cmd.Dir = work // files the examples write stay in the test's directory
@@ -157,9 +174,18 @@ func runExamples(t *testing.T, base, devOutput string) int {
 	for k, v := range creds {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	// The examples say ./bin/buf, as a reader at the repository root would.
-	if err := os.Symlink(filepath.Join(root, "bin"), filepath.Join(work, "bin")); err != nil {
+	// The examples say ./bin/buf and ./bin/avb, as a reader at the
+	// repository root would after make dev.
+	if err := os.Mkdir(filepath.Join(work, "bin"), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(root, "bin", "buf"), filepath.Join(work, "bin", "buf")); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(work, "bin", "avb"), "./cmd/avb")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build avb: %v\n%s", err, out)
 	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -178,16 +204,16 @@ func runExamples(t *testing.T, base, devOutput string) int {
 	for _, m := range regexp.MustCompile(`avb\.v1\.[A-Za-z]+Service/[A-Za-z]+`).FindAllString(script.String(), -1) {
 		rpcs[m] = true
 	}
-	t.Logf("the README's curl examples call %d RPCs by name (and more by REST route)", len(rpcs))
+	t.Logf("the README's curl examples call %d RPCs by name (and more by REST route); %d avb call ran", len(rpcs), calls)
 	return want
 }
 
 func TestReadmeExamplesAreFound(t *testing.T) {
 	readme := "intro\n```sh\nmake dev\n```\n```sh\n# a comment with curl in it\ncurl -s localhost:8080/health/\n" +
-		"X=$(curl -s a | jq .b)  # curl inside a comment\n./bin/buf curl --list-methods x\n" +
+		"X=$(curl -s a | jq .b)  # curl inside a comment\n./bin/buf curl --list-methods x\n./bin/avb call --in a.wav\n" +
 		"curl -s -d '{}' \\\n  localhost:8080/bad\n# HTTP 400: {\"code\":...}\n```\n"
 	got := readmeExamples(t, readme)
-	if len(got) != 1 || got[0].line != 5 || got[0].curls != 4 {
+	if len(got) != 1 || got[0].line != 5 || got[0].curls != 4 || got[0].calls != 1 {
 		t.Fatalf("found %+v", got)
 	}
 	if !strings.Contains(got[0].script, "\nAVB_EXPECT=400 curl -s -d '{}' \\\n  localhost:8080/bad\n") {

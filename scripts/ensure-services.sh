@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ensure-services.sh: make sure the speech libraries are installed and
 # PostgreSQL (127.0.0.1:5432, user postgres, trust) and Redis (127.0.0.1:6379)
-# answer, for `make dev` and `make test`, and that curl and jq are there for
-# the README's examples (`ensure-services.sh test` adds chromium for the tests).
+# answer, for `make dev` and `make test`, and that curl, jq and espeak-ng are
+# there for the README's examples (`ensure-services.sh test` adds chromium for the tests).
 # Uses running servers when there are some; otherwise installs the Debian
 # packages (as root) and starts local servers whose data lives under .data/.
 # When it cannot, it stops with the one command to run.
@@ -74,12 +74,13 @@ ensure_speech() {
   if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 }
 
-# The README's examples use curl and jq; the tests also drive the console in
-# headless Chromium.
+# The README's examples use curl, jq and espeak-ng (to say something to the
+# agent); the tests also drive the console in headless Chromium.
 ensure_tools() {
   local need=()
   command -v curl >/dev/null || need+=(curl)
   command -v jq >/dev/null || need+=(jq)
+  command -v espeak-ng >/dev/null || need+=(espeak-ng)
   if [ "${1:-}" = test ]; then command -v chromium >/dev/null || need+=(chromium); fi
   if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 }
