@@ -91,7 +91,7 @@ func TestBillingUsageProjectionAndAccess(t *testing.T) {
 	db := p.app.DB()
 	for range 3 {
 		s := &store.Session{}
-		if _, err := db.Sessions().Create(tctx, s); err != nil {
+		if err := db.Sessions().Create(tctx, s); err != nil {
 			t.Fatal(err)
 		}
 		if err := db.Sessions().RecordUsage(tctx, []store.UsageEntry{{SessionID: s.ID, Kind: "session", Quantity: 1},

@@ -66,7 +66,7 @@ func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[
 		}
 		sess.ProjectID = &id
 	}
-	if _, err := s.DB.Sessions().Create(ctx, sess); err != nil {
+	if err := s.DB.Sessions().Create(ctx, sess); err != nil {
 		return nil, err
 	}
 	// The workflow owns the session from here: an unjoined session ends at

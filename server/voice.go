@@ -192,7 +192,7 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	if sess == nil {
 		sess = &store.Session{Config: raw, Status: store.SessionCreated}
 		sess.APIKeyID, sess.UserID = sessionOwner(ctx)
-		if _, err := s.DB.Sessions().Create(ctx, sess); err != nil {
+		if err := s.DB.Sessions().Create(ctx, sess); err != nil {
 			return nil, err
 		}
 	}

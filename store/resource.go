@@ -87,7 +87,7 @@ func (r Resources) Create(ctx context.Context, res *Resource) (created bool, err
 				return err
 			}
 		} else if res.RequestID != nil {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext(?))", res.RequestID.String()); err != nil {
+			if err := lockRequest(ctx, tx, *res.RequestID); err != nil {
 				return err
 			}
 		}

@@ -70,19 +70,17 @@ type Sessions struct{ db *DB }
 func (db *DB) Sessions() Sessions { return Sessions{db} }
 
 // Create stores a new session (status created). When an earlier request
-// with the same RequestID created one, s becomes that session and created is
-// false.
-func (r Sessions) Create(ctx context.Context, s *Session) (created bool, err error) {
+// with the same RequestID created one, s becomes that session.
+func (r Sessions) Create(ctx context.Context, s *Session) error {
 	if s.Status == "" {
 		s.Status = SessionCreated
 	}
 	if len(s.Config) == 0 {
 		s.Config = json.RawMessage(`{}`)
 	}
-	err = r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if s.RequestID != nil {
-			// Concurrent retries wait for each other here.
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext(?))", s.RequestID.String()); err != nil {
+			if err := lockRequest(ctx, tx, *s.RequestID); err != nil {
 				return err
 			}
 			var prior []Session
@@ -94,13 +92,9 @@ func (r Sessions) Create(ctx context.Context, s *Session) (created bool, err err
 				return nil
 			}
 		}
-		if _, err := tx.NewInsert().Model(s).ExcludeColumn("tenant_id", "created_at").Returning("*").Exec(ctx); err != nil {
-			return err
-		}
-		created = true
-		return nil
+		_, err := tx.NewInsert().Model(s).ExcludeColumn("tenant_id", "created_at").Returning("*").Exec(ctx)
+		return err
 	})
-	return created, err
 }
 
 // Get returns a session of the tenant.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/agentvoicebox/avb/tenancy"
@@ -25,4 +26,12 @@ func (db *DB) InTenant(ctx context.Context, fn func(ctx context.Context, tx bun.
 		}
 		return fn(ctx, tx)
 	})
+}
+
+// lockRequest holds, until tx ends, a lock on a client's request id, so
+// concurrent retries of one create take turns: the later ones find the row
+// the first one made instead of inserting another.
+func lockRequest(ctx context.Context, tx bun.Tx, requestID uuid.UUID) error {
+	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext(?))", requestID.String())
+	return err
 }

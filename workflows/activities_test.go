@@ -32,7 +32,7 @@ func TestActivitiesRecordOnce(t *testing.T) {
 	}
 	ctx := tenancy.With(context.Background(), ten.ID)
 	sess := &store.Session{}
-	if _, err := db.Sessions().Create(ctx, sess); err != nil {
+	if err := db.Sessions().Create(ctx, sess); err != nil {
 		t.Fatal(err)
 	}
 	a := &workflows.Activities{DB: db}
@@ -80,7 +80,7 @@ func TestMaintenanceActivities(t *testing.T) {
 		ctx := tenancy.With(context.Background(), ten.ID)
 		for range 2 {
 			s := &store.Session{}
-			if _, err := db.Sessions().Create(ctx, s); err != nil {
+			if err := db.Sessions().Create(ctx, s); err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, s.ID)
