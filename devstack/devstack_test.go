@@ -66,7 +66,6 @@ func runDevStack(t *testing.T, whileUp func(base, printed string)) (string, erro
 	env := map[string]string{
 		"AVB_PROFILE":                "dev",
 		"AVB_HTTP_ADDR":              fmt.Sprintf("127.0.0.1:%d", httpPort),
-		"AVB_OIDC_ISSUER_URL":        fmt.Sprintf("http://127.0.0.1:%d/dev/oidc/realms/avb", httpPort),
 		"AVB_DATABASE_URL":           testenv.AppURL(dbURL),
 		"AVB_DATABASE_MIGRATION_URL": dbURL,
 		"AVB_REDIS_URL":              testenv.RedisURL(t),

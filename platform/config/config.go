@@ -111,7 +111,7 @@ type Readiness struct {
 
 // Auth configures authentication and tenant resolution.
 type Auth struct {
-	OIDCIssuerURL    string        `env:"AVB_OIDC_ISSUER_URL" dev:"http://127.0.0.1:8080/dev/oidc/realms/avb" test:"" url:"http,https" desc:"OIDC issuer (Keycloak realm URL, e.g. https://id.example.com/realms/avb); discovery and JWKS are fetched from it"`
+	OIDCIssuerURL    string        `env:"AVB_OIDC_ISSUER_URL" dev:"http://127.0.0.1:8080/dev/oidc/realms/avb" test:"" url:"http,https" desc:"OIDC issuer (Keycloak realm URL, e.g. https://id.example.com/realms/avb); discovery and JWKS are fetched from it. With AVB_OIDC_DEV_ISSUER it defaults to this server's own issuer on AVB_HTTP_ADDR"`
 	OIDCAudience     string        `env:"AVB_OIDC_AUDIENCE" default:"avb-api" desc:"audience (aud) a token must carry"`
 	DevIssuer        bool          `env:"AVB_OIDC_DEV_ISSUER" default:"false" dev:"true" desc:"serve the built-in development OIDC issuer under /dev/oidc/ (never in prod)"`
 	TenantBaseDomain string        `env:"AVB_TENANT_BASE_DOMAIN" default:"" dev:"localhost" desc:"base domain for tenant subdomains (<slug>.<base domain>); empty turns subdomain resolution off"`

@@ -210,3 +210,27 @@ func TestEnvExampleMatchesConfig(t *testing.T) {
 		}
 	}
 }
+
+// The development issuer lives on this server, so its URL follows the listen
+// address unless AVB_OIDC_ISSUER_URL says otherwise.
+func TestDevIssuerFollowsTheListenAddress(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{}, "http://127.0.0.1:8080/dev/oidc/realms/avb"},
+		{map[string]string{"AVB_HTTP_ADDR": ":9090"}, "http://127.0.0.1:9090/dev/oidc/realms/avb"},
+		{map[string]string{"AVB_HTTP_ADDR": "localhost:7000"}, "http://localhost:7000/dev/oidc/realms/avb"},
+		{map[string]string{"AVB_HTTP_ADDR": ":9090", "AVB_OIDC_ISSUER_URL": "https://id.example.com/realms/avb"}, "https://id.example.com/realms/avb"},
+		{map[string]string{"AVB_HTTP_ADDR": "127.0.0.1:0"}, "http://127.0.0.1:8080/dev/oidc/realms/avb"}, // port unknown yet: the default
+	} {
+		cfg, err := config.Load(lookupIn(tc.env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Auth.OIDCIssuerURL != tc.want {
+			t.Errorf("%v: issuer %s, want %s", tc.env, cfg.Auth.OIDCIssuerURL, tc.want)
+		}
+	}
+}

@@ -88,6 +88,13 @@ func Load(lookup Lookup) (*Config, error) {
 		problems = slices.DeleteFunc(problems, func(p Problem) bool { return p.Var == "AVB_PROFILE" })
 		problems = append([]Problem{{Var: "AVB_PROFILE", Reason: fmt.Sprintf("%q is not one of dev, test, prod", profile)}}, problems...)
 	}
+	// The development issuer is served by this server itself, so unless
+	// told otherwise its URL follows the listen address.
+	if raw, ok := lookup("AVB_OIDC_ISSUER_URL"); cfg.Auth.DevIssuer && (!ok || raw == "") {
+		if u := devIssuerURL(&cfg.HTTP); u != "" {
+			cfg.Auth.OIDCIssuerURL = u
+		}
+	}
 	problems = append(problems, crossCheck(&cfg, problems)...)
 	if len(problems) > 0 {
 		return nil, &Error{Problems: problems}
@@ -295,4 +302,21 @@ func redact(s string) string {
 		return u.String()
 	}
 	return "REDACTED"
+}
+
+// devIssuerURL is the development issuer's URL on this server's listen
+// address ("" when the port is not known before listening).
+func devIssuerURL(h *HTTP) string {
+	host, port, err := net.SplitHostPort(h.Addr)
+	if err != nil || port == "0" {
+		return ""
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	scheme := "http"
+	if h.TLSCertFile != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + net.JoinHostPort(host, port) + "/dev/oidc/realms/avb"
 }
