@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/platform/dependency"
 	"github.com/agentvoicebox/avb/store"
 )
 
@@ -101,11 +102,21 @@ func From(err error) error {
 	case errors.Is(err, store.ErrWrongTenant):
 		return New(connect.CodePermissionDenied, avbv1.ErrorReason_ERROR_REASON_TENANT_MISMATCH, "belongs to another tenant")
 	}
+	// A dependency that refused, did not answer within its deadline, or is
+	// known to be down: the same answer in every case.
+	if errors.Is(err, dependency.ErrUnavailable) {
+		return Unavailable()
+	}
 	// A gRPC dependency (SpiceDB, Temporal) that is down or too slow.
 	if s, ok := status.FromError(err); ok && (s.Code() == codes.Unavailable || s.Code() == codes.DeadlineExceeded) {
-		return New(connect.CodeUnavailable, avbv1.ErrorReason_ERROR_REASON_DEPENDENCY_UNAVAILABLE, "a dependency is unavailable; retry")
+		return Unavailable()
 	}
 	return err
+}
+
+// Unavailable is the error of a request a dependency could not serve in time.
+func Unavailable() *connect.Error {
+	return New(connect.CodeUnavailable, avbv1.ErrorReason_ERROR_REASON_DEPENDENCY_UNAVAILABLE, "a dependency is unavailable; retry")
 }
 
 // Field returns invalid_argument (validation_failed) naming one bad field,

@@ -79,7 +79,7 @@ func BenchmarkJWTVerify(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	v := authn.NewOIDC(iss.Issuer(), "avb-api")
+	v := authn.NewOIDC(iss.Issuer(), "avb-api", nil)
 	ctx := context.Background()
 	if _, err := v.Verify(ctx, tok); err != nil {
 		b.Fatal(err)

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/agentvoicebox/avb/platform/dependency"
 )
 
 // Errors of token verification.
@@ -44,9 +47,14 @@ type OIDC struct {
 	verifier *oidc.IDTokenVerifier
 }
 
-// NewOIDC returns a verifier for tokens of issuer with audience.
-func NewOIDC(issuer, audience string) *OIDC {
-	return &OIDC{issuer: issuer, audience: audience, client: &http.Client{Timeout: 5 * time.Second}}
+// NewOIDC returns a verifier for tokens of issuer with audience. client
+// fetches discovery and keys (nil: one with a 5 s timeout); give it a
+// deadline, since a request waits on the fetch.
+func NewOIDC(issuer, audience string, client *http.Client) *OIDC {
+	if client == nil {
+		client = &http.Client{Timeout: 5 * time.Second}
+	}
+	return &OIDC{issuer: issuer, audience: audience, client: client}
 }
 
 func (o *OIDC) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
@@ -76,6 +84,11 @@ func (o *OIDC) Verify(ctx context.Context, raw string) (*Claims, error) {
 		var expired *oidc.TokenExpiredError
 		if errors.As(err, &expired) {
 			return nil, ErrTokenExpired
+		}
+		if errors.Is(err, dependency.ErrUnavailable) || strings.Contains(err.Error(), "fetching keys") {
+			// The token names a key we do not have and the issuer's
+			// JWKS could not be fetched: not the token's fault.
+			return nil, fmt.Errorf("%w: signing keys: %v", ErrIssuerUnavailable, err)
 		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}

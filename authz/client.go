@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	v1 "github.com/authzed/authzed-go/proto/authzed/api/v1"
 	"github.com/authzed/authzed-go/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/agentvoicebox/avb/platform/dependency"
 )
 
 // Schema is the authorization model, written to SpiceDB at start.
@@ -38,6 +41,24 @@ type Relationship struct {
 // grant or a revoke that happened before it.
 type Client struct {
 	c *authzed.Client
+	// guard bounds every call (checks and lookups within check, writes
+	// within write) and fails fast while SpiceDB is known to be down.
+	guard        *dependency.Guard
+	check, write time.Duration
+}
+
+// Guard bounds every call of c: checks and lookups within check, writes and
+// deletes within write (both capped by the request's deadline).
+func (c *Client) Guard(g *dependency.Guard, check, write time.Duration) {
+	c.guard, c.check, c.write = g, check, write
+}
+
+// do runs one call under the guard.
+func (c *Client) do(ctx context.Context, timeout time.Duration, fn func(ctx context.Context) error) error {
+	if c.guard == nil {
+		return fn(ctx)
+	}
+	return c.guard.Do(ctx, timeout, fn)
 }
 
 // bearer is gRPC per-call credentials carrying the preshared key.
@@ -68,7 +89,10 @@ func (c *Client) Close() error { return c.c.Close() }
 
 // WriteSchema writes the embedded schema.
 func (c *Client) WriteSchema(ctx context.Context) error {
-	_, err := c.c.WriteSchema(ctx, &v1.WriteSchemaRequest{Schema: Schema})
+	err := c.do(ctx, c.write, func(ctx context.Context) error {
+		_, err := c.c.WriteSchema(ctx, &v1.WriteSchemaRequest{Schema: Schema})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("write authorization schema: %w", err)
 	}
@@ -92,8 +116,12 @@ func subject(o Object, relation string) *v1.SubjectReference {
 
 // Check reports whether subject holds permission on resource.
 func (c *Client) Check(ctx context.Context, resource Object, permission string, sub Object, zedToken string) (bool, error) {
-	res, err := c.c.CheckPermission(ctx, &v1.CheckPermissionRequest{
-		Consistency: consistency(zedToken), Resource: ref(resource), Permission: permission, Subject: subject(sub, ""),
+	var res *v1.CheckPermissionResponse
+	err := c.do(ctx, c.check, func(ctx context.Context) (err error) {
+		res, err = c.c.CheckPermission(ctx, &v1.CheckPermissionRequest{
+			Consistency: consistency(zedToken), Resource: ref(resource), Permission: permission, Subject: subject(sub, ""),
+		})
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("check %s:%s#%s: %w", resource.Type, resource.ID, permission, err)
@@ -108,7 +136,11 @@ func (c *Client) CheckBulk(ctx context.Context, resources []Object, permission s
 	for _, r := range resources {
 		req.Items = append(req.Items, &v1.CheckBulkPermissionsRequestItem{Resource: ref(r), Permission: permission, Subject: subject(sub, "")})
 	}
-	res, err := c.c.CheckBulkPermissions(ctx, req)
+	var res *v1.CheckBulkPermissionsResponse
+	err := c.do(ctx, c.check, func(ctx context.Context) (err error) {
+		res, err = c.c.CheckBulkPermissions(ctx, req)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("bulk check %s: %w", permission, err)
 	}
@@ -135,7 +167,11 @@ func (c *Client) Write(ctx context.Context, touch, del []Relationship) (string, 
 	if len(req.Updates) == 0 {
 		return "", nil
 	}
-	res, err := c.c.WriteRelationships(ctx, req)
+	var res *v1.WriteRelationshipsResponse
+	err := c.do(ctx, c.write, func(ctx context.Context) (err error) {
+		res, err = c.c.WriteRelationships(ctx, req)
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("write relationships: %w", err)
 	}
@@ -158,7 +194,11 @@ func (c *Client) DeleteAll(ctx context.Context, o Object) (string, error) {
 		{ResourceType: "tenant", OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: o.Type, OptionalSubjectId: o.ID}},
 		{ResourceType: "project", OptionalSubjectFilter: &v1.SubjectFilter{SubjectType: o.Type, OptionalSubjectId: o.ID}},
 	} {
-		res, err := c.c.DeleteRelationships(ctx, &v1.DeleteRelationshipsRequest{RelationshipFilter: f})
+		var res *v1.DeleteRelationshipsResponse
+		err := c.do(ctx, c.write, func(ctx context.Context) (err error) {
+			res, err = c.c.DeleteRelationships(ctx, &v1.DeleteRelationshipsRequest{RelationshipFilter: f})
+			return err
+		})
 		if err != nil {
 			return "", fmt.Errorf("delete relationships of %s:%s: %w", o.Type, o.ID, err)
 		}
@@ -169,13 +209,17 @@ func (c *Client) DeleteAll(ctx context.Context, o Object) (string, error) {
 
 // LookupResources lists the ids of resources of a type on which subject holds permission.
 func (c *Client) LookupResources(ctx context.Context, resourceType, permission string, sub Object, zedToken string) ([]string, error) {
-	stream, err := c.c.LookupResources(ctx, &v1.LookupResourcesRequest{
-		Consistency: consistency(zedToken), ResourceObjectType: resourceType, Permission: permission, Subject: subject(sub, ""),
+	var ids []string
+	err := c.do(ctx, c.check, func(ctx context.Context) error {
+		stream, err := c.c.LookupResources(ctx, &v1.LookupResourcesRequest{
+			Consistency: consistency(zedToken), ResourceObjectType: resourceType, Permission: permission, Subject: subject(sub, ""),
+		})
+		if err != nil {
+			return err
+		}
+		ids, err = collect(stream, (*v1.LookupResourcesResponse).GetResourceObjectId)
+		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("lookup %s %s: %w", resourceType, permission, err)
-	}
-	ids, err := collect(stream, (*v1.LookupResourcesResponse).GetResourceObjectId)
 	if err != nil {
 		return nil, fmt.Errorf("lookup %s %s: %w", resourceType, permission, err)
 	}
@@ -199,13 +243,17 @@ func collect[M any](stream interface{ Recv() (M, error) }, id func(M) string) ([
 
 // LookupSubjects lists the ids of subjects of a type that hold permission on resource.
 func (c *Client) LookupSubjects(ctx context.Context, resource Object, permission, subjectType, zedToken string) ([]string, error) {
-	stream, err := c.c.LookupSubjects(ctx, &v1.LookupSubjectsRequest{
-		Consistency: consistency(zedToken), Resource: ref(resource), Permission: permission, SubjectObjectType: subjectType,
+	var ids []string
+	err := c.do(ctx, c.check, func(ctx context.Context) error {
+		stream, err := c.c.LookupSubjects(ctx, &v1.LookupSubjectsRequest{
+			Consistency: consistency(zedToken), Resource: ref(resource), Permission: permission, SubjectObjectType: subjectType,
+		})
+		if err != nil {
+			return err
+		}
+		ids, err = collect(stream, func(r *v1.LookupSubjectsResponse) string { return r.GetSubject().GetSubjectObjectId() })
+		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("lookup subjects of %s:%s#%s: %w", resource.Type, resource.ID, permission, err)
-	}
-	ids, err := collect(stream, func(r *v1.LookupSubjectsResponse) string { return r.GetSubject().GetSubjectObjectId() })
 	if err != nil {
 		return nil, fmt.Errorf("lookup subjects of %s:%s#%s: %w", resource.Type, resource.ID, permission, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentvoicebox/avb/platform/dependency"
 	"github.com/agentvoicebox/avb/platform/metrics"
 )
 
@@ -21,6 +22,9 @@ type Dependency struct {
 	Required bool
 	// Probe returns nil when the dependency answers.
 	Probe func(context.Context) error
+	// Guard, when set, is told when the probe finds the dependency down, so
+	// calls to it fail fast at once; its state shows in the report.
+	Guard *dependency.Guard
 }
 
 // Readiness checks the dependencies for GET /health/ready/ and the gRPC
@@ -36,6 +40,9 @@ type Readiness struct {
 	mu   sync.Mutex
 	last Report
 	at   time.Time
+	// down remembers which dependencies the last probe found down, so a
+	// change is logged once, not every probe.
+	down sync.Map
 }
 
 // minInterval is how long a readiness round is reused.
@@ -60,6 +67,9 @@ type CheckResult struct {
 	LatencyMS float64 `json:"latency_ms"`
 	// Error is "timeout" or "unreachable"; details go to the server log only.
 	Error string `json:"error,omitempty"`
+	// Breaker is the state of the dependency's circuit breaker: "closed"
+	// (calls pass), "open" (calls fail fast) or "half-open" (one probe call).
+	Breaker string `json:"breaker,omitempty"`
 }
 
 // Ready reports whether the last Check found every required dependency up.
@@ -113,7 +123,21 @@ func (r *Readiness) probe(ctx context.Context, d Dependency) CheckResult {
 		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 			res.Error = "timeout"
 		}
-		r.log.WarnContext(ctx, "dependency down", "dependency", d.Name, "error", err.Error())
+		if d.Guard != nil {
+			d.Guard.Down()
+		}
+	}
+	if _, was := r.down.Load(d.Name); was != (err != nil) {
+		if err != nil {
+			r.down.Store(d.Name, true)
+			r.log.WarnContext(ctx, "dependency down", "dependency", d.Name, "error", err.Error())
+		} else {
+			r.down.Delete(d.Name)
+			r.log.InfoContext(ctx, "dependency up", "dependency", d.Name)
+		}
+	}
+	if d.Guard != nil {
+		res.Breaker = d.Guard.State()
 	}
 	if r.metrics != nil {
 		r.metrics.DependencyUp.WithLabelValues(d.Name).Set(up)

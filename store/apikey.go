@@ -163,8 +163,10 @@ func (r APIKeys) Rotate(ctx context.Context, id uuid.UUID, grace time.Duration, 
 // SECURITY DEFINER function that may look past row-level security.
 func (r APIKeys) ByHash(ctx context.Context, hash []byte) (*APIKeyAuth, error) {
 	var k APIKeyAuth
-	row := r.db.Pool.QueryRow(ctx, "SELECT id, tenant_id, scopes, rate_limit_tier, expires_at, revoked_at, created_by FROM api_key_by_hash($1)", hash)
-	err := row.Scan(&k.ID, &k.TenantID, &k.Scopes, &k.RateLimitTier, &k.ExpiresAt, &k.RevokedAt, &k.CreatedBy)
+	err := r.db.do(ctx, func(ctx context.Context) error {
+		row := r.db.Pool.QueryRow(ctx, "SELECT id, tenant_id, scopes, rate_limit_tier, expires_at, revoked_at, created_by FROM api_key_by_hash($1)", hash)
+		return row.Scan(&k.ID, &k.TenantID, &k.Scopes, &k.RateLimitTier, &k.ExpiresAt, &k.RevokedAt, &k.CreatedBy)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -194,6 +196,8 @@ func (r APIKeys) RecordUsage(ctx context.Context, batch []Usage) error {
 	for i, u := range batch {
 		ids[i], counts[i], at[i], ips[i] = u.KeyID, u.Count, u.LastUsed, u.LastIP
 	}
-	_, err := r.db.Pool.Exec(ctx, "SELECT record_api_key_usage($1, $2, $3, $4)", ids, counts, at, ips)
-	return err
+	return r.db.do(ctx, func(ctx context.Context) error {
+		_, err := r.db.Pool.Exec(ctx, "SELECT record_api_key_usage($1, $2, $3, $4)", ids, counts, at, ips)
+		return err
+	})
 }

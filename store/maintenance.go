@@ -11,16 +11,25 @@ import (
 // ExpireStaleSessions ends every tenant's sessions left open longer than
 // maxAge (status terminated) and returns how many it ended.
 func (db *DB) ExpireStaleSessions(ctx context.Context, maxAge time.Duration) (int, error) {
-	var n int
-	err := db.Bun.NewRaw("SELECT expire_stale_sessions(?::interval)", maxAge.String()).Scan(ctx, &n)
-	return n, err
+	return db.maintain(ctx, "SELECT expire_stale_sessions(?::interval)", maxAge.String())
 }
 
 // RollupUsage recomputes every tenant's hourly usage totals from the hour
 // of since onwards and returns how many totals it wrote.
 func (db *DB) RollupUsage(ctx context.Context, since time.Time) (int, error) {
+	return db.maintain(ctx, "SELECT rollup_usage(?)", since)
+}
+
+// maintain runs one maintenance function, which may take longer than a
+// request's statement_timeout allows; the caller's context bounds it.
+func (db *DB) maintain(ctx context.Context, query string, arg any) (int, error) {
 	var n int
-	err := db.Bun.NewRaw("SELECT rollup_usage(?)", since).Scan(ctx, &n)
+	err := db.Bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
+			return err
+		}
+		return tx.NewRaw(query, arg).Scan(ctx, &n)
+	})
 	return n, err
 }
 

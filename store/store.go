@@ -5,10 +5,13 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -18,6 +21,7 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/agentvoicebox/avb/platform/config"
+	"github.com/agentvoicebox/avb/platform/dependency"
 )
 
 // DB is the connection pool, with a bun handle sharing it.
@@ -25,6 +29,44 @@ type DB struct {
 	Pool *pgxpool.Pool
 	Bun  *bun.DB
 	sql  *sql.DB
+
+	// guard bounds every call: acquiring a connection within
+	// acquireTimeout, a whole transaction within queryTimeout, and fails
+	// fast while the database is known to be down. Nil: unbounded (tools).
+	guard          *dependency.Guard
+	acquireTimeout time.Duration
+	queryTimeout   time.Duration
+}
+
+// Guard puts every call of the repositories under g: a connection must be
+// acquired within cfg.AcquireTimeout and a transaction must finish within
+// cfg.QueryTimeout (both capped by the request's own deadline).
+func (db *DB) Guard(g *dependency.Guard, cfg config.Database) {
+	g.IsFailure = isDatabaseFailure
+	db.guard, db.acquireTimeout, db.queryTimeout = g, cfg.AcquireTimeout, cfg.QueryTimeout
+}
+
+// isDatabaseFailure reports errors that mean PostgreSQL is unreachable,
+// overloaded or cancelled our statement for taking too long.
+func isDatabaseFailure(err error) bool {
+	if pgconn.Timeout(err) || pgconn.SafeToRetry(err) || errors.Is(err, pgconn.ErrConnClosed) || errors.As(err, new(*pgconn.ConnectError)) ||
+		errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		c := pgErr.Code
+		return c == "57014" || c == "57P01" || c == "57P02" || c == "57P03" || c == "53300" || strings.HasPrefix(c, "08") || c == "25P03"
+	}
+	return false
+}
+
+// do runs fn under the guard with the query deadline.
+func (db *DB) do(ctx context.Context, fn func(ctx context.Context) error) error {
+	if db.guard == nil {
+		return fn(ctx)
+	}
+	return db.guard.Do(ctx, db.queryTimeout, fn)
 }
 
 // Open creates the pool. It does not wait for the database: a server starts
@@ -39,6 +81,14 @@ func Open(ctx context.Context, cfg config.Database) (*DB, error) {
 	pc.MaxConnLifetime = cfg.MaxConnLifetime
 	pc.MaxConnIdleTime = cfg.MaxConnIdleTime
 	pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	// PostgreSQL itself ends statements and transactions that outlive
+	// their deadline, should avb's own deadline not reach it (a hung link).
+	if cfg.StatementTimeout > 0 {
+		pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)
+	}
+	if cfg.IdleInTxTimeout > 0 {
+		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.IdleInTxTimeout.Milliseconds(), 10)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)

@@ -80,7 +80,10 @@ func (r Tenants) Create(ctx context.Context, t *Tenant) error {
 	if len(t.Settings) == 0 {
 		t.Settings = json.RawMessage(`{}`)
 	}
-	_, err := r.db.Bun.NewInsert().Model(t).Returning("*").Exec(ctx)
+	err := r.db.do(ctx, func(ctx context.Context) error {
+		_, err := r.db.Bun.NewInsert().Model(t).Returning("*").Exec(ctx)
+		return err
+	})
 	if pgCode(err) == codeUniqueViolation {
 		return fmt.Errorf("tenant slug %q: %w", t.Slug, ErrAlreadyExists)
 	}
@@ -99,7 +102,9 @@ func (r Tenants) GetBySlug(ctx context.Context, slug string) (*Tenant, error) {
 
 func (r Tenants) one(ctx context.Context, where string, arg any) (*Tenant, error) {
 	t := new(Tenant)
-	err := r.db.Bun.NewSelect().Model(t).Where(where, arg).Scan(ctx)
+	err := r.db.do(ctx, func(ctx context.Context) error {
+		return r.db.Bun.NewSelect().Model(t).Where(where, arg).Scan(ctx)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -109,9 +114,11 @@ func (r Tenants) one(ctx context.Context, where string, arg any) (*Tenant, error
 // SetStatus changes a tenant's status and returns it.
 func (r Tenants) SetStatus(ctx context.Context, id uuid.UUID, status, reason string) (*Tenant, error) {
 	t := new(Tenant)
-	err := r.db.Bun.NewUpdate().Model(t).
-		Set("status = ?", status).Set("status_reason = ?", reason).Set("updated_at = now()").
-		Where("id = ?", id).Returning("*").Scan(ctx)
+	err := r.db.do(ctx, func(ctx context.Context) error {
+		return r.db.Bun.NewUpdate().Model(t).
+			Set("status = ?", status).Set("status_reason = ?", reason).Set("updated_at = now()").
+			Where("id = ?", id).Returning("*").Scan(ctx)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -121,9 +128,11 @@ func (r Tenants) SetStatus(ctx context.Context, id uuid.UUID, status, reason str
 // UpdateSettings replaces a tenant's settings document and returns it.
 func (r Tenants) UpdateSettings(ctx context.Context, id uuid.UUID, settings json.RawMessage) (*Tenant, error) {
 	t := new(Tenant)
-	err := r.db.Bun.NewUpdate().Model(t).
-		Set("settings = ?", string(settings)).Set("updated_at = now()").
-		Where("id = ?", id).Returning("*").Scan(ctx)
+	err := r.db.do(ctx, func(ctx context.Context) error {
+		return r.db.Bun.NewUpdate().Model(t).
+			Set("settings = ?", string(settings)).Set("updated_at = now()").
+			Where("id = ?", id).Returning("*").Scan(ctx)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -133,8 +142,10 @@ func (r Tenants) UpdateSettings(ctx context.Context, id uuid.UUID, settings json
 // SetAuthzToken records the ZedToken of the tenant's newest authorization
 // write; checks on the tenant are then at least as fresh as that write.
 func (r Tenants) SetAuthzToken(ctx context.Context, id uuid.UUID, token string) error {
-	_, err := r.db.Bun.NewUpdate().Table("tenants").Set("authz_token = ?", token).Where("id = ?", id).Exec(ctx)
-	return err
+	return r.db.do(ctx, func(ctx context.Context) error {
+		_, err := r.db.Bun.NewUpdate().Table("tenants").Set("authz_token = ?", token).Where("id = ?", id).Exec(ctx)
+		return err
+	})
 }
 
 // TenantOrder is how List sorts.
@@ -200,7 +211,9 @@ func (r Tenants) List(ctx context.Context, f TenantFilter, size int, token strin
 		}
 		q = q.Where("(?, id) "+op+" (?, ?)", bun.Ident(col), key, id)
 	}
-	if err := q.OrderExpr("? "+dir+", id "+dir, bun.Ident(col)).Limit(int64(size + 1)).Scan(ctx); err != nil {
+	if err := r.db.do(ctx, func(ctx context.Context) error {
+		return q.OrderExpr("? "+dir+", id "+dir, bun.Ident(col)).Limit(int64(size + 1)).Scan(ctx)
+	}); err != nil {
 		return nil, "", err
 	}
 	if len(out) <= size {

@@ -20,12 +20,33 @@ func (db *DB) InTenant(ctx context.Context, fn func(ctx context.Context, tx bun.
 	if !ok {
 		return ErrNoTenant
 	}
-	return db.Bun.RunInTx(ctx, &sql.TxOptions{}, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.ExecContext(ctx, "SELECT set_config('app.tenant_id', ?, true)", id.String()); err != nil {
-			return fmt.Errorf("set tenant: %w", err)
+	return db.do(ctx, func(ctx context.Context) error {
+		conn, err := db.acquire(ctx)
+		if err != nil {
+			return err
 		}
-		return fn(ctx, tx)
+		defer conn.Close()
+		return conn.RunInTx(ctx, &sql.TxOptions{}, func(ctx context.Context, tx bun.Tx) error {
+			if _, err := tx.ExecContext(ctx, "SELECT set_config('app.tenant_id', ?, true)", id.String()); err != nil {
+				return fmt.Errorf("set tenant: %w", err)
+			}
+			return fn(ctx, tx)
+		})
 	})
+}
+
+// acquire takes a pooled connection, waiting at most the acquire timeout.
+func (db *DB) acquire(ctx context.Context) (bun.Conn, error) {
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if db.acquireTimeout > 0 {
+		actx, cancel = context.WithTimeout(ctx, db.acquireTimeout)
+	}
+	defer cancel()
+	conn, err := db.Bun.Conn(actx)
+	if err != nil && actx.Err() != nil && ctx.Err() == nil {
+		return conn, fmt.Errorf("no database connection within %s: %w", db.acquireTimeout, context.DeadlineExceeded)
+	}
+	return conn, err
 }
 
 // lockRequest holds, until tx ends, a lock on a client's request id, so

@@ -10,6 +10,7 @@ import (
 	tlog "go.temporal.io/sdk/log"
 
 	"github.com/agentvoicebox/avb/app"
+	"github.com/agentvoicebox/avb/platform/dependency"
 	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/server"
@@ -45,7 +46,7 @@ func workerCmd() *cobra.Command {
 			rdb := redis.NewClient(opts)
 			defer rdb.Close()
 			bus := invalidation.New(rdb, log)
-			prov, err := app.Providers(cfg.Voice)
+			prov, err := app.Providers(cfg.Voice, dependency.NewSet(dependency.Breaker{OpenFor: cfg.Breaker.OpenFor, Failures: cfg.Breaker.Failures}, log, nil))
 			if err != nil {
 				return err
 			}

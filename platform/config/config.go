@@ -29,7 +29,16 @@ type Config struct {
 	Readiness Readiness
 	Auth      Auth
 	Voice     Voice
+	Breaker   Breaker
 	Dev       Dev
+}
+
+// Breaker configures the circuit breaker every dependency has: while it is
+// open, calls to that dependency fail at once with
+// unavailable/dependency_unavailable instead of waiting out their deadline.
+type Breaker struct {
+	OpenFor  time.Duration `env:"AVB_BREAKER_OPEN_FOR" default:"5s" test:"1s" min:"100ms" desc:"how long calls to a dependency fail fast once it timed out, failed AVB_BREAKER_FAILURES times in a row or failed its readiness check; then one probe call is let through"`
+	Failures int           `env:"AVB_BREAKER_FAILURES" default:"3" min:"1" desc:"refused or reset calls in a row that open a dependency's breaker (one timeout opens it at once)"`
 }
 
 // Voice configures live calls.
@@ -47,6 +56,11 @@ type Voice struct {
 	OpenAIModel             string        `env:"AVB_OPENAI_MODEL" default:"gpt-4o-mini" desc:"model used when a session asks for model \"openai\""`
 	OpenAISTTModel          string        `env:"AVB_OPENAI_STT_MODEL" default:"whisper-1" desc:"transcription model when AVB_STT_PROVIDER=openai"`
 	OpenAITTSModel          string        `env:"AVB_OPENAI_TTS_MODEL" default:"tts-1" desc:"speech model when AVB_TTS_PROVIDER=openai"`
+	LLMFirstTokenTimeout    time.Duration `env:"AVB_LLM_FIRST_TOKEN_TIMEOUT" default:"10s" min:"10ms" desc:"time allowed from sending a prompt to the model's first streamed token"`
+	LLMChunkTimeout         time.Duration `env:"AVB_LLM_CHUNK_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed between two streamed chunks of the model's answer"`
+	STTTimeout              time.Duration `env:"AVB_STT_TIMEOUT" default:"10s" min:"10ms" desc:"time allowed for one transcription by an OpenAI-compatible server"`
+	TTSFirstByteTimeout     time.Duration `env:"AVB_TTS_FIRST_BYTE_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed until an OpenAI-compatible speech server starts answering"`
+	TTSChunkTimeout         time.Duration `env:"AVB_TTS_CHUNK_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed between two chunks of synthesized audio"`
 	OpenAITTSVoice          string        `env:"AVB_OPENAI_TTS_VOICE" default:"alloy" desc:"default voice when AVB_TTS_PROVIDER=openai"`
 }
 
@@ -73,19 +87,25 @@ type Log struct {
 
 // Database configures the PostgreSQL pool.
 type Database struct {
-	URL             string        `env:"AVB_DATABASE_URL" dev:"postgres://avb_app@127.0.0.1:5432/avb?sslmode=disable" test:"postgres://avb_app@127.0.0.1:5432/avb_test?sslmode=disable" url:"postgres,postgresql" secret:"" desc:"PostgreSQL URL the server uses: the avb_app role (no superuser, no BYPASSRLS), so row-level security applies"`
-	MigrationURL    string        `env:"AVB_DATABASE_MIGRATION_URL" default:"" dev:"postgres://postgres@127.0.0.1:5432/avb?sslmode=disable" test:"postgres://postgres@127.0.0.1:5432/avb_test?sslmode=disable" url:"postgres,postgresql" secret:"" desc:"PostgreSQL URL of the schema owner, for avb migrate and AVB_DATABASE_MIGRATE_ON_START"`
-	MaxConns        int           `env:"AVB_DATABASE_MAX_CONNS" default:"20" min:"1" desc:"largest number of pooled connections"`
-	MinConns        int           `env:"AVB_DATABASE_MIN_CONNS" default:"2" dev:"0" test:"0" min:"0" desc:"connections the pool keeps open when idle"`
-	ConnectTimeout  time.Duration `env:"AVB_DATABASE_CONNECT_TIMEOUT" default:"5s" min:"100ms" desc:"time allowed to open one connection"`
-	MaxConnLifetime time.Duration `env:"AVB_DATABASE_MAX_CONN_LIFETIME" default:"1h" min:"1m" desc:"a connection older than this is closed and replaced"`
-	MaxConnIdleTime time.Duration `env:"AVB_DATABASE_MAX_CONN_IDLE_TIME" default:"15m" min:"10s" desc:"an idle connection older than this is closed"`
-	MigrateOnStart  bool          `env:"AVB_DATABASE_MIGRATE_ON_START" default:"false" dev:"true" desc:"apply pending migrations when the server starts"`
+	URL              string        `env:"AVB_DATABASE_URL" dev:"postgres://avb_app@127.0.0.1:5432/avb?sslmode=disable" test:"postgres://avb_app@127.0.0.1:5432/avb_test?sslmode=disable" url:"postgres,postgresql" secret:"" desc:"PostgreSQL URL the server uses: the avb_app role (no superuser, no BYPASSRLS), so row-level security applies"`
+	MigrationURL     string        `env:"AVB_DATABASE_MIGRATION_URL" default:"" dev:"postgres://postgres@127.0.0.1:5432/avb?sslmode=disable" test:"postgres://postgres@127.0.0.1:5432/avb_test?sslmode=disable" url:"postgres,postgresql" secret:"" desc:"PostgreSQL URL of the schema owner, for avb migrate and AVB_DATABASE_MIGRATE_ON_START"`
+	MaxConns         int           `env:"AVB_DATABASE_MAX_CONNS" default:"20" min:"1" desc:"largest number of pooled connections"`
+	MinConns         int           `env:"AVB_DATABASE_MIN_CONNS" default:"2" dev:"0" test:"0" min:"0" desc:"connections the pool keeps open when idle"`
+	ConnectTimeout   time.Duration `env:"AVB_DATABASE_CONNECT_TIMEOUT" default:"5s" min:"100ms" desc:"time allowed to open one connection"`
+	MaxConnLifetime  time.Duration `env:"AVB_DATABASE_MAX_CONN_LIFETIME" default:"1h" min:"1m" desc:"a connection older than this is closed and replaced"`
+	MaxConnIdleTime  time.Duration `env:"AVB_DATABASE_MAX_CONN_IDLE_TIME" default:"15m" min:"10s" desc:"an idle connection older than this is closed"`
+	AcquireTimeout   time.Duration `env:"AVB_DATABASE_ACQUIRE_TIMEOUT" default:"2s" min:"10ms" desc:"time allowed to get a pooled connection (the pool is exhausted or the database does not answer)"`
+	QueryTimeout     time.Duration `env:"AVB_DATABASE_QUERY_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed for one transaction of a request, from acquiring its connection to its commit"`
+	StatementTimeout time.Duration `env:"AVB_DATABASE_STATEMENT_TIMEOUT" default:"4s" min:"10ms" desc:"statement_timeout of the server's sessions: PostgreSQL cancels a statement running longer"`
+	IdleInTxTimeout  time.Duration `env:"AVB_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT" default:"10s" min:"100ms" desc:"idle_in_transaction_session_timeout of the server's sessions: PostgreSQL ends a session whose transaction waits on avb longer"`
+	MigrateOnStart   bool          `env:"AVB_DATABASE_MIGRATE_ON_START" default:"false" dev:"true" desc:"apply pending migrations when the server starts"`
 }
 
 // Redis configures the Redis client (cache, rate limits, pub/sub).
 type Redis struct {
-	URL string `env:"AVB_REDIS_URL" dev:"redis://127.0.0.1:6379/0" test:"redis://127.0.0.1:6379/0" url:"redis,rediss,unix" secret:"" desc:"Redis connection URL"`
+	URL            string        `env:"AVB_REDIS_URL" dev:"redis://127.0.0.1:6379/0" test:"redis://127.0.0.1:6379/0" url:"redis,rediss,unix" secret:"" desc:"Redis connection URL"`
+	DialTimeout    time.Duration `env:"AVB_REDIS_DIAL_TIMEOUT" default:"1s" min:"10ms" desc:"time allowed to open one Redis connection (also how soon a lost pub/sub subscription is retried)"`
+	CommandTimeout time.Duration `env:"AVB_REDIS_COMMAND_TIMEOUT" default:"500ms" min:"10ms" desc:"time allowed for one Redis command or script, including waiting for a pooled connection"`
 }
 
 // Temporal configures the Temporal client.
@@ -93,14 +113,18 @@ type Temporal struct {
 	Address   string `env:"AVB_TEMPORAL_ADDRESS" dev:"127.0.0.1:7233" test:"127.0.0.1:7233" hostport:"" desc:"Temporal frontend address (host:port)"`
 	Namespace string `env:"AVB_TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
 	// QueuePrefix lets several platforms share a namespace (tests do).
-	QueuePrefix string `env:"AVB_TEMPORAL_QUEUE_PREFIX" default:"" desc:"prefix of this platform's task queue and schedule names, for platforms sharing a namespace"`
+	QueuePrefix   string        `env:"AVB_TEMPORAL_QUEUE_PREFIX" default:"" desc:"prefix of this platform's task queue and schedule names, for platforms sharing a namespace"`
+	StartTimeout  time.Duration `env:"AVB_TEMPORAL_START_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed to start a workflow; sessions start theirs in the background and retry"`
+	SignalTimeout time.Duration `env:"AVB_TEMPORAL_SIGNAL_TIMEOUT" default:"3s" min:"10ms" desc:"time allowed for one signal, query or update of a workflow; a call's signals are kept and retried"`
 }
 
 // SpiceDB configures the authorization client.
 type SpiceDB struct {
-	Endpoint string `env:"AVB_SPICEDB_ENDPOINT" dev:"127.0.0.1:50051" test:"127.0.0.1:50051" hostport:"" desc:"SpiceDB gRPC address (host:port)"`
-	Token    string `env:"AVB_SPICEDB_TOKEN" dev:"avb-dev-spicedb-key" test:"avb-test-spicedb-key" secret:"" desc:"SpiceDB preshared key"`
-	Insecure bool   `env:"AVB_SPICEDB_INSECURE" default:"false" dev:"true" test:"true" desc:"connect to SpiceDB without TLS"`
+	Endpoint     string        `env:"AVB_SPICEDB_ENDPOINT" dev:"127.0.0.1:50051" test:"127.0.0.1:50051" hostport:"" desc:"SpiceDB gRPC address (host:port)"`
+	Token        string        `env:"AVB_SPICEDB_TOKEN" dev:"avb-dev-spicedb-key" test:"avb-test-spicedb-key" secret:"" desc:"SpiceDB preshared key"`
+	Insecure     bool          `env:"AVB_SPICEDB_INSECURE" default:"false" dev:"true" test:"true" desc:"connect to SpiceDB without TLS"`
+	CheckTimeout time.Duration `env:"AVB_SPICEDB_CHECK_TIMEOUT" default:"1s" min:"10ms" desc:"time allowed for one permission check or lookup"`
+	WriteTimeout time.Duration `env:"AVB_SPICEDB_WRITE_TIMEOUT" default:"2s" min:"10ms" desc:"time allowed for one relationship write or delete"`
 }
 
 // Readiness configures GET /health/ready/ and the gRPC health service.
@@ -112,6 +136,7 @@ type Readiness struct {
 // Auth configures authentication and tenant resolution.
 type Auth struct {
 	OIDCIssuerURL    string        `env:"AVB_OIDC_ISSUER_URL" dev:"http://127.0.0.1:8080/dev/oidc/realms/avb" test:"" url:"http,https" desc:"OIDC issuer (Keycloak realm URL, e.g. https://id.example.com/realms/avb); discovery and JWKS are fetched from it. With AVB_OIDC_DEV_ISSUER it defaults to this server's own issuer on AVB_HTTP_ADDR"`
+	OIDCFetchTimeout time.Duration `env:"AVB_OIDC_FETCH_TIMEOUT" default:"3s" min:"10ms" desc:"time allowed to fetch the issuer's discovery document or its signing keys (JWKS)"`
 	OIDCAudience     string        `env:"AVB_OIDC_AUDIENCE" default:"avb-api" desc:"audience (aud) a token must carry"`
 	DevIssuer        bool          `env:"AVB_OIDC_DEV_ISSUER" default:"false" dev:"true" desc:"serve the built-in development OIDC issuer under /dev/oidc/ (never in prod)"`
 	TenantBaseDomain string        `env:"AVB_TENANT_BASE_DOMAIN" default:"" dev:"localhost" desc:"base domain for tenant subdomains (<slug>.<base domain>); empty turns subdomain resolution off"`

@@ -69,26 +69,34 @@ func (b *Bus) Run(ctx context.Context) {
 	}
 }
 
+// quietCheck is how long a quiet subscription waits before it proves the
+// connection alive with a ping; a ping unanswered for as long again means
+// Redis is gone (a hung Redis never closes the connection).
+const quietCheck = 2 * time.Second
+
 func (b *Bus) receive(ctx context.Context) {
 	ps := b.rdb.Subscribe(ctx, Channel)
 	defer ps.Close()
+	pinged := false
 	for {
-		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+		msg, err := ps.ReceiveTimeout(ctx, quietCheck)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			if isTimeout(err) {
+			if isTimeout(err) && !pinged {
 				// Quiet channel: prove the connection is alive.
 				if perr := ps.Ping(ctx); perr != nil {
 					b.markDown(perr)
 					return
 				}
+				pinged = true
 				continue
 			}
 			b.markDown(err)
 			return
 		}
+		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			// (Re)subscribed: anything may have been missed before now.
