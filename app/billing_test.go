@@ -155,7 +155,7 @@ func TestAuditListAndCSVExport(t *testing.T) {
 	wantErr(t, p.call("/avb.v1.AuditService/ListAuditLogs", `{"filter":{"startTime":"2030-01-01T00:00:00Z","endTime":"2020-01-01T00:00:00Z"}}`, bearer(admin)...), 400, "invalid_argument", "validation_failed")
 
 	client := avbv1connect.NewAuditServiceClient(http.DefaultClient, p.base, connect.WithInterceptors(bearerInterceptor(admin)))
-	stream, err := client.ExportAuditLogs(context.Background(), connect.NewRequest(&avbv1.ExportAuditLogsRequest{}))
+	stream, err := client.ExportAuditLogs(context.Background(), connect.NewRequest(&avbv1.ExportAuditLogsRequest{Filter: &avbv1.AuditFilter{ActorId: actor.String()}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -56,12 +57,16 @@ type Authenticator struct {
 	Users      UserStore
 	UserCache  *invalidation.Cache[*store.User]
 	BaseDomain string
-	// UserCreated runs when a user is recorded for the first time, with the
-	// roles their token carries (authorization seeds their grants from them).
 	// ClientTokens verifies browser client tokens.
 	ClientTokens *ClientTokens
-	// It returns the ZedToken of its writes, which this request's checks then use.
-	UserCreated func(ctx context.Context, u *store.User, roles []string) (string, error)
+	// IdPRoles maps a token's realm roles to the tenant roles they grant.
+	IdPRoles func(tokenRoles []string) []string
+	// SyncRoles applies a token's roles when they differ from the user's
+	// applied ones (u.IdPRoles): a user's first request, and any request
+	// after the identity provider changed their roles or after an earlier
+	// sync failed. It returns the ZedToken of its writes, which this
+	// request's checks then use.
+	SyncRoles func(ctx context.Context, u *store.User, tokenRoles []string) (string, error)
 }
 
 // Interceptor returns the Connect interceptor.
@@ -231,15 +236,8 @@ func (a *Authenticator) recordUser(ctx context.Context, p *Principal, fromClaim 
 			}
 			return u, err
 		}
-		u, err := a.Users.Upsert(ctx, &store.User{Subject: p.Subject, Email: p.Email,
+		return a.Users.Upsert(ctx, &store.User{Subject: p.Subject, Email: p.Email,
 			FirstName: p.FirstName, LastName: p.LastName, Roles: p.Roles})
-		if err == nil && u.Inserted && a.UserCreated != nil {
-			var token string
-			if token, err = a.UserCreated(ctx, u, p.Roles); token != "" {
-				p.AuthzToken = token
-			}
-		}
-		return u, err
 	})
 	if err != nil {
 		return err
@@ -249,6 +247,19 @@ func (a *Authenticator) recordUser(ctx context.Context, p *Principal, fromClaim 
 	}
 	if !u.IsActive {
 		return ErrUserInactive
+	}
+	if fromClaim && a.SyncRoles != nil && !slices.Equal(a.IdPRoles(p.Roles), u.IdPRoles) {
+		// Until this succeeds the user keeps the roles applied before, and
+		// every request tries again: an outage never strands a user
+		// without the roles their token grants (nor with ones it lost).
+		token, err := a.SyncRoles(ctx, u, p.Roles)
+		if err != nil {
+			return err
+		}
+		if token != "" {
+			p.AuthzToken = token
+		}
+		a.UserCache.Forget(cacheKey)
 	}
 	p.UserID = u.ID
 	return nil

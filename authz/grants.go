@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -102,23 +103,82 @@ func (g *Grants) RevokeRole(ctx context.Context, userID uuid.UUID, role string) 
 	return g.DB.Roles().Revoke(ctx, userID, role)
 }
 
-// SeedUserRoles grants a new user the tenant roles their first token carries
-// (the identity provider's realm roles); from then on roles are managed here.
-// It returns the ZedToken of the last grant ("" if none).
-func (g *Grants) SeedUserRoles(ctx context.Context, u *store.User, roles []string) (string, error) {
-	token := ""
-	for _, r := range roles {
+// IdPRoles maps the realm roles of a token to the tenant roles they grant,
+// sorted and without repeats (tenant_admin is admin; other roles are not
+// tenant roles and are ignored).
+func IdPRoles(tokenRoles []string) []string {
+	out := []string{}
+	for _, r := range tokenRoles {
 		if r == "tenant_admin" {
 			r = RoleAdmin
 		}
-		if !slices.Contains(TenantRoles, r) {
-			continue
+		if slices.Contains(TenantRoles, r) && !slices.Contains(out, r) {
+			out = append(out, r)
 		}
-		_, t, err := g.grantRole(ctx, u.ID, r, nil)
-		if err != nil {
-			return "", fmt.Errorf("seed role %s: %w", r, err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// SyncIdPRoles makes a user's tenant roles follow their token: the roles the
+// token grants that were not applied yet are granted, and the ones an
+// earlier token granted that this one no longer carries are revoked (unless
+// someone granted that role by hand since). It is idempotent, and it records
+// the applied set last, so a failure part way (SpiceDB or the database down)
+// is completed by the next request. It returns the ZedToken of its write.
+func (g *Grants) SyncIdPRoles(ctx context.Context, u *store.User, tokenRoles []string) (string, error) {
+	tenantID, ok := tenancy.ID(ctx)
+	if !ok {
+		return "", store.ErrNoTenant
+	}
+	want := IdPRoles(tokenRoles)
+	held, _, err := g.DB.Roles().List(ctx, u.ID, len(TenantRoles), "")
+	if err != nil {
+		return "", fmt.Errorf("sync roles: %w", err)
+	}
+	user := Object{Type: "user", ID: u.ID.String()}
+	var touch, del []Relationship
+	var revoke []string
+	for _, r := range want {
+		// The row first, then the relationship (less access on a crash).
+		if err := g.DB.Roles().Grant(ctx, &store.RoleAssignment{UserID: u.ID, Role: r}); err != nil {
+			return "", fmt.Errorf("sync role %s: %w", r, err)
 		}
-		token = t
+		touch = append(touch, Relationship{Resource: tenantObject(tenantID), Relation: r, Subject: user})
+	}
+	for _, a := range held {
+		if slices.Contains(u.IdPRoles, a.Role) && !slices.Contains(want, a.Role) && a.GrantedBy == nil {
+			del = append(del, Relationship{Resource: tenantObject(tenantID), Relation: a.Role, Subject: user})
+			revoke = append(revoke, a.Role)
+		}
+	}
+	// Grants and revokes in one atomic write; the revoked rows go after it.
+	token, err := g.C.Write(ctx, touch, del)
+	if err != nil {
+		return "", fmt.Errorf("sync roles: %w", err)
+	}
+	if err := g.recordToken(ctx, tenantID, token); err != nil {
+		return "", err
+	}
+	for _, r := range revoke {
+		if err := g.DB.Roles().Revoke(ctx, u.ID, r); err != nil {
+			return "", fmt.Errorf("sync role %s: %w", r, err)
+		}
+	}
+	// One audit entry per change the provider made.
+	added := []string{}
+	for _, r := range want {
+		if !slices.Contains(u.IdPRoles, r) {
+			added = append(added, r)
+		}
+	}
+	changes, _ := json.Marshal(map[string]any{"granted": added, "revoked": append([]string{}, revoke...), "source": "identity_provider"})
+	if err := g.DB.AuditLog().Append(ctx, &store.AuditEntry{ActorType: "system", Action: "user.roles_synced",
+		ResourceType: "user", ResourceID: u.ID.String(), Changes: changes}); err != nil {
+		return "", fmt.Errorf("sync roles: audit: %w", err)
+	}
+	if err := g.DB.Users().SetIdPRoles(ctx, u.ID, want); err != nil {
+		return "", fmt.Errorf("sync roles: %w", err)
 	}
 	return token, nil
 }

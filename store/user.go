@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
 
 	"github.com/agentvoicebox/avb/tenancy"
 )
@@ -17,14 +18,17 @@ import (
 type User struct {
 	bun.BaseModel `bun:"table:users"`
 
-	ID          uuid.UUID       `bun:"id,pk,type:uuid,default:gen_random_uuid()"`
-	TenantID    uuid.UUID       `bun:"tenant_id,type:uuid"`
-	Subject     string          `bun:"subject"`
-	Email       string          `bun:"email"`
-	FirstName   string          `bun:"first_name"`
-	LastName    string          `bun:"last_name"`
-	IsActive    bool            `bun:"is_active"`
-	Roles       []string        `bun:"roles,array"`
+	ID        uuid.UUID `bun:"id,pk,type:uuid,default:gen_random_uuid()"`
+	TenantID  uuid.UUID `bun:"tenant_id,type:uuid"`
+	Subject   string    `bun:"subject"`
+	Email     string    `bun:"email"`
+	FirstName string    `bun:"first_name"`
+	LastName  string    `bun:"last_name"`
+	IsActive  bool      `bun:"is_active"`
+	Roles     []string  `bun:"roles,array"`
+	// IdPRoles are the tenant roles from the identity provider that have
+	// been applied (sorted); see SetIdPRoles.
+	IdPRoles    []string        `bun:"idp_roles,array"`
 	Preferences json.RawMessage `bun:"preferences,type:jsonb"`
 	CreatedAt   time.Time       `bun:"created_at,nullzero,default:now()"`
 	UpdatedAt   time.Time       `bun:"updated_at,nullzero,default:now()"`
@@ -69,11 +73,12 @@ func (r Users) Upsert(ctx context.Context, u *User) (*User, error) {
 		if row.Roles == nil {
 			row.Roles = []string{}
 		}
+
 		if len(row.Preferences) == 0 {
 			row.Preferences = json.RawMessage(`{}`)
 		}
 		return tx.NewInsert().Model(&row).
-			ExcludeColumn("id", "created_at", "updated_at", "last_login_at").
+			ExcludeColumn("id", "created_at", "updated_at", "last_login_at", "idp_roles").
 			On("CONFLICT (subject) DO UPDATE").
 			Set("email = EXCLUDED.email, first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name").
 			Set("roles = EXCLUDED.roles, last_login_at = now(), updated_at = now()").
@@ -83,6 +88,16 @@ func (r Users) Upsert(ctx context.Context, u *User) (*User, error) {
 		return nil, ErrWrongTenant
 	}
 	return out, err
+}
+
+// SetIdPRoles records that the identity provider's roles of a user have been
+// applied, after the grants and revokes that apply them succeeded.
+func (r Users) SetIdPRoles(ctx context.Context, id uuid.UUID, roles []string) error {
+	if roles == nil {
+		roles = []string{}
+	}
+	_, err := r.update(ctx, id, "idp_roles = ?", pgdialect.Array(roles))
+	return err
 }
 
 // Get returns a user of the tenant.

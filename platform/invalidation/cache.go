@@ -88,3 +88,12 @@ func (c *Cache[V]) set(key string, v V, gen uint64) {
 	}
 	c.m[key] = entry[V]{v: v, at: time.Now()}
 }
+
+// Forget drops key on this instance only (the entry changed here, and no
+// other instance can hold a newer one than the database).
+func (c *Cache[V]) Forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	delete(c.m, key)
+}
