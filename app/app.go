@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/gen/openapi"
 	"github.com/agentvoicebox/avb/platform/config"
+	"github.com/agentvoicebox/avb/platform/dependency"
 	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/platform/metrics"
@@ -34,6 +37,7 @@ import (
 	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/server/middleware"
 	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
 	"github.com/agentvoicebox/avb/voice"
 	"github.com/agentvoicebox/avb/voice/calllimit"
 	"github.com/agentvoicebox/avb/voice/llm"
@@ -51,20 +55,23 @@ const temporalHealthService = "temporal.api.workflowservice.v1.WorkflowService"
 
 // App is a running set of components.
 type App struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	db      *store.DB
-	redis   *redis.Client
-	probes  []*probe.GRPCHealth
-	server  *server.Server
-	bus     *invalidation.Bus
-	usage   *authn.Usage
-	issuer  *authn.DevIssuer
-	spicedb *authz.Client
-	grants  *authz.Grants
-	decider authz.Decider
+	cfg   *config.Config
+	log   *slog.Logger
+	db    *store.DB
+	redis *redis.Client
+	// redisProbe is a one-connection client without the breaker, for readiness.
+	redisProbe *redis.Client
+	probes     []*probe.GRPCHealth
+	server     *server.Server
+	bus        *invalidation.Bus
+	usage      *authn.Usage
+	issuer     *authn.DevIssuer
+	spicedb    *authz.Client
+	grants     *authz.Grants
+	decider    authz.Decider
 
 	temporal client.Client
+	reporter *workflows.Reporter
 	workers  workflows.Workers
 	runCtx   context.Context // lives until Close
 
@@ -73,7 +80,18 @@ type App struct {
 
 	schemaWritten atomic.Bool
 	Metrics       *metrics.Metrics
+	// deps holds the deadline and breaker of each dependency.
+	deps *dependency.Set
 }
+
+// pingRedis is the readiness probe of Redis. It bypasses the breaker (a
+// probe must reach Redis to see it is back) by using its own client.
+func (a *App) pingRedis(ctx context.Context) error {
+	return a.redisProbe.Ping(ctx).Err()
+}
+
+// Dependencies returns the guards of the dependencies (tests read their state).
+func (a *App) Dependencies() *dependency.Set { return a.deps }
 
 // Option changes how New builds the App.
 type Option func(*App)
@@ -91,6 +109,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	}
 	reg := prometheus.NewRegistry()
 	a.Metrics = metrics.New(reg)
+	a.deps = dependency.NewSet(dependency.Breaker{OpenFor: cfg.Breaker.OpenFor, Failures: cfg.Breaker.Failures}, log, reg)
 
 	if cfg.Database.MigrateOnStart {
 		if err := Migrate(ctx, cfg.Database, log); err != nil {
@@ -102,6 +121,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		return nil, err
 	}
 	a.db = db
+	db.Guard(a.deps.Guard("postgres"), cfg.Database)
 	if err := db.CheckRole(ctx); err != nil {
 		if errors.Is(err, store.ErrBypassesRLS) {
 			db.Close()
@@ -115,7 +135,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		a.Close()
 		return nil, fmt.Errorf("parse redis url: %w", err)
 	}
+	redisOpts.DialTimeout = cfg.Redis.DialTimeout
+	redisOpts.ReadTimeout, redisOpts.WriteTimeout = cfg.Redis.CommandTimeout, cfg.Redis.CommandTimeout
+	redisOpts.PoolTimeout = cfg.Redis.CommandTimeout
+	redisOpts.ContextTimeoutEnabled = true
+	probeOpts := *redisOpts
+	probeOpts.PoolSize, probeOpts.MinIdleConns = 1, 0
+	a.redisProbe = redis.NewClient(&probeOpts)
 	a.redis = redis.NewClient(redisOpts)
+	redisGuard := a.deps.Guard("redis")
+	redisGuard.IsFailure = dependency.IsRedisFailure
+	a.redis.AddHook(redisGuard.RedisHook(cfg.Redis.CommandTimeout))
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	a.stop, a.runCtx = stop, runCtx
 	a.bus = invalidation.New(a.redis, log)
@@ -135,10 +165,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 
 	required := func(name string) bool { return !slices.Contains(cfg.Readiness.Optional, name) }
 	readiness := server.NewReadiness([]server.Dependency{
-		{Name: "postgres", Required: required("postgres"), Probe: db.Ping},
-		{Name: "redis", Required: required("redis"), Probe: func(ctx context.Context) error { return a.redis.Ping(ctx).Err() }},
-		{Name: "temporal", Required: required("temporal"), Probe: temporal.Check},
-		{Name: "spicedb", Required: required("spicedb"), Probe: spicedb.Check},
+		{Name: "postgres", Required: required("postgres"), Probe: db.Ping, Guard: a.deps.Guard("postgres")},
+		{Name: "redis", Required: required("redis"), Probe: a.pingRedis, Guard: a.deps.Guard("redis")},
+		{Name: "temporal", Required: required("temporal"), Probe: temporal.Check, Guard: a.deps.Guard("temporal")},
+		{Name: "spicedb", Required: required("spicedb"), Probe: spicedb.Check, Guard: a.deps.Guard("spicedb")},
 	}, cfg.Readiness.Timeout, log, a.Metrics)
 
 	interceptors, identity, err := a.identity(cfg)
@@ -203,9 +233,11 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		a.issuer = issuer
 	}
 	a.clientTokens = authn.NewClientTokens(cfg.Auth.ClientTokenKey)
+	fetch := cfg.Auth.OIDCFetchTimeout
+	oidcClient := &http.Client{Timeout: fetch, Transport: a.deps.Guard("oidc").Transport(nil, fetch, fetch)}
 	auth := &authn.Authenticator{
 		ClientTokens: a.clientTokens,
-		OIDC:         authn.NewOIDC(cfg.Auth.OIDCIssuerURL, cfg.Auth.OIDCAudience),
+		OIDC:         authn.NewOIDC(cfg.Auth.OIDCIssuerURL, cfg.Auth.OIDCAudience, oidcClient),
 		Keys:         keys,
 		Usage:        a.usage,
 		Tenants:      tenants,
@@ -218,10 +250,11 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		return nil, server.Identity{}, err
 	}
 	a.spicedb = spice
+	spice.Guard(a.deps.Guard("spicedb"), cfg.SpiceDB.CheckTimeout, cfg.SpiceDB.WriteTimeout)
 	go a.writeSchema(spice)
 	grants := &authz.Grants{C: spice, DB: a.db, TenantChanged: tenants.Invalidate}
 	a.grants = grants
-	auth.UserCreated = grants.SeedUserRoles
+	auth.IdPRoles, auth.SyncRoles = authz.IdPRoles, grants.SyncIdPRoles
 	validate, err := middleware.Validate()
 	if err != nil {
 		return nil, server.Identity{}, err
@@ -269,17 +302,20 @@ func (a *App) WaitAuthzReady(ctx context.Context) error {
 }
 
 // Providers builds the configured speech providers and the scripted model.
-func Providers(vc config.Voice) (voice.Providers, error) {
+// Calls to remote providers go through deps' stt and tts guards.
+func Providers(vc config.Voice, deps *dependency.Set) (voice.Providers, error) {
 	prov := voice.Providers{LLM: llm.DefaultScript}
 	switch vc.STTProvider {
 	case "openai":
-		prov.STT = &stt.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: vc.OpenAISTTModel}
+		prov.STT = &stt.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: vc.OpenAISTTModel,
+			Client: &http.Client{Timeout: vc.STTTimeout, Transport: deps.Guard("stt").Transport(nil, vc.STTTimeout, vc.STTTimeout)}}
 	default:
 		prov.STT = stt.NewPocketsphinx(vc.PocketsphinxModel, 8)
 	}
 	switch vc.TTSProvider {
 	case "openai":
-		prov.TTS = &tts.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: vc.OpenAITTSModel, Voice: vc.OpenAITTSVoice}
+		prov.TTS = &tts.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: vc.OpenAITTSModel, Voice: vc.OpenAITTSVoice,
+			Client: &http.Client{Transport: deps.Guard("tts").Transport(nil, vc.TTSFirstByteTimeout, vc.TTSChunkTimeout)}}
 	default:
 		speech, err := tts.NewEspeak()
 		if err != nil {
@@ -293,10 +329,11 @@ func Providers(vc config.Voice) (voice.Providers, error) {
 // voice builds the speech providers, the model choice and the call limiter.
 func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	vc := cfg.Voice
-	prov, err := Providers(vc)
+	prov, err := Providers(vc, a.deps)
 	if err != nil {
 		return server.Voice{}, err
 	}
+	llmClient := &http.Client{Transport: a.deps.Guard("llm").Transport(nil, vc.LLMFirstTokenTimeout, vc.LLMChunkTimeout)}
 	models := func(name string) (llm.Model, error) {
 		switch {
 		case name == "" || name == "scripted":
@@ -306,7 +343,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		case name == "openai":
 			name = vc.OpenAIModel
 		}
-		return &llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: name}, nil
+		return &llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: name, Client: llmClient}, nil
 	}
 	var reporter *workflows.Reporter
 	if vc.SessionWorkflows {
@@ -318,7 +355,16 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 			return server.Voice{}, fmt.Errorf("temporal client: %w", err)
 		}
 		a.temporal = tc
-		reporter = workflows.NewReporter(a.runCtx, tc, a.log)
+		reporter = workflows.NewReporter(a.runCtx, tc, a.deps.Guard("temporal"), a.log)
+		reporter.StartTimeout, reporter.SignalTimeout = cfg.Temporal.StartTimeout, cfg.Temporal.SignalTimeout
+		reporter.Started = func(ctx context.Context, s workflows.Session) error {
+			id, tenant, err := parseIDs(s.ID, s.TenantID)
+			if err != nil {
+				return err
+			}
+			return a.db.Sessions().WorkflowStarted(tenancy.With(ctx, tenant), id)
+		}
+		a.reporter = reporter
 		reporter.IdleTimeout, reporter.HeartbeatTimeout = vc.SessionIdleTimeout, vc.SessionHeartbeatTimeout
 		reporter.Queues = workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
 		if vc.RunWorker {
@@ -332,7 +378,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 			}
 		}
 	}
-	return server.Voice{
+	v := server.Voice{
 		Workflows:    reporter,
 		Metrics:      a.Metrics,
 		DB:           a.db,
@@ -342,8 +388,22 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		Limiter:      calllimit.New(a.redis, vc.MaxCallsPerTenant),
 		Bus:          a.bus,
 		Log:          a.log,
-	}, nil
+	}
+	go v.RunWorkflowOutbox(a.runCtx, 2*time.Second)
+	return v, nil
 }
+
+func parseIDs(session, tenant string) (uuid.UUID, uuid.UUID, error) {
+	s, err := uuid.Parse(session)
+	if err != nil {
+		return uuid.Nil, uuid.Nil, err
+	}
+	t, err := uuid.Parse(tenant)
+	return s, t, err
+}
+
+// Reporter is the session workflow reporter (nil without session workflows).
+func (a *App) Reporter() *workflows.Reporter { return a.reporter }
 
 // endLiveCall asks every instance to close a session's live call.
 func (a *App) endLiveCall(ctx context.Context, sessionID, reason string) error {
@@ -416,6 +476,9 @@ func (a *App) Close() {
 	}
 	for _, p := range a.probes {
 		_ = p.Close()
+	}
+	if a.redisProbe != nil {
+		_ = a.redisProbe.Close()
 	}
 	if a.redis != nil {
 		_ = a.redis.Close()

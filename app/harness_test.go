@@ -171,6 +171,12 @@ type result struct {
 // call posts a Connect JSON request, as curl would.
 func (p *platform) call(procedure string, body string, headers ...string) result {
 	p.t.Helper()
+	return p.callWith(http.DefaultClient, procedure, body, headers...)
+}
+
+// callWith is call with a given HTTP client.
+func (p *platform) callWith(client *http.Client, procedure string, body string, headers ...string) result {
+	p.t.Helper()
 	req, err := http.NewRequest(http.MethodPost, p.base+procedure, strings.NewReader(body))
 	if err != nil {
 		p.t.Fatal(err)
@@ -183,7 +189,7 @@ func (p *platform) call(procedure string, body string, headers ...string) result
 		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		p.t.Fatal(err)
 	}

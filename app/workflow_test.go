@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -75,10 +76,17 @@ func TestCallRunsAsSessionWorkflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The workflow starts in the background (CreateSession never waits
+	// on Temporal); it exists moments later.
 	id := created.Msg.GetSession().GetId()
-	desc, err := tc.DescribeWorkflowExecution(context.Background(), id, "")
-	if err != nil {
-		t.Fatalf("no workflow for the created session: %v", err)
+	var desc *workflowservice.DescribeWorkflowExecutionResponse
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if desc, err = tc.DescribeWorkflowExecution(context.Background(), id, ""); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no workflow for the created session: %v", err)
+		}
 	}
 	if st := desc.GetWorkflowExecutionInfo().GetStatus(); st != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		t.Fatalf("workflow %v", st)

@@ -72,8 +72,11 @@ func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[
 	// The workflow owns the session from here: an unjoined session ends at
 	// its idle timeout. A retry starts it again while the session waits
 	// (finding it running, or starting what a failed first try did not).
-	if sess.Status == store.SessionCreated {
-		s.startWorkflow(ctx, sess.ID, sess.TenantID, idleTimeout(cfg))
+	// The start runs in the background (retried while Temporal is
+	// unreachable, and after a crash from sessions.workflow_started_at):
+	// creating a session never waits on Temporal.
+	if sess.Status == store.SessionCreated && s.Workflows != nil {
+		s.Workflows.Ensure(workflowSession(sess, cfg, false))
 	}
 	return connect.NewResponse(&avbv1.CreateSessionResponse{Session: sessionToProto(sess)}), nil
 }
@@ -135,7 +138,10 @@ func (s *sessionServer) TerminateSession(ctx context.Context, req *connect.Reque
 	ending := false
 	if open && s.Workflows != nil {
 		// The session's workflow records the end, with the metrics it kept.
-		s.Workflows.End(id.String(), workflows.End{Status: store.SessionTerminated, Reason: "terminated by request"})
+		cfg := &avbv1.SessionConfig{}
+		_ = protojson.Unmarshal(sess.Config, cfg)
+		s.Workflows.End(workflowSession(sess, cfg, sess.Status == store.SessionActive),
+			workflows.End{Status: store.SessionTerminated, Reason: "terminated by request"})
 		ending = true
 	}
 	if sess.Status == store.SessionActive && s.Bus != nil {

@@ -101,9 +101,11 @@ type liveCall struct {
 	release func()
 	started time.Time
 
-	// workflow: the session's SessionWorkflow is running and receives its
-	// turns; it, not the call, records the session's end and metrics.
+	// workflow: the session's SessionWorkflow receives its turns (started
+	// in the background if it is not running yet); it, not the call,
+	// records the session's end and metrics.
 	workflow bool
+	wf       workflows.Session
 
 	mu      sync.Mutex
 	metrics store.SessionMetrics
@@ -215,10 +217,12 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	if s.Metrics != nil {
 		s.Metrics.ActiveSessions.Inc()
 	}
-	// The session's workflow is usually running already (CreateSession
-	// started it); this finds it, or starts it for a session begun here.
-	if l.workflow = s.startWorkflow(ctx, sess.ID, tenantID, idleTimeout(cfg)); l.workflow {
-		s.Workflows.Heartbeat(sess.ID.String()) // the call has joined
+	if s.Workflows != nil {
+		// The call has joined. The report goes out in the background and
+		// starts the workflow if CreateSession could not: the call never
+		// waits on Temporal.
+		l.workflow, l.wf = true, workflowSession(sess, cfg, true)
+		s.Workflows.Heartbeat(l.wf)
 	}
 	return l, nil
 }
@@ -236,20 +240,10 @@ func sessionOwner(ctx context.Context) (apiKey, user *uuid.UUID) {
 	return nil, nil
 }
 
-// startWorkflow starts a session's SessionWorkflow, or finds it running. A
-// session whose workflow cannot start still runs: its call records its own
-// end and metrics instead.
-func (v Voice) startWorkflow(ctx context.Context, id, tenantID uuid.UUID, idle time.Duration) bool {
-	if v.Workflows == nil {
-		return false
-	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := v.Workflows.Start(wctx, id.String(), tenantID.String(), idle); err != nil {
-		v.Log.WarnContext(ctx, "session workflow not started", "session_id", id.String(), "error", err.Error())
-		return false
-	}
-	return true
+// workflowSession names a session to the workflow reporter.
+func workflowSession(sess *store.Session, cfg *avbv1.SessionConfig, joined bool) workflows.Session {
+	return workflows.Session{ID: sess.ID.String(), TenantID: sess.TenantID.String(), IdleTimeout: idleTimeout(cfg),
+		Joined: joined, Since: sess.CreatedAt}
 }
 
 // withTenantDefaults fills what the session leaves unset (voice, model,
@@ -322,7 +316,7 @@ func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.Vo
 		select {
 		case <-alive.C:
 			if l.workflow {
-				s.Workflows.Heartbeat(l.session.ID.String())
+				s.Workflows.Heartbeat(l.wf)
 			}
 		case ev, ok := <-l.call.Events():
 			if !ok {
@@ -331,7 +325,7 @@ func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.Vo
 			heartbeat.Reset(heartbeatEvery)
 			if ev.Type == voice.ResponseDone {
 				if l.workflow {
-					s.Workflows.Turn(l.session.ID.String(), l.turnReport(ev))
+					s.Workflows.Turn(l.wf, l.turnReport(ev))
 				}
 				s.observeTurn(ev)
 			}
@@ -492,7 +486,7 @@ func (s *voiceServer) finish(ctx context.Context, l *liveCall, status, reason st
 		l.mu.Lock()
 		rest := (l.inMS - l.reportedInMS) / 1000
 		l.mu.Unlock()
-		s.Workflows.End(l.session.ID.String(), workflows.End{Status: status, Reason: reason, InputAudioSec: rest})
+		s.Workflows.End(l.wf, workflows.End{Status: status, Reason: reason, InputAudioSec: rest})
 		return
 	}
 	l.mu.Lock()
@@ -514,6 +508,7 @@ func endStatus(err error) (string, string) {
 }
 
 func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[avbv1.ConverseRequest, avbv1.ConverseResponse]) error {
+	begun := time.Now()
 	first, err := stream.Receive()
 	if errors.Is(err, io.EOF) {
 		return nil
@@ -528,6 +523,9 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 	if err != nil {
 		return err
 	}
+	// The caller streamed in real time while the session opened: that
+	// backlog waits for room rather than counting against the input buffer.
+	l.call.AllowBacklog(time.Since(begun))
 	s.live.Store(l.session.ID, l)
 	defer s.live.Delete(l.session.ID)
 	pumped := make(chan error, 1)

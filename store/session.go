@@ -49,6 +49,9 @@ type Session struct {
 	CreatedAt time.Time  `bun:"created_at,nullzero,default:now()"`
 	StartedAt *time.Time `bun:"started_at"`
 	EndedAt   *time.Time `bun:"ended_at"`
+	// WorkflowStartedAt is when Temporal confirmed the session's workflow
+	// (nil: not yet; see AwaitingWorkflow).
+	WorkflowStartedAt *time.Time `bun:"workflow_started_at"`
 }
 
 // SessionEvent is one recorded happening.
@@ -95,6 +98,48 @@ func (r Sessions) Create(ctx context.Context, s *Session) error {
 		_, err := tx.NewInsert().Model(s).ExcludeColumn("tenant_id", "created_at").Returning("*").Exec(ctx)
 		return err
 	})
+}
+
+// WorkflowStarted records that the session's workflow exists.
+func (r Sessions) WorkflowStarted(ctx context.Context, id uuid.UUID) error {
+	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewUpdate().Model((*Session)(nil)).Set("workflow_started_at = now()").
+			Where("id = ? AND workflow_started_at IS NULL", id).Exec(ctx)
+		return err
+	})
+}
+
+// AwaitingWorkflow is an open session whose workflow is not confirmed.
+type AwaitingWorkflow struct {
+	ID        uuid.UUID
+	TenantID  uuid.UUID
+	Status    string
+	Config    json.RawMessage
+	CreatedAt time.Time
+}
+
+// AwaitingWorkflow lists open sessions of every tenant, created more than
+// olderThan ago, whose workflow Temporal has not confirmed, oldest first.
+func (db *DB) AwaitingWorkflow(ctx context.Context, olderThan time.Duration, max int) ([]AwaitingWorkflow, error) {
+	var out []AwaitingWorkflow
+	err := db.do(ctx, func(ctx context.Context) error {
+		out = out[:0]
+		rows, err := db.Pool.Query(ctx, "SELECT id, tenant_id, status, config, created_at FROM sessions_awaiting_workflow($1::interval, $2)",
+			olderThan.String(), max)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var a AwaitingWorkflow
+			if err := rows.Scan(&a.ID, &a.TenantID, &a.Status, &a.Config, &a.CreatedAt); err != nil {
+				return err
+			}
+			out = append(out, a)
+		}
+		return rows.Err()
+	})
+	return out, err
 }
 
 // Get returns a session of the tenant.

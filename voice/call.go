@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentvoicebox/avb/voice/audio"
@@ -150,6 +151,9 @@ type Call struct {
 	prov   Providers
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	// lateMS is how many ms of audio may still wait for room in the input
+	// buffer (see AllowBacklog).
+	lateMS atomic.Int64
 
 	mu     sync.Mutex // guards cfg and the input remainder
 	cfg    Config
@@ -261,6 +265,13 @@ func (c *Call) Update(cfg Config) error {
 	return nil
 }
 
+// AllowBacklog tells the call that the caller has been streaming for d
+// before the call was ready (the session was opening): up to that much
+// audio may wait for room in the input buffer instead of overflowing it.
+func (c *Call) AllowBacklog(d time.Duration) {
+	c.lateMS.Add(d.Milliseconds())
+}
+
 // AppendAudio takes caller audio in the input format.
 func (c *Call) AppendAudio(b []byte) error {
 	if len(b) > MaxFrameBytes {
@@ -293,7 +304,26 @@ func (c *Call) AppendAudio(b []byte) error {
 	for _, f := range ready {
 		select {
 		case c.frames <- f:
+			continue
 		default:
+		}
+		// Full. Audio that arrived before the call was ready may wait for
+		// room, as long as it was late; anything else arrives faster than
+		// real time.
+		late := c.lateMS.Add(-vad.FrameMS)
+		if late < 0 {
+			c.lateMS.Store(0)
+			return ErrInputOverflow
+		}
+		wait := time.NewTimer(time.Duration(late+vad.FrameMS) * time.Millisecond)
+		select {
+		case c.frames <- f:
+			wait.Stop()
+		case <-c.ctx.Done():
+			wait.Stop()
+			return ErrClosed
+		case <-wait.C:
+			c.lateMS.Store(0)
 			return ErrInputOverflow
 		}
 	}

@@ -50,6 +50,14 @@ type SessionInput struct {
 	// session (its first heartbeat or turn); a session created and not yet
 	// joined waits for its idle timeout.
 	HeartbeatTimeout time.Duration
+	// Joined: a call already holds the session (its workflow starts late,
+	// after Temporal was unreachable), so the heartbeat timeout applies
+	// from the start.
+	Joined bool
+	// Since is when the session began, when that was before the workflow
+	// started; the maximum duration and the session's duration count from
+	// it. Zero: the workflow's start.
+	Since time.Time
 }
 
 // Turn is one finished conversational turn, reported by the call loop.
@@ -115,6 +123,9 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 		in.MaxDuration = 24 * time.Hour
 	}
 	started := workflow.Now(ctx)
+	if !in.Since.IsZero() && in.Since.Before(started) {
+		started = in.Since
+	}
 	var m Metrics
 	var transcript []Turn
 	if err := workflow.SetQueryHandler(ctx, QueryMetrics, func() (Metrics, error) { return m, nil }); err != nil {
@@ -125,8 +136,8 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 	ends := workflow.GetSignalChannel(ctx, SignalEnd)
 
 	deadline := started.Add(in.MaxDuration)
-	lastActivity, lastBeat := started, started
-	live := false // a call has joined and reports heartbeats
+	lastActivity, lastBeat := workflow.Now(ctx), workflow.Now(ctx)
+	live := in.Joined // a call has joined and reports heartbeats
 	var out Outcome
 	for out.Status == "" {
 		// Wake at the earliest of: the 24 h limit, the idle timeout, the heartbeat timeout.
