@@ -136,6 +136,10 @@ test-deps:
 test: tools test-deps lint check-generate web ## everything CI checks: format, vet, lint, generated code, tests
 	go test -race -count=1 -timeout 15m ./...
 
+.PHONY: chaos
+chaos: tools test-deps ## a 60 s chaos run: calls and API traffic while faults hit every dependency at random
+	AVB_CHAOS_DURATION=$${AVB_CHAOS_DURATION:-60s} go test -race -count=1 -timeout 15m -run '^TestChaos$$' -v ./app
+
 .PHONY: bench
 bench: tools deps ## benchmarks (allocations reported)
 	go test -run '^$$' -bench . -benchmem ./...

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/agentvoicebox/avb/authn"
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/store"
@@ -411,4 +413,141 @@ func TestTemporalHungSessionsCarryOn(t *testing.T) {
 	if n := p.app.Reporter().Dropped(); n != 0 {
 		t.Fatalf("%d workflow reports dropped", n)
 	}
+}
+
+// Temporal under every fault: CreateSession answers at once each time, and
+// every session made during the faults gets its workflow once Temporal is
+// back (the idle timeout and the 24 h limit apply to all of them).
+func TestTemporalEveryFault(t *testing.T) {
+	t.Parallel()
+	p, l := faultPlatform(t, nil)
+	ten := p.tenant("tall", store.TierEnterprise)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	var w worst
+	var ids []uuid.UUID
+	for _, fault := range testenv.Faults {
+		l.temporal.Inject(fault, 3000)
+		for range 3 {
+			start := time.Now()
+			r := p.callWith(&http.Client{Timeout: 20 * time.Second}, "/avb.v1.SessionService/CreateSession", `{}`, "X-API-Key", key)
+			took := time.Since(start)
+			w.see("temporal/"+string(fault), took)
+			body := wantOK(t, r)
+			if took > faultMargin {
+				t.Fatalf("temporal/%s: CreateSession took %v", fault, took)
+			}
+			ids = append(ids, uuid.MustParse(body["session"].(map[string]any)["id"].(string)))
+		}
+		if fault != testenv.Latency {
+			eventuallyReady(t, p, "temporal", "down")
+		}
+		l.temporal.Heal()
+		eventuallyReady(t, p, "temporal", "up")
+	}
+	tctx := tenancy.With(context.Background(), ten.ID)
+	deadline := time.Now().Add(45 * time.Second)
+	for _, id := range ids {
+		for {
+			s, err := p.app.DB().Sessions().Get(tctx, id)
+			if err == nil && s.WorkflowStartedAt != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("session %s has no workflow after Temporal returned (%v); reporter pending %d", id, err, p.app.Reporter().Pending())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	w.report(t)
+}
+
+// openAIServer is an OpenAI-compatible chat completions server: it streams
+// its answer as server-sent events, one word a chunk.
+func openAIServer(t *testing.T, answer string) string {
+	t.Helper()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/chat/completions" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, word := range strings.Fields(answer) {
+			fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":%q}}]}\n\n", word+" ")
+			w.(http.Flusher).Flush()
+		}
+		fmt.Fprint(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n")
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL
+}
+
+// askOnce runs one turn of a call with the given model and returns the
+// reply, or the error event's reason, and the time from the end of speech
+// to either.
+func askOnce(t *testing.T, client avbv1connect.VoiceServiceClient, model string) (reply, reason string, took time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream := client.Converse(ctx)
+	cfg := &avbv1.SessionConfig{PhraseHints: callConfig.PhraseHints, Model: model}
+	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: cfg}}}); err != nil {
+		t.Fatal(err)
+	}
+	go askIn(t, stream, 20*time.Millisecond)
+	defer func() { _ = stream.CloseRequest() }()
+	var stopped time.Time
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		switch ev := msg.GetEvent().GetEvent().(type) {
+		case *avbv1.VoiceEvent_TranscriptFinal:
+			stopped = time.Now()
+		case *avbv1.VoiceEvent_ResponseDone:
+			return ev.ResponseDone.GetText(), "", time.Since(stopped)
+		case *avbv1.VoiceEvent_Error:
+			return "", ev.Error.GetReason(), time.Since(stopped)
+		}
+	}
+}
+
+// An OpenAI-compatible model server under every fault: the turn ends within
+// the first-token deadline with an error event (provider_failed), the call
+// itself is not broken, and the next call after the fault is answered.
+func TestLLMProviderEveryFault(t *testing.T) {
+	t.Parallel()
+	llm := testenv.FaultyLink(t, "llm", hostOf(openAIServer(t, "Your meeting is cancelled.")))
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	env := map[string]string{"AVB_OPENAI_BASE_URL": "http://" + llm.Addr() + "/v1", "AVB_OPENAI_MODEL": "test-model",
+		"AVB_LLM_FIRST_TOKEN_TIMEOUT": "800ms", "AVB_LLM_CHUNK_TIMEOUT": "500ms", "AVB_BREAKER_OPEN_FOR": "300ms"}
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), env), issuer, owner)
+	ten := p.tenant("llm", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+
+	if reply, reason, _ := askOnce(t, client, "openai"); reply == "" {
+		t.Fatalf("healthy model server: error %q", reason)
+	}
+	var w worst
+	for _, fault := range testenv.Faults {
+		llm.Inject(fault, 3000)
+		reply, reason, took := askOnce(t, client, "openai")
+		w.see("llm/"+string(fault), took)
+		if reply != "" || reason != "provider_failed" {
+			t.Fatalf("llm/%s: reply %q, reason %q", fault, reply, reason)
+		}
+		if took > 800*time.Millisecond+faultMargin {
+			t.Fatalf("llm/%s: the turn failed %v after the speech ended, past the first-token deadline", fault, took)
+		}
+		llm.Heal()
+		time.Sleep(400 * time.Millisecond) // the breaker's open window
+		if reply, reason, _ := askOnce(t, client, "openai"); reply == "" {
+			t.Fatalf("llm/%s healed: error %q", fault, reason)
+		}
+	}
+	w.report(t)
 }

@@ -191,26 +191,42 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	if err != nil {
 		return nil, err
 	}
+	abandon := func(error) {}
 	if sess == nil {
 		sess = &store.Session{Config: raw, Status: store.SessionCreated}
 		sess.APIKeyID, sess.UserID = sessionOwner(ctx)
 		if err := s.DB.Sessions().Create(ctx, sess); err != nil {
 			return nil, err
 		}
+		// A session this call made ends with it when the call cannot
+		// start (no session is left waiting for nobody). Should the
+		// database itself be what failed, the workflow outbox ends it.
+		id := sess.ID
+		abandon = func(err error) {
+			fctx := tenancy.With(context.WithoutCancel(ctx), tenantID)
+			if _, ferr := s.DB.Sessions().Finish(fctx, id, store.SessionError, "the call could not start: "+err.Error(), store.SessionMetrics{}); ferr != nil {
+				s.Log.WarnContext(ctx, "abandoned session not ended; the workflow outbox will", "session_id", id.String(), "error", ferr.Error())
+			}
+		}
 	}
 	release, err := s.Limiter.Acquire(ctx, tenantID.String(), sess.ID.String())
 	if err != nil {
+		abandon(err)
 		return nil, voiceError(err)
 	}
-	if sess, err = s.DB.Sessions().Start(ctx, sess.ID, raw); err != nil {
+	started, err := s.DB.Sessions().Start(ctx, sess.ID, raw)
+	if err != nil {
 		release()
+		abandon(err)
 		return nil, voiceError(err)
 	}
+	sess = started
 	// The call outlives the request context of the browser path's RPCs, but
 	// not the stream that owns it.
 	call, err := voice.New(ctx, callCfg, prov)
 	if err != nil {
 		release()
+		abandon(err)
 		return nil, invalidArgument(err.Error())
 	}
 	l := &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now()}

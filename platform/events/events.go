@@ -62,12 +62,18 @@ func (p Hub) Publish(ctx context.Context, ev Event) error {
 	return nil
 }
 
+// SubscribeTimeout bounds the wait for Redis to confirm a subscription.
+const SubscribeTimeout = 2 * time.Second
+
 // Subscribe delivers the events published on channels until ctx is done.
 // It returns once the subscription is live, so nothing published after it
 // returns is missed.
 func (p Hub) Subscribe(ctx context.Context, channels ...string) (<-chan Event, error) {
 	sub := p.Redis.Subscribe(ctx, channels...)
-	if _, err := sub.Receive(ctx); err != nil {
+	// A Redis that does not answer fails the subscription in bounded time.
+	rctx, cancel := context.WithTimeout(ctx, SubscribeTimeout)
+	defer cancel()
+	if _, err := sub.Receive(rctx); err != nil {
 		_ = sub.Close()
 		return nil, fmt.Errorf("subscribe to events: %w", err)
 	}
