@@ -345,6 +345,9 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		}
 		return &llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: name, Client: llmClient}, nil
 	}
+	limiter := calllimit.New(a.redis, vc.MaxCallsPerTenant)
+	// A call's slot outlives its server by at most the heartbeat timeout.
+	limiter.Lease = vc.SessionHeartbeatTimeout
 	var reporter *workflows.Reporter
 	if vc.SessionWorkflows {
 		tc, err := client.NewLazyClient(client.Options{
@@ -368,7 +371,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		reporter.IdleTimeout, reporter.HeartbeatTimeout = vc.SessionIdleTimeout, vc.SessionHeartbeatTimeout
 		reporter.Queues = workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
 		if vc.RunWorker {
-			a.workers = workflows.NewWorkers(tc, reporter.Queues, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall},
+			a.workers = workflows.NewWorkers(tc, reporter.Queues, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall, Held: limiter.Held},
 				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: a.redis}, Notifier: &events.Notifier{DB: a.db, Hub: events.Hub{Redis: a.redis}}})
 			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace, reporter.Queues); err != nil {
 				a.log.Warn("temporal namespace not prepared", "error", err.Error())
@@ -385,7 +388,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		ClientTokens: a.clientTokens,
 		Providers:    prov,
 		Models:       models,
-		Limiter:      calllimit.New(a.redis, vc.MaxCallsPerTenant),
+		Limiter:      limiter,
 		Bus:          a.bus,
 		Log:          a.log,
 	}

@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
@@ -92,7 +93,7 @@ func TestChaos(t *testing.T) {
 	if d, err := time.ParseDuration(os.Getenv("AVB_CHAOS_DURATION")); err == nil {
 		duration = d
 	}
-	p, l := faultPlatform(t, map[string]string{"AVB_SESSION_IDLE_TIMEOUT": "3s", "AVB_SESSION_HEARTBEAT_TIMEOUT": "3s"})
+	p, l := faultPlatform(t, map[string]string{"AVB_SESSION_IDLE_TIMEOUT": "20s", "AVB_SESSION_HEARTBEAT_TIMEOUT": "6s"})
 	ten := p.tenant("chaos", store.TierEnterprise)
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
@@ -191,7 +192,14 @@ func TestChaos(t *testing.T) {
 			break
 		}
 		if attempt == 20 {
-			t.Fatalf("calls after chaos keep failing: %v", err)
+			states := map[string]string{}
+			for name, g := range p.app.Dependencies().Guards() {
+				states[name] = g.State()
+			}
+			rc := redis.NewClient(&redis.Options{Addr: l.redis.Addr()})
+			perr := rc.Ping(context.Background()).Err()
+			rc.Close()
+			t.Fatalf("calls after chaos keep failing: %v; breakers %v; redis through the link: %v", err, states, perr)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

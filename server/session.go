@@ -141,7 +141,7 @@ func (s *sessionServer) TerminateSession(ctx context.Context, req *connect.Reque
 		cfg := &avbv1.SessionConfig{}
 		_ = protojson.Unmarshal(sess.Config, cfg)
 		s.Workflows.End(workflowSession(sess, cfg, sess.Status == store.SessionActive),
-			workflows.End{Status: store.SessionTerminated, Reason: "terminated by request"})
+			workflows.End{Status: store.SessionTerminated, Reason: "terminated by request"}, nil)
 		ending = true
 	}
 	if sess.Status == store.SessionActive && s.Bus != nil {

@@ -106,6 +106,10 @@ type liveCall struct {
 	// records the session's end and metrics.
 	workflow bool
 	wf       workflows.Session
+	// callID and turns number this call's turn reports, so the workflow
+	// counts a report delivered twice (a retried signal) once.
+	callID string
+	turns  int
 
 	mu      sync.Mutex
 	metrics store.SessionMetrics
@@ -237,7 +241,7 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		// The call has joined. The report goes out in the background and
 		// starts the workflow if CreateSession could not: the call never
 		// waits on Temporal.
-		l.workflow, l.wf = true, workflowSession(sess, cfg, true)
+		l.workflow, l.wf, l.callID = true, workflowSession(sess, cfg, true), uuid.NewString()
 		s.Workflows.Heartbeat(l.wf)
 	}
 	return l, nil
@@ -436,9 +440,11 @@ func (l *liveCall) turnReport(ev voice.Event) workflows.Turn {
 	l.mu.Lock()
 	in := l.inMS - l.reportedInMS
 	l.reportedInMS = l.inMS
+	l.turns++
+	seq := l.turns
 	l.mu.Unlock()
 	m := ev.Metrics
-	return workflows.Turn{Transcript: l.lastTranscript, Reply: ev.Text, InputTokens: int64(ev.Usage.InputTokens), OutputTokens: int64(ev.Usage.OutputTokens),
+	return workflows.Turn{Call: l.callID, Seq: seq, Transcript: l.lastTranscript, Reply: ev.Text, InputTokens: int64(ev.Usage.InputTokens), OutputTokens: int64(ev.Usage.OutputTokens),
 		InputAudioSec: in / 1000, OutputAudioSec: m.AudioOutMS / 1000, Interrupted: ev.Interrupted,
 		FirstByteMS: ms(m.FirstByteSent), LLMFirstTokenMS: ms(m.LLMFirstToken), TTSFirstAudioMS: ms(m.TTSFirstAudio),
 		STTFinalMS: ms(m.STTFinal), At: time.Now()}
@@ -492,7 +498,9 @@ func (s *voiceServer) finish(ctx context.Context, l *liveCall, status, reason st
 	l.ended = true
 	l.mu.Unlock()
 	l.call.Close()
-	l.release()
+	if !l.workflow {
+		l.release()
+	}
 	if s.Metrics != nil {
 		s.Metrics.ActiveSessions.Dec()
 		s.Metrics.Sessions.WithLabelValues(status).Inc()
@@ -502,7 +510,8 @@ func (s *voiceServer) finish(ctx context.Context, l *liveCall, status, reason st
 		l.mu.Lock()
 		rest := (l.inMS - l.reportedInMS) / 1000
 		l.mu.Unlock()
-		s.Workflows.End(l.wf, workflows.End{Status: status, Reason: reason, InputAudioSec: rest})
+		// The call keeps its slot until its end reaches the workflow.
+		s.Workflows.End(l.wf, workflows.End{Status: status, Reason: reason, InputAudioSec: rest}, l.release)
 		return
 	}
 	l.mu.Lock()
@@ -588,6 +597,11 @@ func (l *liveCall) platformEnd() error {
 func (s *voiceServer) receive(l *liveCall, next func() (*avbv1.ConverseRequest, error)) error {
 	for {
 		msg, err := next()
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// The client hung up in the middle of a message: it left,
+			// as with a clean close; nothing is wrong on this side.
+			return io.EOF
+		}
 		if err != nil {
 			return err
 		}

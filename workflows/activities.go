@@ -17,6 +17,22 @@ type Activities struct {
 	// EndLiveCall, when set, closes the session's live call on whichever
 	// instance holds it (the workflow ended it: 24 h, idle, terminated).
 	EndLiveCall func(ctx context.Context, sessionID, reason string) error
+	// Held, when set, reports whether a server still holds the
+	// session's call (its call-limit slot is renewed). A call holds it until
+	// its end has reached the workflow, so a call whose reports are held up
+	// (Temporal was unreachable from its server) is not taken for dead.
+	Held func(ctx context.Context, tenantID, sessionID string) (bool, error)
+}
+
+// CallHeldInput names a session.
+type CallHeldInput struct{ SessionID, TenantID string }
+
+// CallHeld reports whether a live server still holds the session's call.
+func (a *Activities) CallHeld(ctx context.Context, in CallHeldInput) (bool, error) {
+	if a.Held == nil {
+		return false, nil
+	}
+	return a.Held(ctx, in.TenantID, in.SessionID)
 }
 
 // FinalizeInput records a session's end.

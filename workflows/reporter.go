@@ -128,6 +128,9 @@ type Reporter struct {
 type report struct {
 	signal string // "" = only make sure the workflow exists
 	arg    any
+	// delivered runs once Temporal has the report (or refused it for
+	// good), or when the reporter stops.
+	delivered func()
 }
 
 type lane struct {
@@ -154,8 +157,13 @@ func (r *Reporter) Turn(s Session, t Turn) { r.enqueue(s, report{signal: SignalT
 // Heartbeat says the call is alive, without waiting.
 func (r *Reporter) Heartbeat(s Session) { r.enqueue(s, report{signal: SignalHeartbeat}) }
 
-// End reports how the session ended, without waiting.
-func (r *Reporter) End(s Session, e End) { r.enqueue(s, report{signal: SignalEnd, arg: e}) }
+// End reports how the session ended, without waiting. delivered (may be
+// nil) runs once the workflow has it: a call keeps its call-limit slot
+// until then, which tells the workflow its server is alive however long
+// Temporal was unreachable.
+func (r *Reporter) End(s Session, e End, delivered func()) {
+	r.enqueue(s, report{signal: SignalEnd, arg: e, delivered: delivered})
+}
 
 // Pending is how many reports wait for Temporal.
 func (r *Reporter) Pending() int {
@@ -178,6 +186,12 @@ func (r *Reporter) enqueue(s Session, rep report) {
 		return // a report is already on its way; it starts the workflow
 	}
 	if l != nil && rep.signal == SignalHeartbeat && l.heartbeat {
+		return
+	}
+	if r.ctx.Err() != nil {
+		if rep.delivered != nil {
+			rep.delivered()
+		}
 		return
 	}
 	if r.pending >= r.MaxPending && rep.signal != SignalEnd {
@@ -214,7 +228,17 @@ func (r *Reporter) run(l *lane) {
 		rep, s := l.reports[0], l.s
 		r.mu.Unlock()
 		if !r.deliver(s, rep) {
-			return // stopping: the dispatcher finishes the job after a restart
+			// Stopping: the outbox and the workflow's own timeouts finish
+			// the job after a restart.
+			for _, p := range l.reports {
+				if p.delivered != nil {
+					p.delivered()
+				}
+			}
+			return
+		}
+		if rep.delivered != nil {
+			rep.delivered()
 		}
 		if !l.confirmed && r.Started != nil {
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), r.StartTimeout)

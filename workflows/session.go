@@ -62,6 +62,11 @@ type SessionInput struct {
 
 // Turn is one finished conversational turn, reported by the call loop.
 type Turn struct {
+	// Call and Seq identify the report: signals are delivered at least
+	// once, and a turn seen again (same call, a Seq already counted) is
+	// ignored. Seq 0 (older servers) is always counted.
+	Call string
+	Seq  int
 	Transcript      string
 	Reply           string
 	InputTokens     int64
@@ -108,6 +113,44 @@ const (
 	ReasonLost        = "call lost: its server stopped reporting"
 )
 
+// turnsSeen is the highest turn number counted per call.
+type turnsSeen map[string]int
+
+// first reports whether t is counted for the first time (and records it).
+func (s turnsSeen) first(t Turn) bool {
+	if t.Seq == 0 {
+		return true
+	}
+	if t.Seq <= s[t.Call] {
+		return false
+	}
+	s[t.Call] = t.Seq
+	return true
+}
+
+// maxUnknownHeld is how many heartbeat timeouts in a row a silent call is
+// given the benefit of the doubt when nobody can say whether its server
+// holds it (the call-limit store is unreachable too).
+const maxUnknownHeld = 10
+
+// callHeld asks whether a server still holds the session's call; known is
+// false when the answer could not be had. Histories from before the
+// question existed ended the call at once, and replay so.
+func callHeld(ctx workflow.Context, in SessionInput) (held, known bool) {
+	if workflow.GetVersion(ctx, "call-held-check", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return false, true
+	}
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         PostCallRetry,
+	})
+	var a *Activities
+	if err := workflow.ExecuteActivity(actx, a.CallHeld, CallHeldInput{SessionID: in.SessionID, TenantID: in.TenantID}).Get(ctx, &held); err != nil {
+		return false, false
+	}
+	return held, true
+}
+
 // PostCallRetry is the retry policy of the post-call activities: 3 attempts
 // with exponential backoff.
 var PostCallRetry = &temporal.RetryPolicy{
@@ -128,6 +171,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 	}
 	var m Metrics
 	var transcript []Turn
+	seen := turnsSeen{}
 	if err := workflow.SetQueryHandler(ctx, QueryMetrics, func() (Metrics, error) { return m, nil }); err != nil {
 		return Outcome{}, err
 	}
@@ -138,12 +182,27 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 	deadline := started.Add(in.MaxDuration)
 	lastActivity, lastBeat := workflow.Now(ctx), workflow.Now(ctx)
 	live := in.Joined // a call has joined and reports heartbeats
+	// heard is when the call last reported (lastBeat also moves when its
+	// server is found to still hold it). A live call that has not reported
+	// for half the heartbeat timeout is late: its reports are held up, so
+	// silence is no proof nobody spoke, and the idle timeout waits.
+	heard := lastBeat
+	unknown := 0 // heartbeat timeouts at which nobody could say whether the call is held
+	late := func(now time.Time) bool {
+		return live && in.HeartbeatTimeout > 0 && now.Sub(heard) > in.HeartbeatTimeout/2
+	}
 	var out Outcome
 	for out.Status == "" {
 		// Wake at the earliest of: the 24 h limit, the idle timeout, the heartbeat timeout.
 		wake := deadline
-		if in.IdleTimeout > 0 && lastActivity.Add(in.IdleTimeout).Before(wake) {
-			wake = lastActivity.Add(in.IdleTimeout)
+		idleAt := lastActivity.Add(in.IdleTimeout)
+		if late(workflow.Now(ctx)) && !idleAt.After(workflow.Now(ctx)) {
+			// The call's reports are late: someone may have spoken. Wait
+			// for them, or for the heartbeat timeout to decide.
+			idleAt = lastBeat.Add(in.HeartbeatTimeout)
+		}
+		if in.IdleTimeout > 0 && idleAt.Before(wake) {
+			wake = idleAt
 		}
 		if live && in.HeartbeatTimeout > 0 && lastBeat.Add(in.HeartbeatTimeout).Before(wake) {
 			wake = lastBeat.Add(in.HeartbeatTimeout)
@@ -154,17 +213,20 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 		sel.AddReceive(turns, func(c workflow.ReceiveChannel, _ bool) {
 			var t Turn
 			c.Receive(ctx, &t)
+			lastActivity, lastBeat, heard, live = workflow.Now(ctx), workflow.Now(ctx), workflow.Now(ctx), true
+			if !seen.first(t) {
+				return
+			}
 			m.Turns++
 			m.InputTokens += t.InputTokens
 			m.OutputTokens += t.OutputTokens
 			m.InputAudioSeconds += t.InputAudioSec
 			m.OutputAudioSeconds += t.OutputAudioSec
 			transcript = append(transcript, t)
-			lastActivity, lastBeat, live = workflow.Now(ctx), workflow.Now(ctx), true
 		})
 		sel.AddReceive(beats, func(c workflow.ReceiveChannel, _ bool) {
 			c.Receive(ctx, nil)
-			lastBeat, live = workflow.Now(ctx), true
+			lastBeat, heard, live = workflow.Now(ctx), workflow.Now(ctx), true
 		})
 		sel.AddReceive(ends, func(c workflow.ReceiveChannel, _ bool) {
 			var e End
@@ -172,25 +234,43 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 			out.Status, out.Reason = e.Status, e.Reason
 			m.InputAudioSeconds += e.InputAudioSec
 		})
+		silent := false
 		sel.AddFuture(timer, func(workflow.Future) {
 			now := workflow.Now(ctx)
 			switch {
 			case !now.Before(deadline):
 				out.Status, out.Reason = "terminated", ReasonMaxDuration
 			case live && in.HeartbeatTimeout > 0 && !now.Before(lastBeat.Add(in.HeartbeatTimeout)):
-				out.Status, out.Reason = "error", ReasonLost
-			case in.IdleTimeout > 0 && !now.Before(lastActivity.Add(in.IdleTimeout)):
+				silent = true
+			case in.IdleTimeout > 0 && !now.Before(lastActivity.Add(in.IdleTimeout)) && !late(now):
 				out.Status, out.Reason = "completed", ReasonIdle
 			}
 		})
 		sel.Select(ctx)
 		cancelTimer()
+		if silent {
+			// No heartbeat: the call's server died, or it cannot reach
+			// Temporal. A server that lives keeps the call's slot (until
+			// the call's end has been delivered), so ask before ending.
+			held, known := callHeld(ctx, in)
+			if !known {
+				unknown++
+			}
+			if held || (!known && unknown <= maxUnknownHeld) {
+				lastBeat = workflow.Now(ctx)
+			} else {
+				out.Status, out.Reason = "error", ReasonLost
+			}
+		}
 	}
 	// Turns signalled together with the end are not lost.
 	for {
 		var t Turn
 		if !turns.ReceiveAsync(&t) {
 			break
+		}
+		if !seen.first(t) {
+			continue
 		}
 		m.Turns++
 		m.InputTokens += t.InputTokens

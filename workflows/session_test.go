@@ -214,3 +214,63 @@ func TestMaintenanceWorkflows(t *testing.T) {
 		t.Fatalf("cleanup: %d %v", n, err)
 	}
 }
+
+// Signals are delivered at least once: a turn report delivered twice (a
+// retried signal whose first try arrived) is counted once.
+func TestRepeatedTurnReportCountsOnce(t *testing.T) {
+	env := newEnv(t)
+	okActivities(env)
+	for _, seq := range []int{1, 1, 2, 2, 2} {
+		env.RegisterDelayedCallback(func() {
+			env.SignalWorkflow(workflows.SignalTurn, workflows.Turn{Call: "c1", Seq: seq, OutputTokens: 9})
+		}, time.Duration(seq)*time.Second)
+	}
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.SignalEnd, workflows.End{Status: "completed"}) }, 5*time.Second)
+	env.ExecuteWorkflow(workflows.SessionWorkflow, workflows.SessionInput{SessionID: sessionID, TenantID: tenantID})
+	if out := outcome(t, env); out.Metrics.Turns != 2 || out.Metrics.OutputTokens != 18 {
+		t.Fatalf("outcome %+v", out)
+	}
+}
+
+// A call whose heartbeats stop while its server still holds it (Temporal
+// was unreachable from that server) is not ended; its reports arrive later.
+func TestSilentCallStillHeldIsNotLost(t *testing.T) {
+	env := newEnv(t)
+	okActivities(env)
+	var a *workflows.Activities
+	asked := 0
+	env.OnActivity(a.CallHeld, mock.Anything, mock.Anything).Return(func(context.Context, workflows.CallHeldInput) (bool, error) {
+		asked++
+		return asked < 3, nil // held through two timeouts, then gone
+	})
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.SignalHeartbeat, nil) }, time.Second)
+	env.ExecuteWorkflow(workflows.SessionWorkflow, workflows.SessionInput{SessionID: sessionID, TenantID: tenantID, HeartbeatTimeout: time.Minute})
+	out := outcome(t, env)
+	if out.Status != "error" || out.Reason != workflows.ReasonLost || asked != 3 {
+		t.Fatalf("outcome %+v after asking %d times", out, asked)
+	}
+	if out.Metrics.DurationSeconds < 180 {
+		t.Fatalf("ended after %v s, before the server let the call go", out.Metrics.DurationSeconds)
+	}
+}
+
+// A live call whose reports are late (heartbeats stopped: Temporal was out
+// of its server's reach) is not ended by the idle timeout: the turn it
+// reports late still counts.
+func TestIdleTimeoutWaitsForLateReports(t *testing.T) {
+	env := newEnv(t)
+	okActivities(env)
+	var a *workflows.Activities
+	env.OnActivity(a.CallHeld, mock.Anything, mock.Anything).Return(true, nil).Maybe()
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.SignalHeartbeat, nil) }, 5*time.Second)
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(workflows.SignalTurn, workflows.Turn{Call: "c", Seq: 1, OutputTokens: 9})
+		env.SignalWorkflow(workflows.SignalEnd, workflows.End{Status: "completed"})
+	}, 100*time.Second)
+	env.ExecuteWorkflow(workflows.SessionWorkflow, workflows.SessionInput{SessionID: sessionID, TenantID: tenantID,
+		IdleTimeout: 40 * time.Second, HeartbeatTimeout: time.Minute})
+	out := outcome(t, env)
+	if out.Status != "completed" || out.Reason != "" || out.Metrics.Turns != 1 {
+		t.Fatalf("outcome %+v", out)
+	}
+}

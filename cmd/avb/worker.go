@@ -15,6 +15,7 @@ import (
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/voice/calllimit"
 	"github.com/agentvoicebox/avb/workflows"
 )
 
@@ -53,7 +54,7 @@ func workerCmd() *cobra.Command {
 			q := workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
 			ws := workflows.NewWorkers(c, q, &workflows.Activities{DB: db, EndLiveCall: func(ctx context.Context, id, reason string) error {
 				return bus.Publish(ctx, server.TopicSession, server.EndLiveCallKey(id, reason))
-			}}, &workflows.Jobs{DB: db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: rdb}, Notifier: &events.Notifier{DB: db, Hub: events.Hub{Redis: rdb}}})
+			}, Held: calllimit.New(rdb, cfg.Voice.MaxCallsPerTenant).Held}, &workflows.Jobs{DB: db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: rdb}, Notifier: &events.Notifier{DB: db, Hub: events.Hub{Redis: rdb}}})
 			if err := workflows.Prepare(cmd.Context(), c, cfg.Temporal.Namespace, q); err != nil {
 				return err
 			}

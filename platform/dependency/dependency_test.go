@@ -162,3 +162,23 @@ func TestTransportDeadlines(t *testing.T) {
 		t.Fatalf("breaker %s after three 502s", g3.State())
 	}
 }
+
+// The cost of a guarded call against the bare call, in the same run.
+func BenchmarkGuard(b *testing.B) {
+	work := func(context.Context) error { return nil }
+	b.Run("bare", func(b *testing.B) {
+		ctx := context.Background()
+		for b.Loop() {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			_ = work(cctx)
+			cancel()
+		}
+	})
+	b.Run("guarded", func(b *testing.B) {
+		g := NewSet(Breaker{}, nil, nil).Guard("bench")
+		ctx := context.Background()
+		for b.Loop() {
+			_ = g.Do(ctx, time.Second, work)
+		}
+	})
+}
