@@ -239,8 +239,14 @@ func TestSpiceDBHungNewUserRecovers(t *testing.T) {
 	wantOK(t, p.call("/avb.v1.ProjectService/CreateProject", `{"name":"p1"}`, bearer(admin)...))
 
 	l.spicedb.Inject(testenv.Blackhole, 0)
+	// The request's own deadline caps every call it makes.
+	r, took := p.timedCall("/avb.v1.ProjectService/ListProjects", "{}", append(bearer(p.token("hasty", ten.ID.String(), "viewer")), "Connect-Timeout-Ms", "150")...)
+	if r.code != "deadline_exceeded" || took > 150*time.Millisecond+faultMargin {
+		t.Fatalf("a request with a 150 ms deadline, SpiceDB hung: %d %s after %v", r.status, r.code, took)
+	}
+	t.Logf("a request with a 150 ms deadline, SpiceDB hung: %s after %v", r.code, took)
 	viewer := p.token("fresh-viewer", ten.ID.String(), "viewer")
-	r, took := p.timedCall("/avb.v1.ProjectService/ListProjects", "{}", bearer(viewer)...)
+	r, took = p.timedCall("/avb.v1.ProjectService/ListProjects", "{}", bearer(viewer)...)
 	wantUnavailableWithin(t, "first request, SpiceDB hung", r, took, faultBound["spicedb"])
 	t.Logf("first request of a new user with SpiceDB hung: %v", took)
 	// While SpiceDB is known down, requests fail at once.

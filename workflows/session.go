@@ -65,8 +65,8 @@ type Turn struct {
 	// Call and Seq identify the report: signals are delivered at least
 	// once, and a turn seen again (same call, a Seq already counted) is
 	// ignored. Seq 0 (older servers) is always counted.
-	Call string
-	Seq  int
+	Call            string
+	Seq             int
 	Transcript      string
 	Reply           string
 	InputTokens     int64

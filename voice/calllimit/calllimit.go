@@ -37,7 +37,9 @@ type Limiter struct {
 }
 
 // New returns a limiter of max calls per tenant.
-func New(rdb *redis.Client, max int) *Limiter { return &Limiter{rdb: rdb, max: max, Lease: DefaultLease} }
+func New(rdb *redis.Client, max int) *Limiter {
+	return &Limiter{rdb: rdb, max: max, Lease: DefaultLease}
+}
 
 func key(tenant string) string { return "avb:calls:" + tenant }
 
