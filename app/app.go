@@ -90,6 +90,9 @@ func (a *App) pingRedis(ctx context.Context) error {
 	return a.redisProbe.Ping(ctx).Err()
 }
 
+// Redis is the application's Redis client (under its guard).
+func (a *App) Redis() *redis.Client { return a.redis }
+
 // Dependencies returns the guards of the dependencies (tests read their state).
 func (a *App) Dependencies() *dependency.Set { return a.deps }
 

@@ -199,7 +199,9 @@ func TestChaos(t *testing.T) {
 			rc := redis.NewClient(&redis.Options{Addr: l.redis.Addr()})
 			perr := rc.Ping(context.Background()).Err()
 			rc.Close()
-			t.Fatalf("calls after chaos keep failing: %v; breakers %v; redis through the link: %v", err, states, perr)
+			time.Sleep(time.Second)
+			aerr := p.app.Redis().Ping(context.Background()).Err()
+			t.Fatalf("calls after chaos keep failing: %v; breakers %v; redis through the link: %v; the app's redis probe: %v", err, states, perr, aerr)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

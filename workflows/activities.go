@@ -3,10 +3,14 @@ package workflows
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
+	"go.temporal.io/sdk/activity"
 
+	"github.com/agentvoicebox/avb/platform/dependency"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
 )
@@ -72,16 +76,48 @@ func (a *Activities) FinalizeSession(ctx context.Context, in FinalizeInput) erro
 		return err
 	}
 	if a.EndLiveCall != nil && in.Outcome.Reason != "" {
-		if err := a.EndLiveCall(ctx, in.SessionID, in.Outcome.Reason); err != nil {
-			return fmt.Errorf("end live call: %w", err)
+		// Best effort within half the attempt: recording the end matters
+		// more than telling a call that may be gone already.
+		ectx, cancel := halfOf(ctx)
+		err := untilAvailable(ectx, func() error { return a.EndLiveCall(ectx, in.SessionID, in.Outcome.Reason) })
+		cancel()
+		if err != nil {
+			activity.GetLogger(ctx).Warn("live call not told of its end", "session_id", in.SessionID, "error", err.Error())
 		}
 	}
 	m := in.Outcome.Metrics
-	_, err = a.DB.Sessions().Finish(ctx, id, in.Outcome.Status, in.Outcome.Reason, store.SessionMetrics{
-		DurationSeconds: m.DurationSeconds, InputTokens: m.InputTokens, OutputTokens: m.OutputTokens,
-		InputAudioSeconds: m.InputAudioSeconds, OutputAudioSeconds: m.OutputAudioSeconds, Turns: m.Turns,
+	return untilAvailable(ctx, func() error {
+		_, err := a.DB.Sessions().Finish(ctx, id, in.Outcome.Status, in.Outcome.Reason, store.SessionMetrics{
+			DurationSeconds: m.DurationSeconds, InputTokens: m.InputTokens, OutputTokens: m.OutputTokens,
+			InputAudioSeconds: m.InputAudioSeconds, OutputAudioSeconds: m.OutputAudioSeconds, Turns: m.Turns,
+		})
+		return err
 	})
-	return err
+}
+
+// untilAvailable runs fn again, with backoff, while it fails because a
+// dependency is unavailable, until ctx (the attempt's deadline) ends: an
+// outage shorter than an attempt costs no attempt of the retry policy.
+func untilAvailable(ctx context.Context, fn func() error) error {
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		err := fn()
+		if err == nil || !errors.Is(err, dependency.ErrUnavailable) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+	}
+}
+
+// halfOf is ctx with half of its remaining time.
+func halfOf(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok {
+		return context.WithTimeout(ctx, time.Until(d)/2)
+	}
+	return context.WithTimeout(ctx, 30*time.Second)
 }
 
 // RecordUsage writes the session's usage to the ledger, once.
@@ -91,12 +127,14 @@ func (a *Activities) RecordUsage(ctx context.Context, in UsageInput) error {
 		return err
 	}
 	m := in.Metrics
-	return a.DB.Sessions().RecordUsage(ctx, []store.UsageEntry{
-		{SessionID: id, Kind: "session", Quantity: 1},
-		{SessionID: id, Kind: "audio_in_seconds", Quantity: m.InputAudioSeconds},
-		{SessionID: id, Kind: "audio_out_seconds", Quantity: m.OutputAudioSeconds},
-		{SessionID: id, Kind: "input_tokens", Quantity: float64(m.InputTokens)},
-		{SessionID: id, Kind: "output_tokens", Quantity: float64(m.OutputTokens)},
+	return untilAvailable(ctx, func() error {
+		return a.DB.Sessions().RecordUsage(ctx, []store.UsageEntry{
+			{SessionID: id, Kind: "session", Quantity: 1},
+			{SessionID: id, Kind: "audio_in_seconds", Quantity: m.InputAudioSeconds},
+			{SessionID: id, Kind: "audio_out_seconds", Quantity: m.OutputAudioSeconds},
+			{SessionID: id, Kind: "input_tokens", Quantity: float64(m.InputTokens)},
+			{SessionID: id, Kind: "output_tokens", Quantity: float64(m.OutputTokens)},
+		})
 	})
 }
 
@@ -110,5 +148,5 @@ func (a *Activities) StoreTranscript(ctx context.Context, in TranscriptInput) er
 	if err != nil {
 		return err
 	}
-	return a.DB.Sessions().StoreTranscript(ctx, id, b)
+	return untilAvailable(ctx, func() error { return a.DB.Sessions().StoreTranscript(ctx, id, b) })
 }

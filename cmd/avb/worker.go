@@ -34,6 +34,8 @@ func workerCmd() *cobra.Command {
 				return err
 			}
 			defer db.Close()
+			deps := dependency.NewSet(dependency.Breaker{OpenFor: cfg.Breaker.OpenFor, Failures: cfg.Breaker.Failures}, log, nil)
+			db.Guard(deps.Guard("postgres"), cfg.Database)
 			c, err := client.Dial(client.Options{HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace,
 				Logger: tlog.NewStructuredLogger(log.With("component", "temporal"))})
 			if err != nil {
@@ -47,7 +49,7 @@ func workerCmd() *cobra.Command {
 			rdb := redis.NewClient(opts)
 			defer rdb.Close()
 			bus := invalidation.New(rdb, log)
-			prov, err := app.Providers(cfg.Voice, dependency.NewSet(dependency.Breaker{OpenFor: cfg.Breaker.OpenFor, Failures: cfg.Breaker.Failures}, log, nil))
+			prov, err := app.Providers(cfg.Voice, deps)
 			if err != nil {
 				return err
 			}
