@@ -94,9 +94,9 @@ type Database struct {
 	ConnectTimeout   time.Duration `env:"AVB_DATABASE_CONNECT_TIMEOUT" default:"5s" min:"100ms" desc:"time allowed to open one connection"`
 	MaxConnLifetime  time.Duration `env:"AVB_DATABASE_MAX_CONN_LIFETIME" default:"1h" min:"1m" desc:"a connection older than this is closed and replaced"`
 	MaxConnIdleTime  time.Duration `env:"AVB_DATABASE_MAX_CONN_IDLE_TIME" default:"15m" min:"10s" desc:"an idle connection older than this is closed"`
-	AcquireTimeout   time.Duration `env:"AVB_DATABASE_ACQUIRE_TIMEOUT" default:"2s" min:"10ms" desc:"time allowed to get a pooled connection (the pool is exhausted or the database does not answer)"`
-	QueryTimeout     time.Duration `env:"AVB_DATABASE_QUERY_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed for one transaction of a request, from acquiring its connection to its commit"`
-	StatementTimeout time.Duration `env:"AVB_DATABASE_STATEMENT_TIMEOUT" default:"4s" min:"10ms" desc:"statement_timeout of the server's sessions: PostgreSQL cancels a statement running longer"`
+	AcquireTimeout   time.Duration `env:"AVB_DATABASE_ACQUIRE_TIMEOUT" default:"2s" test:"5s" min:"10ms" desc:"time allowed to get a pooled connection (the pool is exhausted or the database does not answer)"`
+	QueryTimeout     time.Duration `env:"AVB_DATABASE_QUERY_TIMEOUT" default:"5s" test:"15s" min:"10ms" desc:"time allowed for one transaction of a request, from acquiring its connection to its commit"`
+	StatementTimeout time.Duration `env:"AVB_DATABASE_STATEMENT_TIMEOUT" default:"4s" test:"10s" min:"10ms" desc:"statement_timeout of the server's sessions: PostgreSQL cancels a statement running longer"`
 	IdleInTxTimeout  time.Duration `env:"AVB_DATABASE_IDLE_IN_TRANSACTION_TIMEOUT" default:"10s" min:"100ms" desc:"idle_in_transaction_session_timeout of the server's sessions: PostgreSQL ends a session whose transaction waits on avb longer"`
 	MigrateOnStart   bool          `env:"AVB_DATABASE_MIGRATE_ON_START" default:"false" dev:"true" desc:"apply pending migrations when the server starts"`
 }
@@ -105,7 +105,7 @@ type Database struct {
 type Redis struct {
 	URL            string        `env:"AVB_REDIS_URL" dev:"redis://127.0.0.1:6379/0" test:"redis://127.0.0.1:6379/0" url:"redis,rediss,unix" secret:"" desc:"Redis connection URL"`
 	DialTimeout    time.Duration `env:"AVB_REDIS_DIAL_TIMEOUT" default:"1s" min:"10ms" desc:"time allowed to open one Redis connection (also how soon a lost pub/sub subscription is retried)"`
-	CommandTimeout time.Duration `env:"AVB_REDIS_COMMAND_TIMEOUT" default:"500ms" min:"10ms" desc:"time allowed for one Redis command or script, including waiting for a pooled connection"`
+	CommandTimeout time.Duration `env:"AVB_REDIS_COMMAND_TIMEOUT" default:"500ms" test:"3s" min:"10ms" desc:"time allowed for one Redis command or script, including waiting for a pooled connection"`
 }
 
 // Temporal configures the Temporal client.
@@ -114,7 +114,7 @@ type Temporal struct {
 	Namespace string `env:"AVB_TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
 	// QueuePrefix lets several platforms share a namespace (tests do).
 	QueuePrefix   string        `env:"AVB_TEMPORAL_QUEUE_PREFIX" default:"" desc:"prefix of this platform's task queue and schedule names, for platforms sharing a namespace"`
-	StartTimeout  time.Duration `env:"AVB_TEMPORAL_START_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed to start a workflow; sessions start theirs in the background and retry"`
+	StartTimeout  time.Duration `env:"AVB_TEMPORAL_START_TIMEOUT" default:"5s" test:"10s" min:"10ms" desc:"time allowed to start a workflow; sessions start theirs in the background and retry"`
 	SignalTimeout time.Duration `env:"AVB_TEMPORAL_SIGNAL_TIMEOUT" default:"3s" min:"10ms" desc:"time allowed for one signal, query or update of a workflow; a call's signals are kept and retried"`
 }
 
@@ -123,8 +123,8 @@ type SpiceDB struct {
 	Endpoint     string        `env:"AVB_SPICEDB_ENDPOINT" dev:"127.0.0.1:50051" test:"127.0.0.1:50051" hostport:"" desc:"SpiceDB gRPC address (host:port)"`
 	Token        string        `env:"AVB_SPICEDB_TOKEN" dev:"avb-dev-spicedb-key" test:"avb-test-spicedb-key" secret:"" desc:"SpiceDB preshared key"`
 	Insecure     bool          `env:"AVB_SPICEDB_INSECURE" default:"false" dev:"true" test:"true" desc:"connect to SpiceDB without TLS"`
-	CheckTimeout time.Duration `env:"AVB_SPICEDB_CHECK_TIMEOUT" default:"1s" min:"10ms" desc:"time allowed for one permission check or lookup"`
-	WriteTimeout time.Duration `env:"AVB_SPICEDB_WRITE_TIMEOUT" default:"2s" min:"10ms" desc:"time allowed for one relationship write or delete"`
+	CheckTimeout time.Duration `env:"AVB_SPICEDB_CHECK_TIMEOUT" default:"1s" test:"5s" min:"10ms" desc:"time allowed for one permission check or lookup"`
+	WriteTimeout time.Duration `env:"AVB_SPICEDB_WRITE_TIMEOUT" default:"2s" test:"5s" min:"10ms" desc:"time allowed for one relationship write or delete"`
 }
 
 // Readiness configures GET /health/ready/ and the gRPC health service.
@@ -136,7 +136,7 @@ type Readiness struct {
 // Auth configures authentication and tenant resolution.
 type Auth struct {
 	OIDCIssuerURL    string        `env:"AVB_OIDC_ISSUER_URL" dev:"http://127.0.0.1:8080/dev/oidc/realms/avb" test:"" url:"http,https" desc:"OIDC issuer (Keycloak realm URL, e.g. https://id.example.com/realms/avb); discovery and JWKS are fetched from it. With AVB_OIDC_DEV_ISSUER it defaults to this server's own issuer on AVB_HTTP_ADDR"`
-	OIDCFetchTimeout time.Duration `env:"AVB_OIDC_FETCH_TIMEOUT" default:"3s" min:"10ms" desc:"time allowed to fetch the issuer's discovery document or its signing keys (JWKS)"`
+	OIDCFetchTimeout time.Duration `env:"AVB_OIDC_FETCH_TIMEOUT" default:"3s" test:"5s" min:"10ms" desc:"time allowed to fetch the issuer's discovery document or its signing keys (JWKS)"`
 	OIDCAudience     string        `env:"AVB_OIDC_AUDIENCE" default:"avb-api" desc:"audience (aud) a token must carry"`
 	DevIssuer        bool          `env:"AVB_OIDC_DEV_ISSUER" default:"false" dev:"true" desc:"serve the built-in development OIDC issuer under /dev/oidc/ (never in prod)"`
 	TenantBaseDomain string        `env:"AVB_TENANT_BASE_DOMAIN" default:"" dev:"localhost" desc:"base domain for tenant subdomains (<slug>.<base domain>); empty turns subdomain resolution off"`

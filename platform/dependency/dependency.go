@@ -206,6 +206,11 @@ func (g *Guard) Down() {
 // timeout (timeout <= 0: ctx's only), through the breaker. It returns fn's
 // error, or *Error when the dependency failed or is known to be down.
 func (g *Guard) Do(ctx context.Context, timeout time.Duration, fn func(context.Context) error) error {
+	if ctx.Value(inside{}) == g {
+		// A call the guarded call makes itself (a client initializing the
+		// connection it dials, say): the outer call decides.
+		return fn(ctx)
+	}
 	done, err := g.Begin()
 	if err != nil {
 		return err
@@ -214,10 +219,13 @@ func (g *Guard) Do(ctx context.Context, timeout time.Duration, fn func(context.C
 	if timeout > 0 {
 		cctx, cancel = context.WithTimeout(ctx, timeout)
 	}
-	err = fn(cctx)
+	err = fn(context.WithValue(cctx, inside{}, g))
 	cancel()
 	return done(ctx, err)
 }
+
+// inside marks the context of a call through a guard.
+type inside struct{}
 
 // Begin admits one call, for calls that cannot be wrapped in a closure
 // (streams). It fails at once with *Error while the breaker is open; the
@@ -238,6 +246,10 @@ func (g *Guard) Begin() (func(ctx context.Context, err error) error, error) {
 		case err == nil:
 			done(nil)
 			return nil
+		case errors.Is(err, errKnownDown):
+			// Refused by an open breaker further in: no new verdict.
+			done(errCallerGone)
+			return err
 		case ctx.Err() != nil:
 			// The caller gave up (its deadline or cancel): no verdict on
 			// the dependency.

@@ -182,3 +182,18 @@ func BenchmarkGuard(b *testing.B) {
 		}
 	})
 }
+
+// A call the guarded call makes itself (a client initializing the
+// connection it dials) is decided by the outer call: the one probe of a
+// half-open breaker is not refused by itself.
+func TestNestedCallIsTheOuterCall(t *testing.T) {
+	g, _ := newGuard(t, 50*time.Millisecond)
+	g.Down()
+	time.Sleep(60 * time.Millisecond) // half-open: one probe may pass
+	err := g.Do(context.Background(), time.Second, func(ctx context.Context) error {
+		return g.Do(ctx, time.Second, func(context.Context) error { return nil })
+	})
+	if err != nil || g.State() != "closed" {
+		t.Fatalf("probe with a nested call: %v, breaker %s", err, g.State())
+	}
+}

@@ -144,6 +144,11 @@ func (e *errorMapper) mapErr(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
+	// Past the request's own deadline the answer is deadline_exceeded,
+	// whatever the call that ran out of time reported.
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
+	}
 	err = apierror.From(err)
 	var cerr *connect.Error
 	if errors.As(err, &cerr) && (apierror.Info(err) != nil || !isServerFault(cerr.Code())) {
