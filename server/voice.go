@@ -563,7 +563,12 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 	case err = <-received:
 		status, reason := endStatus(err)
 		s.finish(ctx, l, status, reason)
-		<-pumped
+		// The pump delivers what is left; a client that reads nothing
+		// cannot hold the stream open (returning cancels its sends).
+		select {
+		case <-pumped:
+		case <-time.After(voice.SlowClientTimeout):
+		}
 	case <-pumped:
 		// The call ended on the server's side: terminated, or a limit broken.
 		if err = l.call.Err(); err == nil {

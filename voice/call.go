@@ -310,15 +310,19 @@ func (c *Call) AppendAudio(b []byte) error {
 		// Full. Audio that arrived before the call was ready may wait for
 		// room, as long as it was late; anything else arrives faster than
 		// real time.
-		late := c.lateMS.Add(-vad.FrameMS)
-		if late < 0 {
-			c.lateMS.Store(0)
+		// Each frame let in this way spends its own length of the late
+		// time, or the time it waited if longer: at most the late time of
+		// audio, and of waiting, gets in beyond the buffer.
+		late := c.lateMS.Load()
+		if late <= 0 {
 			return ErrInputOverflow
 		}
-		wait := time.NewTimer(time.Duration(late+vad.FrameMS) * time.Millisecond)
+		start := time.Now()
+		wait := time.NewTimer(time.Duration(late) * time.Millisecond)
 		select {
 		case c.frames <- f:
 			wait.Stop()
+			c.lateMS.Add(-max(time.Since(start).Milliseconds(), vad.FrameMS))
 		case <-c.ctx.Done():
 			wait.Stop()
 			return ErrClosed
