@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,11 +97,14 @@ func TestChaos(t *testing.T) {
 	p, l := faultPlatform(t, map[string]string{"AVB_SESSION_IDLE_TIMEOUT": "20s", "AVB_SESSION_HEARTBEAT_TIMEOUT": "6s"})
 	ten := p.tenant("chaos", store.TierEnterprise)
 	admin := p.token("ada", ten.ID.String(), "admin")
-	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	created := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))
+	key, keyID := created["secret"].(string), created["apiKey"].(map[string]any)["id"].(string)
+	var attempts atomic.Int64 // requests made with the key
 	h := h2c()
 	client := avbv1connect.NewVoiceServiceClient(h, p.base, connect.WithGRPC(), withKey(key))
 	utter := spoken(t, ask, 800)
 	// Warm up (first call loads the speech models), then take the baseline.
+	attempts.Add(1)
 	if _, err := chaosCallOnce(client, utter); err != nil {
 		t.Fatalf("warm-up call: %v", err)
 	}
@@ -119,6 +123,7 @@ func TestChaos(t *testing.T) {
 	for range 2 { // callers
 		wg.Go(func() {
 			for ctx.Err() == nil {
+				attempts.Add(1)
 				c, err := chaosCallOnce(client, utter)
 				mu.Lock()
 				if c.session != uuid.Nil {
@@ -184,6 +189,7 @@ func TestChaos(t *testing.T) {
 	// Everything recovers without a restart.
 	eventuallyOK(t, p, "after chaos", "/avb.v1.ProjectService/ListProjects", "{}", bearer(admin)...)
 	for attempt := 1; ; attempt++ {
+		attempts.Add(1)
 		c, err := chaosCallOnce(client, utter)
 		if c.session != uuid.Nil {
 			calls = append(calls, c)
@@ -246,6 +252,21 @@ func TestChaos(t *testing.T) {
 			t.Errorf("session %s: the client was told %d/%d tokens, the database has %d/%d", c.session, c.tokensIn, c.tokensOut, s.InputTokens, s.OutputTokens)
 		}
 	}
+	// The key's usage count lost nothing: every call that opened was
+	// counted, and nothing that was not made.
+	var counted int64
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if err := ownerDB(t, p.owner).QueryRow(context.Background(), "SELECT usage_count FROM api_keys WHERE id = $1", keyID).Scan(&counted); err != nil {
+			t.Fatal(err)
+		}
+		if counted >= int64(len(calls)) && counted <= attempts.Load() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("key usage count %d: %d calls opened, %d made", counted, len(calls), attempts.Load())
+		}
+	}
+	t.Logf("key usage: %d counted, %d calls opened, %d made", counted, len(calls), attempts.Load())
 	// No goroutine is left behind.
 	h.CloseIdleConnections()
 	deadline = time.Now().Add(30 * time.Second)
