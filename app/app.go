@@ -473,6 +473,15 @@ func (a *App) Close() {
 		}
 		cancel()
 	}
+	if a.reporter != nil {
+		// Calls have ended; their last reports get a while to reach
+		// Temporal before this process lets go of it.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if n := a.reporter.Drain(ctx); n > 0 {
+			a.log.Error("stopping with session workflow reports undelivered; their sessions end by the outbox and their timeouts", "reports", n)
+		}
+		cancel()
+	}
 	a.workers.Stop()
 	if a.temporal != nil {
 		a.temporal.Close()

@@ -578,3 +578,36 @@ func TestLLMProviderEveryFault(t *testing.T) {
 	}
 	w.report(t)
 }
+
+// A server that stops while Temporal is unreachable gives its calls' last
+// reports time to get through: Temporal comes back during the shutdown, and
+// the next server's worker completes the session with the call's turn.
+func TestShutdownDeliversLateReports(t *testing.T) {
+	t.Parallel()
+	p, l := faultPlatform(t, nil)
+	ten := p.tenant("bye", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	l.temporal.Inject(testenv.Blackhole, 0)
+	tr := converse(t, avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key)), 20*time.Millisecond)
+	if p.app.Reporter().Pending() == 0 {
+		t.Fatal("reports were delivered with Temporal hung")
+	}
+	time.AfterFunc(time.Second, l.temporal.Heal)
+	p.stop()
+	if n := p.app.Reporter().Pending(); n != 0 {
+		t.Fatalf("%d reports left undelivered at shutdown", n)
+	}
+	// The next server's worker finishes the session with what was reported.
+	next := startPlatform(t, p.cfg, p.issuer, p.owner)
+	tctx := tenancy.With(context.Background(), ten.ID)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		s, err := next.app.DB().Sessions().Get(tctx, uuid.MustParse(tr.sessionID))
+		if err == nil && s.Status == store.SessionCompleted && s.Turns == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session after the shutdown: %+v (%v)", s, err)
+		}
+	}
+}

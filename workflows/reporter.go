@@ -122,7 +122,6 @@ type Reporter struct {
 	lanes   map[string]*lane
 	pending int
 	dropped atomic.Int64
-	wg      sync.WaitGroup
 }
 
 type report struct {
@@ -175,8 +174,22 @@ func (r *Reporter) Pending() int {
 // Dropped is how many reports were dropped because MaxPending were waiting.
 func (r *Reporter) Dropped() int64 { return r.dropped.Load() }
 
-// Wait waits until every lane is done (delivered, or stopped with ctx).
-func (r *Reporter) Wait() { r.wg.Wait() }
+// Drain waits until every report has been delivered, or ctx is done; it
+// returns how many were left. A server stopping calls it before it lets go
+// of Temporal, so a short Temporal outage during a deploy loses nothing.
+func (r *Reporter) Drain(ctx context.Context) int {
+	for {
+		n := r.Pending()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return n
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
 
 func (r *Reporter) enqueue(s Session, rep report) {
 	r.mu.Lock()
@@ -203,7 +216,6 @@ func (r *Reporter) enqueue(s Session, rep report) {
 	if l == nil {
 		l = &lane{s: s}
 		r.lanes[s.ID] = l
-		r.wg.Add(1)
 		go r.run(l)
 	}
 	if s.Joined {
@@ -217,7 +229,6 @@ func (r *Reporter) enqueue(s Session, rep report) {
 
 // run delivers a lane's reports in order, then retires the lane.
 func (r *Reporter) run(l *lane) {
-	defer r.wg.Done()
 	for {
 		r.mu.Lock()
 		if len(l.reports) == 0 {
