@@ -432,9 +432,7 @@ func issuerPath(issuer string) string {
 
 // Migrate applies pending migrations as the schema owner (AVB_DATABASE_MIGRATION_URL).
 func Migrate(ctx context.Context, cfg config.Database, log *slog.Logger) error {
-	owner := cfg
-	owner.URL, owner.MinConns = cfg.MigrationURL, 0
-	db, err := store.Open(ctx, owner)
+	db, err := store.Open(ctx, store.MigrationConfig(cfg))
 	if err != nil {
 		return err
 	}

@@ -97,6 +97,16 @@ func Open(ctx context.Context, cfg config.Database) (*DB, error) {
 	return &DB{Pool: pool, Bun: bun.NewDB(sqldb, pgdialect.New()), sql: sqldb}, nil
 }
 
+// MigrationConfig is the pool configuration of the schema owner, for
+// migrations: no idle connections, and no statement or idle-in-transaction
+// timeout (a migration may rightly run long; its caller bounds it).
+func MigrationConfig(cfg config.Database) config.Database {
+	owner := cfg
+	owner.URL, owner.MinConns = cfg.MigrationURL, 0
+	owner.StatementTimeout, owner.IdleInTxTimeout = 0, 0
+	return owner
+}
+
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error {
 	return db.Pool.Ping(ctx)

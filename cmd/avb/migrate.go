@@ -86,9 +86,7 @@ func withDB(cmd *cobra.Command, fn func(*store.DB) error) error {
 	if cfg.Database.MigrationURL == "" {
 		return fmt.Errorf("AVB_DATABASE_MIGRATION_URL is required for migrations (the schema owner's URL)")
 	}
-	owner := cfg.Database
-	owner.URL, owner.MinConns = cfg.Database.MigrationURL, 0
-	db, err := store.Open(cmd.Context(), owner)
+	db, err := store.Open(cmd.Context(), store.MigrationConfig(cfg.Database))
 	if err != nil {
 		return err
 	}
