@@ -97,8 +97,7 @@ func TestChaos(t *testing.T) {
 	p, l := faultPlatform(t, map[string]string{"AVB_SESSION_IDLE_TIMEOUT": "20s", "AVB_SESSION_HEARTBEAT_TIMEOUT": "6s"})
 	ten := p.tenant("chaos", store.TierEnterprise)
 	admin := p.token("ada", ten.ID.String(), "admin")
-	created := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))
-	key, keyID := created["secret"].(string), created["apiKey"].(map[string]any)["id"].(string)
+	key, keyID := p.realtimeKey(ten)
 	var attempts atomic.Int64 // requests made with the key
 	h := h2c()
 	client := avbv1connect.NewVoiceServiceClient(h, p.base, connect.WithGRPC(), withKey(key))

@@ -45,10 +45,15 @@ var faultDeadlines = map[string]string{
 
 // faultBound is the most a request may take while one dependency misbehaves:
 // the largest deadline of that dependency (one call reaches it, then its
-// breaker is open) plus a margin for a shared, noisy machine.
-var faultBound = map[string]time.Duration{
-	"postgres": 800 * time.Millisecond, "redis": 300 * time.Millisecond, "spicedb": 600 * time.Millisecond,
-	"oidc": 500 * time.Millisecond, "temporal": 600 * time.Millisecond,
+// breaker is open) plus faultMargin for a shared, noisy machine.
+func faultBound(dep string) time.Duration {
+	setting := map[string]string{"postgres": "AVB_DATABASE_QUERY_TIMEOUT", "redis": "AVB_REDIS_COMMAND_TIMEOUT",
+		"spicedb": "AVB_SPICEDB_WRITE_TIMEOUT", "oidc": "AVB_OIDC_FETCH_TIMEOUT", "temporal": "AVB_TEMPORAL_START_TIMEOUT"}[dep]
+	d, err := time.ParseDuration(faultDeadlines[setting])
+	if err != nil {
+		panic("no deadline for " + dep)
+	}
+	return d
 }
 
 const faultMargin = 1500 * time.Millisecond
@@ -247,11 +252,11 @@ func TestSpiceDBHungNewUserRecovers(t *testing.T) {
 	t.Logf("a request with a 150 ms deadline, SpiceDB hung: %s after %v", r.code, took)
 	viewer := p.token("fresh-viewer", ten.ID.String(), "viewer")
 	r, took = p.timedCall("/avb.v1.ProjectService/ListProjects", "{}", bearer(viewer)...)
-	wantUnavailableWithin(t, "first request, SpiceDB hung", r, took, faultBound["spicedb"])
+	wantUnavailableWithin(t, "first request, SpiceDB hung", r, took, faultBound("spicedb"))
 	t.Logf("first request of a new user with SpiceDB hung: %v", took)
 	// While SpiceDB is known down, requests fail at once.
 	r, took = p.timedCall("/avb.v1.ProjectService/ListProjects", "{}", bearer(viewer)...)
-	wantUnavailableWithin(t, "second request, SpiceDB hung", r, took, faultBound["spicedb"])
+	wantUnavailableWithin(t, "second request, SpiceDB hung", r, took, faultBound("spicedb"))
 	eventuallyReady(t, p, "spicedb", "down")
 
 	l.spicedb.Heal()
@@ -329,7 +334,7 @@ func TestEveryDependencyEveryFault(t *testing.T) {
 			r, took := needs(string(fault))
 			w.see(name, took)
 			if r.status != http.StatusOK {
-				wantUnavailableWithin(t, name, r, took, faultBound[dep])
+				wantUnavailableWithin(t, name, r, took, faultBound(dep))
 			} else if fault != testenv.Latency || dep == "oidc" {
 				t.Fatalf("%s: the RPC that needs it succeeded", name)
 			}
@@ -383,8 +388,7 @@ func TestTemporalHungSessionsCarryOn(t *testing.T) {
 	t.Parallel()
 	p, l := faultPlatform(t, nil)
 	ten := p.tenant("tmp", store.TierPro)
-	admin := p.token("ada", ten.ID.String(), "admin")
-	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	key, _ := p.realtimeKey(ten)
 
 	l.temporal.Inject(testenv.Blackhole, 0)
 	start := time.Now()
@@ -449,8 +453,7 @@ func TestTemporalEveryFault(t *testing.T) {
 	t.Parallel()
 	p, l := faultPlatform(t, nil)
 	ten := p.tenant("tall", store.TierEnterprise)
-	admin := p.token("ada", ten.ID.String(), "admin")
-	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	key, _ := p.realtimeKey(ten)
 	var w worst
 	var ids []uuid.UUID
 	for _, fault := range testenv.Faults {
@@ -552,8 +555,7 @@ func TestLLMProviderEveryFault(t *testing.T) {
 		"AVB_LLM_FIRST_TOKEN_TIMEOUT": "800ms", "AVB_LLM_CHUNK_TIMEOUT": "500ms", "AVB_BREAKER_OPEN_FOR": "300ms"}
 	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), env), issuer, owner)
 	ten := p.tenant("llm", store.TierPro)
-	admin := p.token("ada", ten.ID.String(), "admin")
-	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	key, _ := p.realtimeKey(ten)
 	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
 
 	if reply, reason, _ := askOnce(t, client, "openai"); reply == "" {
@@ -586,8 +588,7 @@ func TestShutdownDeliversLateReports(t *testing.T) {
 	t.Parallel()
 	p, l := faultPlatform(t, nil)
 	ten := p.tenant("bye", store.TierPro)
-	admin := p.token("ada", ten.ID.String(), "admin")
-	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	key, _ := p.realtimeKey(ten)
 	l.temporal.Inject(testenv.Blackhole, 0)
 	tr := converse(t, avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key)), 20*time.Millisecond)
 	if p.app.Reporter().Pending() == 0 {
@@ -610,4 +611,16 @@ func TestShutdownDeliversLateReports(t *testing.T) {
 			t.Fatalf("session after the shutdown: %+v (%v)", s, err)
 		}
 	}
+}
+
+// realtimeKey creates a realtime-scoped API key in ten, as its administrator
+// would, and returns its secret and id.
+func (p *platform) realtimeKey(ten *store.Tenant) (secret, id string) {
+	p.t.Helper()
+	admin := p.token("ada", ten.ID.String(), "admin")
+	r := p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...)
+	if r.status != http.StatusOK {
+		p.t.Fatalf("create a realtime key: %d %s", r.status, r.raw)
+	}
+	return r.body["secret"].(string), r.body["apiKey"].(map[string]any)["id"].(string)
 }
