@@ -46,6 +46,8 @@ func workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			opts.DialTimeout = cfg.Redis.DialTimeout
+			opts.ReadTimeout, opts.WriteTimeout, opts.PoolTimeout = cfg.Redis.CommandTimeout, cfg.Redis.CommandTimeout, cfg.Redis.CommandTimeout
 			rdb := redis.NewClient(opts)
 			defer rdb.Close()
 			bus := invalidation.New(rdb, log)

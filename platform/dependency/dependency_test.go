@@ -149,6 +149,25 @@ func TestTransportDeadlines(t *testing.T) {
 		t.Fatalf("stalled stream: %v", err)
 	}
 
+	// Refused: nothing listens.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String()
+	ln.Close()
+	g4, _ := newGuard(t, time.Minute)
+	c = &http.Client{Transport: g4.Transport(nil, time.Second, time.Second)}
+	for range 3 {
+		start := time.Now()
+		if _, err := c.Get(closed); !errors.Is(err, ErrUnavailable) || time.Since(start) > time.Second {
+			t.Fatalf("refused: %v after %v", err, time.Since(start))
+		}
+	}
+	if !g4.Open() {
+		t.Fatalf("breaker %s after three refused connections", g4.State())
+	}
+
 	g3, _ := newGuard(t, time.Minute)
 	c = &http.Client{Transport: g3.Transport(nil, time.Second, time.Second)}
 	for range 3 {
