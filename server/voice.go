@@ -561,6 +561,13 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 	go func() { received <- s.receive(l, stream.Receive) }()
 	select {
 	case err = <-received:
+		if errors.Is(err, voice.ErrClosed) {
+			// The caller's audio met a call the platform had closed
+			// (terminated, or ended by its workflow): say why.
+			if err = l.call.Err(); err == nil {
+				err = l.platformEnd()
+			}
+		}
 		status, reason := endStatus(err)
 		s.finish(ctx, l, status, reason)
 		// The pump delivers what is left; a client that reads nothing
