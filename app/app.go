@@ -34,7 +34,9 @@ import (
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/platform/probe"
+	"github.com/agentvoicebox/avb/platform/ratelimit"
 	"github.com/agentvoicebox/avb/server"
+	"github.com/agentvoicebox/avb/server/limits"
 	"github.com/agentvoicebox/avb/server/middleware"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
@@ -77,6 +79,7 @@ type App struct {
 
 	clientTokens *authn.ClientTokens
 	stop         context.CancelFunc
+	limiter      *ratelimit.Limiter
 
 	schemaWritten atomic.Bool
 	Metrics       *metrics.Metrics
@@ -119,7 +122,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 			return nil, err
 		}
 	}
-	db, err := store.Open(ctx, cfg.Database)
+	db, err := store.Open(ctx, cfg.Database, store.ObserveQueries(func(op string, d time.Duration) {
+		a.Metrics.DBQueryDuration.WithLabelValues(op).Observe(d.Seconds())
+	}))
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +184,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		a.Close()
 		return nil, err
 	}
+	readiness.Degraded("rate_limits", func() string {
+		if a.limiter.Local() {
+			return "decided by each instance on its own: Redis does not answer"
+		}
+		return ""
+	})
 	a.server = server.New(server.Options{
 		HTTP:         cfg.HTTP,
 		Logger:       log,
@@ -265,7 +276,16 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 	if a.decider == nil {
 		a.decider = &authz.SpiceDB{C: spice}
 	}
-	interceptors := []connect.Interceptor{auth.Interceptor(), authz.Interceptor(a.decider), validate}
+	a.limiter = ratelimit.New(a.redis, cfg.RateLimit.Prefix, a.log)
+	a.limiter.OnFallback = func(local bool) {
+		a.Metrics.RateLimitLocal.Set(map[bool]float64{true: 1}[local])
+	}
+	tiers := limits.Tiers{Default: cfg.RateLimit.Default, APIKey: cfg.RateLimit.APIKey, Elevated: cfg.RateLimit.Elevated,
+		Admin: cfg.RateLimit.Admin, Ceiling: config.Pairs(cfg.RateLimit.Ceiling)}
+	// Rate limits come right after authentication: a request over its
+	// limit reaches no authorization check and no database transaction.
+	interceptors := []connect.Interceptor{auth.Interceptor(), limits.Interceptor(a.limiter, tiers, a.Metrics),
+		authz.Interceptor(a.decider), validate}
 	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus, Grants: grants,
 		Events: events.Hub{Redis: a.redis}, Log: a.log}, nil
 }
@@ -368,14 +388,19 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 			if err != nil {
 				return err
 			}
-			return a.db.Sessions().WorkflowStarted(tenancy.With(ctx, tenant), id)
+			first, err := a.db.Sessions().WorkflowStarted(tenancy.With(ctx, tenant), id)
+			if first {
+				a.Metrics.TemporalWorkflows.WithLabelValues("session", "started").Inc()
+			}
+			return err
 		}
 		a.reporter = reporter
 		reporter.IdleTimeout, reporter.HeartbeatTimeout = vc.SessionIdleTimeout, vc.SessionHeartbeatTimeout
 		reporter.Queues = workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
 		if vc.RunWorker {
 			a.workers = workflows.NewWorkers(tc, reporter.Queues, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall, Held: limiter.Held},
-				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: a.redis}, Notifier: &events.Notifier{DB: a.db, Hub: events.Hub{Redis: a.redis}}})
+				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: a.redis}, Notifier: &events.Notifier{DB: a.db, Hub: events.Hub{Redis: a.redis}},
+					Ended: func(status string) { a.Metrics.TemporalWorkflows.WithLabelValues("session", status).Inc() }})
 			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace, reporter.Queues); err != nil {
 				a.log.Warn("temporal namespace not prepared", "error", err.Error())
 			}

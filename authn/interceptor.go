@@ -216,7 +216,7 @@ func (a *Authenticator) resolveTenant(ctx context.Context, p *Principal, claim s
 	if err := Serving(t); err != nil {
 		return err
 	}
-	p.TenantID, p.AuthzToken = t.ID, t.AuthzToken
+	p.TenantID, p.TenantTier, p.AuthzToken = t.ID, t.Tier, t.AuthzToken
 	return nil
 }
 

@@ -42,6 +42,8 @@ type Principal struct {
 	RateLimitTier string
 	// TenantID is the tenant the request acts for (uuid.Nil for platform RPCs without one).
 	TenantID uuid.UUID
+	// TenantTier is that tenant's tier (its keys' rate limits have a ceiling by tier).
+	TenantTier string
 	// SessionID limits a client token to one session (uuid.Nil: any).
 	SessionID uuid.UUID
 	// AuthzToken is the ZedToken of the tenant's newest authorization write:

@@ -43,6 +43,20 @@ type Readiness struct {
 	// down remembers which dependencies the last probe found down, so a
 	// change is logged once, not every probe.
 	down sync.Map
+	// degraded names the features running in a degraded mode, and says how
+	// ("" while they are not).
+	degraded map[string]func() string
+}
+
+// Degraded adds a feature to the report's "degraded" section: detail says
+// how the feature runs while a dependency is missing ("" when it runs normally).
+func (r *Readiness) Degraded(feature string, detail func() string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.degraded == nil {
+		r.degraded = map[string]func() string{}
+	}
+	r.degraded[feature] = detail
 }
 
 // minInterval is how long a readiness round is reused.
@@ -58,6 +72,9 @@ type Report struct {
 	// Status is "ready", "not_ready" or "draining".
 	Status string                 `json:"status"`
 	Checks map[string]CheckResult `json:"checks"`
+	// Degraded lists the features that run in a degraded mode (rate limits
+	// decided per instance while Redis is down), and how.
+	Degraded map[string]string `json:"degraded,omitempty"`
 }
 
 // CheckResult is one dependency's state.
@@ -84,7 +101,7 @@ func (r *Readiness) Check(ctx context.Context) Report {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if time.Since(r.at) < minInterval && r.last.Checks != nil {
-		return r.withDrain(r.last)
+		return r.withDrain(r.withDegraded(r.last))
 	}
 	results := make([]CheckResult, len(r.deps))
 	var wg sync.WaitGroup
@@ -100,7 +117,20 @@ func (r *Readiness) Check(ctx context.Context) Report {
 		}
 	}
 	r.last, r.at = rep, time.Now()
-	return r.withDrain(rep)
+	return r.withDrain(r.withDegraded(rep))
+}
+
+func (r *Readiness) withDegraded(rep Report) Report {
+	rep.Degraded = nil
+	for feature, detail := range r.degraded {
+		if d := detail(); d != "" {
+			if rep.Degraded == nil {
+				rep.Degraded = map[string]string{}
+			}
+			rep.Degraded[feature] = d
+		}
+	}
+	return rep
 }
 
 func (r *Readiness) withDrain(rep Report) Report {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -144,12 +145,19 @@ func (s *Server) Handler() http.Handler {
 		}
 		mux.Handle(RESTPrefix, rest)
 	}
+	var proxies []netip.Prefix
+	for _, p := range s.opts.HTTP.TrustedProxies {
+		if prefix, err := config.ParsePrefix(p); err == nil { // config validated them
+			proxies = append(proxies, prefix)
+		}
+	}
 	return middleware.HTTP(mux, middleware.HTTPOptions{
-		Metrics:           s.opts.Metrics,
-		Route:             s.route,
-		AllowedOrigins:    s.opts.HTTP.CORSAllowedOrigins,
-		TrustForwardedFor: s.opts.HTTP.TrustForwardedFor,
-		TLS:               s.opts.HTTP.TLSCertFile != "",
+		Metrics:        s.opts.Metrics,
+		Route:          s.route,
+		AllowedOrigins: s.opts.HTTP.CORSAllowedOrigins,
+		TrustedProxies: proxies,
+		RedirectHTTPS:  s.opts.HTTP.HTTPSRedirect && s.opts.HTTP.TLSCertFile == "",
+		Plain:          []string{"/health/", "/health/ready/", "/metrics", "/grpc.health.v1.Health/Check"},
 	})
 }
 

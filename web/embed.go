@@ -33,7 +33,7 @@ func Handler(prefix, dir string) http.Handler {
 			return
 		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self' blob:; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; media-src 'self' blob:; worker-src 'self' blob:")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self' blob:; img-src 'self' data:; style-src 'self'; connect-src 'self'; media-src 'self' blob:; worker-src 'self' blob:")
 		files.ServeHTTP(w, r)
 	})
 }

@@ -30,7 +30,20 @@ type Config struct {
 	Auth      Auth
 	Voice     Voice
 	Breaker   Breaker
+	RateLimit RateLimit
 	Dev       Dev
+}
+
+// RateLimit configures the request rate limits (requests a minute; 0 turns
+// a limit off). Buckets live in Redis, shared by every instance; while Redis
+// is down each instance keeps buckets of its own with the same limits.
+type RateLimit struct {
+	Default  int      `env:"AVB_RATE_LIMIT_DEFAULT" default:"60" test:"100000" min:"0" desc:"requests a minute of a user, and of an unauthenticated client IP"`
+	APIKey   int      `env:"AVB_RATE_LIMIT_API_KEY" default:"120" test:"100000" min:"0" desc:"requests a minute of a standard API key (rate_limit_tier standard)"`
+	Elevated int      `env:"AVB_RATE_LIMIT_ELEVATED_FACTOR" default:"5" min:"1" desc:"an elevated API key gets this many times AVB_RATE_LIMIT_API_KEY (an unlimited key has no limit of its own)"`
+	Admin    int      `env:"AVB_RATE_LIMIT_ADMIN" default:"300" test:"100000" min:"0" desc:"requests a minute of sysadmins and tenant admins"`
+	Ceiling  []string `env:"AVB_RATE_LIMIT_TENANT_CEILING" default:"free=120,starter=600,pro=3000,enterprise=0" test:"" pairs:"free,starter,pro,enterprise" desc:"comma-separated tier=requests a minute: the most any API key of a tenant of that tier may make, whatever its own tier (0: no ceiling)"`
+	Prefix   string   `env:"AVB_RATE_LIMIT_REDIS_PREFIX" default:"avb:rl:" desc:"prefix of the rate limiter's Redis keys (platforms sharing a Redis use different ones)"`
 }
 
 // Breaker configures the circuit breaker every dependency has: while it is
@@ -75,7 +88,8 @@ type HTTP struct {
 	ShutdownTimeout     time.Duration `env:"AVB_SHUTDOWN_TIMEOUT" default:"30s" min:"1s" desc:"on SIGTERM, how long in-flight calls may take to finish"`
 	StreamDrainTimeout  time.Duration `env:"AVB_STREAM_DRAIN_TIMEOUT" default:"10s" dev:"2s" test:"2s" min:"0s" desc:"on SIGTERM, how long open streams keep running before they are closed with unavailable/server_shutting_down"`
 	CORSAllowedOrigins  []string      `env:"AVB_CORS_ALLOWED_ORIGINS" default:"" dev:"http://localhost:5173,http://localhost:8080,http://127.0.0.1:8080" desc:"comma-separated browser origins allowed to call the API (none by default in prod)"`
-	TrustForwardedFor   bool          `env:"AVB_TRUST_FORWARDED_FOR" default:"false" desc:"take the client IP from X-Forwarded-For (only behind a proxy you run)"`
+	TrustedProxies      []string      `env:"AVB_TRUSTED_PROXIES" default:"" cidr:"" desc:"comma-separated CIDRs or addresses of the reverse proxies in front of avb: from a trusted proxy, the client IP is the right-most X-Forwarded-For entry that is not a trusted proxy, and X-Forwarded-Proto says whether the request was https (HSTS)"`
+	HTTPSRedirect       bool          `env:"AVB_HTTPS_REDIRECT" default:"true" dev:"false" test:"false" desc:"redirect plain-HTTP requests (not from a trusted proxy that says https) to https, except health, readiness and metrics"`
 	ExposeErrorInternal bool          `env:"AVB_EXPOSE_INTERNAL_ERRORS" default:"false" dev:"true" desc:"include the cause of internal errors in responses (never in prod)"`
 }
 

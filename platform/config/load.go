@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -241,6 +242,24 @@ func (v Var) set(raw string) error {
 				}
 			}
 		}
+		if keys, ok := v.tag.Lookup("pairs"); ok {
+			for _, item := range items {
+				k, n, found := strings.Cut(item, "=")
+				if !found || !slices.Contains(strings.Split(keys, ","), k) {
+					return fmt.Errorf("%q is not name=number with a name of %s", item, keys)
+				}
+				if i, err := strconv.Atoi(n); err != nil || i < 0 {
+					return fmt.Errorf("%q: %q is not a number of at least 0", item, n)
+				}
+			}
+		}
+		if _, ok := v.tag.Lookup("cidr"); ok {
+			for _, item := range items {
+				if _, err := ParsePrefix(item); err != nil {
+					return err
+				}
+			}
+		}
 		v.field.Set(reflect.ValueOf(items))
 	default:
 		if err := validateString(v.tag, raw); err != nil {
@@ -319,4 +338,28 @@ func devIssuerURL(h *HTTP) string {
 		scheme = "https"
 	}
 	return scheme + "://" + net.JoinHostPort(host, port) + "/dev/oidc/realms/avb"
+}
+
+// ParsePrefix parses a CIDR ("10.0.0.0/8") or a single address ("10.0.0.1",
+// a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Pairs reads a list of name=number items (validated by the pairs tag).
+func Pairs(items []string) map[string]int {
+	out := make(map[string]int, len(items))
+	for _, item := range items {
+		k, n, _ := strings.Cut(item, "=")
+		out[k], _ = strconv.Atoi(n)
+	}
+	return out
 }

@@ -37,6 +37,10 @@ type Metrics struct {
 	CacheMisses       *prometheus.CounterVec   // cache_misses_total{cache}
 	TemporalWorkflows *prometheus.CounterVec   // temporal_workflows_total{workflow,outcome}
 	DependencyUp      *prometheus.GaugeVec     // dependency_up{dependency}
+
+	// Rate limits.
+	RateLimitRejections *prometheus.CounterVec // rate_limit_rejections_total{tier}
+	RateLimitLocal      prometheus.Gauge       // rate_limit_local
 }
 
 // latencyBuckets suit request and voice latencies: 1 ms to 10 s.
@@ -104,6 +108,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		DependencyUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dependency_up", Help: "1 when the last readiness check of a dependency succeeded, else 0.",
 		}, []string{"dependency"}),
+		RateLimitRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rate_limit_rejections_total", Help: "Requests refused by a rate limit, by tier (anonymous, user, admin, api_key).",
+		}, []string{"tier"}),
+		RateLimitLocal: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rate_limit_local", Help: "1 while this instance decides rate limits from its own buckets because Redis does not answer, else 0.",
+		}),
 	}
 	reg.MustRegister(m.collectors()...)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -116,5 +126,6 @@ func (m *Metrics) collectors() []prometheus.Collector {
 		m.Tenants, m.Sessions, m.SessionDuration, m.ActiveSessions, m.TurnLatency,
 		m.STTRequests, m.TTSRequests, m.LLMRequests, m.LLMTokens,
 		m.DBQueryDuration, m.CacheHits, m.CacheMisses, m.TemporalWorkflows, m.DependencyUp,
+		m.RateLimitRejections, m.RateLimitLocal,
 	}
 }

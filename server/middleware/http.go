@@ -2,8 +2,9 @@ package middleware
 
 import (
 	"context"
-	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,10 +22,15 @@ type HTTPOptions struct {
 	Route func(path string) string
 	// AllowedOrigins lists the browser origins CORS admits.
 	AllowedOrigins []string
-	// TrustForwardedFor takes the client IP from X-Forwarded-For.
-	TrustForwardedFor bool
-	// TLS adds Strict-Transport-Security.
-	TLS bool
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For and
+	// X-Forwarded-Proto are believed.
+	TrustedProxies []netip.Prefix
+	// RedirectHTTPS sends plain-HTTP requests to https (except the paths
+	// in Plain).
+	RedirectHTTPS bool
+	// Plain are paths served over plain HTTP whatever RedirectHTTPS says
+	// (health, readiness, metrics: probes and scrapers inside the cluster).
+	Plain []string
 }
 
 type clientIPKey struct{}
@@ -58,10 +64,19 @@ func HTTP(next http.Handler, opts HTTPOptions) http.Handler {
 		}
 		h := w.Header()
 		h.Set(RequestIDHeader, id)
-		securityHeaders(h, opts.TLS)
+		peer := peerAddr(r)
+		trusted := isTrusted(peer, opts.TrustedProxies)
+		https := r.TLS != nil || (trusted && forwardedHTTPS(r.Header))
+		securityHeaders(h, https)
+		if opts.RedirectHTTPS && !https && !slices.Contains(opts.Plain, r.URL.Path) {
+			u := *r.URL
+			u.Scheme, u.Host = "https", r.Host
+			http.Redirect(w, r, u.String(), http.StatusPermanentRedirect)
+			return
+		}
 
 		ctx, _ := logging.WithFields(r.Context(), id)
-		ctx = context.WithValue(ctx, clientIPKey{}, clientIP(r, opts.TrustForwardedFor))
+		ctx = context.WithValue(ctx, clientIPKey{}, clientIP(r.Header, peer, trusted, opts.TrustedProxies))
 		ctx = context.WithValue(ctx, hostKey{}, r.Host)
 		r = r.WithContext(ctx)
 
@@ -105,7 +120,7 @@ func isPreflight(r *http.Request) bool {
 // Headers a browser client may send and read, beyond Connect's own.
 var (
 	corsRequestHeaders  = []string{"Authorization", "X-API-Key", "X-Tenant-ID", RequestIDHeader}
-	corsResponseHeaders = []string{RequestIDHeader, "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"}
+	corsResponseHeaders = []string{RequestIDHeader, "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After"}
 	corsAllowMethods    = strings.Join(connectcors.AllowedMethods(), ", ")
 	corsAllowHeaders    = strings.Join(append(connectcors.AllowedHeaders(), corsRequestHeaders...), ", ")
 	corsExposeHeaders   = strings.Join(append(connectcors.ExposedHeaders(), corsResponseHeaders...), ", ")
@@ -127,20 +142,67 @@ func corsHeaders(h http.Header, r *http.Request, origin string) bool {
 	return true
 }
 
-func clientIP(r *http.Request, trustForwarded bool) string {
-	if trustForwarded {
-		if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-			first, _, _ := strings.Cut(xff, ",")
-			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
-				return ip.String()
+// peerAddr is the address of the connection's other end.
+func peerAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		a, _ := netip.ParseAddr(r.RemoteAddr)
+		return a.Unmap()
+	}
+	return ap.Addr().Unmap()
+}
+
+func isTrusted(a netip.Addr, proxies []netip.Prefix) bool {
+	for _, p := range proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedHTTPS reports whether the nearest proxy says the request came
+// over https (the right-most X-Forwarded-Proto value).
+func forwardedHTTPS(h http.Header) bool {
+	values := h.Values("X-Forwarded-Proto")
+	if len(values) == 0 {
+		return false
+	}
+	last := values[len(values)-1]
+	if i := strings.LastIndexByte(last, ','); i >= 0 {
+		last = last[i+1:]
+	}
+	return strings.EqualFold(strings.TrimSpace(last), "https")
+}
+
+// clientIP is the address the request came from. Only a trusted proxy's
+// X-Forwarded-For is read, right to left: each trusted proxy appended the
+// address it got the request from, so the first address that is not a
+// trusted proxy is the client. Entries left of it are whatever the client
+// sent, and are never believed: a client cannot pick its own IP.
+func clientIP(h http.Header, peer netip.Addr, trusted bool, proxies []netip.Prefix) string {
+	if !peer.IsValid() {
+		return "unknown"
+	}
+	if !trusted {
+		return peer.String()
+	}
+	hop := peer
+	values := h.Values("X-Forwarded-For")
+	for i := len(values) - 1; i >= 0; i-- {
+		entries := strings.Split(values[i], ",")
+		for j := len(entries) - 1; j >= 0; j-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(entries[j]))
+			if err != nil {
+				return hop.String() // not an address: what sent it is the client
+			}
+			hop = a.Unmap()
+			if !isTrusted(hop, proxies) {
+				return hop.String()
 			}
 		}
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
+	return hop.String()
 }
 
 // statusRecorder remembers the status code. It forwards Flush, which
