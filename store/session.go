@@ -100,13 +100,20 @@ func (r Sessions) Create(ctx context.Context, s *Session) error {
 	})
 }
 
-// WorkflowStarted records that the session's workflow exists.
-func (r Sessions) WorkflowStarted(ctx context.Context, id uuid.UUID) error {
-	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.NewUpdate().Model((*Session)(nil)).Set("workflow_started_at = now()").
+// WorkflowStarted records that the session's workflow exists; first is
+// true for the call that recorded it.
+func (r Sessions) WorkflowStarted(ctx context.Context, id uuid.UUID) (first bool, err error) {
+	err = r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		res, err := tx.NewUpdate().Model((*Session)(nil)).Set("workflow_started_at = now()").
 			Where("id = ? AND workflow_started_at IS NULL", id).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		first = n == 1
 		return err
 	})
+	return first, err
 }
 
 // AwaitingWorkflow is an open session whose workflow is not confirmed.

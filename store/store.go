@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 
@@ -71,7 +70,11 @@ func (db *DB) do(ctx context.Context, fn func(ctx context.Context) error) error 
 
 // Open creates the pool. It does not wait for the database: a server starts
 // and reports the database in its readiness until it answers.
-func Open(ctx context.Context, cfg config.Database) (*DB, error) {
+func Open(ctx context.Context, cfg config.Database, opts ...Option) (*DB, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	pc, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("parse database url: %w", err)
@@ -89,12 +92,28 @@ func Open(ctx context.Context, cfg config.Database) (*DB, error) {
 	if cfg.IdleInTxTimeout > 0 {
 		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.IdleInTxTimeout.Milliseconds(), 10)
 	}
+	if o.observe != nil {
+		pc.ConnConfig.Tracer = queryTracer{observe: o.observe}
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
 	}
-	sqldb := stdlib.OpenDBFromPool(pool)
+	sqldb := openSQL(pool)
 	return &DB{Pool: pool, Bun: bun.NewDB(sqldb, pgdialect.New()), sql: sqldb}, nil
+}
+
+// Option changes how Open builds the pool.
+type Option func(*options)
+
+type options struct {
+	observe func(operation string, d time.Duration)
+}
+
+// ObserveQueries has every statement's duration reported to observe, with
+// its Operation.
+func ObserveQueries(observe func(operation string, d time.Duration)) Option {
+	return func(o *options) { o.observe = observe }
 }
 
 // MigrationConfig is the pool configuration of the schema owner, for

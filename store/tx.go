@@ -12,7 +12,8 @@ import (
 )
 
 // InTenant runs fn in a transaction that acts for the tenant in ctx: it sets
-// app.tenant_id for the transaction only (SET LOCAL semantics), so row-level
+// app.tenant_id for the transaction only (SET LOCAL semantics, sent with
+// the BEGIN), so row-level
 // security confines every statement in fn to that tenant. It is the one way
 // repositories reach tenant-owned tables.
 func (db *DB) InTenant(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
@@ -26,12 +27,8 @@ func (db *DB) InTenant(ctx context.Context, fn func(ctx context.Context, tx bun.
 			return err
 		}
 		defer conn.Close()
-		return conn.RunInTx(ctx, &sql.TxOptions{}, func(ctx context.Context, tx bun.Tx) error {
-			if _, err := tx.ExecContext(ctx, "SELECT set_config('app.tenant_id', ?, true)", id.String()); err != nil {
-				return fmt.Errorf("set tenant: %w", err)
-			}
-			return fn(ctx, tx)
-		})
+		// BEGIN carries the set_config (one round trip for both).
+		return conn.RunInTx(withTxTenant(ctx, id), &sql.TxOptions{}, fn)
 	})
 }
 

@@ -16,6 +16,8 @@ type Notifications struct {
 	// Notifier, when set, leaves a tenant notification for sessions that
 	// end in error.
 	Notifier *events.Notifier
+	// Ended, when set, counts a session workflow's end by its final status.
+	Ended func(status string)
 }
 
 // SessionEndedInput is a session's end, for its tenant's subscribers.
@@ -42,8 +44,12 @@ func (n *Notifications) SessionEnded(ctx context.Context, in SessionEndedInput) 
 			return err
 		}
 	}
-	return n.Events.Publish(ctx, events.Event{Type: events.SessionEnded, TenantID: in.TenantID, Time: in.At, Data: map[string]any{
+	err := n.Events.Publish(ctx, events.Event{Type: events.SessionEnded, TenantID: in.TenantID, Time: in.At, Data: map[string]any{
 		"session_id": in.SessionID, "status": in.Outcome.Status, "reason": in.Outcome.Reason,
 		"turns": m.Turns, "duration_seconds": m.DurationSeconds, "input_tokens": m.InputTokens, "output_tokens": m.OutputTokens,
 	}})
+	if err == nil && n.Ended != nil {
+		n.Ended(in.Outcome.Status)
+	}
+	return err
 }
