@@ -28,6 +28,7 @@ import (
 	"github.com/agentvoicebox/avb/authz"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/gen/openapi"
+	"github.com/agentvoicebox/avb/platform/cache"
 	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/platform/dependency"
 	"github.com/agentvoicebox/avb/platform/events"
@@ -80,6 +81,7 @@ type App struct {
 	clientTokens *authn.ClientTokens
 	stop         context.CancelFunc
 	limiter      *ratelimit.Limiter
+	tenants      *authn.Tenants
 
 	schemaWritten atomic.Bool
 	Metrics       *metrics.Metrics
@@ -91,6 +93,21 @@ type App struct {
 // probe must reach Redis to see it is back) by using its own client.
 func (a *App) pingRedis(ctx context.Context) error {
 	return a.redisProbe.Ping(ctx).Err()
+}
+
+// observeCache counts a cache read in cache_hits_total or cache_misses_total.
+func (a *App) observeCache(name string, hit bool) {
+	if hit {
+		a.Metrics.CacheHits.WithLabelValues(name).Inc()
+	} else {
+		a.Metrics.CacheMisses.WithLabelValues(name).Inc()
+	}
+}
+
+// counted makes an in-process cache count its reads under name.
+func counted[V any](a *App, name string, c *invalidation.Cache[V]) *invalidation.Cache[V] {
+	c.Observe = func(hit bool) { a.observeCache(name, hit) }
+	return c
 }
 
 // Redis is the application's Redis client (under its guard).
@@ -158,6 +175,9 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	a.stop, a.runCtx = stop, runCtx
 	a.bus = invalidation.New(a.redis, log)
 	go a.bus.Run(runCtx)
+	rows := cache.New(a.redis, cfg.Redis.CacheTTL, log)
+	rows.Observe = func(kind string, hit bool) { a.observeCache(kind, hit) }
+	db.CacheRows(rows)
 
 	temporal, err := probe.NewGRPCHealth(cfg.Temporal.Address, temporalHealthService)
 	if err != nil {
@@ -235,8 +255,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 // interceptors every RPC passes, and the dependencies of the identity services.
 func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identity, error) {
 	tenants := authn.NewTenants(a.db.Tenants(), a.bus,
-		invalidation.NewCache[*store.Tenant](a.bus, authn.TopicTenant, cfg.Auth.TenantCacheTTL))
+		counted(a, "tenant", invalidation.NewCache[*store.Tenant](a.bus, authn.TopicTenant, cfg.Auth.TenantCacheTTL)))
+	a.tenants = tenants
 	keys := authn.NewAPIKeys(a.db.APIKeys(), a.bus, cfg.Auth.CredentialTTL)
+	keys.Observe(func(hit bool) { a.observeCache("api_key", hit) })
 	a.usage = authn.NewUsage(a.db.APIKeys(), cfg.Auth.UsageFlush, a.log)
 	a.usage.Start()
 	if cfg.Auth.DevIssuer {
@@ -256,7 +278,7 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		Usage:        a.usage,
 		Tenants:      tenants,
 		Users:        a.db.Users(),
-		UserCache:    invalidation.NewCache[*store.User](a.bus, authn.TopicUser, cfg.Auth.CredentialTTL),
+		UserCache:    counted(a, "user", invalidation.NewCache[*store.User](a.bus, authn.TopicUser, cfg.Auth.CredentialTTL)),
 		BaseDomain:   cfg.Auth.TenantBaseDomain,
 	}
 	spice, err := authz.Dial(cfg.SpiceDB.Endpoint, cfg.SpiceDB.Token, cfg.SpiceDB.Insecure)
@@ -419,6 +441,9 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		Limiter:      limiter,
 		Bus:          a.bus,
 		Log:          a.log,
+		Tenant: func(ctx context.Context, id uuid.UUID) (*store.Tenant, error) {
+			return a.tenants.Lookup(ctx, id.String())
+		},
 	}
 	go v.RunWorkflowOutbox(a.runCtx, 2*time.Second)
 	return v, nil

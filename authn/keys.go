@@ -44,6 +44,9 @@ type APIKeys struct {
 	now   func() time.Time
 }
 
+// Observe counts each lookup as a cache hit or miss.
+func (v *APIKeys) Observe(f func(hit bool)) { v.cache.Observe = f }
+
 // NewAPIKeys returns a verifier caching results for ttl.
 func NewAPIKeys(s KeyStore, bus *invalidation.Bus, ttl time.Duration) *APIKeys {
 	return &APIKeys{store: s, cache: invalidation.NewCache[lookup](bus, TopicAPIKey, ttl), bus: bus, now: time.Now}

@@ -45,6 +45,9 @@ type Voice struct {
 	// Metrics, when set, receives session and turn-latency metrics.
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
+	// Tenant, when set, is the cached tenant lookup (its voice defaults
+	// fill what a session leaves unset); otherwise the database is read.
+	Tenant func(ctx context.Context, id uuid.UUID) (*store.Tenant, error)
 	// Models picks the language model a session names ("" or "scripted":
 	// the scripted model); an error means the model is not available.
 	Models func(name string) (llm.Model, error)
@@ -269,7 +272,11 @@ func workflowSession(sess *store.Session, cfg *avbv1.SessionConfig, joined bool)
 // withTenantDefaults fills what the session leaves unset (voice, model,
 // instructions) from the tenant's voice defaults.
 func (s *voiceServer) withTenantDefaults(ctx context.Context, tenantID uuid.UUID, cfg *avbv1.SessionConfig) *avbv1.SessionConfig {
-	t, err := s.DB.Tenants().Get(ctx, tenantID)
+	get := s.DB.Tenants().Get
+	if s.Tenant != nil {
+		get = s.Tenant
+	}
+	t, err := get(ctx, tenantID)
 	if err != nil {
 		return cfg
 	}

@@ -37,13 +37,16 @@ type ResourceKind struct {
 	Defaultable bool
 	// limit names the tenants column capping the count ("" for none).
 	limit string
+	// cached: Get reads through the row cache (DB.CacheRows), and every
+	// write of the kind invalidates it.
+	cached bool
 }
 
 // The kinds of named resources.
 var (
-	Projects     = ResourceKind{Table: "projects", limit: "max_projects"}
-	Personas     = ResourceKind{Table: "personas", InProject: true}
-	VoiceConfigs = ResourceKind{Table: "voice_configs", InProject: true}
+	Projects     = ResourceKind{Table: "projects", limit: "max_projects", cached: true}
+	Personas     = ResourceKind{Table: "personas", InProject: true, cached: true}
+	VoiceConfigs = ResourceKind{Table: "voice_configs", InProject: true, cached: true}
 	Themes       = ResourceKind{Table: "themes", Defaultable: true}
 )
 
@@ -166,8 +169,42 @@ func mapWriteErr(err error) error {
 	return err
 }
 
-// Get returns one row of the tenant.
+// Get returns one row of the tenant (through the row cache for cached kinds).
 func (r Resources) Get(ctx context.Context, id uuid.UUID) (*Resource, error) {
+	if !r.kind.cached || r.db.rows == nil {
+		return r.get(ctx, id)
+	}
+	b, err := r.db.rows.Fetch(ctx, r.kind.Table, id.String(), func(ctx context.Context) ([]byte, error) {
+		row, err := r.get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(row)
+	})
+	if err != nil {
+		return nil, err
+	}
+	row := new(Resource)
+	if err := json.Unmarshal(b, row); err != nil {
+		return nil, fmt.Errorf("cached %s row: %w", r.kind.Table, err)
+	}
+	return row, nil
+}
+
+// forget drops rows of the kind from the row cache, after their change
+// committed.
+func (r Resources) forget(ctx context.Context, kind ResourceKind, ids ...uuid.UUID) {
+	if !kind.cached || r.db.rows == nil || len(ids) == 0 {
+		return
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = id.String()
+	}
+	_ = r.db.rows.Delete(ctx, kind.Table, keys...) // it retries on its own
+}
+
+func (r Resources) get(ctx context.Context, id uuid.UUID) (*Resource, error) {
 	var out []Resource
 	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
 		return r.selectQ(tx, &out).Where("id = ?", id).Scan(ctx)
@@ -212,12 +249,25 @@ func (r Resources) Update(ctx context.Context, id uuid.UUID, change func(*Resour
 	if err != nil {
 		return nil, mapWriteErr(err)
 	}
+	r.forget(ctx, r.kind, id)
 	return res, nil
 }
 
 // Delete removes one row of the tenant.
+// Deleting a project deletes its personas and voice configs (the rows the
+// cascade would remove, named so the cache forgets them too).
 func (r Resources) Delete(ctx context.Context, id uuid.UUID) error {
-	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+	children := map[ResourceKind][]uuid.UUID{}
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		if r.kind == Projects {
+			for _, k := range []ResourceKind{Personas, VoiceConfigs} {
+				var ids []uuid.UUID
+				if err := tx.NewDelete().TableExpr(k.Table).Where("project_id = ?", id).Returning("id").Scan(ctx, &ids); err != nil {
+					return err
+				}
+				children[k] = ids
+			}
+		}
 		res, err := tx.NewDelete().TableExpr(r.kind.Table).Where("id = ?", id).Exec(ctx)
 		if err != nil {
 			return err
@@ -227,6 +277,14 @@ func (r Resources) Delete(ctx context.Context, id uuid.UUID) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	r.forget(ctx, r.kind, id)
+	for k, ids := range children {
+		r.forget(ctx, k, ids...)
+	}
+	return nil
 }
 
 // Order is a list order of named resources.

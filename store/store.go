@@ -35,7 +35,20 @@ type DB struct {
 	guard          *dependency.Guard
 	acquireTimeout time.Duration
 	queryTimeout   time.Duration
+	// rows caches the cached kinds of resources (nil: no cache).
+	rows RowCache
 }
+
+// RowCache caches rows for the tenant in ctx, by kind and id
+// (platform/cache is one).
+type RowCache interface {
+	Fetch(ctx context.Context, kind, id string, load func(context.Context) ([]byte, error)) ([]byte, error)
+	Delete(ctx context.Context, kind string, ids ...string) error
+}
+
+// CacheRows puts c in front of the reads of projects, personas and voice
+// configs; their writes invalidate it.
+func (db *DB) CacheRows(c RowCache) { db.rows = c }
 
 // Guard puts every call of the repositories under g: a connection must be
 // acquired within cfg.AcquireTimeout and a transaction must finish within

@@ -119,6 +119,7 @@ type Database struct {
 type Redis struct {
 	URL            string        `env:"AVB_REDIS_URL" dev:"redis://127.0.0.1:6379/0" test:"redis://127.0.0.1:6379/0" url:"redis,rediss,unix" secret:"" desc:"Redis connection URL"`
 	DialTimeout    time.Duration `env:"AVB_REDIS_DIAL_TIMEOUT" default:"1s" min:"10ms" desc:"time allowed to open one Redis connection (also how soon a lost pub/sub subscription is retried)"`
+	CacheTTL       time.Duration `env:"AVB_CACHE_TTL" default:"10m" min:"0s" desc:"how long the tenant-scoped Redis cache keeps a project, persona or voice config (writes invalidate it at once; 0 turns the cache off)"`
 	CommandTimeout time.Duration `env:"AVB_REDIS_COMMAND_TIMEOUT" default:"500ms" test:"3s" min:"10ms" desc:"time allowed for one Redis command or script, including waiting for a pooled connection"`
 }
 

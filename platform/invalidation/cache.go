@@ -18,6 +18,8 @@ type Cache[V any] struct {
 	mu  sync.RWMutex
 	m   map[string]entry[V]
 	gen uint64 // bumped by every invalidation
+	// Observe, when set, counts each Fetch as a hit or a miss.
+	Observe func(hit bool)
 }
 
 type entry[V any] struct {
@@ -61,8 +63,10 @@ func (c *Cache[V]) Get(key string) (V, bool) {
 // load that raced a revoke cannot put the stale row back.
 func (c *Cache[V]) Fetch(key string, load func() (V, error)) (V, error) {
 	if v, ok := c.Get(key); ok {
+		c.observe(true)
 		return v, nil
 	}
+	c.observe(false)
 	c.mu.RLock()
 	gen := c.gen
 	c.mu.RUnlock()
@@ -96,4 +100,10 @@ func (c *Cache[V]) Forget(key string) {
 	defer c.mu.Unlock()
 	c.gen++
 	delete(c.m, key)
+}
+
+func (c *Cache[V]) observe(hit bool) {
+	if c.Observe != nil {
+		c.Observe(hit)
+	}
 }
