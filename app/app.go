@@ -432,15 +432,16 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		}
 	}
 	v := server.Voice{
-		Workflows:    reporter,
-		Metrics:      a.Metrics,
-		DB:           a.db,
-		ClientTokens: a.clientTokens,
-		Providers:    prov,
-		Models:       models,
-		Limiter:      limiter,
-		Bus:          a.bus,
-		Log:          a.log,
+		Workflows:      reporter,
+		Metrics:        a.Metrics,
+		DB:             a.db,
+		ClientTokens:   a.clientTokens,
+		Providers:      prov,
+		Models:         models,
+		Limiter:        limiter,
+		Bus:            a.bus,
+		Log:            a.log,
+		ExposeInternal: cfg.HTTP.ExposeErrorInternal,
 		Tenant: func(ctx context.Context, id uuid.UUID) (*store.Tenant, error) {
 			return a.tenants.Lookup(ctx, id.String())
 		},

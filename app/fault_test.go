@@ -517,6 +517,13 @@ func openAIServer(t *testing.T, answer string) string {
 // to either.
 func askOnce(t *testing.T, client avbv1connect.VoiceServiceClient, model string) (reply, reason string, took time.Duration) {
 	t.Helper()
+	reply, reason, _, took = askTurn(t, client, model)
+	return reply, reason, took
+}
+
+// askTurn is askOnce that also returns the error event's message.
+func askTurn(t *testing.T, client avbv1connect.VoiceServiceClient, model string) (reply, reason, message string, took time.Duration) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream := client.Converse(ctx)
@@ -536,9 +543,9 @@ func askOnce(t *testing.T, client avbv1connect.VoiceServiceClient, model string)
 		case *avbv1.VoiceEvent_TranscriptFinal:
 			stopped = time.Now()
 		case *avbv1.VoiceEvent_ResponseDone:
-			return ev.ResponseDone.GetText(), "", time.Since(stopped)
+			return ev.ResponseDone.GetText(), "", "", time.Since(stopped)
 		case *avbv1.VoiceEvent_Error:
-			return "", ev.Error.GetReason(), time.Since(stopped)
+			return "", ev.Error.GetReason(), ev.Error.GetMessage(), time.Since(stopped)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -37,6 +38,14 @@ type slowSystem struct {
 	started chan struct{}
 	panics  bool
 	fails   error
+	// failure, when set, is how every call fails (property tests change it).
+	failure atomic.Pointer[failure]
+}
+
+type failure struct {
+	panics bool
+	text   string
+	err    error
 }
 
 func (s *slowSystem) GetServerInfo(ctx context.Context, req *connect.Request[avbv1.GetServerInfoRequest]) (*connect.Response[avbv1.GetServerInfoResponse], error) {
@@ -45,6 +54,12 @@ func (s *slowSystem) GetServerInfo(ctx context.Context, req *connect.Request[avb
 	}
 	if s.panics {
 		panic("secret internal detail")
+	}
+	if f := s.failure.Load(); f != nil {
+		if f.panics {
+			panic(f.text)
+		}
+		return nil, f.err
 	}
 	if s.fails != nil {
 		return nil, s.fails
@@ -75,11 +90,17 @@ func testHTTPConfig() config.HTTP {
 // start serves impl on a free port until ctx is done.
 func start(t *testing.T, ctx context.Context, impl avbv1connect.SystemServiceHandler, deps ...server.Dependency) *harness {
 	t.Helper()
+	return startWith(t, ctx, testHTTPConfig(), impl, deps...)
+}
+
+// startWith is start with an HTTP configuration.
+func startWith(t *testing.T, ctx context.Context, cfg config.HTTP, impl avbv1connect.SystemServiceHandler, deps ...server.Dependency) *harness {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := server.New(server.Options{
-		HTTP: testHTTPConfig(), Logger: log, Metrics: m, Gatherer: reg,
+		HTTP: cfg, Logger: log, Metrics: m, Gatherer: reg,
 		Readiness: server.NewReadiness(deps, time.Second, log, m),
 	})
 	srv.Handle(avbv1connect.NewSystemServiceHandler(impl, srv.HandlerOptions()...))
@@ -255,6 +276,65 @@ func TestPanicsAndUnexpectedErrorsRevealNothing(t *testing.T) {
 				t.Fatal("internal error does not carry the request id")
 			}
 		})
+	}
+}
+
+// internals are what a failure's own text may hold; none may reach a
+// client of a production server.
+var internals = []string{
+	"SELECT id FROM tenants WHERE slug = $1", "ERROR: relation \"x\" does not exist (SQLSTATE 42P01)",
+	"/src/avb/store/tenant.go:42", "*store.Tenant", "goroutine 7 [running]:\nmain.main()",
+	"dial tcp 10.0.0.3:5432: connect: connection refused", "redis: connection pool timeout",
+	"rpc error: code = Unknown desc = spicedb: schema", "unexpected EOF reading HTTP/1.1 response from 10.1.1.1:443",
+}
+
+// Property 17: whatever a handler's failure says (a panic, a driver's or
+// dependency's error, wrapped or plain), a production server answers
+// internal with the generic message and the request id, and nothing of the
+// failure's text; a development server (AVB_EXPOSE_INTERNAL_ERRORS) gives
+// the developer the cause.
+func TestPropertyInternalFailuresRevealNothing(t *testing.T) {
+	t.Parallel()
+	for _, expose := range []bool{false, true} {
+		impl := &slowSystem{SystemServiceHandler: server.NewSystemServer("v", "test")}
+		cfg := testHTTPConfig()
+		cfg.ExposeErrorInternal = expose
+		h := startWith(t, t.Context(), cfg, impl)
+		rapid.Check(t, func(rt *rapid.T) {
+			internal := rapid.SampledFrom(internals).Draw(rt, "internal")
+			marker := rapid.StringMatching(`secret[a-z]{8}`).Draw(rt, "marker")
+			text := internal + " " + marker
+			f := &failure{}
+			switch rapid.IntRange(0, 3).Draw(rt, "how") {
+			case 0:
+				f.panics, f.text = true, text
+			case 1:
+				f.err = errors.New(text)
+			case 2:
+				f.err = fmt.Errorf("load tenant: %w", errors.New(text))
+			case 3:
+				f.err = connect.NewError(rapid.SampledFrom([]connect.Code{connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss}).Draw(rt, "code"), errors.New(text))
+			}
+			impl.failure.Store(f)
+			res, err := http.Post(h.url+"/avb.v1.SystemService/GetServerInfo", "application/json", strings.NewReader("{}"))
+			if err != nil {
+				rt.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			id := res.Header.Get(middleware.RequestIDHeader)
+			if res.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), `"code":"internal"`) || !strings.Contains(string(body), id) {
+				rt.Fatalf("answer %d %s (request id %s)", res.StatusCode, body, id)
+			}
+			leaked := strings.Contains(string(body), marker) || strings.Contains(string(body), internal)
+			if leaked != expose && !(expose && f.panics) {
+				rt.Fatalf("expose=%v: the failure %q; the answer %s", expose, text, body)
+			}
+			if !expose && (strings.Contains(string(body), "goroutine") || strings.Contains(string(body), ".go:")) {
+				rt.Fatalf("internals in %s", body)
+			}
+		})
+		impl.failure.Store(nil)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/platform/invalidation"
+	"github.com/agentvoicebox/avb/platform/logging"
 	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
@@ -45,6 +46,9 @@ type Voice struct {
 	// Metrics, when set, receives session and turn-latency metrics.
 	Metrics *metrics.Metrics
 	Log     *slog.Logger
+	// ExposeInternal gives clients the provider's own error text
+	// (AVB_EXPOSE_INTERNAL_ERRORS, development only).
+	ExposeInternal bool
 	// Tenant, when set, is the cached tenant lookup (its voice defaults
 	// fill what a session leaves unset); otherwise the database is read.
 	Tenant func(ctx context.Context, id uuid.UUID) (*store.Tenant, error)
@@ -124,6 +128,10 @@ type liveCall struct {
 	lastTranscript string
 	// endErr is the status a call ended by the platform gives its caller.
 	endErr error
+	// expose: provider errors reach the client in full (development);
+	// requestID names the stream in what the client is told instead.
+	expose    bool
+	requestID string
 }
 
 func voiceError(err error) error {
@@ -236,7 +244,8 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		abandon(err)
 		return nil, invalidArgument(err.Error())
 	}
-	l := &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now()}
+	l := &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now(),
+		expose: s.ExposeInternal, requestID: logging.RequestID(ctx)}
 	if s.Metrics != nil {
 		s.Metrics.ActiveSessions.Inc()
 	}
@@ -350,6 +359,9 @@ func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.Vo
 				return nil
 			}
 			heartbeat.Reset(heartbeatEvery)
+			if ev.Type == voice.Error {
+				s.Log.WarnContext(ctx, "call error", "session_id", l.session.ID.String(), "error", ev.Err.Error())
+			}
 			if ev.Type == voice.ResponseDone {
 				if l.workflow {
 					s.Workflows.Turn(l.wf, l.turnReport(ev))
@@ -415,16 +427,31 @@ func (l *liveCall) observe(ev voice.Event, record func(string, map[string]any)) 
 		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_ResponseResumed{ResponseResumed: &avbv1.ResponseResumed{ResponseId: int32(ev.ResponseID), PlayedMs: ev.PlayedMS}}}
 	case voice.Error:
 		reason := apierror.ReasonString(avbv1.ErrorReason_ERROR_REASON_PROVIDER_FAILED)
+		msg := ev.Err.Error()
 		if r := apierror.Reason(voiceError(ev.Err)); r != "" {
 			reason = r
+		} else if !l.expose {
+			// A provider's own error text (its URL, its body, a driver's
+			// words) stays in the server log; the client gets what failed.
+			msg = providerFailure(ev.Err, l.requestID)
 		}
-		record("error", map[string]any{"reason": reason, "message": ev.Err.Error()})
-		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_Error{Error: &avbv1.ErrorEvent{Reason: reason, Message: ev.Err.Error()}}}
+		record("error", map[string]any{"reason": reason, "message": msg})
+		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_Error{Error: &avbv1.ErrorEvent{Reason: reason, Message: msg}}}
 	}
 	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// providerFailure says which stage of a turn failed, without the
+// provider's own words.
+func providerFailure(err error, requestID string) string {
+	what := "the reply could not be produced (language model or speech synthesis failed)"
+	if strings.HasPrefix(err.Error(), "speech recognition") {
+		what = "speech recognition failed"
+	}
+	return what + "; request id " + requestID
+}
 
 // observeTurn records a turn's latency per stage. Interrupted turns are left
 // out: their timings say nothing about how fast the agent answers.
