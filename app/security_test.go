@@ -97,8 +97,8 @@ func TestProdAnswersRevealNoInternals(t *testing.T) {
 		"AVB_PROFILE": "prod", "AVB_HTTPS_REDIRECT": "false", "AVB_SPICEDB_INSECURE": "true", "AVB_SESSION_WORKFLOWS": "false",
 		"AVB_CLIENT_TOKEN_SECRET": "prod-test-client-token-secret-0123456789", "AVB_LOG_FORMAT": "text",
 		"AVB_TEMPORAL_ADDRESS": testenv.Temporal(t),
-		"AVB_DATABASE_URL":    withHost(testenv.AppURL(owner), pg.Addr()),
-		"AVB_OPENAI_BASE_URL": model.URL + "/v1", "AVB_OPENAI_MODEL": "m",
+		"AVB_DATABASE_URL":     withHost(testenv.AppURL(owner), pg.Addr()),
+		"AVB_OPENAI_BASE_URL":  model.URL + "/v1", "AVB_OPENAI_MODEL": "m",
 		"AVB_RATE_LIMIT_DEFAULT": "0", "AVB_RATE_LIMIT_API_KEY": "0", "AVB_RATE_LIMIT_ADMIN": "0",
 	}
 	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), env), issuer, owner)
