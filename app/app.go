@@ -248,7 +248,24 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	a.server.Handle(avbv1connect.NewVoiceServiceHandler(server.NewVoiceServer(voiceDeps), ho...))
 	a.server.Handle(avbv1connect.NewSessionServiceHandler(server.NewSessionServer(voiceDeps), ho...))
 	a.server.Handle(avbv1connect.NewEventServiceHandler(server.NewEventServer(events.Hub{Redis: a.redis}), ho...))
+	go a.countTenants(runCtx, 30*time.Second)
 	return a, nil
+}
+
+// countTenants keeps tenants_total current.
+func (a *App) countTenants(ctx context.Context, every time.Duration) {
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if n, err := a.db.Tenants().Count(qctx); err == nil {
+			a.Metrics.Tenants.Set(float64(n))
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
 }
 
 // identity builds authentication, tenancy and authorization: the
@@ -378,17 +395,26 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	if err != nil {
 		return server.Voice{}, err
 	}
+	m := a.Metrics
+	meter := voice.Meter{
+		STT:    func(provider, outcome string) { m.STTRequests.WithLabelValues(provider, outcome).Inc() },
+		TTS:    func(provider, outcome string) { m.TTSRequests.WithLabelValues(provider, outcome).Inc() },
+		LLM:    func(provider, outcome string) { m.LLMRequests.WithLabelValues(provider, outcome).Inc() },
+		Tokens: func(provider, direction string, n int) { m.LLMTokens.WithLabelValues(provider, direction).Add(float64(n)) },
+	}
+	prov = voice.Metered(prov, meter, vc.STTProvider, vc.TTSProvider)
+	scripted := voice.MeteredModel(llm.DefaultScript, "scripted", meter)
 	llmClient := &http.Client{Transport: a.deps.Guard("llm").Transport(nil, vc.LLMFirstTokenTimeout, vc.LLMChunkTimeout)}
 	models := func(name string) (llm.Model, error) {
 		switch {
 		case name == "" || name == "scripted":
-			return llm.DefaultScript, nil
+			return scripted, nil
 		case vc.OpenAIBaseURL == "":
 			return nil, fmt.Errorf("model %q is not available: this server has only the scripted model (set AVB_OPENAI_BASE_URL)", name)
 		case name == "openai":
 			name = vc.OpenAIModel
 		}
-		return &llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: name, Client: llmClient}, nil
+		return voice.MeteredModel(&llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: name, Client: llmClient}, "openai", meter), nil
 	}
 	limiter := calllimit.New(a.redis, vc.MaxCallsPerTenant)
 	// A call's slot outlives its server by at most the heartbeat timeout.

@@ -111,6 +111,17 @@ func (r Tenants) one(ctx context.Context, where string, arg any) (*Tenant, error
 	return t, err
 }
 
+// Count returns how many tenants there are (deleted ones aside).
+func (r Tenants) Count(ctx context.Context) (int64, error) {
+	var n int64
+	err := r.db.do(ctx, func(ctx context.Context) error {
+		var err error
+		n, err = r.db.Bun.NewSelect().Model((*Tenant)(nil)).Where("status <> ?", StatusDeleted).Count(ctx)
+		return err
+	})
+	return n, err
+}
+
 // SetStatus changes a tenant's status and returns it.
 func (r Tenants) SetStatus(ctx context.Context, id uuid.UUID, status, reason string) (*Tenant, error) {
 	t := new(Tenant)
