@@ -397,10 +397,12 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	}
 	m := a.Metrics
 	meter := voice.Meter{
-		STT:    func(provider, outcome string) { m.STTRequests.WithLabelValues(provider, outcome).Inc() },
-		TTS:    func(provider, outcome string) { m.TTSRequests.WithLabelValues(provider, outcome).Inc() },
-		LLM:    func(provider, outcome string) { m.LLMRequests.WithLabelValues(provider, outcome).Inc() },
-		Tokens: func(provider, direction string, n int) { m.LLMTokens.WithLabelValues(provider, direction).Add(float64(n)) },
+		STT: func(provider, outcome string) { m.STTRequests.WithLabelValues(provider, outcome).Inc() },
+		TTS: func(provider, outcome string) { m.TTSRequests.WithLabelValues(provider, outcome).Inc() },
+		LLM: func(provider, outcome string) { m.LLMRequests.WithLabelValues(provider, outcome).Inc() },
+		Tokens: func(provider, direction string, n int) {
+			m.LLMTokens.WithLabelValues(provider, direction).Add(float64(n))
+		},
 	}
 	prov = voice.Metered(prov, meter, vc.STTProvider, vc.TTSProvider)
 	scripted := voice.MeteredModel(llm.DefaultScript, "scripted", meter)
