@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/uptrace/bun"
 
 	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/platform/config"
@@ -58,6 +59,36 @@ func BenchmarkTenantScopedRead(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := db.Users().Get(ctx, u.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// One statement in a tenant transaction, with the tenant sent with the
+	// BEGIN (as InTenant does), and sent by its own statement after the
+	// BEGIN (one more round trip).
+	b.Run("tx_pipelined", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var email string
+			err := db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+				return tx.QueryRowContext(ctx, "SELECT email FROM users WHERE id = ?", u.ID).Scan(&email)
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("tx_unpipelined", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var email string
+			err := db.Bun.RunInTx(context.Background(), nil, func(ctx context.Context, tx bun.Tx) error {
+				if _, err := tx.ExecContext(ctx, "SELECT set_config('app.tenant_id', ?, true)", ten.ID.String()); err != nil {
+					return err
+				}
+				return tx.QueryRowContext(ctx, "SELECT email FROM users WHERE id = ?", u.ID).Scan(&email)
+			})
+			if err != nil {
 				b.Fatal(err)
 			}
 		}
