@@ -147,6 +147,18 @@ func RedisURL(t testing.TB) string {
 	return u
 }
 
+// RedisClient is a client of the shared Redis server, closed when the test ends.
+func RedisClient(t testing.TB) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // Process is a component process a test started. Stop and Start let a test
 // take it down and bring it back on the same address.
 type Process struct {

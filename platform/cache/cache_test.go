@@ -21,16 +21,6 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func client(t testing.TB) *redis.Client {
-	opts, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
 // db is the source of truth the caches load from: committed values by
 // tenant, kind and id.
 type db struct {
@@ -58,7 +48,7 @@ func (d *db) put(ctx context.Context, kind, id, v string) {
 // value, and a read that starts after a write finished (on any instance)
 // never returns a value older than that write.
 func TestTenantIsolationAndFreshness(t *testing.T) {
-	rdbA, rdbB := client(t), client(t)
+	rdbA, rdbB := testenv.RedisClient(t), testenv.RedisClient(t)
 	rapid.Check(t, func(rt *rapid.T) {
 		tenants := []uuid.UUID{uuid.New(), uuid.New()}
 		instances := []*Cache{New(rdbA, time.Minute, quiet), New(rdbB, time.Minute, quiet)}
@@ -128,7 +118,7 @@ func TestTenantIsolationAndFreshness(t *testing.T) {
 // Without a tenant in the context there is no key: nothing is read or
 // written.
 func TestNoTenantNoEntry(t *testing.T) {
-	c := New(client(t), time.Minute, quiet)
+	c := New(testenv.RedisClient(t), time.Minute, quiet)
 	if _, err := c.Fetch(context.Background(), "persona", "a", func(context.Context) ([]byte, error) { return []byte("x"), nil }); err != ErrNoTenant {
 		t.Fatalf("fetch without a tenant: %v", err)
 	}
@@ -136,7 +126,7 @@ func TestNoTenantNoEntry(t *testing.T) {
 
 // A stampede on one key costs one load.
 func TestStampedeLoadsOnce(t *testing.T) {
-	c := New(client(t), time.Minute, quiet)
+	c := New(testenv.RedisClient(t), time.Minute, quiet)
 	ctx := tenancy.With(context.Background(), uuid.New())
 	var loads atomic.Int32
 	release := make(chan struct{})

@@ -43,23 +43,13 @@ func (m *model) allow(now int64, l Limit) Decision {
 	return d
 }
 
-func redisClient(t *testing.T) *redis.Client {
-	opts, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := redis.NewClient(opts)
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // Property 14: random request sequences over random limits and clocks give
 // exactly the model's answers (admitted or refused, remaining, retry and
 // reset times), in Redis and in the in-process fallback alike.
 func TestLimiterMatchesModel(t *testing.T) {
-	rdb := redisClient(t)
+	rdb := testenv.RedisClient(t)
 	run := 0
 	rapid.Check(t, func(rt *rapid.T) {
 		run++
@@ -93,7 +83,7 @@ func TestLimiterMatchesModel(t *testing.T) {
 // A full bucket admits exactly its size at once, then one request per
 // interval; the answer's numbers are what the headers carry.
 func TestLimiterBurstThenSteady(t *testing.T) {
-	rdb := redisClient(t)
+	rdb := testenv.RedisClient(t)
 	now := time.Unix(1_800_000_000, 0)
 	l := New(rdb, fmt.Sprintf("test:rl:%d:", time.Now().UnixNano()), quiet)
 	l.Now = func() time.Time { return now }
