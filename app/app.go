@@ -323,7 +323,8 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		Admin: cfg.RateLimit.Admin, Ceiling: config.Pairs(cfg.RateLimit.Ceiling)}
 	// Rate limits come right after authentication: a request over its
 	// limit reaches no authorization check and no database transaction.
-	interceptors := []connect.Interceptor{auth.Interceptor(), limits.Interceptor(a.limiter, tiers, a.Metrics),
+	// Failed authentication is limited per client IP (brute force).
+	interceptors := []connect.Interceptor{limits.Failures(a.limiter, tiers, a.Metrics), auth.Interceptor(), limits.Interceptor(a.limiter, tiers, a.Metrics),
 		authz.Interceptor(a.decider), validate}
 	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus, Grants: grants,
 		Events: events.Hub{Redis: a.redis}, Log: a.log}, nil

@@ -288,3 +288,30 @@ func (p *platform) readinessBody() string {
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
 }
+
+// Guessing credentials is limited per client IP: failed authentications
+// use up the IP's bucket, then the IP is refused before anything is
+// checked, valid credentials included, until the bucket has room.
+func TestFailedAuthenticationLimitedByIP(t *testing.T) {
+	t.Parallel()
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), limitEnv(nil)), issuer, owner, app.WithDecider(&countingDecider{}))
+	ten := p.tenant("guess", store.TierPro)
+	key := p.keyOfTier(ten, "STANDARD")
+	bad := "avb_" + strings.Repeat("x", 40)
+	for i := range 5 { // the bucket holds 4; the 5th failure is refused by it
+		if r := p.call("/avb.v1.ProjectService/ListProjects", `{}`, "X-API-Key", bad); r.status != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d %s", i, r.status, r.raw)
+		}
+	}
+	r := p.call("/avb.v1.ProjectService/ListProjects", `{}`, "X-API-Key", key)
+	if r.status != http.StatusTooManyRequests || r.reason != "rate_limited" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("after 5 failed guesses, a valid key from the same IP: %d %v %s", r.status, r.header, r.raw)
+	}
+	wait := time.Duration(headerInt(t, r.header, "Retry-After")) * time.Second
+	time.Sleep(wait)
+	if r := p.call("/avb.v1.ProjectService/ListProjects", `{}`, "X-API-Key", key); r.status != http.StatusOK {
+		t.Fatalf("after Retry-After (%v): %d %s", wait, r.status, r.raw)
+	}
+}

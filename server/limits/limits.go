@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -205,4 +206,106 @@ func asConnect(err error) *connect.Error {
 		return cerr
 	}
 	return nil
+}
+
+// Failures limits failed authentication per client IP: each request that
+// ends unauthenticated takes one from the IP's failure bucket (as many a
+// minute as an anonymous caller may make). Once that bucket refuses, this
+// instance refuses every request from the IP, before authentication runs,
+// until the bucket has room again. A request that authenticates costs
+// nothing here: no Redis round trip.
+func Failures(l *ratelimit.Limiter, t Tiers, m *metrics.Metrics) connect.Interceptor {
+	return &failures{l: l, lim: ratelimit.PerMinute(t.Default), m: m, blocked: map[string]time.Time{}}
+}
+
+type failures struct {
+	l   *ratelimit.Limiter
+	lim ratelimit.Limit
+	m   *metrics.Metrics
+
+	mu      sync.Mutex
+	blocked map[string]time.Time // client IP -> refused until
+}
+
+// maxBlocked bounds the IPs remembered; when full, expired ones go first.
+const maxBlocked = 100_000
+
+// check refuses an IP whose failures used up its bucket.
+func (f *failures) check(ip string) error {
+	f.mu.Lock()
+	until, ok := f.blocked[ip]
+	if ok && !time.Now().Before(until) {
+		delete(f.blocked, ip)
+		ok = false
+	}
+	f.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if f.m != nil {
+		f.m.RateLimitRejections.WithLabelValues(TierAnonymous).Inc()
+	}
+	return Refusal(ratelimit.Decision{Limit: f.lim.Rate, RetryAfter: time.Until(until), ResetAfter: time.Until(until)})
+}
+
+// failed counts one failed authentication of ip.
+func (f *failures) failed(ctx context.Context, ip string) {
+	d := f.l.Allow(ctx, "authfail:"+ip, f.lim)
+	if d.Allowed {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.blocked) >= maxBlocked {
+		now := time.Now()
+		for k, until := range f.blocked {
+			if !now.Before(until) {
+				delete(f.blocked, k)
+			}
+		}
+		if len(f.blocked) >= maxBlocked {
+			f.blocked = map[string]time.Time{}
+		}
+	}
+	f.blocked[ip] = time.Now().Add(d.RetryAfter)
+}
+
+func (f *failures) around(ctx context.Context, run func() error) error {
+	if f.lim.Unlimited() {
+		return run()
+	}
+	ip := middleware.ClientIP(ctx)
+	if err := f.check(ip); err != nil {
+		return err
+	}
+	err := run()
+	if connect.CodeOf(err) == connect.CodeUnauthenticated {
+		f.failed(ctx, ip)
+	}
+	return err
+}
+
+func (f *failures) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if req.Spec().IsClient {
+			return next(ctx, req)
+		}
+		var res connect.AnyResponse
+		err := f.around(ctx, func() error {
+			var err error
+			res, err = next(ctx, req)
+			return err
+		})
+		return res, err
+	}
+}
+
+func (f *failures) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (f *failures) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return f.around(ctx, func() error { return next(ctx, conn) })
+	}
 }
