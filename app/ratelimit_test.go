@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 
 	"github.com/agentvoicebox/avb/apierror"
@@ -86,6 +88,7 @@ func TestRateLimitShapeOverEveryProtocol(t *testing.T) {
 	ten := p.tenant("limited", store.TierPro)
 	key := p.keyOfTier(ten, "STANDARD")
 
+	admitted := transactions(p)
 	for i := range 6 {
 		r := p.call("/avb.v1.ProjectService/ListProjects", `{}`, "X-API-Key", key)
 		if r.status != http.StatusOK {
@@ -98,7 +101,10 @@ func TestRateLimitShapeOverEveryProtocol(t *testing.T) {
 			t.Fatalf("reset %d", reset)
 		}
 	}
-	checks := decider.n.Load()
+	checks, begins := decider.n.Load(), transactions(p)
+	if begins < admitted+6 {
+		t.Fatalf("6 admitted reads began %d transactions", begins-admitted)
+	}
 	r := p.call("/avb.v1.ProjectService/ListProjects", `{}`, "X-API-Key", key)
 	if r.status != http.StatusTooManyRequests || r.code != "resource_exhausted" || r.reason != "rate_limited" {
 		t.Fatalf("over the limit: %d %s", r.status, r.raw)
@@ -143,6 +149,9 @@ func TestRateLimitShapeOverEveryProtocol(t *testing.T) {
 	}
 	if decider.n.Load() != checks {
 		t.Fatal("a refused request reached the authorization check")
+	}
+	if n := transactions(p); n != begins {
+		t.Fatalf("refused requests began %d database transactions", n-begins)
 	}
 	if n := testutil.ToFloat64(p.app.Metrics.RateLimitRejections.WithLabelValues("api_key")); n != 3 {
 		t.Fatalf("rate_limit_rejections_total{tier=api_key} = %v, want 3", n)
@@ -314,4 +323,13 @@ func TestFailedAuthenticationLimitedByIP(t *testing.T) {
 	if r := p.call("/avb.v1.ProjectService/ListProjects", `{}`, "X-API-Key", key); r.status != http.StatusOK {
 		t.Fatalf("after Retry-After (%v): %d %s", wait, r.status, r.raw)
 	}
+}
+
+// transactions is how many database transactions the platform has begun.
+func transactions(p *platform) uint64 {
+	m := &dto.Metric{}
+	if err := p.app.Metrics.DBQueryDuration.WithLabelValues("begin").(prometheus.Histogram).Write(m); err != nil {
+		p.t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
 }
