@@ -153,3 +153,10 @@ func TestLimiterFallsBackAndReturns(t *testing.T) {
 		t.Fatalf("fallback changes %v", changes)
 	}
 }
+
+// Model is the reference model, for the tests of the packages built on
+// the limiter (export for tests only).
+type Model = model
+
+// Allow is the model's decision for a request at now.
+func (m *model) Allow(now time.Time, l Limit) Decision { return m.allow(now.UnixMicro(), l) }
