@@ -292,7 +292,6 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		ClientTokens: a.clientTokens,
 		OIDC:         authn.NewOIDC(cfg.Auth.OIDCIssuerURL, cfg.Auth.OIDCAudience, oidcClient),
 		Keys:         keys,
-		Usage:        a.usage,
 		Tenants:      tenants,
 		Users:        a.db.Users(),
 		UserCache:    counted(a, "user", invalidation.NewCache[*store.User](a.bus, authn.TopicUser, cfg.Auth.CredentialTTL)),
@@ -324,7 +323,9 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 	// Rate limits come right after authentication: a request over its
 	// limit reaches no authorization check and no database transaction.
 	// Failed authentication is limited per client IP (brute force).
-	interceptors := []connect.Interceptor{limits.Failures(a.limiter, tiers, a.Metrics), auth.Interceptor(), limits.Interceptor(a.limiter, tiers, a.Metrics),
+	// A key's usage counts the requests its limit admits.
+	interceptors := []connect.Interceptor{limits.Failures(a.limiter, tiers, a.Metrics), auth.Interceptor(),
+		limits.Interceptor(a.limiter, tiers, a.Metrics, limits.OnAdmit(a.usage.Admitted)),
 		authz.Interceptor(a.decider), validate}
 	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus, Grants: grants,
 		Events: events.Hub{Redis: a.redis}, Log: a.log}, nil

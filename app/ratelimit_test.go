@@ -333,3 +333,32 @@ func transactions(p *platform) uint64 {
 	}
 	return m.GetHistogram().GetSampleCount()
 }
+
+// A key's usage count is what its limit admitted: refused requests are not
+// usage.
+func TestRefusedRequestsAreNotKeyUsage(t *testing.T) {
+	t.Parallel()
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), limitEnv(nil)), issuer, owner, app.WithDecider(&countingDecider{}))
+	ten := p.tenant("usage", store.TierPro)
+	admin := p.token("ada-usage", ten.ID.String(), "admin")
+	r := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"u","scopes":["API_KEY_SCOPE_ADMIN"]}`, bearer(admin)...))
+	key, id := r["secret"].(string), r["apiKey"].(map[string]any)["id"].(string)
+	for range 9 { // 6 admitted, 3 refused
+		p.call("/avb.v1.ProjectService/ListProjects", `{}`, "X-API-Key", key)
+	}
+	var n int64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if err := ownerDB(t, p.owner).QueryRow(context.Background(), "SELECT usage_count FROM api_keys WHERE id = $1", id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n >= 6 || time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // a late flush would show here
+	if err := ownerDB(t, p.owner).QueryRow(context.Background(), "SELECT usage_count FROM api_keys WHERE id = $1", id).Scan(&n); err != nil || n != 6 {
+		t.Fatalf("usage_count %d after 6 admitted and 3 refused requests (%v)", n, err)
+	}
+}

@@ -50,8 +50,10 @@ const TopicUser = "user"
 // Authenticator is the Connect interceptor that establishes who calls and
 // for which tenant, once per request, before anything else looks at it.
 type Authenticator struct {
-	OIDC       *OIDC
-	Keys       *APIKeys
+	OIDC *OIDC
+	Keys *APIKeys
+	// Usage, when set, counts every authenticated use of an API key; the
+	// server leaves it unset and counts what its rate limits admit.
 	Usage      *Usage
 	Tenants    *Tenants
 	Users      UserStore

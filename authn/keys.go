@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/agentvoicebox/avb/platform/invalidation"
+	"github.com/agentvoicebox/avb/server/middleware"
 	"github.com/agentvoicebox/avb/store"
 )
 
@@ -101,6 +102,14 @@ type Usage struct {
 func NewUsage(s KeyStore, interval time.Duration, log *slog.Logger) *Usage {
 	return &Usage{store: s, interval: interval, log: log, pending: map[uuid.UUID]*store.Usage{},
 		done: make(chan struct{}), stopped: make(chan struct{})}
+}
+
+// Admitted counts the use of the API key that makes the request in ctx (if
+// one does), from the request's client IP.
+func (u *Usage) Admitted(ctx context.Context) {
+	if p := PrincipalFrom(ctx); p != nil && p.Kind == KindAPIKey {
+		u.Record(p.APIKeyID, middleware.ClientIP(ctx))
+	}
 }
 
 // Record counts one use of key from ip.

@@ -97,21 +97,41 @@ func (t Tiers) For(p *authn.Principal, ip string) (bucket string, lim ratelimit.
 	return "user:" + who, ratelimit.PerMinute(t.Default), TierUser
 }
 
+// Option changes the interceptor.
+type Option func(*interceptor)
+
+// OnAdmit has f told of every request the limits let through (API key
+// usage counts those, not the refused ones).
+func OnAdmit(f func(ctx context.Context)) Option { return func(i *interceptor) { i.admit = f } }
+
 // Interceptor is the Connect interceptor; it runs right after
 // authentication.
-func Interceptor(l *ratelimit.Limiter, t Tiers, m *metrics.Metrics) connect.Interceptor {
-	return &interceptor{l: l, t: t, m: m}
+func Interceptor(l *ratelimit.Limiter, t Tiers, m *metrics.Metrics, opts ...Option) connect.Interceptor {
+	i := &interceptor{l: l, t: t, m: m}
+	for _, o := range opts {
+		o(i)
+	}
+	return i
 }
 
 type interceptor struct {
-	l *ratelimit.Limiter
-	t Tiers
-	m *metrics.Metrics
+	l     *ratelimit.Limiter
+	t     Tiers
+	m     *metrics.Metrics
+	admit func(ctx context.Context)
 }
 
 // decide takes one request from the caller's bucket; the decision is nil
 // when nothing limits the request.
 func (i *interceptor) decide(ctx context.Context, procedure string) (*ratelimit.Decision, error) {
+	d, err := i.limit(ctx, procedure)
+	if err == nil && i.admit != nil {
+		i.admit(ctx)
+	}
+	return d, err
+}
+
+func (i *interceptor) limit(ctx context.Context, procedure string) (*ratelimit.Decision, error) {
 	if exempt[procedure] {
 		return nil, nil
 	}
