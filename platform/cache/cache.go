@@ -168,7 +168,11 @@ func (c *Cache) Delete(ctx context.Context, kind string, ids ...string) error {
 		keys[i] = key
 	}
 	keep := strconv.FormatInt((c.ttl + 2*maxLoad).Milliseconds(), 10)
-	err := invalidate.Run(ctx, c.rdb, keys, keep).Err()
+	// The write has committed: its invalidation must not end with the
+	// request that made it.
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := invalidate.Run(ictx, c.rdb, keys, keep).Err()
 	if err == nil {
 		return nil
 	}

@@ -134,7 +134,9 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) Decision {
 	if err == nil {
 		err = fmt.Errorf("unexpected script answer %v", res)
 	}
-	l.setFallback(true, err)
+	if ctx.Err() == nil { // a caller that gave up says nothing about Redis
+		l.setFallback(true, err)
+	}
 	clock := time.Now
 	if l.Now != nil {
 		clock = l.Now

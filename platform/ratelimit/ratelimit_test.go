@@ -160,3 +160,17 @@ type Model = model
 
 // Allow is the model's decision for a request at now.
 func (m *model) Allow(now time.Time, l Limit) Decision { return m.allow(now.UnixMicro(), l) }
+
+// A caller that gave up before Redis answered says nothing about Redis:
+// the limiter stays on it.
+func TestCanceledCallerKeepsRedis(t *testing.T) {
+	l := New(testenv.RedisClient(t), fmt.Sprintf("test:rl:%d:", time.Now().UnixNano()), quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if d := l.Allow(ctx, "k", PerMinute(5)); !d.Allowed {
+		t.Fatalf("a canceled caller: %+v", d)
+	}
+	if l.Local() {
+		t.Fatal("a canceled caller switched the limiter to local buckets")
+	}
+}
