@@ -1,5 +1,6 @@
-// Package policy reads the access policy each RPC declares in the contract
-// (the avb.v1.access method option) so the interceptors can enforce it.
+// Package policy reads what each RPC declares in the contract: its access
+// policy (the avb.v1.access method option), which the interceptors enforce,
+// and what it records in the audit log (avb.v1.audit).
 package policy
 
 import (
@@ -55,20 +56,55 @@ func For(procedure string) Rule {
 	return r
 }
 
-func lookup(procedure string) Rule {
-	service, method, ok := strings.Cut(strings.TrimPrefix(procedure, "/"), "/")
+// method finds a procedure's descriptor (nil if the contract has none).
+func method(procedure string) protoreflect.MethodDescriptor {
+	service, name, ok := strings.Cut(strings.TrimPrefix(procedure, "/"), "/")
 	if !ok {
-		return Rule{}
+		return nil
 	}
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
 	if err != nil {
-		return Rule{}
+		return nil
 	}
 	sd, ok := d.(protoreflect.ServiceDescriptor)
 	if !ok {
-		return Rule{}
+		return nil
 	}
-	md := sd.Methods().ByName(protoreflect.Name(method))
+	return sd.Methods().ByName(protoreflect.Name(name))
+}
+
+// Audit is what an RPC records in the audit log (avb.v1.audit).
+type Audit struct {
+	// Action ("create", "update", "permission_change"...) and ResourceType
+	// name the entry; both are empty when the RPC records nothing.
+	Action       string
+	ResourceType string
+	// NotAudited is the declared reason a state-changing RPC records nothing.
+	NotAudited string
+}
+
+var audits sync.Map // procedure -> Audit
+
+// AuditOf returns the audit declaration of a procedure.
+func AuditOf(procedure string) Audit {
+	if a, ok := audits.Load(procedure); ok {
+		return a.(Audit)
+	}
+	var a Audit
+	if md := method(procedure); md != nil {
+		r, _ := proto.GetExtension(md.Options(), avbv1.E_Audit).(*avbv1.AuditRule)
+		if rec := r.GetRecord(); rec != nil && rec.GetAction() != avbv1.AuditAction_AUDIT_ACTION_UNSPECIFIED {
+			a.Action = strings.ToLower(strings.TrimPrefix(rec.GetAction().String(), "AUDIT_ACTION_"))
+			a.ResourceType = rec.GetResourceType()
+		}
+		a.NotAudited = r.GetNotAudited()
+	}
+	audits.Store(procedure, a)
+	return a
+}
+
+func lookup(procedure string) Rule {
+	md := method(procedure)
 	if md == nil {
 		return Rule{}
 	}

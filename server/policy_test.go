@@ -8,10 +8,37 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/policy"
 )
+
+// Every RPC that is not a read declares what it records in the audit log
+// (avb.v1.audit): an action and a resource type, or why it records nothing.
+// Reads declare nothing.
+func TestEveryStateChangingRPCDeclaresItsAudit(t *testing.T) {
+	t.Parallel()
+	audited := 0
+	for md := range policy.Methods() {
+		procedure := "/" + string(md.Parent().FullName()) + "/" + string(md.Name())
+		a := policy.AuditOf(procedure)
+		read := md.Options().(*descriptorpb.MethodOptions).GetIdempotencyLevel() == descriptorpb.MethodOptions_NO_SIDE_EFFECTS
+		switch {
+		case read && (a.Action != "" || a.NotAudited != ""):
+			t.Errorf("%s is a read (NO_SIDE_EFFECTS) yet declares an audit rule", procedure)
+		case !read && a.Action == "" && a.NotAudited == "":
+			t.Errorf("%s changes state and declares no (avb.v1.audit) rule: an action and resource type, or not_audited with the reason", procedure)
+		case a.Action != "" && a.ResourceType == "":
+			t.Errorf("%s: audit action %s without a resource type", procedure, a.Action)
+		case a.Action != "":
+			audited++
+		}
+	}
+	if audited < 30 {
+		t.Fatalf("only %d RPCs record audit entries", audited)
+	}
+}
 
 // Every RPC of the API declares its access policy (avb.v1.access), and a
 // permission rule names a resource type and a permission.

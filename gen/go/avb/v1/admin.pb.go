@@ -764,20 +764,28 @@ const file_avb_v1_admin_proto_rawDesc = "" +
 	"\x1dTENANT_ORDER_CREATE_TIME_DESC\x10\x01\x12 \n" +
 	"\x1cTENANT_ORDER_CREATE_TIME_ASC\x10\x02\x12\x19\n" +
 	"\x15TENANT_ORDER_NAME_ASC\x10\x03\x12\x19\n" +
-	"\x15TENANT_ORDER_SLUG_ASC\x10\x042\xf9\x06\n" +
-	"\fAdminService\x12\x83\x01\n" +
-	"\fCreateTenant\x12\x1b.avb.v1.CreateTenantRequest\x1a\x1c.avb.v1.CreateTenantResponse\"8\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/api/v2/admin/tenants\x12\x80\x01\n" +
+	"\x15TENANT_ORDER_SLUG_ASC\x10\x042\xb9\a\n" +
+	"\fAdminService\x12\x93\x01\n" +
+	"\fCreateTenant\x12\x1b.avb.v1.CreateTenantRequest\x1a\x1c.avb.v1.CreateTenantResponse\"H\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\xd2\xf3\x18\f\n" +
+	"\n" +
+	"\b\x01\x12\x06tenant\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/api/v2/admin/tenants\x12\x80\x01\n" +
 	"\vListTenants\x12\x1a.avb.v1.ListTenantsRequest\x1a\x1b.avb.v1.ListTenantsResponse\"8\xc2\xf3\x18\x14\x1a\x12\n" +
 	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/admin/tenants\x90\x02\x01\x12\x92\x01\n" +
 	"\rGetTenantById\x12\x1c.avb.v1.GetTenantByIdRequest\x1a\x1d.avb.v1.GetTenantByIdResponse\"D\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02#\x12!/api/v2/admin/tenants/{tenant_id}\x90\x02\x01\x12\x9a\x01\n" +
-	"\rSuspendTenant\x12\x1c.avb.v1.SuspendTenantRequest\x1a\x1d.avb.v1.SuspendTenantResponse\"L\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02.:\x01*\")/api/v2/admin/tenants/{tenant_id}/suspend\x12\x9e\x01\n" +
-	"\x0eActivateTenant\x12\x1d.avb.v1.ActivateTenantRequest\x1a\x1e.avb.v1.ActivateTenantResponse\"M\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02/:\x01*\"*/api/v2/admin/tenants/{tenant_id}/activate\x12\x8c\x01\n" +
-	"\fDeleteTenant\x12\x1b.avb.v1.DeleteTenantRequest\x1a\x1c.avb.v1.DeleteTenantResponse\"A\xc2\xf3\x18\x14\x1a\x12\n" +
-	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02#*!/api/v2/admin/tenants/{tenant_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\bplatform\x12\x06manage\x82\xd3\xe4\x93\x02#\x12!/api/v2/admin/tenants/{tenant_id}\x90\x02\x01\x12\xaa\x01\n" +
+	"\rSuspendTenant\x12\x1c.avb.v1.SuspendTenantRequest\x1a\x1d.avb.v1.SuspendTenantResponse\"\\\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\xd2\xf3\x18\f\n" +
+	"\n" +
+	"\b\b\x12\x06tenant\x82\xd3\xe4\x93\x02.:\x01*\")/api/v2/admin/tenants/{tenant_id}/suspend\x12\xae\x01\n" +
+	"\x0eActivateTenant\x12\x1d.avb.v1.ActivateTenantRequest\x1a\x1e.avb.v1.ActivateTenantResponse\"]\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\xd2\xf3\x18\f\n" +
+	"\n" +
+	"\b\b\x12\x06tenant\x82\xd3\xe4\x93\x02/:\x01*\"*/api/v2/admin/tenants/{tenant_id}/activate\x12\x9c\x01\n" +
+	"\fDeleteTenant\x12\x1b.avb.v1.DeleteTenantRequest\x1a\x1c.avb.v1.DeleteTenantResponse\"Q\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\xd2\xf3\x18\f\n" +
+	"\n" +
+	"\b\x03\x12\x06tenant\x82\xd3\xe4\x93\x02#*!/api/v2/admin/tenants/{tenant_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_admin_proto_rawDescOnce sync.Once

@@ -913,18 +913,21 @@ const file_avb_v1_apikey_proto_rawDesc = "" +
 	"\x1bRATE_LIMIT_TIER_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18RATE_LIMIT_TIER_STANDARD\x10\x01\x12\x1c\n" +
 	"\x18RATE_LIMIT_TIER_ELEVATED\x10\x02\x12\x1d\n" +
-	"\x19RATE_LIMIT_TIER_UNLIMITED\x10\x032\xac\x05\n" +
-	"\rApiKeyService\x12}\n" +
-	"\fCreateApiKey\x12\x1b.avb.v1.CreateApiKeyRequest\x1a\x1c.avb.v1.CreateApiKeyResponse\"2\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/api-keys\x12z\n" +
+	"\x19RATE_LIMIT_TIER_UNLIMITED\x10\x032\xe0\x05\n" +
+	"\rApiKeyService\x12\x8e\x01\n" +
+	"\fCreateApiKey\x12\x1b.avb.v1.CreateApiKeyRequest\x1a\x1c.avb.v1.CreateApiKeyResponse\"C\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\xd2\xf3\x18\r\n" +
+	"\v\b\x01\x12\aapi_key\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/api-keys\x12z\n" +
 	"\vListApiKeys\x12\x1a.avb.v1.ListApiKeysRequest\x1a\x1b.avb.v1.ListApiKeysResponse\"2\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/api-keys\x90\x02\x01\x12\x81\x01\n" +
 	"\tGetApiKey\x12\x18.avb.v1.GetApiKeyRequest\x1a\x19.avb.v1.GetApiKeyResponse\"?\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v2/api-keys/{api_key_id}\x90\x02\x01\x12\x87\x01\n" +
-	"\fRevokeApiKey\x12\x1b.avb.v1.RevokeApiKeyRequest\x1a\x1c.avb.v1.RevokeApiKeyResponse\"<\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v2/api-keys/{api_key_id}\x12\x91\x01\n" +
-	"\fRotateApiKey\x12\x1b.avb.v1.RotateApiKeyRequest\x1a\x1c.avb.v1.RotateApiKeyResponse\"F\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02):\x01*\"$/api/v2/api-keys/{api_key_id}/rotateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v2/api-keys/{api_key_id}\x90\x02\x01\x12\x98\x01\n" +
+	"\fRevokeApiKey\x12\x1b.avb.v1.RevokeApiKeyRequest\x1a\x1c.avb.v1.RevokeApiKeyResponse\"M\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\xd2\xf3\x18\r\n" +
+	"\v\b\a\x12\aapi_key\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v2/api-keys/{api_key_id}\x12\xa2\x01\n" +
+	"\fRotateApiKey\x12\x1b.avb.v1.RotateApiKeyRequest\x1a\x1c.avb.v1.RotateApiKeyResponse\"W\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\xd2\xf3\x18\r\n" +
+	"\v\b\a\x12\aapi_key\x82\xd3\xe4\x93\x02):\x01*\"$/api/v2/api-keys/{api_key_id}/rotateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_apikey_proto_rawDescOnce sync.Once

@@ -287,10 +287,10 @@ const file_avb_v1_event_proto_rawDesc = "" +
 	"\auser_id\x18\x03 \x01(\tR\x06userId\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
 	"\x04data\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x04data\"\x10\n" +
-	"\x0eEventHeartbeat2h\n" +
-	"\fEventService\x12X\n" +
-	"\tSubscribe\x12\x18.avb.v1.SubscribeRequest\x1a\x19.avb.v1.SubscribeResponse\"\x14\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view0\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x0eEventHeartbeat2\xa5\x01\n" +
+	"\fEventService\x12\x94\x01\n" +
+	"\tSubscribe\x12\x18.avb.v1.SubscribeRequest\x1a\x19.avb.v1.SubscribeResponse\"P\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\xd2\xf3\x188\x126a live read of the tenant's events: it changes nothing0\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_event_proto_rawDescOnce sync.Once

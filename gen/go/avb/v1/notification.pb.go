@@ -457,12 +457,13 @@ const file_avb_v1_notification_proto_rawDesc = "" +
 	"!NOTIFICATION_SEVERITY_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aNOTIFICATION_SEVERITY_INFO\x10\x01\x12!\n" +
 	"\x1dNOTIFICATION_SEVERITY_WARNING\x10\x02\x12\x1f\n" +
-	"\x1bNOTIFICATION_SEVERITY_ERROR\x10\x032\xcb\x02\n" +
+	"\x1bNOTIFICATION_SEVERITY_ERROR\x10\x032\xe1\x02\n" +
 	"\x13NotificationService\x12\x8e\x01\n" +
 	"\x11ListNotifications\x12 .avb.v1.ListNotificationsRequest\x1a!.avb.v1.ListNotificationsResponse\"4\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/notifications\x90\x02\x01\x12\xa2\x01\n" +
-	"\x15MarkNotificationsRead\x12$.avb.v1.MarkNotificationsReadRequest\x1a%.avb.v1.MarkNotificationsReadResponse\"<\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/api/v2/notifications/read\x90\x02\x02B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/notifications\x90\x02\x01\x12\xb8\x01\n" +
+	"\x15MarkNotificationsRead\x12$.avb.v1.MarkNotificationsReadRequest\x1a%.avb.v1.MarkNotificationsReadResponse\"R\xc2\xf3\x18\x10\x1a\x0e\n" +
+	"\x06tenant\x12\x04view\xd2\xf3\x18\x12\n" +
+	"\x10\b\x02\x12\fnotification\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/api/v2/notifications/read\x90\x02\x02B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_notification_proto_rawDescOnce sync.Once

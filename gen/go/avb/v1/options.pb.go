@@ -22,6 +22,81 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AuditAction is what an audit entry records.
+type AuditAction int32
+
+const (
+	AuditAction_AUDIT_ACTION_UNSPECIFIED AuditAction = 0
+	AuditAction_AUDIT_ACTION_CREATE      AuditAction = 1
+	AuditAction_AUDIT_ACTION_UPDATE      AuditAction = 2
+	AuditAction_AUDIT_ACTION_DELETE      AuditAction = 3
+	AuditAction_AUDIT_ACTION_LOGIN       AuditAction = 4
+	AuditAction_AUDIT_ACTION_LOGOUT      AuditAction = 5
+	// api_call: an RPC that does something rather than change a resource
+	// (opening a call).
+	AuditAction_AUDIT_ACTION_API_CALL AuditAction = 6
+	// permission_change: roles, memberships, API key rotation and revocation.
+	AuditAction_AUDIT_ACTION_PERMISSION_CHANGE AuditAction = 7
+	// settings_change: tenant settings, suspension and activation.
+	AuditAction_AUDIT_ACTION_SETTINGS_CHANGE AuditAction = 8
+	AuditAction_AUDIT_ACTION_BILLING_EVENT   AuditAction = 9
+)
+
+// Enum value maps for AuditAction.
+var (
+	AuditAction_name = map[int32]string{
+		0: "AUDIT_ACTION_UNSPECIFIED",
+		1: "AUDIT_ACTION_CREATE",
+		2: "AUDIT_ACTION_UPDATE",
+		3: "AUDIT_ACTION_DELETE",
+		4: "AUDIT_ACTION_LOGIN",
+		5: "AUDIT_ACTION_LOGOUT",
+		6: "AUDIT_ACTION_API_CALL",
+		7: "AUDIT_ACTION_PERMISSION_CHANGE",
+		8: "AUDIT_ACTION_SETTINGS_CHANGE",
+		9: "AUDIT_ACTION_BILLING_EVENT",
+	}
+	AuditAction_value = map[string]int32{
+		"AUDIT_ACTION_UNSPECIFIED":       0,
+		"AUDIT_ACTION_CREATE":            1,
+		"AUDIT_ACTION_UPDATE":            2,
+		"AUDIT_ACTION_DELETE":            3,
+		"AUDIT_ACTION_LOGIN":             4,
+		"AUDIT_ACTION_LOGOUT":            5,
+		"AUDIT_ACTION_API_CALL":          6,
+		"AUDIT_ACTION_PERMISSION_CHANGE": 7,
+		"AUDIT_ACTION_SETTINGS_CHANGE":   8,
+		"AUDIT_ACTION_BILLING_EVENT":     9,
+	}
+)
+
+func (x AuditAction) Enum() *AuditAction {
+	p := new(AuditAction)
+	*p = x
+	return p
+}
+
+func (x AuditAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuditAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_avb_v1_options_proto_enumTypes[0].Descriptor()
+}
+
+func (AuditAction) Type() protoreflect.EnumType {
+	return &file_avb_v1_options_proto_enumTypes[0]
+}
+
+func (x AuditAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuditAction.Descriptor instead.
+func (AuditAction) EnumDescriptor() ([]byte, []int) {
+	return file_avb_v1_options_proto_rawDescGZIP(), []int{0}
+}
+
 // AccessPolicy declares who may call an RPC. Every RPC in the API carries one
 // (a test walks the descriptors and fails on any RPC without it), and a single
 // server interceptor enforces it.
@@ -194,6 +269,150 @@ func (x *PermissionRule) GetIdField() string {
 	return ""
 }
 
+// AuditRule declares what a state-changing RPC records in the audit log.
+// Every RPC that is not a read (idempotency_level NO_SIDE_EFFECTS) carries
+// one (a test walks the descriptors): an action on a resource type, or the
+// reason it records nothing.
+type AuditRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Rule:
+	//
+	//	*AuditRule_Record
+	//	*AuditRule_NotAudited
+	Rule          isAuditRule_Rule `protobuf_oneof:"rule"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRule) Reset() {
+	*x = AuditRule{}
+	mi := &file_avb_v1_options_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRule) ProtoMessage() {}
+
+func (x *AuditRule) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_options_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRule.ProtoReflect.Descriptor instead.
+func (*AuditRule) Descriptor() ([]byte, []int) {
+	return file_avb_v1_options_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AuditRule) GetRule() isAuditRule_Rule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *AuditRule) GetRecord() *AuditRecord {
+	if x != nil {
+		if x, ok := x.Rule.(*AuditRule_Record); ok {
+			return x.Record
+		}
+	}
+	return nil
+}
+
+func (x *AuditRule) GetNotAudited() string {
+	if x != nil {
+		if x, ok := x.Rule.(*AuditRule_NotAudited); ok {
+			return x.NotAudited
+		}
+	}
+	return ""
+}
+
+type isAuditRule_Rule interface {
+	isAuditRule_Rule()
+}
+
+type AuditRule_Record struct {
+	// record is the entry the RPC writes, in the transaction of its change.
+	Record *AuditRecord `protobuf:"bytes,1,opt,name=record,proto3,oneof"`
+}
+
+type AuditRule_NotAudited struct {
+	// not_audited says why the RPC changes nothing worth an entry (it
+	// computes, or acts on a call another RPC recorded).
+	NotAudited string `protobuf:"bytes,2,opt,name=not_audited,json=notAudited,proto3,oneof"`
+}
+
+func (*AuditRule_Record) isAuditRule_Rule() {}
+
+func (*AuditRule_NotAudited) isAuditRule_Rule() {}
+
+// AuditRecord is the kind of entry an RPC writes.
+type AuditRecord struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Action AuditAction            `protobuf:"varint,1,opt,name=action,proto3,enum=avb.v1.AuditAction" json:"action,omitempty"`
+	// resource_type is what the entry is about, for example "project" or
+	// "api_key".
+	ResourceType  string `protobuf:"bytes,2,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_avb_v1_options_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_options_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_avb_v1_options_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AuditRecord) GetAction() AuditAction {
+	if x != nil {
+		return x.Action
+	}
+	return AuditAction_AUDIT_ACTION_UNSPECIFIED
+}
+
+func (x *AuditRecord) GetResourceType() string {
+	if x != nil {
+		return x.ResourceType
+	}
+	return ""
+}
+
 var file_avb_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
@@ -201,6 +420,14 @@ var file_avb_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 		Field:         51000,
 		Name:          "avb.v1.access",
 		Tag:           "bytes,51000,opt,name=access",
+		Filename:      "avb/v1/options.proto",
+	},
+	{
+		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
+		ExtensionType: (*AuditRule)(nil),
+		Field:         51002,
+		Name:          "avb.v1.audit",
+		Tag:           "bytes,51002,opt,name=audit",
 		Filename:      "avb/v1/options.proto",
 	},
 	{
@@ -219,6 +446,10 @@ var (
 	//
 	// optional avb.v1.AccessPolicy access = 51000;
 	E_Access = &file_avb_v1_options_proto_extTypes[0]
+	// audit is what the RPC records in the audit log.
+	//
+	// optional avb.v1.AuditRule audit = 51002;
+	E_Audit = &file_avb_v1_options_proto_extTypes[1]
 )
 
 // Extension fields to descriptorpb.FieldOptions.
@@ -230,7 +461,7 @@ var (
 	// bad field.
 	//
 	// repeated string required_fields = 51001;
-	E_RequiredFields = &file_avb_v1_options_proto_extTypes[1]
+	E_RequiredFields = &file_avb_v1_options_proto_extTypes[2]
 )
 
 var File_avb_v1_options_proto protoreflect.FileDescriptor
@@ -250,8 +481,28 @@ const file_avb_v1_options_proto_rawDesc = "" +
 	"\n" +
 	"permission\x18\x02 \x01(\tR\n" +
 	"permission\x12\x19\n" +
-	"\bid_field\x18\x03 \x01(\tR\aidField:N\n" +
-	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\xb8\x8e\x03 \x01(\v2\x14.avb.v1.AccessPolicyR\x06access:H\n" +
+	"\bid_field\x18\x03 \x01(\tR\aidField\"e\n" +
+	"\tAuditRule\x12-\n" +
+	"\x06record\x18\x01 \x01(\v2\x13.avb.v1.AuditRecordH\x00R\x06record\x12!\n" +
+	"\vnot_audited\x18\x02 \x01(\tH\x00R\n" +
+	"notAuditedB\x06\n" +
+	"\x04rule\"_\n" +
+	"\vAuditRecord\x12+\n" +
+	"\x06action\x18\x01 \x01(\x0e2\x13.avb.v1.AuditActionR\x06action\x12#\n" +
+	"\rresource_type\x18\x02 \x01(\tR\fresourceType*\xa8\x02\n" +
+	"\vAuditAction\x12\x1c\n" +
+	"\x18AUDIT_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13AUDIT_ACTION_CREATE\x10\x01\x12\x17\n" +
+	"\x13AUDIT_ACTION_UPDATE\x10\x02\x12\x17\n" +
+	"\x13AUDIT_ACTION_DELETE\x10\x03\x12\x16\n" +
+	"\x12AUDIT_ACTION_LOGIN\x10\x04\x12\x17\n" +
+	"\x13AUDIT_ACTION_LOGOUT\x10\x05\x12\x19\n" +
+	"\x15AUDIT_ACTION_API_CALL\x10\x06\x12\"\n" +
+	"\x1eAUDIT_ACTION_PERMISSION_CHANGE\x10\a\x12 \n" +
+	"\x1cAUDIT_ACTION_SETTINGS_CHANGE\x10\b\x12\x1e\n" +
+	"\x1aAUDIT_ACTION_BILLING_EVENT\x10\t:N\n" +
+	"\x06access\x12\x1e.google.protobuf.MethodOptions\x18\xb8\x8e\x03 \x01(\v2\x14.avb.v1.AccessPolicyR\x06access:I\n" +
+	"\x05audit\x12\x1e.google.protobuf.MethodOptions\x18\xba\x8e\x03 \x01(\v2\x11.avb.v1.AuditRuleR\x05audit:H\n" +
 	"\x0frequired_fields\x12\x1d.google.protobuf.FieldOptions\x18\xb9\x8e\x03 \x03(\tR\x0erequiredFieldsB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
@@ -266,23 +517,31 @@ func file_avb_v1_options_proto_rawDescGZIP() []byte {
 	return file_avb_v1_options_proto_rawDescData
 }
 
-var file_avb_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_avb_v1_options_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_avb_v1_options_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_avb_v1_options_proto_goTypes = []any{
-	(*AccessPolicy)(nil),               // 0: avb.v1.AccessPolicy
-	(*PermissionRule)(nil),             // 1: avb.v1.PermissionRule
-	(*descriptorpb.MethodOptions)(nil), // 2: google.protobuf.MethodOptions
-	(*descriptorpb.FieldOptions)(nil),  // 3: google.protobuf.FieldOptions
+	(AuditAction)(0),                   // 0: avb.v1.AuditAction
+	(*AccessPolicy)(nil),               // 1: avb.v1.AccessPolicy
+	(*PermissionRule)(nil),             // 2: avb.v1.PermissionRule
+	(*AuditRule)(nil),                  // 3: avb.v1.AuditRule
+	(*AuditRecord)(nil),                // 4: avb.v1.AuditRecord
+	(*descriptorpb.MethodOptions)(nil), // 5: google.protobuf.MethodOptions
+	(*descriptorpb.FieldOptions)(nil),  // 6: google.protobuf.FieldOptions
 }
 var file_avb_v1_options_proto_depIdxs = []int32{
-	1, // 0: avb.v1.AccessPolicy.permission:type_name -> avb.v1.PermissionRule
-	2, // 1: avb.v1.access:extendee -> google.protobuf.MethodOptions
-	3, // 2: avb.v1.required_fields:extendee -> google.protobuf.FieldOptions
-	0, // 3: avb.v1.access:type_name -> avb.v1.AccessPolicy
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	3, // [3:4] is the sub-list for extension type_name
-	1, // [1:3] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 0: avb.v1.AccessPolicy.permission:type_name -> avb.v1.PermissionRule
+	4, // 1: avb.v1.AuditRule.record:type_name -> avb.v1.AuditRecord
+	0, // 2: avb.v1.AuditRecord.action:type_name -> avb.v1.AuditAction
+	5, // 3: avb.v1.access:extendee -> google.protobuf.MethodOptions
+	5, // 4: avb.v1.audit:extendee -> google.protobuf.MethodOptions
+	6, // 5: avb.v1.required_fields:extendee -> google.protobuf.FieldOptions
+	1, // 6: avb.v1.access:type_name -> avb.v1.AccessPolicy
+	3, // 7: avb.v1.audit:type_name -> avb.v1.AuditRule
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	6, // [6:8] is the sub-list for extension type_name
+	3, // [3:6] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_options_proto_init() }
@@ -295,18 +554,23 @@ func file_avb_v1_options_proto_init() {
 		(*AccessPolicy_Authenticated)(nil),
 		(*AccessPolicy_Permission)(nil),
 	}
+	file_avb_v1_options_proto_msgTypes[2].OneofWrappers = []any{
+		(*AuditRule_Record)(nil),
+		(*AuditRule_NotAudited)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_options_proto_rawDesc), len(file_avb_v1_options_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
-			NumExtensions: 2,
+			NumEnums:      1,
+			NumMessages:   4,
+			NumExtensions: 3,
 			NumServices:   0,
 		},
 		GoTypes:           file_avb_v1_options_proto_goTypes,
 		DependencyIndexes: file_avb_v1_options_proto_depIdxs,
+		EnumInfos:         file_avb_v1_options_proto_enumTypes,
 		MessageInfos:      file_avb_v1_options_proto_msgTypes,
 		ExtensionInfos:    file_avb_v1_options_proto_extTypes,
 	}.Build()

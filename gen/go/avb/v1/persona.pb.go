@@ -793,22 +793,25 @@ const file_avb_v1_persona_proto_rawDesc = "" +
 	"\x14DeletePersonaRequest\x12'\n" +
 	"\n" +
 	"persona_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tpersonaId\"\x17\n" +
-	"\x15DeletePersonaResponse2\xdb\x05\n" +
-	"\x0ePersonaService\x12\x80\x01\n" +
-	"\rCreatePersona\x12\x1c.avb.v1.CreatePersonaRequest\x1a\x1d.avb.v1.CreatePersonaResponse\"2\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/personas\x12\x8e\x01\n" +
+	"\x15DeletePersonaResponse2\x8e\x06\n" +
+	"\x0ePersonaService\x12\x91\x01\n" +
+	"\rCreatePersona\x12\x1c.avb.v1.CreatePersonaRequest\x1a\x1d.avb.v1.CreatePersonaResponse\"C\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\xd2\xf3\x18\r\n" +
+	"\v\b\x01\x12\apersona\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/personas\x12\x8e\x01\n" +
 	"\n" +
 	"GetPersona\x12\x19.avb.v1.GetPersonaRequest\x1a\x1a.avb.v1.GetPersonaResponse\"I\xc2\xf3\x18\x1d\x1a\x1b\n" +
 	"\apersona\x12\x04view\x1a\n" +
 	"persona_id\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v2/personas/{persona_id}\x90\x02\x01\x12z\n" +
 	"\fListPersonas\x12\x1b.avb.v1.ListPersonasRequest\x1a\x1c.avb.v1.ListPersonasResponse\"/\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/personas\x90\x02\x01\x12\x9f\x01\n" +
-	"\rUpdatePersona\x12\x1c.avb.v1.UpdatePersonaRequest\x1a\x1d.avb.v1.UpdatePersonaResponse\"Q\xc2\xf3\x18\x1f\x1a\x1d\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/personas\x90\x02\x01\x12\xb0\x01\n" +
+	"\rUpdatePersona\x12\x1c.avb.v1.UpdatePersonaRequest\x1a\x1d.avb.v1.UpdatePersonaResponse\"b\xc2\xf3\x18\x1f\x1a\x1d\n" +
 	"\apersona\x12\x06manage\x1a\n" +
-	"persona_id\x82\xd3\xe4\x93\x02(:\apersona2\x1d/api/v2/personas/{persona_id}\x12\x96\x01\n" +
-	"\rDeletePersona\x12\x1c.avb.v1.DeletePersonaRequest\x1a\x1d.avb.v1.DeletePersonaResponse\"H\xc2\xf3\x18\x1f\x1a\x1d\n" +
+	"persona_id\xd2\xf3\x18\r\n" +
+	"\v\b\x02\x12\apersona\x82\xd3\xe4\x93\x02(:\apersona2\x1d/api/v2/personas/{persona_id}\x12\xa7\x01\n" +
+	"\rDeletePersona\x12\x1c.avb.v1.DeletePersonaRequest\x1a\x1d.avb.v1.DeletePersonaResponse\"Y\xc2\xf3\x18\x1f\x1a\x1d\n" +
 	"\apersona\x12\x06manage\x1a\n" +
-	"persona_id\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v2/personas/{persona_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"persona_id\xd2\xf3\x18\r\n" +
+	"\v\b\x03\x12\apersona\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v2/personas/{persona_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_persona_proto_rawDescOnce sync.Once

@@ -1125,28 +1125,34 @@ const file_avb_v1_project_proto_rawDesc = "" +
 	"\x12PROJECT_ROLE_ADMIN\x10\x01\x12\x1a\n" +
 	"\x16PROJECT_ROLE_DEVELOPER\x10\x02\x12\x19\n" +
 	"\x15PROJECT_ROLE_OPERATOR\x10\x03\x12\x17\n" +
-	"\x13PROJECT_ROLE_VIEWER\x10\x042\xf7\t\n" +
-	"\x0eProjectService\x12\x80\x01\n" +
-	"\rCreateProject\x12\x1c.avb.v1.CreateProjectRequest\x1a\x1d.avb.v1.CreateProjectResponse\"2\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/projects\x12\x8e\x01\n" +
+	"\x13PROJECT_ROLE_VIEWER\x10\x042\xcc\n" +
+	"\n" +
+	"\x0eProjectService\x12\x91\x01\n" +
+	"\rCreateProject\x12\x1c.avb.v1.CreateProjectRequest\x1a\x1d.avb.v1.CreateProjectResponse\"C\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\xd2\xf3\x18\r\n" +
+	"\v\b\x01\x12\aproject\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/projects\x12\x8e\x01\n" +
 	"\n" +
 	"GetProject\x12\x19.avb.v1.GetProjectRequest\x1a\x1a.avb.v1.GetProjectResponse\"I\xc2\xf3\x18\x1d\x1a\x1b\n" +
 	"\aproject\x12\x04view\x1a\n" +
 	"project_id\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v2/projects/{project_id}\x90\x02\x01\x12z\n" +
 	"\fListProjects\x12\x1b.avb.v1.ListProjectsRequest\x1a\x1c.avb.v1.ListProjectsResponse\"/\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/projects\x90\x02\x01\x12\xa0\x01\n" +
-	"\rUpdateProject\x12\x1c.avb.v1.UpdateProjectRequest\x1a\x1d.avb.v1.UpdateProjectResponse\"R\xc2\xf3\x18 \x1a\x1e\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/projects\x90\x02\x01\x12\xb1\x01\n" +
+	"\rUpdateProject\x12\x1c.avb.v1.UpdateProjectRequest\x1a\x1d.avb.v1.UpdateProjectResponse\"c\xc2\xf3\x18 \x1a\x1e\n" +
 	"\aproject\x12\adevelop\x1a\n" +
-	"project_id\x82\xd3\xe4\x93\x02(:\aproject2\x1d/api/v2/projects/{project_id}\x12\x96\x01\n" +
-	"\rDeleteProject\x12\x1c.avb.v1.DeleteProjectRequest\x1a\x1d.avb.v1.DeleteProjectResponse\"H\xc2\xf3\x18\x1f\x1a\x1d\n" +
+	"project_id\xd2\xf3\x18\r\n" +
+	"\v\b\x02\x12\aproject\x82\xd3\xe4\x93\x02(:\aproject2\x1d/api/v2/projects/{project_id}\x12\xa7\x01\n" +
+	"\rDeleteProject\x12\x1c.avb.v1.DeleteProjectRequest\x1a\x1d.avb.v1.DeleteProjectResponse\"Y\xc2\xf3\x18\x1f\x1a\x1d\n" +
 	"\aproject\x12\x06manage\x1a\n" +
-	"project_id\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v2/projects/{project_id}\x12\xaa\x01\n" +
-	"\x10AddProjectMember\x12\x1f.avb.v1.AddProjectMemberRequest\x1a .avb.v1.AddProjectMemberResponse\"S\xc2\xf3\x18\x1f\x1a\x1d\n" +
+	"project_id\xd2\xf3\x18\r\n" +
+	"\v\b\x03\x12\aproject\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v2/projects/{project_id}\x12\xbb\x01\n" +
+	"\x10AddProjectMember\x12\x1f.avb.v1.AddProjectMemberRequest\x1a .avb.v1.AddProjectMemberResponse\"d\xc2\xf3\x18\x1f\x1a\x1d\n" +
 	"\aproject\x12\x06manage\x1a\n" +
-	"project_id\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v2/projects/{project_id}/members\x12\xba\x01\n" +
-	"\x13RemoveProjectMember\x12\".avb.v1.RemoveProjectMemberRequest\x1a#.avb.v1.RemoveProjectMemberResponse\"Z\xc2\xf3\x18\x1f\x1a\x1d\n" +
+	"project_id\xd2\xf3\x18\r\n" +
+	"\v\b\a\x12\aproject\x82\xd3\xe4\x93\x02*:\x01*\"%/api/v2/projects/{project_id}/members\x12\xcb\x01\n" +
+	"\x13RemoveProjectMember\x12\".avb.v1.RemoveProjectMemberRequest\x1a#.avb.v1.RemoveProjectMemberResponse\"k\xc2\xf3\x18\x1f\x1a\x1d\n" +
 	"\aproject\x12\x06manage\x1a\n" +
-	"project_id\x82\xd3\xe4\x93\x021*//api/v2/projects/{project_id}/members/{user_id}\x12\xae\x01\n" +
+	"project_id\xd2\xf3\x18\r\n" +
+	"\v\b\a\x12\aproject\x82\xd3\xe4\x93\x021*//api/v2/projects/{project_id}/members/{user_id}\x12\xae\x01\n" +
 	"\x12ListProjectMembers\x12!.avb.v1.ListProjectMembersRequest\x1a\".avb.v1.ListProjectMembersResponse\"Q\xc2\xf3\x18\x1d\x1a\x1b\n" +
 	"\aproject\x12\x04view\x1a\n" +
 	"project_id\x82\xd3\xe4\x93\x02'\x12%/api/v2/projects/{project_id}/members\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"

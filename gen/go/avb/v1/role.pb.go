@@ -505,13 +505,17 @@ const file_avb_v1_role_proto_rawDesc = "" +
 	"\x15TENANT_ROLE_DEVELOPER\x10\x02\x12\x18\n" +
 	"\x14TENANT_ROLE_OPERATOR\x10\x03\x12\x16\n" +
 	"\x12TENANT_ROLE_VIEWER\x10\x04\x12\x17\n" +
-	"\x13TENANT_ROLE_BILLING\x10\x052\x97\x03\n" +
-	"\vRoleService\x12v\n" +
-	"\tGrantRole\x12\x18.avb.v1.GrantRoleRequest\x1a\x19.avb.v1.GrantRoleResponse\"4\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/api/v2/roles\x12\x80\x01\n" +
+	"\x13TENANT_ROLE_BILLING\x10\x052\xb4\x03\n" +
+	"\vRoleService\x12\x84\x01\n" +
+	"\tGrantRole\x12\x18.avb.v1.GrantRoleRequest\x1a\x19.avb.v1.GrantRoleResponse\"B\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\xd2\xf3\x18\n" +
 	"\n" +
-	"RevokeRole\x12\x19.avb.v1.RevokeRoleRequest\x1a\x1a.avb.v1.RevokeRoleResponse\";\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/api/v2/roles/revoke\x12\x8c\x01\n" +
+	"\b\b\a\x12\x04user\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/api/v2/roles\x12\x8e\x01\n" +
+	"\n" +
+	"RevokeRole\x12\x19.avb.v1.RevokeRoleRequest\x1a\x1a.avb.v1.RevokeRoleResponse\"I\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\xd2\xf3\x18\n" +
+	"\n" +
+	"\b\b\a\x12\x04user\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/api/v2/roles/revoke\x12\x8c\x01\n" +
 	"\x13ListRoleAssignments\x12\".avb.v1.ListRoleAssignmentsRequest\x1a#.avb.v1.ListRoleAssignmentsResponse\",\xc2\xf3\x18\x10\x1a\x0e\n" +
 	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v2/roles\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 

@@ -1528,17 +1528,19 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\vSessionMode\x12\x1c\n" +
 	"\x18SESSION_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SESSION_MODE_AGENT\x10\x01\x12\x15\n" +
-	"\x11SESSION_MODE_ECHO\x10\x022\xd6\x05\n" +
-	"\x0eSessionService\x12\x80\x01\n" +
-	"\rCreateSession\x12\x1c.avb.v1.CreateSessionRequest\x1a\x1d.avb.v1.CreateSessionResponse\"2\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/sessions\x12\x81\x01\n" +
+	"\x11SESSION_MODE_ECHO\x10\x022\xf8\x05\n" +
+	"\x0eSessionService\x12\x91\x01\n" +
+	"\rCreateSession\x12\x1c.avb.v1.CreateSessionRequest\x1a\x1d.avb.v1.CreateSessionResponse\"C\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18\r\n" +
+	"\v\b\x01\x12\asession\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/api/v2/sessions\x12\x81\x01\n" +
 	"\n" +
 	"GetSession\x12\x19.avb.v1.GetSessionRequest\x1a\x1a.avb.v1.GetSessionResponse\"<\xc2\xf3\x18\x10\x1a\x0e\n" +
 	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v2/sessions/{session_id}\x90\x02\x01\x12z\n" +
 	"\fListSessions\x12\x1b.avb.v1.ListSessionsRequest\x1a\x1c.avb.v1.ListSessionsResponse\"/\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/sessions\x90\x02\x01\x12\xa0\x01\n" +
-	"\x10TerminateSession\x12\x1f.avb.v1.TerminateSessionRequest\x1a .avb.v1.TerminateSessionResponse\"I\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x02,:\x01*\"'/api/v2/sessions/{session_id}/terminate\x12\x9d\x01\n" +
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/sessions\x90\x02\x01\x12\xb1\x01\n" +
+	"\x10TerminateSession\x12\x1f.avb.v1.TerminateSessionRequest\x1a .avb.v1.TerminateSessionResponse\"Z\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18\r\n" +
+	"\v\b\x02\x12\asession\x82\xd3\xe4\x93\x02,:\x01*\"'/api/v2/sessions/{session_id}/terminate\x12\x9d\x01\n" +
 	"\x11ListSessionEvents\x12 .avb.v1.ListSessionEventsRequest\x1a!.avb.v1.ListSessionEventsResponse\"C\xc2\xf3\x18\x10\x1a\x0e\n" +
 	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02&\x12$/api/v2/sessions/{session_id}/events\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 

@@ -840,12 +840,14 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\x14TENANT_STATUS_ACTIVE\x10\x01\x12\x1b\n" +
 	"\x17TENANT_STATUS_SUSPENDED\x10\x02\x12\x19\n" +
 	"\x15TENANT_STATUS_PENDING\x10\x03\x12\x19\n" +
-	"\x15TENANT_STATUS_DELETED\x10\x042\x9e\x02\n" +
+	"\x15TENANT_STATUS_DELETED\x10\x042\xae\x02\n" +
 	"\rTenantService\x12o\n" +
 	"\tGetTenant\x12\x18.avb.v1.GetTenantRequest\x1a\x19.avb.v1.GetTenantResponse\"-\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v2/tenant\x90\x02\x01\x12\x9b\x01\n" +
-	"\x14UpdateTenantSettings\x12#.avb.v1.UpdateTenantSettingsRequest\x1a$.avb.v1.UpdateTenantSettingsResponse\"8\xc2\xf3\x18\x12\x1a\x10\n" +
-	"\x06tenant\x12\x06manage\x82\xd3\xe4\x93\x02\x1c:\x01*2\x17/api/v2/tenant/settingsB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v2/tenant\x90\x02\x01\x12\xab\x01\n" +
+	"\x14UpdateTenantSettings\x12#.avb.v1.UpdateTenantSettingsRequest\x1a$.avb.v1.UpdateTenantSettingsResponse\"H\xc2\xf3\x18\x12\x1a\x10\n" +
+	"\x06tenant\x12\x06manage\xd2\xf3\x18\f\n" +
+	"\n" +
+	"\b\b\x12\x06tenant\x82\xd3\xe4\x93\x02\x1c:\x01*2\x17/api/v2/tenant/settingsB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_tenant_proto_rawDescOnce sync.Once

@@ -733,19 +733,22 @@ const file_avb_v1_theme_proto_rawDesc = "" +
 	"\x05theme\x18\x01 \x01(\v2\r.avb.v1.ThemeR\x05theme\"9\n" +
 	"\x12DeleteThemeRequest\x12#\n" +
 	"\btheme_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\athemeId\"\x15\n" +
-	"\x13DeleteThemeResponse2\x9c\x05\n" +
-	"\fThemeService\x12x\n" +
-	"\vCreateTheme\x12\x1a.avb.v1.CreateThemeRequest\x1a\x1b.avb.v1.CreateThemeResponse\"0\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/api/v2/themes\x12\x80\x01\n" +
+	"\x13DeleteThemeResponse2\xca\x05\n" +
+	"\fThemeService\x12\x87\x01\n" +
+	"\vCreateTheme\x12\x1a.avb.v1.CreateThemeRequest\x1a\x1b.avb.v1.CreateThemeResponse\"?\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\xd2\xf3\x18\v\n" +
+	"\t\b\x01\x12\x05theme\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/api/v2/themes\x12\x80\x01\n" +
 	"\bGetTheme\x12\x17.avb.v1.GetThemeRequest\x1a\x18.avb.v1.GetThemeResponse\"A\xc2\xf3\x18\x19\x1a\x17\n" +
 	"\x05theme\x12\x04view\x1a\btheme_id\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v2/themes/{theme_id}\x90\x02\x01\x12r\n" +
 	"\n" +
 	"ListThemes\x12\x19.avb.v1.ListThemesRequest\x1a\x1a.avb.v1.ListThemesResponse\"-\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v2/themes\x90\x02\x01\x12\x8f\x01\n" +
-	"\vUpdateTheme\x12\x1a.avb.v1.UpdateThemeRequest\x1a\x1b.avb.v1.UpdateThemeResponse\"G\xc2\xf3\x18\x1b\x1a\x19\n" +
-	"\x05theme\x12\x06manage\x1a\btheme_id\x82\xd3\xe4\x93\x02\":\x05theme2\x19/api/v2/themes/{theme_id}\x12\x88\x01\n" +
-	"\vDeleteTheme\x12\x1a.avb.v1.DeleteThemeRequest\x1a\x1b.avb.v1.DeleteThemeResponse\"@\xc2\xf3\x18\x1b\x1a\x19\n" +
-	"\x05theme\x12\x06manage\x1a\btheme_id\x82\xd3\xe4\x93\x02\x1b*\x19/api/v2/themes/{theme_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v2/themes\x90\x02\x01\x12\x9e\x01\n" +
+	"\vUpdateTheme\x12\x1a.avb.v1.UpdateThemeRequest\x1a\x1b.avb.v1.UpdateThemeResponse\"V\xc2\xf3\x18\x1b\x1a\x19\n" +
+	"\x05theme\x12\x06manage\x1a\btheme_id\xd2\xf3\x18\v\n" +
+	"\t\b\x02\x12\x05theme\x82\xd3\xe4\x93\x02\":\x05theme2\x19/api/v2/themes/{theme_id}\x12\x97\x01\n" +
+	"\vDeleteTheme\x12\x1a.avb.v1.DeleteThemeRequest\x1a\x1b.avb.v1.DeleteThemeResponse\"O\xc2\xf3\x18\x1b\x1a\x19\n" +
+	"\x05theme\x12\x06manage\x1a\btheme_id\xd2\xf3\x18\v\n" +
+	"\t\b\x03\x12\x05theme\x82\xd3\xe4\x93\x02\x1b*\x19/api/v2/themes/{theme_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_theme_proto_rawDescOnce sync.Once

@@ -665,16 +665,20 @@ const file_avb_v1_user_proto_rawDesc = "" +
 	"\x15DeactivateUserRequest\x12!\n" +
 	"\auser_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x06userId\":\n" +
 	"\x16DeactivateUserResponse\x12 \n" +
-	"\x04user\x18\x01 \x01(\v2\f.avb.v1.UserR\x04user2\xd9\x04\n" +
+	"\x04user\x18\x01 \x01(\v2\f.avb.v1.UserR\x04user2\xf5\x04\n" +
 	"\vUserService\x12W\n" +
-	"\x05GetMe\x12\x14.avb.v1.GetMeRequest\x1a\x15.avb.v1.GetMeResponse\"!\xc2\xf3\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/users/me\x90\x02\x01\x12`\n" +
-	"\bUpdateMe\x12\x17.avb.v1.UpdateMeRequest\x1a\x18.avb.v1.UpdateMeResponse\"!\xc2\xf3\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x15:\x01*2\x10/api/v2/users/me\x12v\n" +
+	"\x05GetMe\x12\x14.avb.v1.GetMeRequest\x1a\x15.avb.v1.GetMeResponse\"!\xc2\xf3\x18\x02\x10\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v2/users/me\x90\x02\x01\x12n\n" +
+	"\bUpdateMe\x12\x17.avb.v1.UpdateMeRequest\x1a\x18.avb.v1.UpdateMeResponse\"/\xc2\xf3\x18\x02\x10\x01\xd2\xf3\x18\n" +
+	"\n" +
+	"\b\b\x02\x12\x04user\x82\xd3\xe4\x93\x02\x15:\x01*2\x10/api/v2/users/me\x12v\n" +
 	"\tListUsers\x12\x18.avb.v1.ListUsersRequest\x1a\x19.avb.v1.ListUsersResponse\"4\xc2\xf3\x18\x18\x1a\x16\n" +
 	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v2/users\x90\x02\x01\x12z\n" +
 	"\aGetUser\x12\x16.avb.v1.GetUserRequest\x1a\x17.avb.v1.GetUserResponse\">\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v2/users/{user_id}\x90\x02\x01\x12\x9a\x01\n" +
-	"\x0eDeactivateUser\x12\x1d.avb.v1.DeactivateUserRequest\x1a\x1e.avb.v1.DeactivateUserResponse\"I\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02':\x01*\"\"/api/v2/users/{user_id}/deactivateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x19\x12\x17/api/v2/users/{user_id}\x90\x02\x01\x12\xa8\x01\n" +
+	"\x0eDeactivateUser\x12\x1d.avb.v1.DeactivateUserRequest\x1a\x1e.avb.v1.DeactivateUserResponse\"W\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\xd2\xf3\x18\n" +
+	"\n" +
+	"\b\b\x02\x12\x04user\x82\xd3\xe4\x93\x02':\x01*\"\"/api/v2/users/{user_id}/deactivateB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_user_proto_rawDescOnce sync.Once

@@ -2428,24 +2428,27 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\x19CreateClientTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
 	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime2\xda\x06\n" +
-	"\fVoiceService\x12Z\n" +
-	"\bConverse\x12\x17.avb.v1.ConverseRequest\x1a\x18.avb.v1.ConverseResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate(\x010\x01\x12j\n" +
-	"\x0eConverseEvents\x12\x1d.avb.v1.ConverseEventsRequest\x1a\x1e.avb.v1.ConverseEventsResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate0\x01\x12\x8d\x01\n" +
-	"\tSendAudio\x12\x18.avb.v1.SendAudioRequest\x1a\x19.avb.v1.SendAudioResponse\"K\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x02.:\x01*\")/api/v2/voice/sessions/{session_id}/audio\x12`\n" +
+	"expireTime2\xa2\t\n" +
+	"\fVoiceService\x12k\n" +
+	"\bConverse\x12\x17.avb.v1.ConverseRequest\x1a\x18.avb.v1.ConverseResponse\"(\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18\r\n" +
+	"\v\b\x06\x12\asession(\x010\x01\x12{\n" +
+	"\x0eConverseEvents\x12\x1d.avb.v1.ConverseEventsRequest\x1a\x1e.avb.v1.ConverseEventsResponse\"(\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18\r\n" +
+	"\v\b\x06\x12\asession0\x01\x12\xe9\x01\n" +
+	"\tSendAudio\x12\x18.avb.v1.SendAudioRequest\x1a\x19.avb.v1.SendAudioResponse\"\xa6\x01\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18W\x12Uaudio of a live call: the call was recorded when it opened (Converse, ConverseEvents)\x82\xd3\xe4\x93\x02.:\x01*\")/api/v2/voice/sessions/{session_id}/audio\x12\x8e\x01\n" +
 	"\n" +
-	"Transcribe\x12\x19.avb.v1.TranscribeRequest\x1a\x1a.avb.v1.TranscribeResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate(\x010\x01\x12^\n" +
+	"Transcribe\x12\x19.avb.v1.TranscribeRequest\x1a\x1a.avb.v1.TranscribeResponse\"E\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18*\x12(computes a transcript and stores nothing(\x010\x01\x12\x86\x01\n" +
 	"\n" +
-	"Synthesize\x12\x19.avb.v1.SynthesizeRequest\x1a\x1a.avb.v1.SynthesizeResponse\"\x17\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate0\x01\x12\x97\x01\n" +
-	"\x11CreateClientToken\x12 .avb.v1.CreateClientTokenRequest\x1a!.avb.v1.CreateClientTokenResponse\"=\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/api/v2/voice/client-tokens\x12\x95\x01\n" +
-	"\vSendControl\x12\x1a.avb.v1.SendControlRequest\x1a\x1b.avb.v1.SendControlResponse\"M\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\aoperate\x82\xd3\xe4\x93\x020:\x01*\"+/api/v2/voice/sessions/{session_id}/controlB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"Synthesize\x12\x19.avb.v1.SynthesizeRequest\x1a\x1a.avb.v1.SynthesizeResponse\"?\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18$\x12\"computes speech and stores nothing0\x01\x12\xad\x01\n" +
+	"\x11CreateClientToken\x12 .avb.v1.CreateClientTokenRequest\x1a!.avb.v1.CreateClientTokenResponse\"S\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18\x12\n" +
+	"\x10\b\x01\x12\fclient_token\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/api/v2/voice/client-tokens\x12\xf1\x01\n" +
+	"\vSendControl\x12\x1a.avb.v1.SendControlRequest\x1a\x1b.avb.v1.SendControlResponse\"\xa8\x01\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18W\x12Ucontrols a live call: the call was recorded when it opened (Converse, ConverseEvents)\x82\xd3\xe4\x93\x020:\x01*\"+/api/v2/voice/sessions/{session_id}/controlB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_voice_proto_rawDescOnce sync.Once

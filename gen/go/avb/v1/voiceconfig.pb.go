@@ -725,18 +725,21 @@ const file_avb_v1_voiceconfig_proto_rawDesc = "" +
 	"\fvoice_config\x18\x01 \x01(\v2\x13.avb.v1.VoiceConfigR\vvoiceConfig\"L\n" +
 	"\x18DeleteVoiceConfigRequest\x120\n" +
 	"\x0fvoice_config_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\rvoiceConfigId\"\x1b\n" +
-	"\x19DeleteVoiceConfigResponse2\xe7\x06\n" +
-	"\x12VoiceConfigService\x12\x91\x01\n" +
-	"\x11CreateVoiceConfig\x12 .avb.v1.CreateVoiceConfigRequest\x1a!.avb.v1.CreateVoiceConfigResponse\"7\xc2\xf3\x18\x13\x1a\x11\n" +
-	"\x06tenant\x12\adevelop\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/api/v2/voice-configs\x12\xae\x01\n" +
+	"\x19DeleteVoiceConfigResponse2\xaa\a\n" +
+	"\x12VoiceConfigService\x12\xa7\x01\n" +
+	"\x11CreateVoiceConfig\x12 .avb.v1.CreateVoiceConfigRequest\x1a!.avb.v1.CreateVoiceConfigResponse\"M\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\adevelop\xd2\xf3\x18\x12\n" +
+	"\x10\b\x01\x12\fvoice_config\x82\xd3\xe4\x93\x02\x1a:\x01*\"\x15/api/v2/voice-configs\x12\xae\x01\n" +
 	"\x0eGetVoiceConfig\x12\x1d.avb.v1.GetVoiceConfigRequest\x1a\x1e.avb.v1.GetVoiceConfigResponse\"]\xc2\xf3\x18'\x1a%\n" +
 	"\fvoice_config\x12\x04view\x1a\x0fvoice_config_id\x82\xd3\xe4\x93\x02)\x12'/api/v2/voice-configs/{voice_config_id}\x90\x02\x01\x12\x8b\x01\n" +
 	"\x10ListVoiceConfigs\x12\x1f.avb.v1.ListVoiceConfigsRequest\x1a .avb.v1.ListVoiceConfigsResponse\"4\xc2\xf3\x18\x10\x1a\x0e\n" +
-	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/voice-configs\x90\x02\x01\x12\xc4\x01\n" +
-	"\x11UpdateVoiceConfig\x12 .avb.v1.UpdateVoiceConfigRequest\x1a!.avb.v1.UpdateVoiceConfigResponse\"j\xc2\xf3\x18)\x1a'\n" +
-	"\fvoice_config\x12\x06manage\x1a\x0fvoice_config_id\x82\xd3\xe4\x93\x027:\fvoice_config2'/api/v2/voice-configs/{voice_config_id}\x12\xb6\x01\n" +
-	"\x11DeleteVoiceConfig\x12 .avb.v1.DeleteVoiceConfigRequest\x1a!.avb.v1.DeleteVoiceConfigResponse\"\\\xc2\xf3\x18)\x1a'\n" +
-	"\fvoice_config\x12\x06manage\x1a\x0fvoice_config_id\x82\xd3\xe4\x93\x02)*'/api/v2/voice-configs/{voice_config_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v2/voice-configs\x90\x02\x01\x12\xdb\x01\n" +
+	"\x11UpdateVoiceConfig\x12 .avb.v1.UpdateVoiceConfigRequest\x1a!.avb.v1.UpdateVoiceConfigResponse\"\x80\x01\xc2\xf3\x18)\x1a'\n" +
+	"\fvoice_config\x12\x06manage\x1a\x0fvoice_config_id\xd2\xf3\x18\x12\n" +
+	"\x10\b\x02\x12\fvoice_config\x82\xd3\xe4\x93\x027:\fvoice_config2'/api/v2/voice-configs/{voice_config_id}\x12\xcc\x01\n" +
+	"\x11DeleteVoiceConfig\x12 .avb.v1.DeleteVoiceConfigRequest\x1a!.avb.v1.DeleteVoiceConfigResponse\"r\xc2\xf3\x18)\x1a'\n" +
+	"\fvoice_config\x12\x06manage\x1a\x0fvoice_config_id\xd2\xf3\x18\x12\n" +
+	"\x10\b\x03\x12\fvoice_config\x82\xd3\xe4\x93\x02)*'/api/v2/voice-configs/{voice_config_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_voiceconfig_proto_rawDescOnce sync.Once

@@ -2,8 +2,8 @@
 // @generated from file avb/v1/options.proto (package avb.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { FieldOptions, MethodOptions } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/options.proto.
  */
 export const file_avb_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("ChRhdmIvdjEvb3B0aW9ucy5wcm90bxIGYXZiLnYxIm8KDEFjY2Vzc1BvbGljeRIQCgZwdWJsaWMYASABKAhIABIXCg1hdXRoZW50aWNhdGVkGAIgASgISAASLAoKcGVybWlzc2lvbhgDIAEoCzIWLmF2Yi52MS5QZXJtaXNzaW9uUnVsZUgAQgYKBHJ1bGUiTQoOUGVybWlzc2lvblJ1bGUSFQoNcmVzb3VyY2VfdHlwZRgBIAEoCRISCgpwZXJtaXNzaW9uGAIgASgJEhAKCGlkX2ZpZWxkGAMgASgJOk4KBmFjY2VzcxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGLiOAyABKAsyFC5hdmIudjEuQWNjZXNzUG9saWN5UgZhY2Nlc3M6SAoPcmVxdWlyZWRfZmllbGRzEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxi5jgMgAygJUg5yZXF1aXJlZEZpZWxkc0IyWjBnaXRodWIuY29tL2FnZW50dm9pY2Vib3gvYXZiL2dlbi9nby9hdmIvdjE7YXZidjFiBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("ChRhdmIvdjEvb3B0aW9ucy5wcm90bxIGYXZiLnYxIm8KDEFjY2Vzc1BvbGljeRIQCgZwdWJsaWMYASABKAhIABIXCg1hdXRoZW50aWNhdGVkGAIgASgISAASLAoKcGVybWlzc2lvbhgDIAEoCzIWLmF2Yi52MS5QZXJtaXNzaW9uUnVsZUgAQgYKBHJ1bGUiTQoOUGVybWlzc2lvblJ1bGUSFQoNcmVzb3VyY2VfdHlwZRgBIAEoCRISCgpwZXJtaXNzaW9uGAIgASgJEhAKCGlkX2ZpZWxkGAMgASgJIlEKCUF1ZGl0UnVsZRIlCgZyZWNvcmQYASABKAsyEy5hdmIudjEuQXVkaXRSZWNvcmRIABIVCgtub3RfYXVkaXRlZBgCIAEoCUgAQgYKBHJ1bGUiSQoLQXVkaXRSZWNvcmQSIwoGYWN0aW9uGAEgASgOMhMuYXZiLnYxLkF1ZGl0QWN0aW9uEhUKDXJlc291cmNlX3R5cGUYAiABKAkqqAIKC0F1ZGl0QWN0aW9uEhwKGEFVRElUX0FDVElPTl9VTlNQRUNJRklFRBAAEhcKE0FVRElUX0FDVElPTl9DUkVBVEUQARIXChNBVURJVF9BQ1RJT05fVVBEQVRFEAISFwoTQVVESVRfQUNUSU9OX0RFTEVURRADEhYKEkFVRElUX0FDVElPTl9MT0dJThAEEhcKE0FVRElUX0FDVElPTl9MT0dPVVQQBRIZChVBVURJVF9BQ1RJT05fQVBJX0NBTEwQBhIiCh5BVURJVF9BQ1RJT05fUEVSTUlTU0lPTl9DSEFOR0UQBxIgChxBVURJVF9BQ1RJT05fU0VUVElOR1NfQ0hBTkdFEAgSHgoaQVVESVRfQUNUSU9OX0JJTExJTkdfRVZFTlQQCTpOCgZhY2Nlc3MSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxi4jgMgASgLMhQuYXZiLnYxLkFjY2Vzc1BvbGljeVIGYWNjZXNzOkkKBWF1ZGl0Eh4uZ29vZ2xlLnByb3RvYnVmLk1ldGhvZE9wdGlvbnMYuo4DIAEoCzIRLmF2Yi52MS5BdWRpdFJ1bGVSBWF1ZGl0OkgKD3JlcXVpcmVkX2ZpZWxkcxIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMYuY4DIAMoCVIOcmVxdWlyZWRGaWVsZHNCMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_google_protobuf_descriptor]);
 
 /**
  * AccessPolicy declares who may call an RPC. Every RPC in the API carries one
@@ -99,12 +99,156 @@ export const PermissionRuleSchema: GenMessage<PermissionRule> = /*@__PURE__*/
   messageDesc(file_avb_v1_options, 1);
 
 /**
+ * AuditRule declares what a state-changing RPC records in the audit log.
+ * Every RPC that is not a read (idempotency_level NO_SIDE_EFFECTS) carries
+ * one (a test walks the descriptors): an action on a resource type, or the
+ * reason it records nothing.
+ *
+ * @generated from message avb.v1.AuditRule
+ */
+export type AuditRule = Message<"avb.v1.AuditRule"> & {
+  /**
+   * @generated from oneof avb.v1.AuditRule.rule
+   */
+  rule: {
+    /**
+     * record is the entry the RPC writes, in the transaction of its change.
+     *
+     * @generated from field: avb.v1.AuditRecord record = 1;
+     */
+    value: AuditRecord;
+    case: "record";
+  } | {
+    /**
+     * not_audited says why the RPC changes nothing worth an entry (it
+     * computes, or acts on a call another RPC recorded).
+     *
+     * @generated from field: string not_audited = 2;
+     */
+    value: string;
+    case: "notAudited";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message avb.v1.AuditRule.
+ * Use `create(AuditRuleSchema)` to create a new message.
+ */
+export const AuditRuleSchema: GenMessage<AuditRule> = /*@__PURE__*/
+  messageDesc(file_avb_v1_options, 2);
+
+/**
+ * AuditRecord is the kind of entry an RPC writes.
+ *
+ * @generated from message avb.v1.AuditRecord
+ */
+export type AuditRecord = Message<"avb.v1.AuditRecord"> & {
+  /**
+   * @generated from field: avb.v1.AuditAction action = 1;
+   */
+  action: AuditAction;
+
+  /**
+   * resource_type is what the entry is about, for example "project" or
+   * "api_key".
+   *
+   * @generated from field: string resource_type = 2;
+   */
+  resourceType: string;
+};
+
+/**
+ * Describes the message avb.v1.AuditRecord.
+ * Use `create(AuditRecordSchema)` to create a new message.
+ */
+export const AuditRecordSchema: GenMessage<AuditRecord> = /*@__PURE__*/
+  messageDesc(file_avb_v1_options, 3);
+
+/**
+ * AuditAction is what an audit entry records.
+ *
+ * @generated from enum avb.v1.AuditAction
+ */
+export enum AuditAction {
+  /**
+   * @generated from enum value: AUDIT_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_CREATE = 1;
+   */
+  CREATE = 1,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_UPDATE = 2;
+   */
+  UPDATE = 2,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_DELETE = 3;
+   */
+  DELETE = 3,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_LOGIN = 4;
+   */
+  LOGIN = 4,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_LOGOUT = 5;
+   */
+  LOGOUT = 5,
+
+  /**
+   * api_call: an RPC that does something rather than change a resource
+   * (opening a call).
+   *
+   * @generated from enum value: AUDIT_ACTION_API_CALL = 6;
+   */
+  API_CALL = 6,
+
+  /**
+   * permission_change: roles, memberships, API key rotation and revocation.
+   *
+   * @generated from enum value: AUDIT_ACTION_PERMISSION_CHANGE = 7;
+   */
+  PERMISSION_CHANGE = 7,
+
+  /**
+   * settings_change: tenant settings, suspension and activation.
+   *
+   * @generated from enum value: AUDIT_ACTION_SETTINGS_CHANGE = 8;
+   */
+  SETTINGS_CHANGE = 8,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_BILLING_EVENT = 9;
+   */
+  BILLING_EVENT = 9,
+}
+
+/**
+ * Describes the enum avb.v1.AuditAction.
+ */
+export const AuditActionSchema: GenEnum<AuditAction> = /*@__PURE__*/
+  enumDesc(file_avb_v1_options, 0);
+
+/**
  * access is the RPC's authorization policy.
  *
  * @generated from extension: avb.v1.AccessPolicy access = 51000;
  */
 export const access: GenExtension<MethodOptions, AccessPolicy> = /*@__PURE__*/
   extDesc(file_avb_v1_options, 0);
+
+/**
+ * audit is what the RPC records in the audit log.
+ *
+ * @generated from extension: avb.v1.AuditRule audit = 51002;
+ */
+export const audit: GenExtension<MethodOptions, AuditRule> = /*@__PURE__*/
+  extDesc(file_avb_v1_options, 1);
 
 /**
  * required_fields names fields of a message field that must be set, such
@@ -116,5 +260,5 @@ export const access: GenExtension<MethodOptions, AccessPolicy> = /*@__PURE__*/
  * @generated from extension: repeated string required_fields = 51001;
  */
 export const required_fields: GenExtension<FieldOptions, string[]> = /*@__PURE__*/
-  extDesc(file_avb_v1_options, 1);
+  extDesc(file_avb_v1_options, 2);
 
