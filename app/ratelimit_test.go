@@ -46,15 +46,13 @@ func limitEnv(extra map[string]string) map[string]string {
 		"AVB_RATE_LIMIT_API_KEY":        "6",
 		"AVB_RATE_LIMIT_ADMIN":          "100000",
 		"AVB_RATE_LIMIT_TENANT_CEILING": "free=8",
-		"AVB_RATE_LIMIT_REDIS_PREFIX":   fmt.Sprintf("test:rl:%d:%d:%d:", time.Now().UnixNano(), rateLimitPrefixes.Add(1), testPID),
+		"AVB_RATE_LIMIT_REDIS_PREFIX":   fmt.Sprintf("test:rl:%d:%d:", time.Now().UnixNano(), rateLimitPrefixes.Add(1)),
 	}
 	for k, v := range extra {
 		env[k] = v
 	}
 	return env
 }
-
-var testPID = time.Now().UnixNano() % 1e6
 
 // keyOfTier creates an API key of a rate-limit tier in ten.
 func (p *platform) keyOfTier(ten *store.Tenant, tier string) string {

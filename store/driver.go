@@ -113,9 +113,8 @@ func Operation(sql string) string {
 	if end < 0 {
 		end = len(sql)
 	}
-	word := strings.ToLower(sql[:end])
-	for _, op := range operations {
-		if word == op {
+	for _, op := range operations { // no allocation: it runs for every statement
+		if strings.EqualFold(sql[:end], op) {
 			return op
 		}
 	}

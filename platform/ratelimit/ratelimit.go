@@ -121,7 +121,7 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) Decision {
 	if lim.Unlimited() {
 		return Decision{Allowed: true}
 	}
-	now := ""
+	now := "" // Redis's own clock
 	if l.Now != nil {
 		now = strconv.FormatInt(l.Now().UnixMicro(), 10)
 	}
@@ -137,11 +137,11 @@ func (l *Limiter) Allow(ctx context.Context, key string, lim Limit) Decision {
 	if ctx.Err() == nil { // a caller that gave up says nothing about Redis
 		l.setFallback(true, err)
 	}
-	clock := time.Now
+	at := time.Now()
 	if l.Now != nil {
-		clock = l.Now
+		at = l.Now()
 	}
-	d := l.local.allow(clock().UnixMicro(), key, lim)
+	d := l.local.allow(at.UnixMicro(), key, lim)
 	d.Local = true
 	return d
 }

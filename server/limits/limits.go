@@ -243,7 +243,7 @@ type failures struct {
 	lim ratelimit.Limit
 	m   *metrics.Metrics
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	blocked map[string]time.Time // client IP -> refused until
 }
 
@@ -252,14 +252,12 @@ const maxBlocked = 100_000
 
 // check refuses an IP whose failures used up its bucket.
 func (f *failures) check(ip string) error {
-	f.mu.Lock()
+	// Every request passes here: a read lock, and expired entries are left
+	// for failed() to prune when the map is full.
+	f.mu.RLock()
 	until, ok := f.blocked[ip]
-	if ok && !time.Now().Before(until) {
-		delete(f.blocked, ip)
-		ok = false
-	}
-	f.mu.Unlock()
-	if !ok {
+	f.mu.RUnlock()
+	if !ok || !time.Now().Before(until) {
 		return nil
 	}
 	if f.m != nil {
