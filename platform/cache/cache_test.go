@@ -167,3 +167,36 @@ func TestRedisDownLoads(t *testing.T) {
 		t.Fatalf("delete with Redis down: %v", err)
 	}
 }
+
+// With Redis refusing or hung (connections open, nothing answers), a read
+// still answers, from the loader, within the client's deadlines; a write's
+// invalidation does not hold its request either.
+func TestRedisFaultsBounded(t *testing.T) {
+	opts, err := redis.ParseURL(testenv.RedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := testenv.FaultyLink(t, "cache-redis", opts.Addr)
+	const deadline = 200 * time.Millisecond
+	rdb := redis.NewClient(&redis.Options{Addr: link.Addr(), MaxRetries: -1, DialTimeout: deadline,
+		ReadTimeout: deadline, WriteTimeout: deadline, PoolTimeout: deadline, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	c := New(rdb, time.Minute, quiet)
+	ctx := tenancy.With(context.Background(), uuid.New())
+	for _, fault := range []testenv.Fault{testenv.Refused, testenv.Blackhole} {
+		link.Inject(fault, 0)
+		start := time.Now()
+		b, err := c.Fetch(ctx, "tenant", "x", func(context.Context) ([]byte, error) { return []byte("v"), nil })
+		if err != nil || string(b) != "v" {
+			t.Fatalf("%s: fetch %q %v", fault, b, err)
+		}
+		if err := c.Delete(ctx, "tenant", "x"); err != nil {
+			t.Fatalf("%s: delete %v", fault, err)
+		}
+		// A fetch is at most two Redis calls, a delete one.
+		if took := time.Since(start); took > 3*deadline+time.Second {
+			t.Fatalf("%s: a fetch and a delete took %v", fault, took)
+		}
+		link.Heal()
+	}
+}
