@@ -3,27 +3,37 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 )
 
-// AuditEntry is one action in the tenant's append-only audit log.
+// AuditEntry is one action in the tenant's append-only audit log. Each
+// entry is a link of the tenant's hash chain (see VerifyAudit).
 type AuditEntry struct {
 	bun.BaseModel `bun:"table:audit_logs"`
 
-	ID           uuid.UUID       `bun:"id,pk,type:uuid"`
+	ID           uuid.UUID       `bun:"id,type:uuid"`
 	TenantID     uuid.UUID       `bun:"tenant_id,type:uuid"`
+	Seq          int64           `bun:"seq"`
 	CreatedAt    time.Time       `bun:"created_at"`
 	ActorType    string          `bun:"actor_type"`
 	ActorID      *uuid.UUID      `bun:"actor_id,type:uuid"`
+	ActorEmail   string          `bun:"actor_email"`
 	Action       string          `bun:"action"`
 	ResourceType string          `bun:"resource_type"`
 	ResourceID   string          `bun:"resource_id"`
+	Description  string          `bun:"description"`
 	IPAddress    string          `bun:"ip_address"`
+	UserAgent    string          `bun:"user_agent"`
 	RequestID    string          `bun:"request_id"`
-	Changes      json.RawMessage `bun:"changes,type:jsonb"`
+	OldValues    json.RawMessage `bun:"old_values,type:jsonb"`
+	NewValues    json.RawMessage `bun:"new_values,type:jsonb"`
+	Hash         []byte          `bun:"hash"`
 }
 
 // AuditFilter narrows a read of the log; zero fields match everything.
@@ -50,16 +60,157 @@ type AuditLog struct{ db *DB }
 // AuditLog returns the audit repository.
 func (db *DB) AuditLog() AuditLog { return AuditLog{db} }
 
-// Append adds an entry; entries are never changed or deleted (the database
-// refuses both).
-func (r AuditLog) Append(ctx context.Context, e *AuditEntry) error {
-	if len(e.Changes) == 0 {
-		e.Changes = json.RawMessage("{}")
+// appendSQL appends one entry to the chain of the transaction's tenant:
+// one statement (audit_append takes the chain's head, links the entry and
+// inserts it).
+const appendSQL = "SELECT id, seq, created_at FROM audit_append($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb)"
+
+func (e *AuditEntry) args() []any {
+	var actor any
+	if e.ActorID != nil {
+		actor = e.ActorID.String()
 	}
+	return []any{e.ActorType, actor, e.ActorEmail, e.Action, e.ResourceType, e.ResourceID, e.Description,
+		e.IPAddress, e.UserAgent, e.RequestID, jsonOrEmpty(e.OldValues), jsonOrEmpty(e.NewValues)}
+}
+
+func jsonOrEmpty(b json.RawMessage) string {
+	if len(b) == 0 {
+		return "{}"
+	}
+	return string(b)
+}
+
+// Append records an entry in a transaction of its own, for the tenant in
+// ctx. A change a request makes records its entry with the change instead
+// (WithAudit); Append is for what has no transaction of its own to join.
+func (r AuditLog) Append(ctx context.Context, e *AuditEntry) error {
 	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		return tx.NewInsert().Model(e).ExcludeColumn("id", "tenant_id", "created_at").
-			Returning("id, tenant_id, created_at").Scan(ctx, &e.ID, &e.TenantID, &e.CreatedAt)
+		e.TenantID, _ = txTenant(ctx)
+		return tx.Tx.QueryRowContext(ctx, appendSQL, e.args()...).Scan(&e.ID, &e.Seq, &e.CreatedAt)
 	})
+}
+
+func txTenant(ctx context.Context) (uuid.UUID, bool) {
+	id, ok := ctx.Value(txTenantKey{}).(uuid.UUID)
+	return id, ok
+}
+
+// Audited is the entry a request records with the change it makes: the
+// first tenant transaction of the request that writes appends it just
+// before its COMMIT, so the entry commits if and only if the change does.
+type Audited struct {
+	mu       sync.Mutex
+	entry    AuditEntry
+	wrote    bool // the open transaction has written
+	pending  bool // appended in the open transaction, not yet committed
+	recorded bool // committed
+}
+
+type auditedKey struct{}
+
+// WithAudit returns ctx carrying e as the entry its change records.
+func WithAudit(ctx context.Context, e AuditEntry) (context.Context, *Audited) {
+	a := &Audited{entry: e}
+	return context.WithValue(ctx, auditedKey{}, a), a
+}
+
+func auditedFrom(ctx context.Context) *Audited {
+	a, _ := ctx.Value(auditedKey{}).(*Audited)
+	return a
+}
+
+// Recorded reports whether the entry committed with a change.
+func (a *Audited) Recorded() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.recorded
+}
+
+// Entry returns the entry as it stands (as recorded, once Recorded).
+func (a *Audited) Entry() AuditEntry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.entry
+}
+
+// DescribeAudit names what the request's change did to: the resource's
+// id, a one-line description, and its values before and after (only the
+// fields that changed, for an update). Empty arguments leave what the
+// entry has. It does nothing when the request records no entry.
+func DescribeAudit(ctx context.Context, resourceID, description string, old, new any) {
+	a := auditedFrom(ctx)
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if resourceID != "" {
+		a.entry.ResourceID = resourceID
+	}
+	if description != "" {
+		a.entry.Description = description
+	}
+	if old != nil {
+		a.entry.OldValues = auditValues(old)
+	}
+	if new != nil {
+		a.entry.NewValues = auditValues(new)
+	}
+}
+
+// began starts a tenant transaction: nothing written yet.
+func (a *Audited) began() {
+	a.mu.Lock()
+	a.wrote = false
+	a.mu.Unlock()
+}
+
+// wrote notes a statement that changes data.
+func (a *Audited) noteWrite() {
+	a.mu.Lock()
+	a.wrote = true
+	a.mu.Unlock()
+}
+
+// beforeCommit appends the entry to the committing transaction when it is
+// the request's first that wrote.
+func (a *Audited) beforeCommit(ctx context.Context, tx pgx.Tx) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.wrote || a.recorded {
+		return nil
+	}
+	e := &a.entry
+	e.TenantID, _ = txTenant(ctx)
+	if err := tx.QueryRow(ctx, appendSQL, e.args()...).Scan(&e.ID, &e.Seq, &e.CreatedAt); err != nil {
+		return err
+	}
+	a.pending = true
+	return nil
+}
+
+// afterCommit settles an appended entry: recorded if the commit succeeded.
+func (a *Audited) afterCommit(ok bool) {
+	a.mu.Lock()
+	if a.pending && ok {
+		a.recorded = true
+	}
+	a.pending, a.wrote = false, false
+	a.mu.Unlock()
+}
+
+// writes reports whether a statement may change data: a statement whose
+// kind is not a read (a WITH query by the statements it holds).
+func writes(sql string) bool {
+	switch Operation(sql) {
+	case "select", "begin", "commit", "rollback", "set":
+		return false
+	case "with":
+		u := strings.ToUpper(sql)
+		return strings.Contains(u, "INSERT ") || strings.Contains(u, "UPDATE ") || strings.Contains(u, "DELETE ")
+	}
+	return true
 }
 
 // List returns one page of the filtered log, newest first.
@@ -72,7 +223,7 @@ func (r AuditLog) List(ctx context.Context, f AuditFilter, size int, token strin
 		return nil, "", err
 	}
 	err = r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		q := tx.NewSelect().Model(&out)
+		q := tx.NewSelect().Model(&out).ExcludeColumn("hash")
 		if f.ActorID != nil {
 			q = q.Where("actor_id = ?", *f.ActorID)
 		}

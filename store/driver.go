@@ -69,16 +69,57 @@ func (c *tenantConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 	if err != nil {
 		return nil, err
 	}
-	return pgxTx{ctx: ctx, tx: tx}, nil
+	a := auditedFrom(ctx)
+	if a != nil {
+		a.began()
+	}
+	return pgxTx{ctx: ctx, tx: tx, audited: a}, nil
+}
+
+// ExecContext and QueryContext note, for a request that records an audit
+// entry, that its transaction writes.
+func (c *tenantConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if a := auditedFrom(ctx); a != nil && writes(query) {
+		a.noteWrite()
+	}
+	return c.Conn.ExecContext(ctx, query, args)
+}
+
+func (c *tenantConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if a := auditedFrom(ctx); a != nil && writes(query) {
+		a.noteWrite()
+	}
+	return c.Conn.QueryContext(ctx, query, args)
 }
 
 type pgxTx struct {
-	ctx context.Context
-	tx  pgx.Tx
+	ctx     context.Context
+	tx      pgx.Tx
+	audited *Audited
 }
 
-func (t pgxTx) Commit() error   { return t.tx.Commit(t.ctx) }
-func (t pgxTx) Rollback() error { return t.tx.Rollback(t.ctx) }
+// Commit appends the request's audit entry first when this transaction
+// wrote: the entry and the change commit together or not at all.
+func (t pgxTx) Commit() error {
+	if t.audited == nil {
+		return t.tx.Commit(t.ctx)
+	}
+	if err := t.audited.beforeCommit(t.ctx, t.tx); err != nil {
+		_ = t.tx.Rollback(t.ctx)
+		t.audited.afterCommit(false)
+		return err
+	}
+	err := t.tx.Commit(t.ctx)
+	t.audited.afterCommit(err == nil)
+	return err
+}
+
+func (t pgxTx) Rollback() error {
+	if t.audited != nil {
+		t.audited.afterCommit(false)
+	}
+	return t.tx.Rollback(t.ctx)
+}
 
 // queryTracer times every statement for db_query_duration_seconds.
 type queryTracer struct {

@@ -51,3 +51,24 @@ func (r Sessions) HourlyUsage(ctx context.Context, since time.Time) ([]HourlyUsa
 	})
 	return out, err
 }
+
+// RetainAuditLog drops the audit log's monthly partitions that every
+// tenant's retention has passed (a tenant's days, or defaultDays, at most
+// maxDays), recording in each tenant's chain where it was cut. It returns
+// how many partitions it dropped.
+func (db *DB) RetainAuditLog(ctx context.Context, defaultDays, maxDays int) (int, error) {
+	var n int
+	err := db.Bun.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.ExecContext(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
+			return err
+		}
+		return tx.NewRaw("SELECT audit_retain(?, ?)", defaultDays, maxDays).Scan(ctx, &n)
+	})
+	return n, err
+}
+
+// EnsureAuditPartitions creates the audit log's monthly partitions up to
+// monthsAhead months after this one and returns how many it created.
+func (db *DB) EnsureAuditPartitions(ctx context.Context, monthsAhead int) (int, error) {
+	return db.maintain(ctx, "SELECT audit_ensure_partitions(now(), ?)", monthsAhead)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +50,25 @@ var (
 	VoiceConfigs = ResourceKind{Table: "voice_configs", InProject: true, cached: true}
 	Themes       = ResourceKind{Table: "themes", Defaultable: true}
 )
+
+// noun is what an audit entry calls a row of the kind ("voice_config").
+func (k ResourceKind) noun() string { return strings.TrimSuffix(k.Table, "s") }
+
+// auditValues is the resource as its audit entries show it: its spec's
+// fields with its name, project and default flag.
+func (res *Resource) auditValues() json.RawMessage {
+	v := map[string]any{}
+	_ = json.Unmarshal(res.Spec, &v)
+	v["name"] = res.Name
+	if res.ProjectID != nil {
+		v["project_id"] = res.ProjectID.String()
+	}
+	if res.IsDefault {
+		v["is_default"] = true
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
 
 // Resources is the repository of one kind, scoped to the tenant in ctx.
 type Resources struct {
@@ -124,6 +144,7 @@ func (r Resources) Create(ctx context.Context, res *Resource) (created bool, err
 			return err
 		}
 		created = true
+		DescribeAudit(ctx, res.ID.String(), "created "+r.kind.noun()+" "+strconv.Quote(res.Name), nil, res.auditValues())
 		return nil
 	})
 	return created, mapWriteErr(err)
@@ -231,9 +252,12 @@ func (r Resources) Update(ctx context.Context, id uuid.UUID, change func(*Resour
 			return ErrNotFound
 		}
 		res = &rows[0]
+		before := res.auditValues()
 		if err := change(res); err != nil {
 			return err
 		}
+		old, new := AuditDiff(before, res.auditValues())
+		DescribeAudit(ctx, id.String(), "updated "+r.kind.noun()+" "+strconv.Quote(res.Name), old, new)
 		q := tx.NewUpdate().TableExpr(r.kind.Table).Set("name = ?", res.Name).Set("spec = ?", string(orEmpty(res.Spec))).
 			Set("updated_at = clock_timestamp()").Where("id = ?", id)
 		if r.kind.Defaultable {
@@ -268,13 +292,14 @@ func (r Resources) Delete(ctx context.Context, id uuid.UUID) error {
 				children[k] = ids
 			}
 		}
-		res, err := tx.NewDelete().TableExpr(r.kind.Table).Where("id = ?", id).Exec(ctx)
-		if err != nil {
+		var gone []Resource
+		if err := tx.NewDelete().TableExpr(r.kind.Table).Where("id = ?", id).Returning(r.columns()).Scan(ctx, &gone); err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if len(gone) == 0 {
 			return ErrNotFound
 		}
+		DescribeAudit(ctx, id.String(), "deleted "+r.kind.noun()+" "+strconv.Quote(gone[0].Name), gone[0].auditValues(), nil)
 		return nil
 	})
 	if err != nil {

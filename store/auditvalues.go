@@ -1,0 +1,105 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+)
+
+// Redacted replaces a secret's value in the audit log.
+const Redacted = "[redacted]"
+
+// secretField reports whether a field's values never reach the audit log:
+// secrets, passwords, tokens, key hashes and raw keys, by name in either
+// snake_case or lowerCamelCase (so "max_tokens" is kept, "access_token"
+// and "webhookSecret" are not).
+func secretField(name string) bool {
+	n := strings.ToLower(strings.ReplaceAll(name, "_", ""))
+	for _, s := range []string{"secret", "password", "token", "hash", "apikey", "privatekey", "authorization", "credential", "credentials"} {
+		if strings.HasSuffix(n, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// auditValues is v as the JSON object an entry stores, secrets redacted.
+func auditValues(v any) json.RawMessage {
+	var raw []byte
+	switch x := v.(type) {
+	case json.RawMessage:
+		raw = x
+	case []byte:
+		raw = x
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return json.RawMessage(`{}`)
+		}
+		raw = b
+	}
+	var tree any
+	if err := json.Unmarshal(raw, &tree); err != nil {
+		return json.RawMessage(`{}`)
+	}
+	if _, ok := tree.(map[string]any); !ok {
+		tree = map[string]any{"value": tree}
+	}
+	out, err := json.Marshal(redact(tree))
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	return out
+}
+
+func redact(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if secretField(k) {
+				x[k] = Redacted
+			} else {
+				x[k] = redact(e)
+			}
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = redact(e)
+		}
+	}
+	return v
+}
+
+// AuditDiff returns the top-level fields of two JSON objects whose values
+// differ: their values before and after (a field only one side has
+// appears on that side).
+func AuditDiff(before, after json.RawMessage) (old, new map[string]json.RawMessage) {
+	var b, a map[string]json.RawMessage
+	_ = json.Unmarshal(before, &b)
+	_ = json.Unmarshal(after, &a)
+	old, new = map[string]json.RawMessage{}, map[string]json.RawMessage{}
+	for k, v := range b {
+		if w, ok := a[k]; !ok || !jsonEqual(v, w) {
+			old[k] = v
+		}
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || !jsonEqual(v, w) {
+			new[k] = v
+		}
+	}
+	return old, new
+}
+
+func jsonEqual(x, y json.RawMessage) bool {
+	if bytes.Equal(x, y) {
+		return true
+	}
+	var a, b any
+	if json.Unmarshal(x, &a) != nil || json.Unmarshal(y, &b) != nil {
+		return false
+	}
+	ca, _ := json.Marshal(a)
+	cb, _ := json.Marshal(b)
+	return bytes.Equal(ca, cb)
+}
