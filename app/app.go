@@ -323,10 +323,11 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 	// Rate limits come right after authentication: a request over its
 	// limit reaches no authorization check and no database transaction.
 	// Failed authentication is limited per client IP (brute force).
-	// A key's usage counts the requests its limit admits.
+	// A key's usage counts the requests its limit admits. Auditing is
+	// innermost: only the handler's own transactions carry its entry.
 	interceptors := []connect.Interceptor{limits.Failures(a.limiter, tiers, a.Metrics), auth.Interceptor(),
 		limits.Interceptor(a.limiter, tiers, a.Metrics, limits.OnAdmit(a.usage.Admitted)),
-		authz.Interceptor(a.decider), validate}
+		authz.Interceptor(a.decider), validate, server.AuditInterceptor(a.db, a.log)}
 	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus, Grants: grants,
 		Events: events.Hub{Redis: a.redis}, Log: a.log}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/agentvoicebox/avb/platform/logging"
 	"slices"
 
 	"github.com/google/uuid"
@@ -173,12 +174,16 @@ func (g *Grants) SyncIdPRoles(ctx context.Context, u *store.User, tokenRoles []s
 		}
 	}
 	changes, _ := json.Marshal(map[string]any{"granted": added, "revoked": append([]string{}, revoke...), "source": "identity_provider"})
-	if err := g.DB.AuditLog().Append(ctx, &store.AuditEntry{ActorType: "system", Action: "user.roles_synced",
-		ResourceType: "user", ResourceID: u.ID.String(), Changes: changes}); err != nil {
-		return "", fmt.Errorf("sync roles: audit: %w", err)
-	}
-	if err := g.DB.Users().SetIdPRoles(ctx, u.ID, want); err != nil {
+	// The entry commits with the user's new roles.
+	actx, audited := store.WithAudit(ctx, store.AuditEntry{ActorType: "system", Action: "permission_change",
+		ResourceType: "user", ResourceID: u.ID.String(), Description: "roles synced from the identity provider",
+		RequestID: logging.RequestID(ctx),
+		OldValues: mustJSON(map[string]any{"roles": u.IdPRoles}), NewValues: changes})
+	if err := g.DB.Users().SetIdPRoles(actx, u.ID, want); err != nil {
 		return "", fmt.Errorf("sync roles: %w", err)
+	}
+	if !audited.Recorded() {
+		return "", fmt.Errorf("sync roles: the audit entry was not recorded")
 	}
 	return token, nil
 }
@@ -256,4 +261,9 @@ func (g *Grants) ProjectMember(ctx context.Context, projectID, userID uuid.UUID,
 		return err
 	}
 	return g.DB.ProjectMembers().Remove(ctx, projectID, userID, role)
+}
+
+func mustJSON(v any) []byte {
+	b, _ := json.Marshal(v)
+	return b
 }

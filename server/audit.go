@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"strconv"
 	"strings"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
@@ -34,15 +36,60 @@ func auditFilter(f *avbv1.AuditFilter) store.AuditFilter {
 
 func auditToProto(e *store.AuditEntry) *avbv1.AuditEntry {
 	out := &avbv1.AuditEntry{Id: e.ID.String(), Time: ts(e.CreatedAt), ActorType: e.ActorType, Action: e.Action,
-		ResourceType: e.ResourceType, ResourceId: e.ResourceID, IpAddress: e.IPAddress, RequestId: e.RequestID}
+		ResourceType: e.ResourceType, ResourceId: e.ResourceID, IpAddress: e.IPAddress, RequestId: e.RequestID,
+		ActorEmail: e.ActorEmail, Description: e.Description, UserAgent: e.UserAgent, Sequence: e.Seq,
+		OldValues: jsonStruct(e.OldValues), NewValues: jsonStruct(e.NewValues)}
 	if e.ActorID != nil {
 		out.ActorId = e.ActorID.String()
 	}
-	if len(e.Changes) > 2 {
-		s := &structpb.Struct{}
-		if s.UnmarshalJSON(e.Changes) == nil {
-			out.Changes = s
+	if out.OldValues != nil || out.NewValues != nil {
+		out.Changes = &structpb.Struct{Fields: map[string]*structpb.Value{ //nolint:staticcheck // the deprecated field keeps its meaning
+			"old": structpb.NewStructValue(orEmptyStruct(out.OldValues)), "new": structpb.NewStructValue(orEmptyStruct(out.NewValues))}}
+	}
+	return out
+}
+
+// jsonStruct is a JSON object as a Struct (nil when empty).
+func jsonStruct(b []byte) *structpb.Struct {
+	if len(b) <= 2 {
+		return nil
+	}
+	s := &structpb.Struct{}
+	if s.UnmarshalJSON(b) != nil {
+		return nil
+	}
+	return s
+}
+
+func orEmptyStruct(s *structpb.Struct) *structpb.Struct {
+	if s == nil {
+		return &structpb.Struct{}
+	}
+	return s
+}
+
+func (s *auditServer) VerifyAuditLog(ctx context.Context, req *connect.Request[avbv1.VerifyAuditLogRequest]) (*connect.Response[avbv1.VerifyAuditLogResponse], error) {
+	limit := int(req.Msg.GetMaxBreaks())
+	if limit == 0 {
+		limit = 10
+	}
+	v, err := s.db.AuditLog().Verify(ctx, limit)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(VerificationToProto(v)), nil
+}
+
+// VerificationToProto is a chain verification as the API reports it.
+func VerificationToProto(v store.AuditVerification) *avbv1.VerifyAuditLogResponse {
+	out := &avbv1.VerifyAuditLogResponse{Intact: v.Intact(), EntriesChecked: v.Entries, HeadSequence: v.Head,
+		RetentionCutSequence: v.CutSeq}
+	for _, b := range v.Breaks {
+		br := &avbv1.AuditChainBreak{Sequence: b.Seq, Reason: b.Reason}
+		if b.EntryID != uuid.Nil {
+			br.EntryId = b.EntryID.String()
 		}
+		out.Breaks = append(out.Breaks, br)
 	}
 	return out
 }
@@ -60,7 +107,8 @@ func (s *auditServer) ListAuditLogs(ctx context.Context, req *connect.Request[av
 }
 
 // auditCSVHeader is the export's first row.
-var auditCSVHeader = []string{"id", "time", "actor_type", "actor_id", "action", "resource_type", "resource_id", "ip_address", "request_id", "changes"}
+var auditCSVHeader = []string{"id", "sequence", "time", "actor_type", "actor_id", "actor_email", "action", "resource_type",
+	"resource_id", "description", "ip_address", "user_agent", "request_id", "old_values", "new_values"}
 
 func (s *auditServer) ExportAuditLogs(ctx context.Context, req *connect.Request[avbv1.ExportAuditLogsRequest], stream *connect.ServerStream[avbv1.ExportAuditLogsResponse]) error {
 	f := auditFilter(req.Msg.GetFilter())
@@ -78,8 +126,10 @@ func (s *auditServer) ExportAuditLogs(ctx context.Context, req *connect.Request[
 			if e.ActorID != nil {
 				actor = e.ActorID.String()
 			}
-			_ = w.Write([]string{e.ID.String(), e.CreatedAt.UTC().Format(time.RFC3339Nano), e.ActorType, actor, csvCell(e.Action),
-				csvCell(e.ResourceType), csvCell(e.ResourceID), csvCell(e.IPAddress), csvCell(e.RequestID), csvCell(string(e.Changes))})
+			_ = w.Write([]string{e.ID.String(), strconv.FormatInt(e.Seq, 10), e.CreatedAt.UTC().Format(time.RFC3339Nano),
+				e.ActorType, actor, csvCell(e.ActorEmail), csvCell(e.Action), csvCell(e.ResourceType), csvCell(e.ResourceID),
+				csvCell(e.Description), csvCell(e.IPAddress), csvCell(e.UserAgent), csvCell(e.RequestID),
+				csvCell(string(e.OldValues)), csvCell(string(e.NewValues))})
 		}
 		w.Flush()
 		// One message per page: whole rows, at most 500 of them.

@@ -152,10 +152,10 @@ func DescribeAudit(ctx context.Context, resourceID, description string, old, new
 		a.entry.Description = description
 	}
 	if old != nil {
-		a.entry.OldValues = auditValues(old)
+		a.entry.OldValues = AuditValues(old)
 	}
 	if new != nil {
-		a.entry.NewValues = auditValues(new)
+		a.entry.NewValues = AuditValues(new)
 	}
 }
 

@@ -23,8 +23,8 @@ func secretField(name string) bool {
 	return false
 }
 
-// auditValues is v as the JSON object an entry stores, secrets redacted.
-func auditValues(v any) json.RawMessage {
+// AuditValues is v as the JSON object an entry stores, secrets redacted.
+func AuditValues(v any) json.RawMessage {
 	var raw []byte
 	switch x := v.(type) {
 	case json.RawMessage:

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/agentvoicebox/avb/tenancy"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,8 +85,15 @@ func (r Tenants) Create(ctx context.Context, t *Tenant) error {
 	if len(t.Settings) == 0 {
 		t.Settings = json.RawMessage(`{}`)
 	}
-	err := r.db.do(ctx, func(ctx context.Context) error {
-		_, err := r.db.Bun.NewInsert().Model(t).Returning("*").Exec(ctx)
+	if t.ID == uuid.Nil {
+		t.ID = uuid.New()
+	}
+	// A transaction acting for the new tenant: its audit entry (when the
+	// request records one) starts the tenant's log.
+	err := r.db.InTenant(tenancy.With(ctx, t.ID), func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewInsert().Model(t).Returning("*").Exec(ctx)
+		DescribeAudit(ctx, t.ID.String(), "created tenant "+strconv.Quote(t.Slug), nil,
+			map[string]any{"name": t.Name, "slug": t.Slug, "tier": t.Tier, "status": t.Status})
 		return err
 	})
 	if pgCode(err) == codeUniqueViolation {
@@ -128,10 +137,21 @@ func (r Tenants) Count(ctx context.Context) (int64, error) {
 // SetStatus changes a tenant's status and returns it.
 func (r Tenants) SetStatus(ctx context.Context, id uuid.UUID, status, reason string) (*Tenant, error) {
 	t := new(Tenant)
-	err := r.db.do(ctx, func(ctx context.Context) error {
-		return r.db.Bun.NewUpdate().Model(t).
+	err := r.db.InTenant(tenancy.With(ctx, id), func(ctx context.Context, tx bun.Tx) error {
+		var before struct{ Status, StatusReason string }
+		if err := tx.NewSelect().Table("tenants").Column("status", "status_reason").Where("id = ?", id).For("UPDATE").
+			Scan(ctx, &before.Status, &before.StatusReason); err != nil {
+			return err
+		}
+		if err := tx.NewUpdate().Model(t).
 			Set("status = ?", status).Set("status_reason = ?", reason).Set("updated_at = now()").
-			Where("id = ?", id).Returning("*").Scan(ctx)
+			Where("id = ?", id).Returning("*").Scan(ctx); err != nil {
+			return err
+		}
+		DescribeAudit(ctx, id.String(), "tenant "+strconv.Quote(t.Slug)+" "+before.Status+" → "+status,
+			map[string]any{"status": before.Status, "status_reason": before.StatusReason},
+			map[string]any{"status": status, "status_reason": reason})
+		return nil
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
@@ -142,10 +162,19 @@ func (r Tenants) SetStatus(ctx context.Context, id uuid.UUID, status, reason str
 // UpdateSettings replaces a tenant's settings document and returns it.
 func (r Tenants) UpdateSettings(ctx context.Context, id uuid.UUID, settings json.RawMessage) (*Tenant, error) {
 	t := new(Tenant)
-	err := r.db.do(ctx, func(ctx context.Context) error {
-		return r.db.Bun.NewUpdate().Model(t).
+	err := r.db.InTenant(tenancy.With(ctx, id), func(ctx context.Context, tx bun.Tx) error {
+		var before string
+		if err := tx.NewSelect().Table("tenants").Column("settings").Where("id = ?", id).For("UPDATE").Scan(ctx, &before); err != nil {
+			return err
+		}
+		if err := tx.NewUpdate().Model(t).
 			Set("settings = ?", string(settings)).Set("updated_at = now()").
-			Where("id = ?", id).Returning("*").Scan(ctx)
+			Where("id = ?", id).Returning("*").Scan(ctx); err != nil {
+			return err
+		}
+		old, new := AuditDiff(json.RawMessage(before), settings)
+		DescribeAudit(ctx, id.String(), "updated the settings of tenant "+strconv.Quote(t.Slug), old, new)
+		return nil
 	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound

@@ -32,15 +32,32 @@ type AuditEntry struct {
 	Time  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	// actor_type is "user", "api_key" or "system".
 	ActorType string `protobuf:"bytes,3,opt,name=actor_type,json=actorType,proto3" json:"actor_type,omitempty"`
-	ActorId   string `protobuf:"bytes,4,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
-	// action, such as "project.create".
-	Action       string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	// actor_id is the user's or the API key's id (empty for the system).
+	ActorId string `protobuf:"bytes,4,opt,name=actor_id,json=actorId,proto3" json:"actor_id,omitempty"`
+	// action is one of create, update, delete, login, logout, api_call,
+	// permission_change, settings_change, billing_event.
+	Action string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	// resource_type is what the action was on ("project", "api_key"...).
 	ResourceType string `protobuf:"bytes,6,opt,name=resource_type,json=resourceType,proto3" json:"resource_type,omitempty"`
 	ResourceId   string `protobuf:"bytes,7,opt,name=resource_id,json=resourceId,proto3" json:"resource_id,omitempty"`
-	IpAddress    string `protobuf:"bytes,8,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
-	RequestId    string `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// changes holds what changed (before and after, for updates).
-	Changes       *structpb.Struct `protobuf:"bytes,10,opt,name=changes,proto3" json:"changes,omitempty"`
+	// ip_address is the client's, through trusted proxies only.
+	IpAddress string `protobuf:"bytes,8,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	RequestId string `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// changes holds old_values and new_values as {"old": ..., "new": ...}.
+	//
+	// Deprecated: Marked as deprecated in avb/v1/audit.proto.
+	Changes *structpb.Struct `protobuf:"bytes,10,opt,name=changes,proto3" json:"changes,omitempty"`
+	// actor_email is the user's email when the actor is a user.
+	ActorEmail string `protobuf:"bytes,11,opt,name=actor_email,json=actorEmail,proto3" json:"actor_email,omitempty"`
+	// description is one line about what happened.
+	Description string `protobuf:"bytes,12,opt,name=description,proto3" json:"description,omitempty"`
+	UserAgent   string `protobuf:"bytes,13,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	// old_values and new_values: for an update, only the fields it changed;
+	// a create has new values, a delete old ones. Secrets read "[redacted]".
+	OldValues *structpb.Struct `protobuf:"bytes,14,opt,name=old_values,json=oldValues,proto3" json:"old_values,omitempty"`
+	NewValues *structpb.Struct `protobuf:"bytes,15,opt,name=new_values,json=newValues,proto3" json:"new_values,omitempty"`
+	// sequence is the entry's position in the tenant's chain (1, 2, ...).
+	Sequence      int64 `protobuf:"varint,16,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,11 +155,244 @@ func (x *AuditEntry) GetRequestId() string {
 	return ""
 }
 
+// Deprecated: Marked as deprecated in avb/v1/audit.proto.
 func (x *AuditEntry) GetChanges() *structpb.Struct {
 	if x != nil {
 		return x.Changes
 	}
 	return nil
+}
+
+func (x *AuditEntry) GetActorEmail() string {
+	if x != nil {
+		return x.ActorEmail
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *AuditEntry) GetOldValues() *structpb.Struct {
+	if x != nil {
+		return x.OldValues
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetNewValues() *structpb.Struct {
+	if x != nil {
+		return x.NewValues
+	}
+	return nil
+}
+
+func (x *AuditEntry) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+// VerifyAuditLogRequest asks for a verification of the tenant's chain.
+type VerifyAuditLogRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// max_breaks caps the broken links reported (default 10).
+	MaxBreaks     int32 `protobuf:"varint,1,opt,name=max_breaks,json=maxBreaks,proto3" json:"max_breaks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditLogRequest) Reset() {
+	*x = VerifyAuditLogRequest{}
+	mi := &file_avb_v1_audit_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditLogRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditLogRequest) ProtoMessage() {}
+
+func (x *VerifyAuditLogRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_audit_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditLogRequest.ProtoReflect.Descriptor instead.
+func (*VerifyAuditLogRequest) Descriptor() ([]byte, []int) {
+	return file_avb_v1_audit_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VerifyAuditLogRequest) GetMaxBreaks() int32 {
+	if x != nil {
+		return x.MaxBreaks
+	}
+	return 0
+}
+
+// VerifyAuditLogResponse is what the verification found.
+type VerifyAuditLogResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// intact is true when every link held.
+	Intact bool `protobuf:"varint,1,opt,name=intact,proto3" json:"intact,omitempty"`
+	// entries_checked counts the entries read.
+	EntriesChecked int64 `protobuf:"varint,2,opt,name=entries_checked,json=entriesChecked,proto3" json:"entries_checked,omitempty"`
+	// head_sequence is the chain's last position.
+	HeadSequence int64 `protobuf:"varint,3,opt,name=head_sequence,json=headSequence,proto3" json:"head_sequence,omitempty"`
+	// retention_cut_sequence is the last position retention removed (0: none).
+	RetentionCutSequence int64 `protobuf:"varint,4,opt,name=retention_cut_sequence,json=retentionCutSequence,proto3" json:"retention_cut_sequence,omitempty"`
+	// breaks are the broken links, in chain order.
+	Breaks        []*AuditChainBreak `protobuf:"bytes,5,rep,name=breaks,proto3" json:"breaks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyAuditLogResponse) Reset() {
+	*x = VerifyAuditLogResponse{}
+	mi := &file_avb_v1_audit_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyAuditLogResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyAuditLogResponse) ProtoMessage() {}
+
+func (x *VerifyAuditLogResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_audit_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyAuditLogResponse.ProtoReflect.Descriptor instead.
+func (*VerifyAuditLogResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_audit_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *VerifyAuditLogResponse) GetIntact() bool {
+	if x != nil {
+		return x.Intact
+	}
+	return false
+}
+
+func (x *VerifyAuditLogResponse) GetEntriesChecked() int64 {
+	if x != nil {
+		return x.EntriesChecked
+	}
+	return 0
+}
+
+func (x *VerifyAuditLogResponse) GetHeadSequence() int64 {
+	if x != nil {
+		return x.HeadSequence
+	}
+	return 0
+}
+
+func (x *VerifyAuditLogResponse) GetRetentionCutSequence() int64 {
+	if x != nil {
+		return x.RetentionCutSequence
+	}
+	return 0
+}
+
+func (x *VerifyAuditLogResponse) GetBreaks() []*AuditChainBreak {
+	if x != nil {
+		return x.Breaks
+	}
+	return nil
+}
+
+// AuditChainBreak is a place where the chain does not hold.
+type AuditChainBreak struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sequence int64                  `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// entry_id is empty when the entry is missing.
+	EntryId       string `protobuf:"bytes,2,opt,name=entry_id,json=entryId,proto3" json:"entry_id,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditChainBreak) Reset() {
+	*x = AuditChainBreak{}
+	mi := &file_avb_v1_audit_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditChainBreak) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditChainBreak) ProtoMessage() {}
+
+func (x *AuditChainBreak) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_audit_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditChainBreak.ProtoReflect.Descriptor instead.
+func (*AuditChainBreak) Descriptor() ([]byte, []int) {
+	return file_avb_v1_audit_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AuditChainBreak) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AuditChainBreak) GetEntryId() string {
+	if x != nil {
+		return x.EntryId
+	}
+	return ""
+}
+
+func (x *AuditChainBreak) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // AuditFilter narrows the log; empty fields match everything.
@@ -160,7 +410,7 @@ type AuditFilter struct {
 
 func (x *AuditFilter) Reset() {
 	*x = AuditFilter{}
-	mi := &file_avb_v1_audit_proto_msgTypes[1]
+	mi := &file_avb_v1_audit_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -172,7 +422,7 @@ func (x *AuditFilter) String() string {
 func (*AuditFilter) ProtoMessage() {}
 
 func (x *AuditFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_audit_proto_msgTypes[1]
+	mi := &file_avb_v1_audit_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -185,7 +435,7 @@ func (x *AuditFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditFilter.ProtoReflect.Descriptor instead.
 func (*AuditFilter) Descriptor() ([]byte, []int) {
-	return file_avb_v1_audit_proto_rawDescGZIP(), []int{1}
+	return file_avb_v1_audit_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AuditFilter) GetActorId() string {
@@ -242,7 +492,7 @@ type ListAuditLogsRequest struct {
 
 func (x *ListAuditLogsRequest) Reset() {
 	*x = ListAuditLogsRequest{}
-	mi := &file_avb_v1_audit_proto_msgTypes[2]
+	mi := &file_avb_v1_audit_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -254,7 +504,7 @@ func (x *ListAuditLogsRequest) String() string {
 func (*ListAuditLogsRequest) ProtoMessage() {}
 
 func (x *ListAuditLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_audit_proto_msgTypes[2]
+	mi := &file_avb_v1_audit_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -267,7 +517,7 @@ func (x *ListAuditLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditLogsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditLogsRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_audit_proto_rawDescGZIP(), []int{2}
+	return file_avb_v1_audit_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListAuditLogsRequest) GetPageSize() int32 {
@@ -302,7 +552,7 @@ type ListAuditLogsResponse struct {
 
 func (x *ListAuditLogsResponse) Reset() {
 	*x = ListAuditLogsResponse{}
-	mi := &file_avb_v1_audit_proto_msgTypes[3]
+	mi := &file_avb_v1_audit_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +564,7 @@ func (x *ListAuditLogsResponse) String() string {
 func (*ListAuditLogsResponse) ProtoMessage() {}
 
 func (x *ListAuditLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_audit_proto_msgTypes[3]
+	mi := &file_avb_v1_audit_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +577,7 @@ func (x *ListAuditLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditLogsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditLogsResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_audit_proto_rawDescGZIP(), []int{3}
+	return file_avb_v1_audit_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListAuditLogsResponse) GetEntries() []*AuditEntry {
@@ -354,7 +604,7 @@ type ExportAuditLogsRequest struct {
 
 func (x *ExportAuditLogsRequest) Reset() {
 	*x = ExportAuditLogsRequest{}
-	mi := &file_avb_v1_audit_proto_msgTypes[4]
+	mi := &file_avb_v1_audit_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -366,7 +616,7 @@ func (x *ExportAuditLogsRequest) String() string {
 func (*ExportAuditLogsRequest) ProtoMessage() {}
 
 func (x *ExportAuditLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_audit_proto_msgTypes[4]
+	mi := &file_avb_v1_audit_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -379,7 +629,7 @@ func (x *ExportAuditLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportAuditLogsRequest.ProtoReflect.Descriptor instead.
 func (*ExportAuditLogsRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_audit_proto_rawDescGZIP(), []int{4}
+	return file_avb_v1_audit_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExportAuditLogsRequest) GetFilter() *AuditFilter {
@@ -401,7 +651,7 @@ type ExportAuditLogsResponse struct {
 
 func (x *ExportAuditLogsResponse) Reset() {
 	*x = ExportAuditLogsResponse{}
-	mi := &file_avb_v1_audit_proto_msgTypes[5]
+	mi := &file_avb_v1_audit_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +663,7 @@ func (x *ExportAuditLogsResponse) String() string {
 func (*ExportAuditLogsResponse) ProtoMessage() {}
 
 func (x *ExportAuditLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_audit_proto_msgTypes[5]
+	mi := &file_avb_v1_audit_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +676,7 @@ func (x *ExportAuditLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportAuditLogsResponse.ProtoReflect.Descriptor instead.
 func (*ExportAuditLogsResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_audit_proto_rawDescGZIP(), []int{5}
+	return file_avb_v1_audit_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExportAuditLogsResponse) GetCsv() []byte {
@@ -447,7 +697,7 @@ var File_avb_v1_audit_proto protoreflect.FileDescriptor
 
 const file_avb_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x12avb/v1/audit.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x02\n" +
+	"\x12avb/v1/audit.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x04\n" +
 	"\n" +
 	"AuditEntry\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
@@ -462,9 +712,33 @@ const file_avb_v1_audit_proto_rawDesc = "" +
 	"\n" +
 	"ip_address\x18\b \x01(\tR\tipAddress\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\t \x01(\tR\trequestId\x121\n" +
+	"request_id\x18\t \x01(\tR\trequestId\x125\n" +
 	"\achanges\x18\n" +
-	" \x01(\v2\x17.google.protobuf.StructR\achanges\"\xad\x03\n" +
+	" \x01(\v2\x17.google.protobuf.StructB\x02\x18\x01R\achanges\x12\x1f\n" +
+	"\vactor_email\x18\v \x01(\tR\n" +
+	"actorEmail\x12 \n" +
+	"\vdescription\x18\f \x01(\tR\vdescription\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\r \x01(\tR\tuserAgent\x126\n" +
+	"\n" +
+	"old_values\x18\x0e \x01(\v2\x17.google.protobuf.StructR\toldValues\x126\n" +
+	"\n" +
+	"new_values\x18\x0f \x01(\v2\x17.google.protobuf.StructR\tnewValues\x12\x1a\n" +
+	"\bsequence\x18\x10 \x01(\x03R\bsequence\"B\n" +
+	"\x15VerifyAuditLogRequest\x12)\n" +
+	"\n" +
+	"max_breaks\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\tmaxBreaks\"\xe5\x01\n" +
+	"\x16VerifyAuditLogResponse\x12\x16\n" +
+	"\x06intact\x18\x01 \x01(\bR\x06intact\x12'\n" +
+	"\x0fentries_checked\x18\x02 \x01(\x03R\x0eentriesChecked\x12#\n" +
+	"\rhead_sequence\x18\x03 \x01(\x03R\fheadSequence\x124\n" +
+	"\x16retention_cut_sequence\x18\x04 \x01(\x03R\x14retentionCutSequence\x12/\n" +
+	"\x06breaks\x18\x05 \x03(\v2\x17.avb.v1.AuditChainBreakR\x06breaks\"`\n" +
+	"\x0fAuditChainBreak\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12\x19\n" +
+	"\bentry_id\x18\x02 \x01(\tR\aentryId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xad\x03\n" +
 	"\vAuditFilter\x12&\n" +
 	"\bactor_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\aactorId\x12\x1f\n" +
 	"\x06action\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18dR\x06action\x12,\n" +
@@ -488,12 +762,14 @@ const file_avb_v1_audit_proto_rawDesc = "" +
 	"\x06filter\x18\x01 \x01(\v2\x13.avb.v1.AuditFilterR\x06filter\"?\n" +
 	"\x17ExportAuditLogsResponse\x12\x10\n" +
 	"\x03csv\x18\x01 \x01(\fR\x03csv\x12\x12\n" +
-	"\x04rows\x18\x02 \x01(\x05R\x04rows2\x8f\x02\n" +
+	"\x04rows\x18\x02 \x01(\x05R\x04rows2\x9e\x03\n" +
 	"\fAuditService\x12\x87\x01\n" +
 	"\rListAuditLogs\x12\x1c.avb.v1.ListAuditLogsRequest\x1a\x1d.avb.v1.ListAuditLogsResponse\"9\xc2\xf3\x18\x18\x1a\x16\n" +
 	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v2/audit/logs\x90\x02\x01\x12u\n" +
 	"\x0fExportAuditLogs\x12\x1e.avb.v1.ExportAuditLogsRequest\x1a\x1f.avb.v1.ExportAuditLogsResponse\"\x1f\xc2\xf3\x18\x18\x1a\x16\n" +
-	"\x06tenant\x12\fadministrate\x90\x02\x010\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\x06tenant\x12\fadministrate\x90\x02\x010\x01\x12\x8c\x01\n" +
+	"\x0eVerifyAuditLog\x12\x1d.avb.v1.VerifyAuditLogRequest\x1a\x1e.avb.v1.VerifyAuditLogResponse\";\xc2\xf3\x18\x18\x1a\x16\n" +
+	"\x06tenant\x12\fadministrate\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v2/audit/verify\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_audit_proto_rawDescOnce sync.Once
@@ -507,34 +783,42 @@ func file_avb_v1_audit_proto_rawDescGZIP() []byte {
 	return file_avb_v1_audit_proto_rawDescData
 }
 
-var file_avb_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_avb_v1_audit_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_avb_v1_audit_proto_goTypes = []any{
 	(*AuditEntry)(nil),              // 0: avb.v1.AuditEntry
-	(*AuditFilter)(nil),             // 1: avb.v1.AuditFilter
-	(*ListAuditLogsRequest)(nil),    // 2: avb.v1.ListAuditLogsRequest
-	(*ListAuditLogsResponse)(nil),   // 3: avb.v1.ListAuditLogsResponse
-	(*ExportAuditLogsRequest)(nil),  // 4: avb.v1.ExportAuditLogsRequest
-	(*ExportAuditLogsResponse)(nil), // 5: avb.v1.ExportAuditLogsResponse
-	(*timestamppb.Timestamp)(nil),   // 6: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),         // 7: google.protobuf.Struct
+	(*VerifyAuditLogRequest)(nil),   // 1: avb.v1.VerifyAuditLogRequest
+	(*VerifyAuditLogResponse)(nil),  // 2: avb.v1.VerifyAuditLogResponse
+	(*AuditChainBreak)(nil),         // 3: avb.v1.AuditChainBreak
+	(*AuditFilter)(nil),             // 4: avb.v1.AuditFilter
+	(*ListAuditLogsRequest)(nil),    // 5: avb.v1.ListAuditLogsRequest
+	(*ListAuditLogsResponse)(nil),   // 6: avb.v1.ListAuditLogsResponse
+	(*ExportAuditLogsRequest)(nil),  // 7: avb.v1.ExportAuditLogsRequest
+	(*ExportAuditLogsResponse)(nil), // 8: avb.v1.ExportAuditLogsResponse
+	(*timestamppb.Timestamp)(nil),   // 9: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),         // 10: google.protobuf.Struct
 }
 var file_avb_v1_audit_proto_depIdxs = []int32{
-	6, // 0: avb.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
-	7, // 1: avb.v1.AuditEntry.changes:type_name -> google.protobuf.Struct
-	6, // 2: avb.v1.AuditFilter.start_time:type_name -> google.protobuf.Timestamp
-	6, // 3: avb.v1.AuditFilter.end_time:type_name -> google.protobuf.Timestamp
-	1, // 4: avb.v1.ListAuditLogsRequest.filter:type_name -> avb.v1.AuditFilter
-	0, // 5: avb.v1.ListAuditLogsResponse.entries:type_name -> avb.v1.AuditEntry
-	1, // 6: avb.v1.ExportAuditLogsRequest.filter:type_name -> avb.v1.AuditFilter
-	2, // 7: avb.v1.AuditService.ListAuditLogs:input_type -> avb.v1.ListAuditLogsRequest
-	4, // 8: avb.v1.AuditService.ExportAuditLogs:input_type -> avb.v1.ExportAuditLogsRequest
-	3, // 9: avb.v1.AuditService.ListAuditLogs:output_type -> avb.v1.ListAuditLogsResponse
-	5, // 10: avb.v1.AuditService.ExportAuditLogs:output_type -> avb.v1.ExportAuditLogsResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	9,  // 0: avb.v1.AuditEntry.time:type_name -> google.protobuf.Timestamp
+	10, // 1: avb.v1.AuditEntry.changes:type_name -> google.protobuf.Struct
+	10, // 2: avb.v1.AuditEntry.old_values:type_name -> google.protobuf.Struct
+	10, // 3: avb.v1.AuditEntry.new_values:type_name -> google.protobuf.Struct
+	3,  // 4: avb.v1.VerifyAuditLogResponse.breaks:type_name -> avb.v1.AuditChainBreak
+	9,  // 5: avb.v1.AuditFilter.start_time:type_name -> google.protobuf.Timestamp
+	9,  // 6: avb.v1.AuditFilter.end_time:type_name -> google.protobuf.Timestamp
+	4,  // 7: avb.v1.ListAuditLogsRequest.filter:type_name -> avb.v1.AuditFilter
+	0,  // 8: avb.v1.ListAuditLogsResponse.entries:type_name -> avb.v1.AuditEntry
+	4,  // 9: avb.v1.ExportAuditLogsRequest.filter:type_name -> avb.v1.AuditFilter
+	5,  // 10: avb.v1.AuditService.ListAuditLogs:input_type -> avb.v1.ListAuditLogsRequest
+	7,  // 11: avb.v1.AuditService.ExportAuditLogs:input_type -> avb.v1.ExportAuditLogsRequest
+	1,  // 12: avb.v1.AuditService.VerifyAuditLog:input_type -> avb.v1.VerifyAuditLogRequest
+	6,  // 13: avb.v1.AuditService.ListAuditLogs:output_type -> avb.v1.ListAuditLogsResponse
+	8,  // 14: avb.v1.AuditService.ExportAuditLogs:output_type -> avb.v1.ExportAuditLogsResponse
+	2,  // 15: avb.v1.AuditService.VerifyAuditLog:output_type -> avb.v1.VerifyAuditLogResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_audit_proto_init() }
@@ -549,7 +833,7 @@ func file_avb_v1_audit_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_audit_proto_rawDesc), len(file_avb_v1_audit_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

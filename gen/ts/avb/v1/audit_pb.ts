@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/audit.proto.
  */
 export const file_avb_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdmIvdjEvYXVkaXQucHJvdG8SBmF2Yi52MSL2AQoKQXVkaXRFbnRyeRIKCgJpZBgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgphY3Rvcl90eXBlGAMgASgJEhAKCGFjdG9yX2lkGAQgASgJEg4KBmFjdGlvbhgFIAEoCRIVCg1yZXNvdXJjZV90eXBlGAYgASgJEhMKC3Jlc291cmNlX2lkGAcgASgJEhIKCmlwX2FkZHJlc3MYCCABKAkSEgoKcmVxdWVzdF9pZBgJIAEoCRIoCgdjaGFuZ2VzGAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLuAgoLQXVkaXRGaWx0ZXISHQoIYWN0b3JfaWQYASABKAlCC7pICNgBAXIDsAEBEhcKBmFjdGlvbhgCIAEoCUIHukgEcgIYZBIeCg1yZXNvdXJjZV90eXBlGAMgASgJQge6SARyAhhkEhwKC3Jlc291cmNlX2lkGAQgASgJQge6SARyAhhkEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDqKAbpIhgEagwEKDGF1ZGl0LnBlcmlvZBIic3RhcnRfdGltZSBtdXN0IGJlIGJlZm9yZSBlbmRfdGltZRpPIWhhcyh0aGlzLnN0YXJ0X3RpbWUpIHx8ICFoYXModGhpcy5lbmRfdGltZSkgfHwgdGhpcy5zdGFydF90aW1lIDwgdGhpcy5lbmRfdGltZSJ4ChRMaXN0QXVkaXRMb2dzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAgSIwoGZmlsdGVyGAMgASgLMhMuYXZiLnYxLkF1ZGl0RmlsdGVyIlUKFUxpc3RBdWRpdExvZ3NSZXNwb25zZRIjCgdlbnRyaWVzGAEgAygLMhIuYXZiLnYxLkF1ZGl0RW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj0KFkV4cG9ydEF1ZGl0TG9nc1JlcXVlc3QSIwoGZmlsdGVyGAEgASgLMhMuYXZiLnYxLkF1ZGl0RmlsdGVyIjQKF0V4cG9ydEF1ZGl0TG9nc1Jlc3BvbnNlEgsKA2NzdhgBIAEoDBIMCgRyb3dzGAIgASgFMo8CCgxBdWRpdFNlcnZpY2UShwEKDUxpc3RBdWRpdExvZ3MSHC5hdmIudjEuTGlzdEF1ZGl0TG9nc1JlcXVlc3QaHS5hdmIudjEuTGlzdEF1ZGl0TG9nc1Jlc3BvbnNlIjmQAgHC8xgYGhYKBnRlbmFudBIMYWRtaW5pc3RyYXRlgtPkkwIUEhIvYXBpL3YyL2F1ZGl0L2xvZ3MSdQoPRXhwb3J0QXVkaXRMb2dzEh4uYXZiLnYxLkV4cG9ydEF1ZGl0TG9nc1JlcXVlc3QaHy5hdmIudjEuRXhwb3J0QXVkaXRMb2dzUmVzcG9uc2UiH5ACAcLzGBgaFgoGdGVuYW50EgxhZG1pbmlzdHJhdGUwAUIyWjBnaXRodWIuY29tL2FnZW50dm9pY2Vib3gvYXZiL2dlbi9nby9hdmIvdjE7YXZidjFiBnByb3RvMw", [file_avb_v1_options, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChJhdmIvdjEvYXVkaXQucHJvdG8SBmF2Yi52MSKkAwoKQXVkaXRFbnRyeRIKCgJpZBgBIAEoCRIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgphY3Rvcl90eXBlGAMgASgJEhAKCGFjdG9yX2lkGAQgASgJEg4KBmFjdGlvbhgFIAEoCRIVCg1yZXNvdXJjZV90eXBlGAYgASgJEhMKC3Jlc291cmNlX2lkGAcgASgJEhIKCmlwX2FkZHJlc3MYCCABKAkSEgoKcmVxdWVzdF9pZBgJIAEoCRIsCgdjaGFuZ2VzGAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdEICGAESEwoLYWN0b3JfZW1haWwYCyABKAkSEwoLZGVzY3JpcHRpb24YDCABKAkSEgoKdXNlcl9hZ2VudBgNIAEoCRIrCgpvbGRfdmFsdWVzGA4gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIrCgpuZXdfdmFsdWVzGA8gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIQCghzZXF1ZW5jZRgQIAEoAyI3ChVWZXJpZnlBdWRpdExvZ1JlcXVlc3QSHgoKbWF4X2JyZWFrcxgBIAEoBUIKukgHGgUY6AcoACKhAQoWVmVyaWZ5QXVkaXRMb2dSZXNwb25zZRIOCgZpbnRhY3QYASABKAgSFwoPZW50cmllc19jaGVja2VkGAIgASgDEhUKDWhlYWRfc2VxdWVuY2UYAyABKAMSHgoWcmV0ZW50aW9uX2N1dF9zZXF1ZW5jZRgEIAEoAxInCgZicmVha3MYBSADKAsyFy5hdmIudjEuQXVkaXRDaGFpbkJyZWFrIkUKD0F1ZGl0Q2hhaW5CcmVhaxIQCghzZXF1ZW5jZRgBIAEoAxIQCghlbnRyeV9pZBgCIAEoCRIOCgZyZWFzb24YAyABKAki7gIKC0F1ZGl0RmlsdGVyEh0KCGFjdG9yX2lkGAEgASgJQgu6SAjYAQFyA7ABARIXCgZhY3Rpb24YAiABKAlCB7pIBHICGGQSHgoNcmVzb3VyY2VfdHlwZRgDIAEoCUIHukgEcgIYZBIcCgtyZXNvdXJjZV9pZBgEIAEoCUIHukgEcgIYZBIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXA6igG6SIYBGoMBCgxhdWRpdC5wZXJpb2QSInN0YXJ0X3RpbWUgbXVzdCBiZSBiZWZvcmUgZW5kX3RpbWUaTyFoYXModGhpcy5zdGFydF90aW1lKSB8fCAhaGFzKHRoaXMuZW5kX3RpbWUpIHx8IHRoaXMuc3RhcnRfdGltZSA8IHRoaXMuZW5kX3RpbWUieAoUTGlzdEF1ZGl0TG9nc1JlcXVlc3QSHQoJcGFnZV9zaXplGAEgASgFQgq6SAcaBRj0AygAEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIAIEiMKBmZpbHRlchgDIAEoCzITLmF2Yi52MS5BdWRpdEZpbHRlciJVChVMaXN0QXVkaXRMb2dzUmVzcG9uc2USIwoHZW50cmllcxgBIAMoCzISLmF2Yi52MS5BdWRpdEVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI9ChZFeHBvcnRBdWRpdExvZ3NSZXF1ZXN0EiMKBmZpbHRlchgBIAEoCzITLmF2Yi52MS5BdWRpdEZpbHRlciI0ChdFeHBvcnRBdWRpdExvZ3NSZXNwb25zZRILCgNjc3YYASABKAwSDAoEcm93cxgCIAEoBTKeAwoMQXVkaXRTZXJ2aWNlEocBCg1MaXN0QXVkaXRMb2dzEhwuYXZiLnYxLkxpc3RBdWRpdExvZ3NSZXF1ZXN0Gh0uYXZiLnYxLkxpc3RBdWRpdExvZ3NSZXNwb25zZSI5kAIBwvMYGBoWCgZ0ZW5hbnQSDGFkbWluaXN0cmF0ZYLT5JMCFBISL2FwaS92Mi9hdWRpdC9sb2dzEnUKD0V4cG9ydEF1ZGl0TG9ncxIeLmF2Yi52MS5FeHBvcnRBdWRpdExvZ3NSZXF1ZXN0Gh8uYXZiLnYxLkV4cG9ydEF1ZGl0TG9nc1Jlc3BvbnNlIh+QAgHC8xgYGhYKBnRlbmFudBIMYWRtaW5pc3RyYXRlMAESjAEKDlZlcmlmeUF1ZGl0TG9nEh0uYXZiLnYxLlZlcmlmeUF1ZGl0TG9nUmVxdWVzdBoeLmF2Yi52MS5WZXJpZnlBdWRpdExvZ1Jlc3BvbnNlIjuQAgHC8xgYGhYKBnRlbmFudBIMYWRtaW5pc3RyYXRlgtPkkwIWEhQvYXBpL3YyL2F1ZGl0L3ZlcmlmeUIyWjBnaXRodWIuY29tL2FnZW50dm9pY2Vib3gvYXZiL2dlbi9nby9hdmIvdjE7YXZidjFiBnByb3RvMw", [file_avb_v1_options, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * AuditEntry is one recorded action.
@@ -41,18 +41,23 @@ export type AuditEntry = Message<"avb.v1.AuditEntry"> & {
   actorType: string;
 
   /**
+   * actor_id is the user's or the API key's id (empty for the system).
+   *
    * @generated from field: string actor_id = 4;
    */
   actorId: string;
 
   /**
-   * action, such as "project.create".
+   * action is one of create, update, delete, login, logout, api_call,
+   * permission_change, settings_change, billing_event.
    *
    * @generated from field: string action = 5;
    */
   action: string;
 
   /**
+   * resource_type is what the action was on ("project", "api_key"...).
+   *
    * @generated from field: string resource_type = 6;
    */
   resourceType: string;
@@ -63,6 +68,8 @@ export type AuditEntry = Message<"avb.v1.AuditEntry"> & {
   resourceId: string;
 
   /**
+   * ip_address is the client's, through trusted proxies only.
+   *
    * @generated from field: string ip_address = 8;
    */
   ipAddress: string;
@@ -73,11 +80,51 @@ export type AuditEntry = Message<"avb.v1.AuditEntry"> & {
   requestId: string;
 
   /**
-   * changes holds what changed (before and after, for updates).
+   * changes holds old_values and new_values as {"old": ..., "new": ...}.
    *
-   * @generated from field: google.protobuf.Struct changes = 10;
+   * @generated from field: google.protobuf.Struct changes = 10 [deprecated = true];
+   * @deprecated
    */
   changes?: JsonObject | undefined;
+
+  /**
+   * actor_email is the user's email when the actor is a user.
+   *
+   * @generated from field: string actor_email = 11;
+   */
+  actorEmail: string;
+
+  /**
+   * description is one line about what happened.
+   *
+   * @generated from field: string description = 12;
+   */
+  description: string;
+
+  /**
+   * @generated from field: string user_agent = 13;
+   */
+  userAgent: string;
+
+  /**
+   * old_values and new_values: for an update, only the fields it changed;
+   * a create has new values, a delete old ones. Secrets read "[redacted]".
+   *
+   * @generated from field: google.protobuf.Struct old_values = 14;
+   */
+  oldValues?: JsonObject | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Struct new_values = 15;
+   */
+  newValues?: JsonObject | undefined;
+
+  /**
+   * sequence is the entry's position in the tenant's chain (1, 2, ...).
+   *
+   * @generated from field: int64 sequence = 16;
+   */
+  sequence: bigint;
 };
 
 /**
@@ -86,6 +133,107 @@ export type AuditEntry = Message<"avb.v1.AuditEntry"> & {
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
   messageDesc(file_avb_v1_audit, 0);
+
+/**
+ * VerifyAuditLogRequest asks for a verification of the tenant's chain.
+ *
+ * @generated from message avb.v1.VerifyAuditLogRequest
+ */
+export type VerifyAuditLogRequest = Message<"avb.v1.VerifyAuditLogRequest"> & {
+  /**
+   * max_breaks caps the broken links reported (default 10).
+   *
+   * @generated from field: int32 max_breaks = 1;
+   */
+  maxBreaks: number;
+};
+
+/**
+ * Describes the message avb.v1.VerifyAuditLogRequest.
+ * Use `create(VerifyAuditLogRequestSchema)` to create a new message.
+ */
+export const VerifyAuditLogRequestSchema: GenMessage<VerifyAuditLogRequest> = /*@__PURE__*/
+  messageDesc(file_avb_v1_audit, 1);
+
+/**
+ * VerifyAuditLogResponse is what the verification found.
+ *
+ * @generated from message avb.v1.VerifyAuditLogResponse
+ */
+export type VerifyAuditLogResponse = Message<"avb.v1.VerifyAuditLogResponse"> & {
+  /**
+   * intact is true when every link held.
+   *
+   * @generated from field: bool intact = 1;
+   */
+  intact: boolean;
+
+  /**
+   * entries_checked counts the entries read.
+   *
+   * @generated from field: int64 entries_checked = 2;
+   */
+  entriesChecked: bigint;
+
+  /**
+   * head_sequence is the chain's last position.
+   *
+   * @generated from field: int64 head_sequence = 3;
+   */
+  headSequence: bigint;
+
+  /**
+   * retention_cut_sequence is the last position retention removed (0: none).
+   *
+   * @generated from field: int64 retention_cut_sequence = 4;
+   */
+  retentionCutSequence: bigint;
+
+  /**
+   * breaks are the broken links, in chain order.
+   *
+   * @generated from field: repeated avb.v1.AuditChainBreak breaks = 5;
+   */
+  breaks: AuditChainBreak[];
+};
+
+/**
+ * Describes the message avb.v1.VerifyAuditLogResponse.
+ * Use `create(VerifyAuditLogResponseSchema)` to create a new message.
+ */
+export const VerifyAuditLogResponseSchema: GenMessage<VerifyAuditLogResponse> = /*@__PURE__*/
+  messageDesc(file_avb_v1_audit, 2);
+
+/**
+ * AuditChainBreak is a place where the chain does not hold.
+ *
+ * @generated from message avb.v1.AuditChainBreak
+ */
+export type AuditChainBreak = Message<"avb.v1.AuditChainBreak"> & {
+  /**
+   * @generated from field: int64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * entry_id is empty when the entry is missing.
+   *
+   * @generated from field: string entry_id = 2;
+   */
+  entryId: string;
+
+  /**
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message avb.v1.AuditChainBreak.
+ * Use `create(AuditChainBreakSchema)` to create a new message.
+ */
+export const AuditChainBreakSchema: GenMessage<AuditChainBreak> = /*@__PURE__*/
+  messageDesc(file_avb_v1_audit, 3);
 
 /**
  * AuditFilter narrows the log; empty fields match everything.
@@ -129,7 +277,7 @@ export type AuditFilter = Message<"avb.v1.AuditFilter"> & {
  * Use `create(AuditFilterSchema)` to create a new message.
  */
 export const AuditFilterSchema: GenMessage<AuditFilter> = /*@__PURE__*/
-  messageDesc(file_avb_v1_audit, 1);
+  messageDesc(file_avb_v1_audit, 4);
 
 /**
  * ListAuditLogsRequest filters and pages.
@@ -158,7 +306,7 @@ export type ListAuditLogsRequest = Message<"avb.v1.ListAuditLogsRequest"> & {
  * Use `create(ListAuditLogsRequestSchema)` to create a new message.
  */
 export const ListAuditLogsRequestSchema: GenMessage<ListAuditLogsRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_audit, 2);
+  messageDesc(file_avb_v1_audit, 5);
 
 /**
  * ListAuditLogsResponse is one page.
@@ -182,7 +330,7 @@ export type ListAuditLogsResponse = Message<"avb.v1.ListAuditLogsResponse"> & {
  * Use `create(ListAuditLogsResponseSchema)` to create a new message.
  */
 export const ListAuditLogsResponseSchema: GenMessage<ListAuditLogsResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_audit, 3);
+  messageDesc(file_avb_v1_audit, 6);
 
 /**
  * ExportAuditLogsRequest filters the export.
@@ -201,7 +349,7 @@ export type ExportAuditLogsRequest = Message<"avb.v1.ExportAuditLogsRequest"> & 
  * Use `create(ExportAuditLogsRequestSchema)` to create a new message.
  */
 export const ExportAuditLogsRequestSchema: GenMessage<ExportAuditLogsRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_audit, 4);
+  messageDesc(file_avb_v1_audit, 7);
 
 /**
  * ExportAuditLogsResponse is a chunk of CSV.
@@ -227,11 +375,14 @@ export type ExportAuditLogsResponse = Message<"avb.v1.ExportAuditLogsResponse"> 
  * Use `create(ExportAuditLogsResponseSchema)` to create a new message.
  */
 export const ExportAuditLogsResponseSchema: GenMessage<ExportAuditLogsResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_audit, 5);
+  messageDesc(file_avb_v1_audit, 8);
 
 /**
  * AuditService reads the tenant's append-only audit log: who changed what,
- * when and from where. Entries are kept 90 days.
+ * when and from where. Every state-changing RPC records one entry, in the
+ * same transaction as its change. The entries form a hash chain per
+ * tenant, so a changed, removed or reordered entry is detected. Entries
+ * are kept 90 days by default (whole months are dropped once past it).
  *
  * @generated from service avb.v1.AuditService
  */
@@ -256,6 +407,17 @@ export const AuditService: GenService<{
     methodKind: "server_streaming";
     input: typeof ExportAuditLogsRequestSchema;
     output: typeof ExportAuditLogsResponseSchema;
+  },
+  /**
+   * VerifyAuditLog recomputes the tenant's hash chain from where retention
+   * last cut it and reports the first broken links.
+   *
+   * @generated from rpc avb.v1.AuditService.VerifyAuditLog
+   */
+  verifyAuditLog: {
+    methodKind: "unary";
+    input: typeof VerifyAuditLogRequestSchema;
+    output: typeof VerifyAuditLogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_avb_v1_audit, 0);

@@ -39,6 +39,9 @@ const (
 	// AuditServiceExportAuditLogsProcedure is the fully-qualified name of the AuditService's
 	// ExportAuditLogs RPC.
 	AuditServiceExportAuditLogsProcedure = "/avb.v1.AuditService/ExportAuditLogs"
+	// AuditServiceVerifyAuditLogProcedure is the fully-qualified name of the AuditService's
+	// VerifyAuditLog RPC.
+	AuditServiceVerifyAuditLogProcedure = "/avb.v1.AuditService/VerifyAuditLog"
 )
 
 // AuditServiceClient is a client for the avb.v1.AuditService service.
@@ -48,6 +51,9 @@ type AuditServiceClient interface {
 	// ExportAuditLogs streams the filtered log as CSV (a header row, then one
 	// row per entry, newest first), in chunks of whole rows.
 	ExportAuditLogs(context.Context, *connect.Request[v1.ExportAuditLogsRequest]) (*connect.ServerStreamForClient[v1.ExportAuditLogsResponse], error)
+	// VerifyAuditLog recomputes the tenant's hash chain from where retention
+	// last cut it and reports the first broken links.
+	VerifyAuditLog(context.Context, *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error)
 }
 
 // NewAuditServiceClient constructs a client for the avb.v1.AuditService service. By default, it
@@ -75,6 +81,13 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		verifyAuditLog: connect.NewClient[v1.VerifyAuditLogRequest, v1.VerifyAuditLogResponse](
+			httpClient,
+			baseURL+AuditServiceVerifyAuditLogProcedure,
+			connect.WithSchema(auditServiceMethods.ByName("VerifyAuditLog")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -82,6 +95,7 @@ func NewAuditServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type auditServiceClient struct {
 	listAuditLogs   *connect.Client[v1.ListAuditLogsRequest, v1.ListAuditLogsResponse]
 	exportAuditLogs *connect.Client[v1.ExportAuditLogsRequest, v1.ExportAuditLogsResponse]
+	verifyAuditLog  *connect.Client[v1.VerifyAuditLogRequest, v1.VerifyAuditLogResponse]
 }
 
 // ListAuditLogs calls avb.v1.AuditService.ListAuditLogs.
@@ -94,6 +108,11 @@ func (c *auditServiceClient) ExportAuditLogs(ctx context.Context, req *connect.R
 	return c.exportAuditLogs.CallServerStream(ctx, req)
 }
 
+// VerifyAuditLog calls avb.v1.AuditService.VerifyAuditLog.
+func (c *auditServiceClient) VerifyAuditLog(ctx context.Context, req *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error) {
+	return c.verifyAuditLog.CallUnary(ctx, req)
+}
+
 // AuditServiceHandler is an implementation of the avb.v1.AuditService service.
 type AuditServiceHandler interface {
 	// ListAuditLogs pages the log, newest first, with filters.
@@ -101,6 +120,9 @@ type AuditServiceHandler interface {
 	// ExportAuditLogs streams the filtered log as CSV (a header row, then one
 	// row per entry, newest first), in chunks of whole rows.
 	ExportAuditLogs(context.Context, *connect.Request[v1.ExportAuditLogsRequest], *connect.ServerStream[v1.ExportAuditLogsResponse]) error
+	// VerifyAuditLog recomputes the tenant's hash chain from where retention
+	// last cut it and reports the first broken links.
+	VerifyAuditLog(context.Context, *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error)
 }
 
 // NewAuditServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -124,12 +146,21 @@ func NewAuditServiceHandler(svc AuditServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	auditServiceVerifyAuditLogHandler := connect.NewUnaryHandler(
+		AuditServiceVerifyAuditLogProcedure,
+		svc.VerifyAuditLog,
+		connect.WithSchema(auditServiceMethods.ByName("VerifyAuditLog")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/avb.v1.AuditService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AuditServiceListAuditLogsProcedure:
 			auditServiceListAuditLogsHandler.ServeHTTP(w, r)
 		case AuditServiceExportAuditLogsProcedure:
 			auditServiceExportAuditLogsHandler.ServeHTTP(w, r)
+		case AuditServiceVerifyAuditLogProcedure:
+			auditServiceVerifyAuditLogHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -145,4 +176,8 @@ func (UnimplementedAuditServiceHandler) ListAuditLogs(context.Context, *connect.
 
 func (UnimplementedAuditServiceHandler) ExportAuditLogs(context.Context, *connect.Request[v1.ExportAuditLogsRequest], *connect.ServerStream[v1.ExportAuditLogsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.AuditService.ExportAuditLogs is not implemented"))
+}
+
+func (UnimplementedAuditServiceHandler) VerifyAuditLog(context.Context, *connect.Request[v1.VerifyAuditLogRequest]) (*connect.Response[v1.VerifyAuditLogResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.AuditService.VerifyAuditLog is not implemented"))
 }

@@ -1,0 +1,228 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/policy"
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
+)
+
+// auditTour calls RPCs and checks, call by call, the entries they leave.
+type auditTour struct {
+	t      *testing.T
+	p      *platform
+	ctx    context.Context // the tenant's
+	seen   map[string]int  // procedure -> entries checked
+	secret []string        // values that must never reach the log
+}
+
+// entries returns the tenant's entries, oldest first.
+func (a *auditTour) entries(ctx context.Context) []store.AuditEntry {
+	a.t.Helper()
+	var all []store.AuditEntry
+	token := ""
+	for {
+		page, next, err := a.p.app.DB().AuditLog().List(ctx, store.AuditFilter{}, 500, token)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		all = append(all, page...)
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	for i, j := 0, len(all)-1; i < j; i, j = i+1, j-1 {
+		all[i], all[j] = all[j], all[i]
+	}
+	return all
+}
+
+// call makes one call and checks that it added exactly one entry to the
+// log of ctx (none when it fails), with the declared action and resource,
+// its request id, the caller and the client's user agent.
+func (a *auditTour) call(ctx context.Context, procedure, body string, headers ...string) map[string]any {
+	a.t.Helper()
+	r := a.p.call(procedure, body, append(headers, "User-Agent", "audit-tour/1.0")...)
+	want := policy.AuditOf(procedure)
+	id := r.header.Get("X-Request-ID")
+	var mine []store.AuditEntry // the call's own entry (a first request may also record a login)
+	for _, e := range a.entries(ctx) {
+		if e.RequestID == id && e.Action == want.Action {
+			mine = append(mine, e)
+		}
+	}
+	if r.status != http.StatusOK {
+		if len(mine) != 0 {
+			a.t.Fatalf("%s failed (%d %s) yet recorded %d entries", procedure, r.status, r.reason, len(mine))
+		}
+		return nil
+	}
+	if len(mine) != 1 {
+		a.t.Fatalf("%s recorded %d entries, want 1", procedure, len(mine))
+	}
+	e := mine[0]
+	if e.ResourceType != want.ResourceType || e.UserAgent != "audit-tour/1.0" || e.IPAddress == "" || e.Description == "" {
+		a.t.Fatalf("%s recorded %+v; want action %s on %s", procedure, e, want.Action, want.ResourceType)
+	}
+	// (A platform sysadmin is no user of the tenant: named by email only.)
+	if e.ActorType == "user" && ((e.ActorID == nil && !strings.HasPrefix(procedure, "/avb.v1.AdminService/")) || !strings.HasSuffix(e.ActorEmail, "@example.com")) {
+		a.t.Fatalf("%s: a user actor without id or email: %+v", procedure, e)
+	}
+	a.seen[procedure]++
+	if s, ok := r.body["secret"].(string); ok {
+		a.secret = append(a.secret, s)
+	}
+	return r.body
+}
+
+// Every state-changing RPC records exactly one entry, in its tenant's
+// log, as it succeeds (and none as it fails); the chain verifies after
+// it all; no secret, key hash or token reaches the log.
+func TestEveryMutatingRPCRecordsOneEntry(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("audited", store.TierPro)
+	a := &auditTour{t: t, p: p, ctx: tenancy.With(context.Background(), ten.ID), seen: map[string]int{}}
+	ctx := a.ctx
+	adminTok := p.token("ada", ten.ID.String(), "admin")
+	admin := bearer(adminTok)
+	a.secret = append(a.secret, adminTok)
+
+	proj := str(a.call(ctx, "/avb.v1.ProjectService/CreateProject", `{"name":"Audited","description":"first"}`, admin...), "project", "id")
+	a.call(ctx, "/avb.v1.ProjectService/CreateProject", `{"name":"Audited"}`, admin...) // taken: fails, records nothing
+	a.call(ctx, "/avb.v1.ProjectService/UpdateProject", `{"projectId":"`+proj+`","project":{"description":"second"},"updateMask":"description"}`, admin...)
+	last := a.entries(ctx)
+	if u := last[len(last)-1]; string(u.OldValues) != `{"description": "first"}` || string(u.NewValues) != `{"description": "second"}` {
+		t.Fatalf("an update records only what it changed: old %s new %s", u.OldValues, u.NewValues)
+	}
+	persona := str(a.call(ctx, "/avb.v1.PersonaService/CreatePersona", `{"persona":{"name":"Ada","instructions":"Be brief."}}`, admin...), "persona", "id")
+	a.call(ctx, "/avb.v1.PersonaService/UpdatePersona", `{"personaId":"`+persona+`","persona":{"voice":"en-us"},"updateMask":"voice"}`, admin...)
+	vc := str(a.call(ctx, "/avb.v1.VoiceConfigService/CreateVoiceConfig", `{"voiceConfig":{"projectId":"`+proj+`","name":"Phone","voice":"en-gb"}}`, admin...), "voiceConfig", "id")
+	a.call(ctx, "/avb.v1.VoiceConfigService/UpdateVoiceConfig", `{"voiceConfigId":"`+vc+`","voiceConfig":{"voice":"en-us"},"updateMask":"voice"}`, admin...)
+	theme := str(a.call(ctx, "/avb.v1.ThemeService/CreateTheme", `{"theme":{"name":"Light","primaryColor":"#112233"}}`, admin...), "theme", "id")
+	a.call(ctx, "/avb.v1.ThemeService/UpdateTheme", `{"themeId":"`+theme+`","theme":{"isDefault":true},"updateMask":"isDefault"}`, admin...)
+	a.call(ctx, "/avb.v1.ThemeService/DeleteTheme", `{"themeId":"`+theme+`"}`, admin...)
+
+	key := a.call(ctx, "/avb.v1.ApiKeyService/CreateApiKey", `{"name":"server","scopes":["API_KEY_SCOPE_REALTIME"]}`, admin...)
+	keyID := str(key, "apiKey", "id")
+	a.call(ctx, "/avb.v1.ApiKeyService/RotateApiKey", `{"apiKeyId":"`+keyID+`","gracePeriod":"60s"}`, admin...)
+	rt := a.secret[len(a.secret)-1] // the rotated secret: the one that stays valid
+
+	bobTok := p.token("bob", ten.ID.String())
+	a.secret = append(a.secret, bobTok)
+	bob := str(wantOK(t, p.call("/avb.v1.UserService/GetMe", `{}`, bearer(bobTok)...)), "user", "id")
+	a.call(ctx, "/avb.v1.UserService/UpdateMe", `{"preferences":{"theme":"dark"}}`, bearer(bobTok)...)
+	a.call(ctx, "/avb.v1.ProjectService/AddProjectMember", `{"projectId":"`+proj+`","userId":"`+bob+`","role":"PROJECT_ROLE_DEVELOPER"}`, admin...)
+	a.call(ctx, "/avb.v1.ProjectService/RemoveProjectMember", `{"projectId":"`+proj+`","userId":"`+bob+`","role":"PROJECT_ROLE_DEVELOPER"}`, admin...)
+	a.call(ctx, "/avb.v1.RoleService/GrantRole", `{"userId":"`+bob+`","role":"TENANT_ROLE_VIEWER"}`, admin...)
+	a.call(ctx, "/avb.v1.RoleService/RevokeRole", `{"userId":"`+bob+`","role":"TENANT_ROLE_VIEWER"}`, admin...)
+	a.call(ctx, "/avb.v1.TenantService/UpdateTenantSettings", `{"settings":{"branding":{"displayName":"Audited Inc"}},"updateMask":"branding"}`, admin...)
+	a.call(ctx, "/avb.v1.NotificationService/MarkNotificationsRead", `{"all":true}`, admin...)
+
+	sess := str(a.call(ctx, "/avb.v1.SessionService/CreateSession", `{"projectId":"`+proj+`","config":{"model":"scripted"}}`, bearer(rt)...), "session", "id")
+	tok := a.call(ctx, "/avb.v1.VoiceService/CreateClientToken", `{"sessionId":"`+sess+`","ttlSeconds":60}`, bearer(rt)...)
+	a.secret = append(a.secret, str(tok, "token"))
+	a.call(ctx, "/avb.v1.SessionService/TerminateSession", `{"sessionId":"`+sess+`"}`, admin...)
+
+	// A live call over Converse records one api_call entry.
+	before := len(a.entries(ctx))
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(rt))
+	if reply, reason, _ := askOnce(t, client, ""); reply == "" {
+		t.Fatalf("the call: %s", reason)
+	}
+	if got := a.entries(ctx); len(got) != before+1 || got[len(got)-1].Action != "api_call" || got[len(got)-1].ActorType != "api_key" {
+		t.Fatalf("a call recorded %d entries: %+v", len(got)-before, got[len(got)-1])
+	}
+	a.seen["/avb.v1.VoiceService/Converse"]++
+	// The browser path: ConverseEvents on a session made for it.
+	sess2 := str(wantOK(t, p.call("/avb.v1.SessionService/CreateSession", `{"config":{"model":"scripted"}}`, bearer(rt)...)), "session", "id")
+	before = len(a.entries(ctx))
+	browser := avbv1connect.NewVoiceServiceClient(http.DefaultClient, p.base, withKey(rt))
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	events, err := browser.ConverseEvents(sctx, connect.NewRequest(&avbv1.ConverseEventsRequest{Start: &avbv1.SessionStart{SessionId: sess2}}))
+	if err != nil || !events.Receive() {
+		t.Fatalf("ConverseEvents: %v %v", err, events.Err())
+	}
+	cancel()
+	_ = events.Close()
+	waitFor(t, 5*time.Second, func() bool { return len(a.entries(ctx)) == before+1 })
+	a.seen["/avb.v1.VoiceService/ConverseEvents"]++
+
+	a.call(ctx, "/avb.v1.UserService/DeactivateUser", `{"userId":"`+bob+`"}`, admin...)
+	a.call(ctx, "/avb.v1.ApiKeyService/RevokeApiKey", `{"apiKeyId":"`+keyID+`"}`, admin...)
+	a.call(ctx, "/avb.v1.PersonaService/DeletePersona", `{"personaId":"`+persona+`"}`, admin...)
+	a.call(ctx, "/avb.v1.VoiceConfigService/DeleteVoiceConfig", `{"voiceConfigId":"`+vc+`"}`, admin...)
+	a.call(ctx, "/avb.v1.ProjectService/DeleteProject", `{"projectId":"`+proj+`"}`, admin...)
+
+	// The platform's own RPCs record in the log of the tenant they act on.
+	sysTok := p.token("root", "", "sysadmin")
+	sys := bearer(sysTok)
+	a.secret = append(a.secret, sysTok)
+	created := wantOK(t, p.call("/avb.v1.AdminService/CreateTenant", `{"name":"Acme","slug":"acme-audited","tier":"TENANT_TIER_STARTER"}`, sys...))
+	acme := str(created, "tenant", "id")
+	actx := tenancy.With(context.Background(), mustUUID(t, acme))
+	if got := a.entries(actx); len(got) != 1 || got[0].Action != "create" || got[0].ResourceID != acme {
+		t.Fatalf("tenant creation recorded %+v", got)
+	}
+	a.seen["/avb.v1.AdminService/CreateTenant"]++
+	a.call(actx, "/avb.v1.AdminService/SuspendTenant", `{"tenantId":"`+acme+`","reason":"unpaid"}`, sys...)
+	a.call(actx, "/avb.v1.AdminService/ActivateTenant", `{"tenantId":"`+acme+`"}`, sys...)
+	a.call(actx, "/avb.v1.AdminService/DeleteTenant", `{"tenantId":"`+acme+`"}`, sys...)
+
+	for md := range policy.Methods() {
+		proc := procedureOf(md)
+		if policy.AuditOf(proc).Action != "" && a.seen[proc] == 0 {
+			t.Errorf("%s was not exercised", proc)
+		}
+	}
+	// Nothing secret reached the log, and the chains verify.
+	for _, c := range []context.Context{ctx, actx} {
+		for _, e := range a.entries(c) {
+			raw, _ := json.Marshal(e)
+			for _, s := range a.secret {
+				if s != "" && strings.Contains(string(raw), s) {
+					t.Fatalf("entry %s (%s %s) holds a secret", e.ID, e.Action, e.ResourceType)
+				}
+			}
+			for _, field := range []string{"keyHash", "key_hash", "hashedKey"} {
+				if strings.Contains(string(e.OldValues)+string(e.NewValues), field) {
+					t.Fatalf("entry %s holds a %s", e.ID, field)
+				}
+			}
+		}
+		if v, err := p.app.DB().AuditLog().Verify(c, 5); err != nil || !v.Intact() {
+			t.Fatalf("chain: %+v %v", v, err)
+		}
+	}
+	t.Logf("%d RPCs exercised, %d entries", len(a.seen), len(a.entries(ctx)))
+}
+
+func waitFor(t *testing.T, d time.Duration, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in " + d.String())
+		}
+	}
+}
+
+func mustUUID(t *testing.T, s string) uuid.UUID {
+	t.Helper()
+	id, err := uuid.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
