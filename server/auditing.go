@@ -130,6 +130,9 @@ func auditEntry(ctx context.Context, a policy.Audit, h http.Header, req proto.Me
 			e.ActorType, e.ActorID = "api_key", &id
 		}
 	}
+	if e.ResourceID == "" && e.ResourceType == "user" && e.ActorType == "user" && e.ActorID != nil {
+		e.ResourceID = e.ActorID.String() // the caller's own account
+	}
 	e.Description = strings.ReplaceAll(a.Action, "_", " ") + " " + strings.ReplaceAll(a.ResourceType, "_", " ")
 	if req != nil {
 		e.NewValues = requestValues(req)

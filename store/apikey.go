@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -59,7 +60,11 @@ const activeKeys = "revoked_at IS NULL AND replaced_by IS NULL AND (expires_at I
 // Create stores a new key, counted against the tenant's max_api_keys.
 func (r APIKeys) Create(ctx context.Context, k *APIKey) error {
 	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		return r.insert(ctx, tx, k, uuid.Nil)
+		if err := r.insert(ctx, tx, k, uuid.Nil); err != nil {
+			return err
+		}
+		DescribeAudit(ctx, k.ID.String(), "created API key "+strconv.Quote(k.Name)+" ("+k.Prefix+"…)", nil, nil)
+		return nil
 	})
 }
 

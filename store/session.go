@@ -96,6 +96,7 @@ func (r Sessions) Create(ctx context.Context, s *Session) error {
 			}
 		}
 		_, err := tx.NewInsert().Model(s).ExcludeColumn("tenant_id", "created_at").Returning("*").Exec(ctx)
+		DescribeAudit(ctx, s.ID.String(), "created session", nil, nil)
 		return err
 	})
 }

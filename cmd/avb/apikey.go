@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
@@ -47,14 +47,9 @@ func apikeyCmd() *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			var t *store.Tenant
-			if id, perr := uuid.Parse(tenant); perr == nil {
-				t, err = db.Tenants().Get(cmd.Context(), id)
-			} else {
-				t, err = db.Tenants().GetBySlug(cmd.Context(), tenant)
-			}
+			t, err := findTenant(cmd, db, tenant)
 			if err != nil {
-				return fmt.Errorf("tenant %q: %w", tenant, err)
+				return err
 			}
 			secret, prefix, hash := authn.NewAPIKey()
 			k := &store.APIKey{Name: name, Description: description, Prefix: prefix, Hash: hash, Scopes: list, RateLimitTier: tier}
@@ -62,7 +57,12 @@ func apikeyCmd() *cobra.Command {
 				e := time.Now().Add(ttl)
 				k.ExpiresAt = &e
 			}
-			if err := db.APIKeys().Create(tenancy.With(cmd.Context(), t.ID), k); err != nil {
+			// The key and its audit entry commit together; the actor is the
+			// operator's shell (system).
+			actx, _ := store.WithAudit(tenancy.With(cmd.Context(), t.ID), store.AuditEntry{ActorType: "system",
+				Action: "create", ResourceType: "api_key", Description: "API key " + strconv.Quote(name) + " created from the operator's shell",
+				NewValues: store.AuditValues(map[string]any{"name": name, "scopes": list, "rate_limit_tier": tier})})
+			if err := db.APIKeys().Create(actx, k); err != nil {
 				return err
 			}
 			spice, err := authz.Dial(cfg.SpiceDB.Endpoint, cfg.SpiceDB.Token, cfg.SpiceDB.Insecure)

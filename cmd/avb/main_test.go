@@ -122,6 +122,18 @@ func TestAPIKeyCreateCommand(t *testing.T) {
 	if _, err := run("apikey", "create", "--tenant", "nope", "--name", "x"); err == nil {
 		t.Fatal("unknown tenant accepted")
 	}
+	// The key's creation is in the tenant's audit trail, which verifies;
+	// after a superuser edits an entry, verify names it and fails.
+	if out, err := run("audit", "verify", "--tenant", "ops"); err != nil || !strings.Contains(out, "1 entries checked") || !strings.Contains(out, "intact") {
+		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
+	if _, err := conn.Exec(t.Context(), `BEGIN; ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable;
+		UPDATE audit_logs SET actor_type = 'user'; ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_immutable; COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("audit", "verify", "--tenant", "ops"); err == nil || !strings.Contains(out, "broken at 1 (entry ") {
+		t.Fatalf("a tampered chain: %v\n%s", err, out)
+	}
 }
 
 func TestMain(m *testing.M) { testenv.Main(m) }
