@@ -451,7 +451,9 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		reporter.IdleTimeout, reporter.HeartbeatTimeout = vc.SessionIdleTimeout, vc.SessionHeartbeatTimeout
 		reporter.Queues = workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
 		if vc.RunWorker {
-			a.workers = workflows.NewWorkers(tc, reporter.Queues, &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall, Held: limiter.Held},
+			acts := &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall, Held: limiter.Held}
+			acts.AuditRetention.Days, acts.AuditRetention.MaxDays = cfg.Audit.RetentionDays, cfg.Audit.RetentionMaxDays
+			a.workers = workflows.NewWorkers(tc, reporter.Queues, acts,
 				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: a.redis}, Notifier: &events.Notifier{DB: a.db, Hub: events.Hub{Redis: a.redis}},
 					Ended: func(status string) { a.Metrics.TemporalWorkflows.WithLabelValues("session", status).Inc() }})
 			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace, reporter.Queues); err != nil {

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"strings"
 	"sync"
 	"time"
 
@@ -198,19 +197,6 @@ func (a *Audited) afterCommit(ok bool) {
 	}
 	a.pending, a.wrote = false, false
 	a.mu.Unlock()
-}
-
-// writes reports whether a statement may change data: a statement whose
-// kind is not a read (a WITH query by the statements it holds).
-func writes(sql string) bool {
-	switch Operation(sql) {
-	case "select", "begin", "commit", "rollback", "set":
-		return false
-	case "with":
-		u := strings.ToUpper(sql)
-		return strings.Contains(u, "INSERT ") || strings.Contains(u, "UPDATE ") || strings.Contains(u, "DELETE ")
-	}
-	return true
 }
 
 // List returns one page of the filtered log, newest first.

@@ -147,6 +147,17 @@ func TestAuditRetentionCutsTheChainWhereItDropped(t *testing.T) {
 	if v := verify(t, db, ctx); !v.Intact() || v.Entries != 6 {
 		t.Fatalf("before retention: %+v", v)
 	}
+	// A tenant that keeps its log 300 days holds every month back.
+	if _, err := owner.Exec(t.Context(), `UPDATE tenants SET settings = '{"security":{"auditRetentionDays":300}}' WHERE id = $1`, tenant); err != nil {
+		t.Fatal(err)
+	}
+	if dropped, err := db.RetainAuditLog(t.Context(), 90, 365); err != nil || dropped != 0 {
+		t.Fatalf("with a 300-day tenant: %d dropped, %v", dropped, err)
+	}
+	// Capped by the platform's maximum, and back to the default: months go.
+	if _, err := owner.Exec(t.Context(), `UPDATE tenants SET settings = '{}' WHERE id = $1`, tenant); err != nil {
+		t.Fatal(err)
+	}
 	dropped, err := db.RetainAuditLog(t.Context(), 90, 365)
 	if err != nil {
 		t.Fatal(err)

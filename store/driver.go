@@ -76,22 +76,6 @@ func (c *tenantConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 	return pgxTx{ctx: ctx, tx: tx, audited: a}, nil
 }
 
-// ExecContext and QueryContext note, for a request that records an audit
-// entry, that its transaction writes.
-func (c *tenantConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	if a := auditedFrom(ctx); a != nil && writes(query) {
-		a.noteWrite()
-	}
-	return c.Conn.ExecContext(ctx, query, args)
-}
-
-func (c *tenantConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	if a := auditedFrom(ctx); a != nil && writes(query) {
-		a.noteWrite()
-	}
-	return c.Conn.QueryContext(ctx, query, args)
-}
-
 type pgxTx struct {
 	ctx     context.Context
 	tx      pgx.Tx
@@ -134,12 +118,23 @@ type queryStart struct {
 }
 
 func (q queryTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	if q.observe == nil {
+		return ctx
+	}
 	return context.WithValue(ctx, queryStartKey{}, queryStart{at: time.Now(), op: Operation(data.SQL)})
 }
 
-func (q queryTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+func (q queryTracer) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
 	if s, ok := ctx.Value(queryStartKey{}).(queryStart); ok {
 		q.observe(s.op, time.Since(s.at))
+	}
+	// A statement that changed rows makes its transaction carry the
+	// request's audit entry (an UPDATE that matched nothing does not).
+	if data.Err == nil && data.CommandTag.RowsAffected() > 0 &&
+		(data.CommandTag.Insert() || data.CommandTag.Update() || data.CommandTag.Delete()) {
+		if a := auditedFrom(ctx); a != nil {
+			a.noteWrite()
+		}
 	}
 }
 

@@ -105,9 +105,9 @@ func Open(ctx context.Context, cfg config.Database, opts ...Option) (*DB, error)
 	if cfg.IdleInTxTimeout > 0 {
 		pc.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = strconv.FormatInt(cfg.IdleInTxTimeout.Milliseconds(), 10)
 	}
-	if o.observe != nil {
-		pc.ConnConfig.Tracer = queryTracer{observe: o.observe}
-	}
+	// The tracer also tells a request's audit entry that its transaction
+	// changed rows.
+	pc.ConnConfig.Tracer = queryTracer{observe: o.observe}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)

@@ -57,9 +57,6 @@ type Tenant struct {
 	BillingID    string          `bun:"billing_id"`
 	Settings     json.RawMessage `bun:"settings,type:jsonb"`
 	AuthzToken   string          `bun:"authz_token"`
-	// AuditRetentionDays is how long the tenant's audit log is kept (nil:
-	// the platform's default; never past the platform's maximum).
-	AuditRetentionDays *int `bun:"audit_retention_days"`
 	Limits
 	CreatedAt time.Time `bun:"created_at,nullzero,default:now()"`
 	UpdatedAt time.Time `bun:"updated_at,nullzero,default:now()"`

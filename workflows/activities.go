@@ -26,6 +26,9 @@ type Activities struct {
 	// its end has reached the workflow, so a call whose reports are held up
 	// (Temporal was unreachable from its server) is not taken for dead.
 	Held func(ctx context.Context, tenantID, sessionID string) (bool, error)
+	// AuditRetention is the audit log's retention in days: the default
+	// and the longest a tenant may ask for (zero: 90 and 365).
+	AuditRetention struct{ Days, MaxDays int }
 }
 
 // CallHeldInput names a session.
@@ -86,6 +89,14 @@ func (a *Activities) FinalizeSession(ctx context.Context, in FinalizeInput) erro
 		}
 	}
 	m := in.Outcome.Metrics
+	switch in.Outcome.Reason {
+	case ReasonMaxDuration, ReasonIdle, ReasonLost:
+		// The platform ended the call on its own: the end is audited, with
+		// the session's final status, in the transaction that records it.
+		ctx, _ = store.WithAudit(ctx, store.AuditEntry{ActorType: "system", Action: "update", ResourceType: "session",
+			ResourceID: in.SessionID, Description: "session ended by the platform: " + in.Outcome.Reason,
+			NewValues: store.AuditValues(map[string]any{"status": in.Outcome.Status, "reason": in.Outcome.Reason})})
+	}
 	return untilAvailable(ctx, func() error {
 		_, err := a.DB.Sessions().Finish(ctx, id, in.Outcome.Status, in.Outcome.Reason, store.SessionMetrics{
 			DurationSeconds: m.DurationSeconds, InputTokens: m.InputTokens, OutputTokens: m.OutputTokens,

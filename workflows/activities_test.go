@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func TestActivitiesRecordOnce(t *testing.T) {
 	m := workflows.Metrics{Turns: 2, InputTokens: 10, OutputTokens: 20, InputAudioSeconds: 3, OutputAudioSeconds: 4, DurationSeconds: 60}
 	ids := []string{sess.ID.String(), ten.ID.String()}
 	for range 3 { // retried activities
-		if err := a.FinalizeSession(context.Background(), workflows.FinalizeInput{SessionID: ids[0], TenantID: ids[1], Outcome: workflows.Outcome{Status: "completed", Metrics: m}}); err != nil {
+		if err := a.FinalizeSession(context.Background(), workflows.FinalizeInput{SessionID: ids[0], TenantID: ids[1], Outcome: workflows.Outcome{Status: "completed", Reason: workflows.ReasonIdle, Metrics: m}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := a.RecordUsage(context.Background(), workflows.UsageInput{SessionID: ids[0], TenantID: ids[1], Metrics: m}); err != nil {
@@ -52,6 +53,11 @@ func TestActivitiesRecordOnce(t *testing.T) {
 	got, err := db.Sessions().Get(ctx, sess.ID)
 	if err != nil || got.Status != "completed" || got.Turns != 2 || got.OutputTokens != 20 || got.DurationSeconds != 60 {
 		t.Fatalf("session %+v %v", got, err)
+	}
+	// The platform ended it (idle): one system entry, however often retried.
+	entries, _, err := db.AuditLog().List(ctx, store.AuditFilter{ResourceType: "session"}, 10, "")
+	if err != nil || len(entries) != 1 || entries[0].ActorType != "system" || !strings.Contains(entries[0].Description, workflows.ReasonIdle) {
+		t.Fatalf("audit %+v %v", entries, err)
 	}
 	usage, err := db.Sessions().Usage(ctx, sess.ID)
 	if err != nil || len(usage) != 5 {
@@ -111,6 +117,18 @@ func TestMaintenanceActivities(t *testing.T) {
 		if want := i%2 == 0; (s.Status == store.SessionTerminated) != want {
 			t.Fatalf("session %d: %s", i, s.Status)
 		}
+	}
+	// Each ended session is in its tenant's audit log, by the system.
+	for i, ten := range tenants {
+		entries, _, err := db.AuditLog().List(tenancy.With(context.Background(), ten), store.AuditFilter{ResourceType: "session"}, 10, "")
+		if err != nil || len(entries) != 1 || entries[0].ActorType != "system" || entries[0].ResourceID != ids[2*i].String() ||
+			string(entries[0].NewValues) != `{"status": "terminated"}` {
+			t.Fatalf("tenant %d audit: %+v %v", i, entries, err)
+		}
+	}
+	// Retention keeps the coming months' partitions and drops nothing young.
+	if n, err := a.RetainAudit(context.Background()); err != nil || n != 0 {
+		t.Fatalf("retain: %d %v", n, err)
 	}
 	for range 2 { // idempotent
 		if _, err := a.RollupUsage(context.Background(), time.Now().Add(-time.Hour)); err != nil {

@@ -29,6 +29,7 @@ var Schedules = []Schedule{
 	{ID: "cleanup_expired_sessions", Every: time.Hour, Workflow: CleanupExpiredSessions, Queue: QueueDefault},
 	{ID: "aggregate_metrics", Every: 5 * time.Minute, Workflow: AggregateMetrics, Queue: QueueDefault},
 	{ID: "sync_billing_usage", Every: 15 * time.Minute, Workflow: SyncBillingUsage, Queue: QueueBilling},
+	{ID: "retain_audit_log", Every: 24 * time.Hour, Workflow: RetainAuditLog, Queue: QueueDefault},
 }
 
 // Prepare readies a namespace for the workers: the search attributes and
@@ -89,6 +90,30 @@ func AggregateMetrics(ctx workflow.Context) (int, error) {
 func SyncBillingUsage(ctx workflow.Context) (int, error) {
 	var a *Activities
 	return maintenance(ctx, a.SyncBilling)
+}
+
+// RetainAuditLog keeps the audit log's monthly partitions ahead of time
+// and drops the months every tenant's retention has passed; it returns how
+// many months it dropped.
+func RetainAuditLog(ctx workflow.Context) (int, error) {
+	var a *Activities
+	return maintenance(ctx, a.RetainAudit)
+}
+
+// auditMonthsAhead is how many months of audit partitions exist ahead.
+const auditMonthsAhead = 3
+
+// RetainAudit creates the coming months' audit partitions and drops the
+// months past retention (their cut recorded in each tenant's chain).
+func (a *Activities) RetainAudit(ctx context.Context) (int, error) {
+	if _, err := a.DB.EnsureAuditPartitions(ctx, auditMonthsAhead); err != nil {
+		return 0, err
+	}
+	days, maxDays := a.AuditRetention.Days, a.AuditRetention.MaxDays
+	if days == 0 {
+		days, maxDays = 90, 365
+	}
+	return a.DB.RetainAuditLog(ctx, days, maxDays)
 }
 
 // ExpireSessions ends sessions open longer than maxAge.

@@ -31,7 +31,15 @@ type Config struct {
 	Voice     Voice
 	Breaker   Breaker
 	RateLimit RateLimit
+	Audit     Audit
 	Dev       Dev
+}
+
+// Audit configures the audit trail's retention, which the scheduled
+// retain_audit_log job enforces by dropping whole months.
+type Audit struct {
+	RetentionDays    int `env:"AVB_AUDIT_RETENTION_DAYS" default:"90" min:"1" desc:"days a tenant's audit entries are kept at least (a tenant's settings may keep them longer)"`
+	RetentionMaxDays int `env:"AVB_AUDIT_RETENTION_MAX_DAYS" default:"365" min:"1" desc:"the longest retention a tenant's settings may ask for"`
 }
 
 // RateLimit configures the request rate limits (requests a minute; 0 turns

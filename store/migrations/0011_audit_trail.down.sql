@@ -1,3 +1,12 @@
+CREATE OR REPLACE FUNCTION expire_stale_sessions(max_age interval)
+    RETURNS integer
+    LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$ WITH ended AS (
+              UPDATE sessions SET status = 'terminated', error = 'expired: left open past its maximum duration',
+                                  ended_at = now()
+              WHERE status IN ('created', 'active') AND created_at < now() - max_age
+              RETURNING 1)
+          SELECT count(*)::integer FROM ended $$;
 DROP FUNCTION audit_retain(integer, integer);
 DROP FUNCTION audit_ensure_partitions(timestamptz, integer);
 DROP FUNCTION audit_append(text, uuid, text, text, text, text, text, text, text, text, jsonb, jsonb);
@@ -26,4 +35,3 @@ CREATE TRIGGER audit_logs_immutable BEFORE UPDATE OR DELETE ON audit_logs
 ALTER TABLE audit_logs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON audit_logs USING (tenant_id = current_tenant_id()) WITH CHECK (tenant_id = current_tenant_id());
 GRANT SELECT, INSERT ON audit_logs TO avb_app;
-ALTER TABLE tenants DROP COLUMN audit_retention_days;

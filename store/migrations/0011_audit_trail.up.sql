@@ -13,8 +13,6 @@
 -- advances it and inserts the row, in one statement of the caller's
 -- transaction. The application has no other way to write the log.
 
-ALTER TABLE tenants ADD COLUMN audit_retention_days integer CHECK (audit_retention_days > 0);
-
 ALTER TABLE audit_logs RENAME TO audit_logs_old;
 ALTER INDEX audit_logs_time RENAME TO audit_logs_old_time;
 ALTER INDEX audit_logs_pkey RENAME TO audit_logs_old_pkey;
@@ -170,8 +168,9 @@ BEGIN
 END $$;
 
 -- audit_retain drops the monthly partitions every tenant's retention has
--- passed (a tenant keeps entries least(its days or default_days,
--- max_days) days), oldest first. Before a partition goes, each tenant's
+-- passed, oldest first. A tenant keeps its entries default_days, or the
+-- longer retention its settings ask for (security.auditRetentionDays), at
+-- most max_days. Before a partition goes, each tenant's
 -- chain records the last entry it held, so the chain still verifies.
 -- Returns how many partitions it dropped.
 CREATE FUNCTION audit_retain(default_days integer, max_days integer)
@@ -184,8 +183,9 @@ DECLARE
     upper timestamptz;
     n     integer := 0;
 BEGIN
-    SELECT greatest(least(default_days, max_days), coalesce(max(least(coalesce(audit_retention_days, default_days), max_days)), 0))
-        INTO keep FROM tenants;
+    SELECT greatest(least(default_days, max_days),
+                    coalesce(max(least(coalesce((settings->'security'->>'auditRetentionDays')::integer, 0), max_days)), 0))
+        INTO keep FROM tenants WHERE status <> 'deleted';
     FOR part IN SELECT c.relname::text AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
                 WHERE i.inhparent = 'audit_logs'::regclass AND c.relname ~ '^audit_logs_p[0-9]{6}$'
                 ORDER BY c.relname LOOP
@@ -201,6 +201,30 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION audit_ensure_partitions(timestamptz, integer), audit_retain(integer, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit_ensure_partitions(timestamptz, integer), audit_retain(integer, integer) TO avb_app;
+
+-- The hourly cleanup's ended sessions are audited (actor system), each in
+-- the transaction that ends it.
+CREATE OR REPLACE FUNCTION expire_stale_sessions(max_age interval)
+    RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+DECLARE
+    r record;
+    n integer := 0;
+BEGIN
+    FOR r IN UPDATE sessions s SET status = 'terminated', error = 'expired: left open past its maximum duration',
+                                   ended_at = now()
+             FROM (SELECT id, status FROM sessions
+                   WHERE status IN ('created', 'active') AND created_at < now() - max_age FOR UPDATE) o
+             WHERE s.id = o.id
+             RETURNING s.id, s.tenant_id, o.status AS was LOOP
+        PERFORM audit_chain_insert(r.tenant_id, statement_timestamp(), 'system', NULL, '', 'update', 'session', r.id::text,
+                                   'session ended by the cleanup: left open past its maximum duration', '', '', '',
+                                   jsonb_build_object('status', r.was), '{"status": "terminated"}');
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END $$;
 
 -- The entries written before the chain existed join it in their order.
 SELECT audit_ensure_partitions(coalesce((SELECT min(created_at) FROM audit_logs_old), now()), 3);

@@ -358,8 +358,13 @@ type SecuritySettings struct {
 	ApiKeyMaxTtlDays int32 `protobuf:"varint,2,opt,name=api_key_max_ttl_days,json=apiKeyMaxTtlDays,proto3" json:"api_key_max_ttl_days,omitempty"`
 	// require_api_key_expiry refuses keys created without an expiry.
 	RequireApiKeyExpiry bool `protobuf:"varint,3,opt,name=require_api_key_expiry,json=requireApiKeyExpiry,proto3" json:"require_api_key_expiry,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// audit_retention_days keeps the tenant's audit log longer than the
+	// platform's default (90 days), up to the platform's maximum
+	// (AVB_AUDIT_RETENTION_MAX_DAYS). 0, or fewer days than the default,
+	// keeps the default.
+	AuditRetentionDays int32 `protobuf:"varint,4,opt,name=audit_retention_days,json=auditRetentionDays,proto3" json:"audit_retention_days,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SecuritySettings) Reset() {
@@ -411,6 +416,13 @@ func (x *SecuritySettings) GetRequireApiKeyExpiry() bool {
 		return x.RequireApiKeyExpiry
 	}
 	return false
+}
+
+func (x *SecuritySettings) GetAuditRetentionDays() int32 {
+	if x != nil {
+		return x.AuditRetentionDays
+	}
+	return 0
 }
 
 // TenantSettings groups a tenant's editable settings.
@@ -794,12 +806,14 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\x05voice\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18dR\x05voice\x12\x1d\n" +
 	"\x05model\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18dR\x05model\x12#\n" +
 	"\blanguage\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x18#R\blanguage\x12-\n" +
-	"\finstructions\x18\x04 \x01(\tB\t\xbaH\x06r\x04\x18\xa0\x9c\x01R\finstructions\"\xbd\x01\n" +
+	"\finstructions\x18\x04 \x01(\tB\t\xbaH\x06r\x04\x18\xa0\x9c\x01R\finstructions\"\xfb\x01\n" +
 	"\x10SecuritySettings\x128\n" +
 	"\x0fallowed_origins\x18\x01 \x03(\tB\x0f\xbaH\f\x92\x01\t\x102\"\x05r\x03\x18\xac\x02R\x0eallowedOrigins\x12:\n" +
 	"\x14api_key_max_ttl_days\x18\x02 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x00R\x10apiKeyMaxTtlDays\x123\n" +
-	"\x16require_api_key_expiry\x18\x03 \x01(\bR\x13requireApiKeyExpiry\"\xb2\x01\n" +
+	"\x16require_api_key_expiry\x18\x03 \x01(\bR\x13requireApiKeyExpiry\x12<\n" +
+	"\x14audit_retention_days\x18\x04 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xc2\x1c(\x00R\x12auditRetentionDays\"\xb2\x01\n" +
 	"\x0eTenantSettings\x12,\n" +
 	"\bbranding\x18\x01 \x01(\v2\x10.avb.v1.BrandingR\bbranding\x12<\n" +
 	"\x0evoice_defaults\x18\x02 \x01(\v2\x15.avb.v1.VoiceDefaultsR\rvoiceDefaults\x124\n" +
