@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"pgregory.net/rapid"
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
@@ -225,4 +226,89 @@ func mustUUID(t *testing.T, s string) uuid.UUID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// Property 16, as the application's role (avb_app): across random
+// sequences of API calls (some of which fail and roll back) and direct SQL
+// attempts on the log, no UPDATE, DELETE, TRUNCATE or forged INSERT ever
+// succeeds, and the log holds exactly one entry per mutating call that
+// committed, no more and no fewer; the chain verifies throughout.
+func TestPropertyAuditTrailIsCompleteAndAppendOnly(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("prop16", store.TierEnterprise)
+	ctx := tenancy.With(context.Background(), ten.ID)
+	admin := bearer(p.token("ada", ten.ID.String(), "admin"))
+	wantOK(t, p.call("/avb.v1.UserService/GetMe", `{}`, admin...)) // the first request records the user
+	db := p.app.DB()
+	count := func() int64 {
+		v, err := db.AuditLog().Verify(ctx, 3)
+		if err != nil || !v.Intact() {
+			t.Fatalf("chain: %+v %v", v, err)
+		}
+		return v.Entries
+	}
+	committed := count()
+	var projects []string
+	tamper := []string{
+		"UPDATE audit_logs SET action = 'forged'",
+		"DELETE FROM audit_logs",
+		"TRUNCATE audit_logs",
+		"TRUNCATE audit_logs_default",
+		"INSERT INTO audit_logs (id, tenant_id, seq, created_at, actor_type, action, hash) VALUES (gen_random_uuid(), current_tenant_id(), 999, now(), 'user', 'forged', '\\x00')",
+		"UPDATE audit_chains SET seq = 0",
+		"DELETE FROM audit_chains",
+		"ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable",
+		"DROP TABLE audit_logs_default",
+		"SELECT audit_chain_insert(current_tenant_id(), now(), 'user', NULL, '', 'forged', '', '', '', '', '', '', '{}', '{}')",
+	}
+	rapid.Check(t, func(rt *rapid.T) {
+		for range rapid.IntRange(1, 12).Draw(rt, "steps") {
+			var r result
+			switch op := rapid.IntRange(0, 5).Draw(rt, "op"); op {
+			case 0: // create; a name already taken fails
+				name := rapid.SampledFrom([]string{"a", "b", "c", "d"}).Draw(rt, "name")
+				r = p.call("/avb.v1.ProjectService/CreateProject", `{"name":"`+name+`"}`, admin...)
+				if r.status == http.StatusOK {
+					projects = append(projects, str(r.body, "project", "id"))
+				}
+			case 1, 2: // update or delete a project that may be gone
+				id := "00000000-0000-4000-8000-000000000000"
+				if len(projects) > 0 && rapid.Bool().Draw(rt, "known") {
+					id = projects[rapid.IntRange(0, len(projects)-1).Draw(rt, "project")]
+				}
+				if op == 1 {
+					r = p.call("/avb.v1.ProjectService/UpdateProject", `{"projectId":"`+id+`","project":{"description":"`+uuid.NewString()+`"},"updateMask":"description"}`, admin...)
+				} else {
+					r = p.call("/avb.v1.ProjectService/DeleteProject", `{"projectId":"`+id+`"}`, admin...)
+				}
+			case 3: // an invalid request fails before any change
+				r = p.call("/avb.v1.ProjectService/CreateProject", `{"name":""}`, admin...)
+			case 4: // settings
+				r = p.call("/avb.v1.TenantService/UpdateTenantSettings", `{"settings":{"branding":{"displayName":"`+uuid.NewString()[:8]+`"}},"updateMask":"branding"}`, admin...)
+			case 5: // direct SQL, as the application's role, with the tenant set
+				stmt := rapid.SampledFrom(tamper).Draw(rt, "sql")
+				tx, err := db.Pool.Begin(ctx)
+				if err != nil {
+					rt.Fatal(err)
+				}
+				_, _ = tx.Exec(ctx, "SELECT set_config('app.tenant_id', $1, true)", ten.ID.String())
+				_, err = tx.Exec(ctx, stmt)
+				if err == nil {
+					err = tx.Commit(ctx)
+				}
+				_ = tx.Rollback(ctx)
+				if err == nil {
+					rt.Fatalf("%s succeeded as avb_app", stmt)
+				}
+				continue
+			}
+			if r.status == http.StatusOK {
+				committed++
+			}
+		}
+		if got := count(); got != committed {
+			rt.Fatalf("%d entries for %d committed mutating calls", got, committed)
+		}
+	})
 }

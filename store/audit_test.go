@@ -89,6 +89,12 @@ func TestAuditChainNamesEachTampering(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Even the owner cannot change or remove an entry while the trigger stands.
+	for _, stmt := range []string{"UPDATE audit_logs SET action = 'forged'", "DELETE FROM audit_logs", "TRUNCATE audit_logs"} {
+		if _, err := owner.Exec(t.Context(), stmt); err == nil || !strings.Contains(err.Error(), "cannot be changed") {
+			t.Fatalf("%s as the owner: %v", stmt, err)
+		}
+	}
 	tenant, _ := tenancy.ID(ctx)
 	tamper("UPDATE audit_logs SET description = 'nothing happened' WHERE id = $1", entries[1].ID)
 	tamper("DELETE FROM audit_logs WHERE id = $1", entries[3].ID)
