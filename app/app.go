@@ -69,6 +69,8 @@ type App struct {
 	bus        *invalidation.Bus
 	usage      *authn.Usage
 	issuer     *authn.DevIssuer
+	oidc       *authn.OIDC
+	sessions   *authn.TokenSessions
 	spicedb    *authz.Client
 	grants     *authz.Grants
 	decider    authz.Decider
@@ -220,7 +222,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	})
 	if a.issuer != nil {
 		a.server.HandleHTTP(issuerPath(cfg.Auth.OIDCIssuerURL), a.issuer.Handler())
+		if u, err := url.Parse(cfg.Auth.OIDCIssuerURL); err == nil {
+			a.issuer.BackchannelLogoutURL = u.Scheme + "://" + u.Host + authn.BackchannelLogoutPath
+		}
 	}
+	// The identity provider's back-channel logouts (Keycloak: the client's
+	// "Backchannel logout URL").
+	a.server.HandleHTTP(authn.BackchannelLogoutPath, a.sessions.BackchannelLogout(a.oidc))
 	ho := a.server.HandlerOptions()
 	a.server.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer(Version, string(cfg.Profile)), ho...))
 	a.server.Handle(avbv1connect.NewTenantServiceHandler(server.NewTenantServer(identity), ho...))
@@ -288,9 +296,13 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 	a.clientTokens = authn.NewClientTokens(cfg.Auth.ClientTokenKey)
 	fetch := cfg.Auth.OIDCFetchTimeout
 	oidcClient := &http.Client{Timeout: fetch, Transport: a.deps.Guard("oidc").Transport(nil, fetch, fetch)}
+	a.oidc = authn.NewOIDC(cfg.Auth.OIDCIssuerURL, cfg.Auth.OIDCAudience, oidcClient)
+	a.sessions = &authn.TokenSessions{DB: a.db, Bus: a.bus, Log: a.log,
+		Cache: counted(a, "token_session", invalidation.NewCache[bool](a.bus, authn.TopicTokenSession, cfg.Auth.CredentialTTL))}
 	auth := &authn.Authenticator{
 		ClientTokens: a.clientTokens,
-		OIDC:         authn.NewOIDC(cfg.Auth.OIDCIssuerURL, cfg.Auth.OIDCAudience, oidcClient),
+		OIDC:         a.oidc,
+		Sessions:     a.sessions,
 		Keys:         keys,
 		Tenants:      tenants,
 		Users:        a.db.Users(),

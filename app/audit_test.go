@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +13,10 @@ import (
 	"github.com/google/uuid"
 	"pgregory.net/rapid"
 
+	"github.com/agentvoicebox/avb/authn"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/policy"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
@@ -311,4 +314,109 @@ func TestPropertyAuditTrailIsCompleteAndAppendOnly(t *testing.T) {
 			rt.Fatalf("%d entries for %d committed mutating calls", got, committed)
 		}
 	})
+}
+
+// A user's first request with a new session of the identity provider
+// records login; the provider's back-channel logout records logout and
+// from then on the session's tokens are refused on every instance,
+// including a session avb never saw. The development issuer sends the
+// logout as Keycloak does.
+func TestLoginAndBackchannelLogoutAcrossInstances(t *testing.T) {
+	t.Parallel()
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	cfgA := identityConfig(t, owner, issuer.Issuer(), nil)
+	a := startPlatform(t, cfgA, issuer, owner)
+	b := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
+		"AVB_DATABASE_MIGRATE_ON_START": "false", "AVB_SPICEDB_TOKEN": cfgA.SpiceDB.Token}), issuer, owner)
+	ten := a.tenant("logins", store.TierPro)
+	ctx := tenancy.With(context.Background(), ten.ID)
+	tok := func(sid string) []string {
+		s, err := issuer.Issue(authn.Token{Subject: "ada", Email: "ada@example.com", TenantID: ten.ID.String(),
+			Roles: []string{"admin"}, Audience: "avb-api", SessionID: sid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bearer(s)
+	}
+	logins := func(action string) []store.AuditEntry {
+		got, _, err := a.app.DB().AuditLog().List(ctx, store.AuditFilter{Action: action}, 100, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for !a.app.BusHealthy() || !b.app.BusHealthy() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Session s1: a token, a refreshed token, two instances: one login.
+	for _, p := range []*platform{a, b, a} {
+		wantOK(t, p.call("/avb.v1.UserService/GetMe", `{}`, tok("s1")...))
+	}
+	wantOK(t, b.call("/avb.v1.UserService/GetMe", `{}`, tok("s2")...))
+	got := logins("login")
+	if len(got) != 2 || got[1].ActorEmail != "ada@example.com" || got[1].ActorType != "user" || string(got[1].NewValues) != `{"session": "s1"}` {
+		t.Fatalf("logins %+v", got)
+	}
+	// Logout tokens that are not valid are refused, and end nothing.
+	bad, err := issuer.Issue(authn.Token{Subject: "ada", Audience: "avb-api", SessionID: "s1"}) // an access token, no logout event
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, form := range []string{"", "logout_token=garbage", "logout_token=" + bad} {
+		res, err := http.Post(a.base+authn.BackchannelLogoutPath, "application/x-www-form-urlencoded", strings.NewReader(form))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadRequest {
+			t.Fatalf("logout with %.30q: %d", form, res.StatusCode)
+		}
+	}
+	wantOK(t, b.call("/avb.v1.UserService/GetMe", `{}`, tok("s1")...))
+
+	// The provider ends s1 (posting to instance a): b refuses it too, at once.
+	if err := issuer.SendLogout(context.Background(), a.base+authn.BackchannelLogoutPath, "s1", "", "avb-api"); err != nil {
+		t.Fatal(err)
+	}
+	ended := time.Now()
+	for _, p := range []*platform{a, b} {
+		for {
+			r := p.call("/avb.v1.UserService/GetMe", `{}`, tok("s1")...)
+			if r.status == http.StatusUnauthorized && r.reason == "session_logged_out" {
+				break
+			}
+			if time.Since(ended) > time.Second {
+				t.Fatalf("%s still answers %d %s for a logged-out session", p.base, r.status, r.reason)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t.Logf("logout reached both instances in %s", time.Since(ended))
+	wantOK(t, a.call("/avb.v1.UserService/GetMe", `{}`, tok("s2")...))
+	if out := logins("logout"); len(out) != 1 || out[0].ActorType != "user" || *out[0].ActorID != *got[1].ActorID {
+		t.Fatalf("logouts %+v", out)
+	}
+	// A session ended before avb saw it never logs in.
+	if err := issuer.SendLogout(context.Background(), b.base+authn.BackchannelLogoutPath, "s3", "", "avb-api"); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, a.call("/avb.v1.UserService/GetMe", `{}`, tok("s3")...), 401, "unauthenticated", "session_logged_out")
+	// The development issuer's logout endpoint sends the back-channel logout.
+	issuer.BackchannelLogoutURL = b.base + authn.BackchannelLogoutPath
+	res, err := http.PostForm(issuer.Issuer()+"/protocol/openid-connect/logout", url.Values{"sid": {"s2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("dev logout: %d", res.StatusCode)
+	}
+	wantErr(t, b.call("/avb.v1.UserService/GetMe", `{}`, tok("s2")...), 401, "unauthenticated", "session_logged_out")
+	if n := len(logins("login")); n != 2 {
+		t.Fatalf("%d logins", n)
+	}
+	if v, err := a.app.DB().AuditLog().Verify(ctx, 3); err != nil || !v.Intact() {
+		t.Fatalf("chain %+v %v", v, err)
+	}
 }

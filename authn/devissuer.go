@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/hex"
@@ -22,6 +23,9 @@ import (
 // token for whatever user the form names: it is not an identity provider.
 type DevIssuer struct {
 	issuer string
+	// BackchannelLogoutURL receives a logout token when a session logs out
+	// at the logout endpoint (Keycloak's back-channel logout).
+	BackchannelLogoutURL string
 
 	mu   sync.RWMutex
 	keys []jose.JSONWebKey // keys[0] signs; older ones stay published after Rotate
@@ -65,6 +69,7 @@ type Token struct {
 	Audience   string
 	TTL        time.Duration // default 1 hour; negative issues an expired token
 	Issuer     string        // override, for tests of wrong issuers
+	SessionID  string        // the sid claim (empty leaves it out)
 }
 
 // Issue signs a token.
@@ -85,6 +90,14 @@ func (d *DevIssuer) Issue(t Token) (string, error) {
 	if t.TenantID != "" {
 		claims["tenant_id"] = t.TenantID
 	}
+	if t.SessionID != "" {
+		claims["sid"] = t.SessionID
+	}
+	return d.sign(claims)
+}
+
+// sign signs claims with the current key.
+func (d *DevIssuer) sign(claims map[string]any) (string, error) {
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return "", err
@@ -108,6 +121,48 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// LogoutToken signs a back-channel logout token for a session (sid) or,
+// with sid empty, for every session of a subject.
+func (d *DevIssuer) LogoutToken(sid, subject, audience string) (string, error) {
+	jti := make([]byte, 12)
+	_, _ = rand.Read(jti)
+	now := time.Now()
+	claims := map[string]any{"iss": d.issuer, "aud": audience, "iat": now.Unix(), "exp": now.Add(2 * time.Minute).Unix(),
+		"jti": hex.EncodeToString(jti), "events": map[string]any{backchannelLogoutEvent: map[string]any{}}}
+	if sid != "" {
+		claims["sid"] = sid
+	}
+	if subject != "" {
+		claims["sub"] = subject
+	}
+	return d.sign(claims)
+}
+
+// SendLogout posts a logout token to a relying party's back-channel logout
+// URL, as Keycloak does when a session ends.
+func (d *DevIssuer) SendLogout(ctx context.Context, rpURL, sid, subject, audience string) error {
+	tok, err := d.LogoutToken(sid, subject, audience)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rpURL, strings.NewReader(url.Values{"logout_token": {tok}}.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("back-channel logout at %s: %s", rpURL, res.Status)
+	}
+	return nil
 }
 
 // Handler serves the issuer's endpoints. Mount it at the issuer URL's path.
@@ -137,6 +192,7 @@ func (d *DevIssuer) Handler() http.Handler {
 		writeJSON(w, set)
 	})
 	mux.HandleFunc("POST "+base+"/protocol/openid-connect/token", d.token)
+	mux.HandleFunc("POST "+base+"/protocol/openid-connect/logout", d.logout)
 	return mux
 }
 
@@ -161,13 +217,42 @@ func (d *DevIssuer) token(w http.ResponseWriter, r *http.Request) {
 		aud = "avb-api"
 	}
 	ttl := time.Hour
+	sid := make([]byte, 16)
+	_, _ = rand.Read(sid)
 	tok, err := d.Issue(Token{Subject: "dev|" + f.Get("username"), Email: f.Get("username"), TenantID: f.Get("tenant_id"),
-		Roles: roles, Audience: aud, TTL: ttl, GivenName: f.Get("given_name"), FamilyName: f.Get("family_name")})
+		Roles: roles, Audience: aud, TTL: ttl, GivenName: f.Get("given_name"), FamilyName: f.Get("family_name"),
+		SessionID: hex.EncodeToString(sid)})
 	if err != nil {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
-	writeJSON(w, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int(ttl.Seconds())})
+	writeJSON(w, map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int(ttl.Seconds()),
+		"session_state": hex.EncodeToString(sid)})
+}
+
+// logout ends a development session: sid (or sub, for all of a user's)
+// and client_id (the audience) name it. The relying party hears of it
+// through its back-channel logout URL, as from Keycloak.
+func (d *DevIssuer) logout(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil || (r.PostForm.Get("sid") == "" && r.PostForm.Get("sub") == "") {
+		w.WriteHeader(http.StatusBadRequest)
+		writeJSON(w, map[string]string{"error": "invalid_request", "error_description": "sid or sub is required"})
+		return
+	}
+	if d.BackchannelLogoutURL == "" {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	aud := r.PostForm.Get("client_id")
+	if aud == "" {
+		aud = "avb-api"
+	}
+	if err := d.SendLogout(r.Context(), d.BackchannelLogoutURL, r.PostForm.Get("sid"), r.PostForm.Get("sub"), aud); err != nil {
+		w.WriteHeader(http.StatusBadGateway)
+		writeJSON(w, map[string]string{"error": "backchannel_logout_failed", "error_description": err.Error()})
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -22,6 +22,7 @@ var apiErrors = []struct {
 	{ErrAPIKeyExpired, connect.CodeUnauthenticated, avbv1.ErrorReason_ERROR_REASON_API_KEY_EXPIRED},
 	{ErrAPIKeyRevoked, connect.CodeUnauthenticated, avbv1.ErrorReason_ERROR_REASON_API_KEY_REVOKED},
 	{ErrUserInactive, connect.CodeUnauthenticated, avbv1.ErrorReason_ERROR_REASON_USER_INACTIVE},
+	{ErrLoggedOut, connect.CodeUnauthenticated, avbv1.ErrorReason_ERROR_REASON_SESSION_LOGGED_OUT},
 	{ErrIssuerUnavailable, connect.CodeUnavailable, avbv1.ErrorReason_ERROR_REASON_DEPENDENCY_UNAVAILABLE},
 	{ErrTenantRequired, connect.CodeInvalidArgument, avbv1.ErrorReason_ERROR_REASON_TENANT_REQUIRED},
 	{ErrTenantNotFound, connect.CodeNotFound, avbv1.ErrorReason_ERROR_REASON_TENANT_NOT_FOUND},

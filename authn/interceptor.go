@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -34,6 +35,7 @@ var (
 	ErrClientTokenScope = errors.New("client tokens may only run voice sessions")
 	ErrUnauthenticated  = errors.New("credentials required: send Authorization: Bearer <token> or X-API-Key: avb_...")
 	ErrUserInactive     = errors.New("user is deactivated")
+	ErrLoggedOut        = errors.New("the token's session was ended by a logout: sign in again")
 	// ErrNoPolicy: the RPC declares no access policy, so it is refused.
 	ErrNoPolicy = errors.New("rpc declares no access policy")
 )
@@ -54,10 +56,13 @@ type Authenticator struct {
 	Keys *APIKeys
 	// Usage, when set, counts every authenticated use of an API key; the
 	// server leaves it unset and counts what its rate limits admit.
-	Usage      *Usage
-	Tenants    *Tenants
-	Users      UserStore
-	UserCache  *invalidation.Cache[*store.User]
+	Usage     *Usage
+	Tenants   *Tenants
+	Users     UserStore
+	UserCache *invalidation.Cache[*store.User]
+	// Sessions, when set, records each user's login (the first request of
+	// a token session) and refuses tokens of sessions logged out.
+	Sessions   *TokenSessions
 	BaseDomain string
 	// ClientTokens verifies browser client tokens.
 	ClientTokens *ClientTokens
@@ -131,6 +136,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, procedure string, h ht
 			if err := a.recordUser(ctx, p, claimTenant != ""); err != nil {
 				return nil, err
 			}
+			if a.Sessions != nil && p.UserID != uuid.Nil {
+				if err := a.Sessions.Check(ctx, p, h); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	if f := logging.FieldsFrom(ctx); f != nil {
@@ -187,7 +197,8 @@ func (a *Authenticator) credentials(ctx context.Context, h http.Header) (*Princi
 			return nil, "", err
 		}
 		return &Principal{Kind: KindUser, Subject: c.Subject, Email: c.Email, FirstName: c.GivenName,
-			LastName: c.FamilyName, Roles: c.RealmAccess.Roles}, c.TenantID, nil
+			LastName: c.FamilyName, Roles: c.RealmAccess.Roles, TokenSession: sessionKey(c.SessionID, bearer),
+			TokenExpiry: time.Unix(c.Expiry, 0)}, c.TenantID, nil
 	}
 	return nil, "", ErrUnauthenticated
 }

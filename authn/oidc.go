@@ -24,11 +24,14 @@ var (
 
 // Claims are the Keycloak-shaped claims the platform reads.
 type Claims struct {
-	Subject     string `json:"sub"`
-	Email       string `json:"email"`
-	GivenName   string `json:"given_name"`
-	FamilyName  string `json:"family_name"`
-	TenantID    string `json:"tenant_id"`
+	Subject    string `json:"sub"`
+	Email      string `json:"email"`
+	GivenName  string `json:"given_name"`
+	FamilyName string `json:"family_name"`
+	TenantID   string `json:"tenant_id"`
+	// SessionID is the identity provider's session (Keycloak's sid).
+	SessionID   string `json:"sid"`
+	Expiry      int64  `json:"exp"`
 	RealmAccess struct {
 		Roles []string `json:"roles"`
 	} `json:"realm_access"`

@@ -8,6 +8,7 @@ package authn
 import (
 	"context"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -46,6 +47,11 @@ type Principal struct {
 	TenantTier string
 	// SessionID limits a client token to one session (uuid.Nil: any).
 	SessionID uuid.UUID
+	// TokenSession names a user's session at the identity provider (its
+	// sid, or the token's hash when it has none); TokenExpiry is when the
+	// token expires.
+	TokenSession string
+	TokenExpiry  time.Time
 	// AuthzToken is the ZedToken of the tenant's newest authorization write:
 	// permission checks are at least as fresh as it.
 	AuthzToken string

@@ -1,3 +1,6 @@
+DROP FUNCTION auth_logout(text, text);
+DROP TABLE auth_logouts;
+DROP TABLE auth_sessions;
 CREATE OR REPLACE FUNCTION expire_stale_sessions(max_age interval)
     RETURNS integer
     LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp

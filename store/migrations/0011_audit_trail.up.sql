@@ -226,6 +226,65 @@ BEGIN
     RETURN n;
 END $$;
 
+-- Token sessions: a user's first request with a new session of the
+-- identity provider (its sid, or the token when it has none) inserts a
+-- row, and records login with it. auth_logouts holds the sessions the
+-- identity provider ended (back-channel logout), whether or not avb saw
+-- them yet: their tokens are refused from then on.
+CREATE TABLE auth_sessions (
+    tenant_id      uuid NOT NULL DEFAULT current_tenant_id() REFERENCES tenants (id),
+    session_key    text NOT NULL,
+    user_id        uuid NOT NULL REFERENCES users (id),
+    subject        text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    expires_at     timestamptz NOT NULL,
+    logged_out_at  timestamptz,
+    PRIMARY KEY (tenant_id, session_key)
+);
+CREATE INDEX auth_sessions_key ON auth_sessions (session_key);
+CREATE INDEX auth_sessions_subject ON auth_sessions (subject) WHERE logged_out_at IS NULL;
+ALTER TABLE auth_sessions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON auth_sessions
+    USING (tenant_id = current_tenant_id()) WITH CHECK (tenant_id = current_tenant_id());
+GRANT SELECT, INSERT ON auth_sessions TO avb_app;
+
+CREATE TABLE auth_logouts (
+    session_key    text PRIMARY KEY,
+    logged_out_at  timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT ON auth_logouts TO avb_app;
+
+-- auth_logout ends a session of the identity provider (by sid; by subject
+-- alone: every session avb knows of that user), records logout in each
+-- tenant it was used in, and returns the session keys it ended.
+CREATE FUNCTION auth_logout(p_sid text, p_subject text)
+    RETURNS SETOF text
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+DECLARE
+    r record;
+BEGIN
+    IF p_sid <> '' THEN
+        INSERT INTO auth_logouts (session_key) VALUES (p_sid) ON CONFLICT DO NOTHING;
+        RETURN NEXT p_sid;
+    END IF;
+    FOR r IN UPDATE auth_sessions s SET logged_out_at = now() FROM users u
+             WHERE s.logged_out_at IS NULL AND u.id = s.user_id
+               AND CASE WHEN p_sid <> '' THEN s.session_key = p_sid ELSE s.subject = p_subject END
+             RETURNING s.tenant_id, s.session_key, s.user_id, u.email LOOP
+        INSERT INTO auth_logouts (session_key) VALUES (r.session_key) ON CONFLICT DO NOTHING;
+        PERFORM audit_chain_insert(r.tenant_id, statement_timestamp(), 'user', r.user_id, r.email, 'logout', 'user',
+                                   r.user_id::text, 'signed out at the identity provider (back-channel logout)', '', '', '', '{}',
+                                   CASE WHEN r.session_key LIKE 'tok:%' THEN '{}'::jsonb
+                                        ELSE jsonb_build_object('session', r.session_key) END);
+        IF p_sid = '' THEN
+            RETURN NEXT r.session_key;
+        END IF;
+    END LOOP;
+END $$;
+REVOKE ALL ON FUNCTION auth_logout(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION auth_logout(text, text) TO avb_app;
+
 -- The entries written before the chain existed join it in their order.
 SELECT audit_ensure_partitions(coalesce((SELECT min(created_at) FROM audit_logs_old), now()), 3);
 DO $$

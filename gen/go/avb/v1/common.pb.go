@@ -101,6 +101,9 @@ const (
 	ErrorReason_ERROR_REASON_PROVIDER_FAILED ErrorReason = 75
 	// failed_precondition: the session has ended, or is not live on this server.
 	ErrorReason_ERROR_REASON_SESSION_NOT_LIVE ErrorReason = 76
+	// unauthenticated: the token's session was ended at the identity
+	// provider (logout); sign in again.
+	ErrorReason_ERROR_REASON_SESSION_LOGGED_OUT ErrorReason = 77
 )
 
 // Enum value maps for ErrorReason.
@@ -138,6 +141,7 @@ var (
 		74: "ERROR_REASON_CALL_LIMIT_EXCEEDED",
 		75: "ERROR_REASON_PROVIDER_FAILED",
 		76: "ERROR_REASON_SESSION_NOT_LIVE",
+		77: "ERROR_REASON_SESSION_LOGGED_OUT",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -172,6 +176,7 @@ var (
 		"ERROR_REASON_CALL_LIMIT_EXCEEDED":    74,
 		"ERROR_REASON_PROVIDER_FAILED":        75,
 		"ERROR_REASON_SESSION_NOT_LIVE":       76,
+		"ERROR_REASON_SESSION_LOGGED_OUT":     77,
 	}
 )
 
@@ -339,7 +344,7 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\tafter_key\x18\x01 \x01(\tR\bafterKey\x12\x19\n" +
 	"\bafter_id\x18\x02 \x01(\tR\aafterId\x12\x1d\n" +
 	"\n" +
-	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xcf\b\n" +
+	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xf4\b\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eERROR_REASON_VALIDATION_FAILED\x10\x01\x12#\n" +
@@ -373,7 +378,8 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\x1aERROR_REASON_INVALID_AUDIO\x10I\x12$\n" +
 	" ERROR_REASON_CALL_LIMIT_EXCEEDED\x10J\x12 \n" +
 	"\x1cERROR_REASON_PROVIDER_FAILED\x10K\x12!\n" +
-	"\x1dERROR_REASON_SESSION_NOT_LIVE\x10L*\xb3\x01\n" +
+	"\x1dERROR_REASON_SESSION_NOT_LIVE\x10L\x12#\n" +
+	"\x1fERROR_REASON_SESSION_LOGGED_OUT\x10M*\xb3\x01\n" +
 	"\rResourceOrder\x12\x1e\n" +
 	"\x1aRESOURCE_ORDER_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fRESOURCE_ORDER_CREATE_TIME_DESC\x10\x01\x12\"\n" +
