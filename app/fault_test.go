@@ -283,7 +283,7 @@ func TestIdentityProviderRolesFollowTheToken(t *testing.T) {
 	wantOK(t, p.call("/avb.v1.ProjectService/ListProjects", "{}", bearer(viewer)...))
 
 	admin := p.token("root", ten.ID.String(), "admin")
-	entries := wantOK(t, p.call("/avb.v1.AuditService/ListAuditLogs", `{"filter":{"action":"user.roles_synced"}}`, bearer(admin)...))
+	entries := wantOK(t, p.call("/avb.v1.AuditService/ListAuditLogs", `{"filter":{"action":"permission_change","resourceType":"user"}}`, bearer(admin)...))
 	if n := len(entries["entries"].([]any)); n < 3 {
 		t.Fatalf("want an audit entry per role change (developer, viewer, admin), got %d: %v", n, entries)
 	}

@@ -111,13 +111,21 @@ var auditCSVHeader = []string{"id", "sequence", "time", "actor_type", "actor_id"
 	"resource_id", "description", "ip_address", "user_agent", "request_id", "old_values", "new_values"}
 
 func (s *auditServer) ExportAuditLogs(ctx context.Context, req *connect.Request[avbv1.ExportAuditLogsRequest], stream *connect.ServerStream[avbv1.ExportAuditLogsResponse]) error {
-	f := auditFilter(req.Msg.GetFilter())
+	return ExportAuditCSV(ctx, s.db, auditFilter(req.Msg.GetFilter()), func(chunk []byte, rows int) error {
+		return stream.Send(&avbv1.ExportAuditLogsResponse{Csv: chunk, Rows: int32(rows)})
+	})
+}
+
+// ExportAuditCSV streams the tenant's filtered log as CSV, newest first: a
+// header row, then one chunk of whole rows per page (at most 500 rows).
+// Pages are read one at a time, so memory stays flat however long the log.
+func ExportAuditCSV(ctx context.Context, db *store.DB, f store.AuditFilter, send func(chunk []byte, rows int) error) error {
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)
 	_ = w.Write(auditCSVHeader)
 	token := ""
 	for {
-		rows, next, err := s.db.AuditLog().List(ctx, f, store.MaxPageSize, token)
+		rows, next, err := db.AuditLog().List(ctx, f, store.MaxPageSize, token)
 		if err != nil {
 			return err
 		}
@@ -132,8 +140,7 @@ func (s *auditServer) ExportAuditLogs(ctx context.Context, req *connect.Request[
 				csvCell(string(e.OldValues)), csvCell(string(e.NewValues))})
 		}
 		w.Flush()
-		// One message per page: whole rows, at most 500 of them.
-		if err := stream.Send(&avbv1.ExportAuditLogsResponse{Csv: bytes.Clone(buf.Bytes()), Rows: int32(len(rows))}); err != nil {
+		if err := send(bytes.Clone(buf.Bytes()), len(rows)); err != nil {
 			return err
 		}
 		buf.Reset()

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,4 +95,71 @@ func BenchmarkTenantScopedRead(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkAuditedWrite compares a resource update with and without its
+// audit entry (the entry is one more statement, audit_append, in the
+// update's transaction), one writer at a time and with parallel writers
+// of one tenant (who take turns on the tenant's chain head) or of several.
+func BenchmarkAuditedWrite(b *testing.B) {
+	db, _ := testenv.AppDB(b)
+	tenants := make([]context.Context, 8)
+	projects := make([]uuid.UUID, 8) // one in each tenant
+	own := make([]uuid.UUID, 8)      // eight in the first tenant
+	for i := range tenants {
+		ten := &store.Tenant{Name: "B", Slug: "audit-bench-" + uuid.NewString()[:8], Tier: store.TierEnterprise}
+		if err := db.Tenants().Create(b.Context(), ten); err != nil {
+			b.Fatal(err)
+		}
+		tenants[i] = tenancy.With(context.Background(), ten.ID)
+		p := &store.Resource{Name: "p"}
+		if _, err := db.Resources(store.Projects).Create(tenants[i], p); err != nil {
+			b.Fatal(err)
+		}
+		projects[i] = p.ID
+		q := &store.Resource{Name: "q" + strconv.Itoa(i)}
+		if _, err := db.Resources(store.Projects).Create(tenants[0], q); err != nil {
+			b.Fatal(err)
+		}
+		own[i] = q.ID
+	}
+	update := func(b *testing.B, ctx context.Context, project uuid.UUID, audited bool) {
+		if audited {
+			ctx, _ = store.WithAudit(ctx, store.AuditEntry{ActorType: "system", Action: "update", ResourceType: "project"})
+		}
+		if _, err := db.Resources(store.Projects).Update(ctx, project, func(r *store.Resource) error {
+			r.Spec = []byte(`{"description":"` + uuid.NewString() + `"}`)
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, audited := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "audited"}[audited]
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				update(b, tenants[0], projects[0], audited)
+			}
+		})
+		b.Run(name+"_parallel_one_tenant", func(b *testing.B) {
+			b.SetParallelism(4)
+			var n atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(n.Add(1)) % len(own)
+				for pb.Next() {
+					update(b, tenants[0], own[i], audited)
+				}
+			})
+		})
+		b.Run(name+"_parallel_tenants", func(b *testing.B) {
+			b.SetParallelism(4)
+			var n atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(n.Add(1)) % len(tenants)
+				for pb.Next() {
+					update(b, tenants[i], projects[i], audited)
+				}
+			})
+		})
+	}
 }
