@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 )
 
@@ -102,7 +103,6 @@ type Audited struct {
 	mu       sync.Mutex
 	entry    AuditEntry
 	wrote    bool // the open transaction has written
-	pending  bool // appended in the open transaction, not yet committed
 	recorded bool // committed
 }
 
@@ -172,30 +172,42 @@ func (a *Audited) noteWrite() {
 	a.mu.Unlock()
 }
 
-// beforeCommit appends the entry to the committing transaction when it is
-// the request's first that wrote.
-func (a *Audited) beforeCommit(ctx context.Context, tx pgx.Tx) error {
+// commitWith commits tx, appending the entry first when tx is the
+// request's first transaction that wrote: the entry and the COMMIT go to
+// PostgreSQL together (one round trip), so auditing adds one statement to
+// the transaction and no wait. It reports whether it committed the entry.
+func (a *Audited) commitWith(ctx context.Context, tx pgx.Tx) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.wrote || a.recorded {
-		return nil
+		a.wrote = false
+		return tx.Commit(ctx)
 	}
-	e := &a.entry
+	a.wrote = false
+	e := a.entry
 	e.TenantID, _ = txTenant(ctx)
-	if err := tx.QueryRow(ctx, appendSQL, e.args()...).Scan(&e.ID, &e.Seq, &e.CreatedAt); err != nil {
+	b := &pgx.Batch{}
+	b.Queue(appendSQL, e.args()...).QueryRow(func(row pgx.Row) error { return row.Scan(&e.ID, &e.Seq, &e.CreatedAt) })
+	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() == "ROLLBACK" { // the transaction had failed already
+			return pgx.ErrTxCommitRollback
+		}
+		return nil
+	})
+	if err := tx.Conn().SendBatch(ctx, b).Close(); err != nil {
+		// Whatever part failed, nothing of the transaction stays (a
+		// ROLLBACK outside a transaction only warns).
+		_, _ = tx.Conn().Exec(context.WithoutCancel(ctx), "ROLLBACK")
 		return err
 	}
-	a.pending = true
+	a.entry, a.recorded = e, true
 	return nil
 }
 
-// afterCommit settles an appended entry: recorded if the commit succeeded.
-func (a *Audited) afterCommit(ok bool) {
+// rolledBack forgets a transaction that did not commit.
+func (a *Audited) rolledBack() {
 	a.mu.Lock()
-	if a.pending && ok {
-		a.recorded = true
-	}
-	a.pending, a.wrote = false, false
+	a.wrote = false
 	a.mu.Unlock()
 }
 

@@ -88,19 +88,12 @@ func (t pgxTx) Commit() error {
 	if t.audited == nil {
 		return t.tx.Commit(t.ctx)
 	}
-	if err := t.audited.beforeCommit(t.ctx, t.tx); err != nil {
-		_ = t.tx.Rollback(t.ctx)
-		t.audited.afterCommit(false)
-		return err
-	}
-	err := t.tx.Commit(t.ctx)
-	t.audited.afterCommit(err == nil)
-	return err
+	return t.audited.commitWith(t.ctx, t.tx)
 }
 
 func (t pgxTx) Rollback() error {
 	if t.audited != nil {
-		t.audited.afterCommit(false)
+		t.audited.rolledBack()
 	}
 	return t.tx.Rollback(t.ctx)
 }

@@ -17,9 +17,13 @@ ALTER TABLE audit_logs RENAME TO audit_logs_old;
 ALTER INDEX audit_logs_time RENAME TO audit_logs_old_time;
 ALTER INDEX audit_logs_pkey RENAME TO audit_logs_old_pkey;
 
+-- No foreign keys: a key check locks the tenant's row (FOR KEY SHARE) on
+-- every append, and concurrent appends would share that lock through a
+-- multixact. Tenants are never deleted, and audit_append takes the tenant
+-- from the transaction.
 CREATE TABLE audit_logs (
     id             uuid NOT NULL,
-    tenant_id      uuid NOT NULL REFERENCES tenants (id),
+    tenant_id      uuid NOT NULL,
     seq            bigint NOT NULL,
     created_at     timestamptz NOT NULL,
     actor_type     text NOT NULL CHECK (actor_type IN ('user', 'api_key', 'system')),
@@ -50,7 +54,7 @@ CREATE TRIGGER audit_logs_no_truncate BEFORE TRUNCATE ON audit_logs_default
 -- One row per tenant: the head of its chain, and where retention cut it
 -- (cut_seq is the last entry removed, cut_hash its hash).
 CREATE TABLE audit_chains (
-    tenant_id  uuid PRIMARY KEY REFERENCES tenants (id),
+    tenant_id  uuid PRIMARY KEY,
     seq        bigint NOT NULL,
     at         timestamptz NOT NULL,
     hash       bytea NOT NULL,
@@ -128,10 +132,15 @@ CREATE FUNCTION audit_append(p_actor_type text, p_actor_id uuid, p_actor_email t
                              p_resource_type text, p_resource_id text, p_description text, p_ip text,
                              p_user_agent text, p_request_id text, p_old jsonb, p_new jsonb)
     RETURNS TABLE (id uuid, seq bigint, created_at timestamptz)
-    LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp
-    AS $$ SELECT * FROM audit_chain_insert(current_tenant_id(), statement_timestamp(), p_actor_type, p_actor_id,
-                                           p_actor_email, p_action, p_resource_type, p_resource_id, p_description,
-                                           p_ip, p_user_agent, p_request_id, p_old, p_new) $$;
+    -- plpgsql, not sql: its plan is cached for the session (a SECURITY
+    -- DEFINER sql function is planned again on every call).
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM audit_chain_insert(current_tenant_id(), statement_timestamp(), p_actor_type, p_actor_id,
+                                                  p_actor_email, p_action, p_resource_type, p_resource_id, p_description,
+                                                  p_ip, p_user_agent, p_request_id, p_old, p_new);
+END $$;
 REVOKE ALL ON FUNCTION audit_append(text, uuid, text, text, text, text, text, text, text, text, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit_append(text, uuid, text, text, text, text, text, text, text, text, jsonb, jsonb) TO avb_app;
 
