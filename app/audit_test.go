@@ -16,7 +16,6 @@ import (
 	"github.com/agentvoicebox/avb/authn"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
-	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/policy"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
@@ -323,12 +322,7 @@ func TestPropertyAuditTrailIsCompleteAndAppendOnly(t *testing.T) {
 // logout as Keycloak does.
 func TestLoginAndBackchannelLogoutAcrossInstances(t *testing.T) {
 	t.Parallel()
-	issuer := startIssuer(t)
-	owner := testenv.Postgres(t)
-	cfgA := identityConfig(t, owner, issuer.Issuer(), nil)
-	a := startPlatform(t, cfgA, issuer, owner)
-	b := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
-		"AVB_DATABASE_MIGRATE_ON_START": "false", "AVB_SPICEDB_TOKEN": cfgA.SpiceDB.Token}), issuer, owner)
+	issuer, a, b := twoInstances(t)
 	ten := a.tenant("logins", store.TierPro)
 	ctx := tenancy.With(context.Background(), ten.ID)
 	tok := func(sid string) []string {

@@ -187,12 +187,7 @@ func TestAPIKeyUsageIsExactAfterConcurrentRequestsAndShutdown(t *testing.T) {
 // the other had the key cached.
 func TestRevokeReachesEveryInstanceWithinASecond(t *testing.T) {
 	t.Parallel()
-	issuer := startIssuer(t)
-	owner := testenv.Postgres(t)
-	cfgA := identityConfig(t, owner, issuer.Issuer(), nil)
-	a := startPlatform(t, cfgA, issuer, owner)
-	b := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
-		"AVB_DATABASE_MIGRATE_ON_START": "false", "AVB_SPICEDB_TOKEN": cfgA.SpiceDB.Token}), issuer, owner)
+	_, a, b := twoInstances(t)
 	ten := a.tenant("multi", store.TierPro)
 	admin := a.token("ada", ten.ID.String(), "admin")
 	created := wantOK(t, a.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"k","scopes":["API_KEY_SCOPE_ADMIN"]}`, bearer(admin)...))
@@ -212,6 +207,19 @@ func TestRevokeReachesEveryInstanceWithinASecond(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("revoke reached the other instance in %s", time.Since(revoked))
+}
+
+// twoInstances starts two instances of one platform (one database, Redis,
+// SpiceDB and issuer).
+func twoInstances(t *testing.T) (*authn.DevIssuer, *platform, *platform) {
+	t.Helper()
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	cfgA := identityConfig(t, owner, issuer.Issuer(), nil)
+	a := startPlatform(t, cfgA, issuer, owner)
+	b := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
+		"AVB_DATABASE_MIGRATE_ON_START": "false", "AVB_SPICEDB_TOKEN": cfgA.SpiceDB.Token}), issuer, owner)
+	return issuer, a, b
 }
 
 // waitBus waits until p's invalidation bus is subscribed and the key is cached there.

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -31,16 +32,20 @@ func TestAuditLogAtScale(t *testing.T) {
 	if _, err := owner.Exec(t.Context(), "SELECT audit_ensure_partitions(now() - interval '70 days', 3)"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := owner.Exec(t.Context(), `SET statement_timeout = 0; DO $$
-		DECLARE i integer;
+	// Batches of 1000, each its own transaction (as appends come, one per
+	// change: a chain row updated a million times in one transaction would
+	// walk ever longer version chains).
+	for from := 1; from <= n; from += 1000 {
+		if _, err := owner.Exec(t.Context(), fmt.Sprintf(`DO $$
 		BEGIN
-		  FOR i IN 1..`+strconv.Itoa(n)+` LOOP
-		    PERFORM audit_chain_insert('`+tenant.String()+`', now() - interval '60 days' + (i * interval '60 days' / `+strconv.Itoa(n)+`),
-		      'user', gen_random_uuid(), 'ada@example.com', (ARRAY['create','update','delete','login','permission_change'])[1 + i % 5],
-		      'project', gen_random_uuid()::text, 'updated project', '10.0.0.' || (i % 250), 'curl/8', md5(i::text), '{"description":"a"}', '{"description":"b"}');
+		  FOR i IN %d..%d LOOP
+		    PERFORM audit_chain_insert('%s', now() - interval '60 days' + (i * interval '60 days' / %d),
+		      'user', gen_random_uuid(), 'ada@example.com', (ARRAY['create','update','delete','login','permission_change'])[1 + i %% 5],
+		      'project', gen_random_uuid()::text, 'updated project', '10.0.0.' || (i %% 250), 'curl/8', md5(i::text), '{"description":"a"}', '{"description":"b"}');
 		  END LOOP;
-		END $$`); err != nil {
-		t.Fatal(err)
+		END $$`, from, min(from+999, n), tenant, n)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := owner.Exec(t.Context(), "ANALYZE audit_logs"); err != nil {
 		t.Fatal(err)
@@ -92,7 +97,7 @@ func TestAuditLogAtScale(t *testing.T) {
 	runtime.ReadMemStats(&base)
 	var rows, bytes int
 	s := time.Now()
-	err := server.ExportAuditCSV(context.Background(), db, store.AuditFilter{}, func(chunk []byte, n int) error {
+	err := server.ExportAuditCSV(ctx, db, store.AuditFilter{}, func(chunk []byte, n int) error {
 		rows += n
 		bytes += len(chunk)
 		return nil

@@ -38,19 +38,11 @@ func apikeyCmd() *cobra.Command {
 				}
 				list = append(list, s)
 			}
-			cfg, err := loadConfig()
-			if err != nil {
-				return err
-			}
-			db, err := store.Open(cmd.Context(), cfg.Database)
+			cfg, db, t, err := openTenant(cmd, tenant)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			t, err := findTenant(cmd, db, tenant)
-			if err != nil {
-				return err
-			}
 			secret, prefix, hash := authn.NewAPIKey()
 			k := &store.APIKey{Name: name, Description: description, Prefix: prefix, Hash: hash, Scopes: list, RateLimitTier: tier}
 			if ttl > 0 {

@@ -7,6 +7,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
+	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
 )
@@ -23,19 +24,11 @@ func auditCmd() *cobra.Command {
 			if tenant == "" {
 				return errors.New("--tenant is required")
 			}
-			cfg, err := loadConfig()
-			if err != nil {
-				return err
-			}
-			db, err := store.Open(cmd.Context(), cfg.Database)
+			_, db, t, err := openTenant(cmd, tenant)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			t, err := findTenant(cmd, db, tenant)
-			if err != nil {
-				return err
-			}
 			v, err := db.AuditLog().Verify(tenancy.With(cmd.Context(), t.ID), maxBreaks)
 			if err != nil {
 				return err
@@ -62,17 +55,26 @@ func auditCmd() *cobra.Command {
 	return cmd
 }
 
-// findTenant looks a tenant up by id or slug.
-func findTenant(cmd *cobra.Command, db *store.DB, tenant string) (*store.Tenant, error) {
+// openTenant loads the configuration, opens the database and looks the
+// tenant up by id or slug; the caller closes the database.
+func openTenant(cmd *cobra.Command, tenant string) (*config.Config, *store.DB, *store.Tenant, error) {
+	cfg, err := loadConfig()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	db, err := store.Open(cmd.Context(), cfg.Database)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	var t *store.Tenant
-	var err error
 	if id, perr := uuid.Parse(tenant); perr == nil {
 		t, err = db.Tenants().Get(cmd.Context(), id)
 	} else {
 		t, err = db.Tenants().GetBySlug(cmd.Context(), tenant)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tenant %q: %w", tenant, err)
+		db.Close()
+		return nil, nil, nil, fmt.Errorf("tenant %q: %w", tenant, err)
 	}
-	return t, nil
+	return cfg, db, t, nil
 }
