@@ -42,6 +42,9 @@ CREATE TABLE audit_logs (
     PRIMARY KEY (tenant_id, seq, created_at)
 ) PARTITION BY RANGE (created_at);
 CREATE INDEX audit_logs_time ON audit_logs (tenant_id, created_at DESC, id DESC);
+-- "Everything that happened to this resource / this actor did", newest first.
+CREATE INDEX audit_logs_resource ON audit_logs (tenant_id, resource_id, created_at DESC, id DESC);
+CREATE INDEX audit_logs_actor ON audit_logs (tenant_id, actor_id, created_at DESC, id DESC);
 CREATE TABLE audit_logs_default PARTITION OF audit_logs DEFAULT;
 
 CREATE TRIGGER audit_logs_immutable BEFORE UPDATE OR DELETE ON audit_logs
