@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -281,8 +282,19 @@ func TestRateLimitRedisOutage(t *testing.T) {
 			p.call("/avb.v1.ProjectService/ListProjects", `{}`, "X-API-Key", p.keyOfTier(ten, "STANDARD"))
 			time.Sleep(100 * time.Millisecond)
 		}
+		// Writes that broadcast an invalidation wait for Redis's breaker to
+		// close too (the limiter may be back on Redis first).
+		for !redisClosed.MatchString(p.readinessBody()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: redis did not come back: %s", fault, p.readinessBody())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 }
+
+// redisClosed matches a readiness report with Redis up and its breaker no longer open.
+var redisClosed = regexp.MustCompile(`"redis":\{"status":"up"[^}]*"breaker":"(closed|half-open)"`)
 
 // readinessBody is the readiness report as served.
 func (p *platform) readinessBody() string {
