@@ -58,9 +58,6 @@ func (s *TokenSessions) Check(ctx context.Context, p *Principal, h http.Header) 
 		entry := store.AuditEntry{ActorType: "user", ActorID: &id, ActorEmail: p.Email, Action: "login",
 			ResourceType: "user", ResourceID: p.UserID.String(), Description: "signed in",
 			IPAddress: middleware.ClientIP(ctx), UserAgent: h.Get("User-Agent"), RequestID: logging.RequestID(ctx)}
-		if len(entry.UserAgent) > 256 {
-			entry.UserAgent = entry.UserAgent[:256]
-		}
 		if !strings.HasPrefix(p.TokenSession, "tok:") {
 			entry.NewValues = store.AuditValues(map[string]any{"session": p.TokenSession})
 		}

@@ -115,7 +115,7 @@ func (i auditInterceptor) settle(ctx context.Context, audited *store.Audited, re
 // and, until the handler describes the change, the request's fields.
 func auditEntry(ctx context.Context, a policy.Audit, h http.Header, req proto.Message) store.AuditEntry {
 	e := store.AuditEntry{ActorType: "system", Action: a.Action, ResourceType: a.ResourceType,
-		IPAddress: middleware.ClientIP(ctx), UserAgent: truncate(h.Get("User-Agent"), 256),
+		IPAddress: middleware.ClientIP(ctx), UserAgent: h.Get("User-Agent"),
 		RequestID: logging.RequestID(ctx), ResourceID: idField(req, a.ResourceType)}
 	if p := authn.PrincipalFrom(ctx); p != nil {
 		switch {
@@ -205,11 +205,4 @@ func requestValues(req proto.Message) json.RawMessage {
 		return store.AuditValues(out)
 	}
 	return store.AuditValues(json.RawMessage(b))
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"encoding/json"
 	"sync"
 	"time"
@@ -65,7 +66,13 @@ func (db *DB) AuditLog() AuditLog { return AuditLog{db} }
 // inserts it).
 const appendSQL = "SELECT id, seq, created_at FROM audit_append($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb)"
 
+// maxUserAgent is the most of a user agent an entry keeps.
+const maxUserAgent = 256
+
 func (e *AuditEntry) args() []any {
+	if len(e.UserAgent) > maxUserAgent { // cut on a character boundary: the column is text
+		e.UserAgent = strings.ToValidUTF8(e.UserAgent[:maxUserAgent], "")
+	}
 	var actor any
 	if e.ActorID != nil {
 		actor = e.ActorID.String()
