@@ -126,3 +126,41 @@ func (r Notifications) MarkRead(ctx context.Context, user uuid.UUID, ids []uuid.
 	})
 	return marked, unread, err
 }
+
+// billingAudience is who hears about a tenant's billing: its admins and
+// billing users (the whole tenant when it has none).
+const billingAudience = `SELECT DISTINCT user_id FROM role_assignments WHERE role IN ('admin', 'billing')
+	UNION ALL SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM role_assignments WHERE role IN ('admin', 'billing'))`
+
+// notifyBilling writes n once for each of the tenant's billing users, in tx.
+// Its dedupe key (required) is kept per user, so a retry writes nothing new;
+// it returns the notifications written now.
+func notifyBilling(ctx context.Context, tx bun.Tx, n Notification) ([]Notification, error) {
+	if n.DedupeKey == nil {
+		return nil, errors.New("a billing notification needs a dedupe key")
+	}
+	if n.Severity == "" {
+		n.Severity = "info"
+	}
+	if len(n.Data) == 0 {
+		n.Data = json.RawMessage("{}")
+	}
+	var out []Notification
+	err := tx.NewRaw(`INSERT INTO notifications (user_id, type, severity, title, body, data, dedupe_key)
+		SELECT a.user_id, ?, ?, ?, ?, ?::jsonb, ? || ':' || coalesce(a.user_id::text, 'tenant') FROM (`+billingAudience+`) a
+		ON CONFLICT DO NOTHING RETURNING *`,
+		n.Type, n.Severity, n.Title, n.Body, string(n.Data), *n.DedupeKey).Scan(ctx, &out)
+	return out, err
+}
+
+// NotifyBilling writes n for each of the tenant's billing users (see
+// notifyBilling) and returns those written now.
+func (r Notifications) NotifyBilling(ctx context.Context, n Notification) ([]Notification, error) {
+	var out []Notification
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		out, err = notifyBilling(ctx, tx, n)
+		return err
+	})
+	return out, err
+}

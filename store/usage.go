@@ -3,19 +3,28 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 )
 
-// UsageEntry is one quantity of one session in the ledger.
+// UsageEntry is one quantity in the ledger: of one session, or the calls
+// one API key made between two flushes (kind api_calls).
 type UsageEntry struct {
 	bun.BaseModel `bun:"table:usage_ledger"`
 
-	TenantID  uuid.UUID `bun:"tenant_id,type:uuid"`
-	SessionID uuid.UUID `bun:"session_id,type:uuid"`
-	Kind      string    `bun:"kind"`
-	Quantity  float64   `bun:"quantity"`
+	// ID is the billing provider's transaction id for this row.
+	ID        uuid.UUID  `bun:"id,type:uuid"`
+	TenantID  uuid.UUID  `bun:"tenant_id,type:uuid"`
+	SessionID uuid.UUID  `bun:"session_id,type:uuid,nullzero"`
+	APIKeyID  *uuid.UUID `bun:"api_key_id,type:uuid"`
+	Kind      string     `bun:"kind"`
+	Quantity  float64    `bun:"quantity"`
+	// RecordedAt is when the row was written; SyncedAt when the billing
+	// provider accepted it (nil until then).
+	RecordedAt time.Time  `bun:"recorded_at"`
+	SyncedAt   *time.Time `bun:"synced_at"`
 }
 
 // RecordUsage writes a session's usage once: a repeated write (a retried
@@ -25,7 +34,7 @@ func (r Sessions) RecordUsage(ctx context.Context, entries []UsageEntry) error {
 		return nil
 	}
 	return r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.NewInsert().Model(&entries).ExcludeColumn("tenant_id").On("CONFLICT (session_id, kind) DO NOTHING").Exec(ctx)
+		_, err := tx.NewInsert().Model(&entries).Column("session_id", "kind", "quantity").On("CONFLICT (session_id, kind) DO NOTHING").Exec(ctx)
 		return err
 	})
 }

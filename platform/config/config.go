@@ -32,7 +32,23 @@ type Config struct {
 	Breaker   Breaker
 	RateLimit RateLimit
 	Audit     Audit
+	Billing   Billing
 	Dev       Dev
+}
+
+// Billing connects usage-based billing to Lago. Without AVB_LAGO_URL the
+// usage ledger, quotas and alerts work and nothing is sent anywhere.
+type Billing struct {
+	LagoURL          string        `env:"AVB_LAGO_URL" default:"" url:"http,https" desc:"Lago API base URL (e.g. https://api.getlago.com or http://lago-api:3000); empty: billing is not synced"`
+	LagoAPIKey       string        `env:"AVB_LAGO_API_KEY" default:"" secret:"" desc:"Lago API key (Developers > API keys); required with AVB_LAGO_URL"`
+	WebhookSecret    string        `env:"AVB_LAGO_WEBHOOK_SECRET" default:"" secret:"" desc:"key of Lago's HMAC webhook signatures (X-Lago-Signature-Algorithm hmac); empty: only jwt-signed webhooks are accepted"`
+	WebhookIssuer    string        `env:"AVB_LAGO_WEBHOOK_ISSUER" default:"" desc:"iss of Lago's jwt webhook signatures (Lago's LAGO_API_URL); empty: not checked"`
+	WebhookMaxAge    time.Duration `env:"AVB_LAGO_WEBHOOK_MAX_AGE" default:"24h" min:"1m" desc:"a jwt-signed webhook issued longer ago than this is refused as stale"`
+	Plans            []string      `env:"AVB_LAGO_PLANS" default:"free=avb_free,starter=avb_starter,pro=avb_pro,enterprise=avb_enterprise" names:"free,starter,pro,enterprise" desc:"comma-separated tier=Lago plan code: the plan of each tenant tier's subscription"`
+	AudioMinutes     []string      `env:"AVB_BILLING_AUDIO_MINUTES" default:"free=60,starter=5000,pro=50000,enterprise=0" pairs:"free,starter,pro,enterprise" desc:"comma-separated tier=audio minutes a month (input and output) before the tier's quota policy applies (0: no quota); sessions a month are the tenant's limit"`
+	Overage          []string      `env:"AVB_BILLING_OVERAGE" default:"starter,pro,enterprise" each:"free,starter,pro,enterprise" desc:"tiers whose usage past 100% of a quota is allowed and billed as overage; the other tiers' new sessions are refused (resource_exhausted, quota_exceeded)"`
+	SyncFailingAfter int           `env:"AVB_BILLING_SYNC_FAILING_AFTER" default:"3" min:"1" desc:"usage syncs of a tenant that fail in a row before it is reported (metric billing_sync_failing and a notification to its billing users)"`
+	Timeout          time.Duration `env:"AVB_LAGO_TIMEOUT" default:"10s" min:"100ms" desc:"deadline of each request to Lago (retries on 429 and 5xx come on top, bounded)"`
 }
 
 // Audit configures the audit trail's retention, which the scheduled

@@ -137,6 +137,8 @@ func crossCheck(c *Config, earlier []Problem) []Problem {
 		"required when a provider is openai", "AVB_STT_PROVIDER", "AVB_TTS_PROVIDER")
 	check(c.Profile != ProfileProd || !c.HTTP.ExposeErrorInternal, "AVB_EXPOSE_INTERNAL_ERRORS",
 		"must be false in profile prod", "AVB_PROFILE")
+	check(c.Billing.LagoURL == "" || c.Billing.LagoAPIKey != "", "AVB_LAGO_API_KEY",
+		"required when AVB_LAGO_URL is set", "AVB_LAGO_URL")
 	return out
 }
 
@@ -253,6 +255,14 @@ func (v Var) set(raw string) error {
 				}
 			}
 		}
+		if keys, ok := v.tag.Lookup("names"); ok {
+			for _, item := range items {
+				k, text, found := strings.Cut(item, "=")
+				if !found || !slices.Contains(strings.Split(keys, ","), k) || strings.TrimSpace(text) == "" {
+					return fmt.Errorf("%q is not name=text with a name of %s", item, keys)
+				}
+			}
+		}
 		if _, ok := v.tag.Lookup("cidr"); ok {
 			for _, item := range items {
 				if _, err := ParsePrefix(item); err != nil {
@@ -352,6 +362,16 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 	}
 	a = a.Unmap()
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Names reads a list of name=text items (validated by the names tag).
+func Names(items []string) map[string]string {
+	out := make(map[string]string, len(items))
+	for _, item := range items {
+		k, text, _ := strings.Cut(item, "=")
+		out[k] = strings.TrimSpace(text)
+	}
+	return out
 }
 
 // Pairs reads a list of name=number items (validated by the pairs tag).
