@@ -26,6 +26,7 @@ import (
 
 	"github.com/agentvoicebox/avb/authn"
 	"github.com/agentvoicebox/avb/authz"
+	"github.com/agentvoicebox/avb/billing"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/gen/openapi"
 	"github.com/agentvoicebox/avb/platform/cache"
@@ -76,6 +77,7 @@ type App struct {
 	decider    authz.Decider
 
 	temporal client.Client
+	billing  *Billing
 	reporter *workflows.Reporter
 	workers  workflows.Workers
 	runCtx   context.Context // lives until Close
@@ -201,11 +203,17 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		{Name: "spicedb", Required: required("spicedb"), Probe: spicedb.Check, Guard: a.deps.Guard("spicedb")},
 	}, cfg.Readiness.Timeout, log, a.Metrics)
 
+	a.billing, err = NewBilling(cfg.Billing, db, a.deps, events.Hub{Redis: a.redis}, a.Metrics, log)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
 	interceptors, identity, err := a.identity(cfg)
 	if err != nil {
 		a.Close()
 		return nil, err
 	}
+	identity.BillingChanged = a.billingChanged
 	readiness.Degraded("rate_limits", func() string {
 		if a.limiter.Local() {
 			return "decided by each instance on its own: Redis does not answer"
@@ -229,6 +237,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	// The identity provider's back-channel logouts (Keycloak: the client's
 	// "Backchannel logout URL").
 	a.server.HandleHTTP(authn.BackchannelLogoutPath, a.sessions.BackchannelLogout(a.oidc))
+	// Lago's webhooks (Lago: Developers > Webhooks).
+	a.server.HandleHTTP(billing.WebhookPath, a.billing.Webhooks)
 	ho := a.server.HandlerOptions()
 	a.server.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer(Version, string(cfg.Profile)), ho...))
 	a.server.Handle(avbv1connect.NewTenantServiceHandler(server.NewTenantServer(identity), ho...))
@@ -463,11 +473,12 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		reporter.IdleTimeout, reporter.HeartbeatTimeout = vc.SessionIdleTimeout, vc.SessionHeartbeatTimeout
 		reporter.Queues = workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
 		if vc.RunWorker {
-			acts := &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall, Held: limiter.Held}
+			acts := &workflows.Activities{DB: a.db, EndLiveCall: a.endLiveCall, Held: limiter.Held, Quotas: a.billing.Quotas}
 			acts.AuditRetention.Days, acts.AuditRetention.MaxDays = cfg.Audit.RetentionDays, cfg.Audit.RetentionMaxDays
 			a.workers = workflows.NewWorkers(tc, reporter.Queues, acts,
 				&workflows.Jobs{DB: a.db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: a.redis}, Notifier: &events.Notifier{DB: a.db, Hub: events.Hub{Redis: a.redis}},
-					Ended: func(status string) { a.Metrics.TemporalWorkflows.WithLabelValues("session", status).Inc() }})
+					Ended: func(status string) { a.Metrics.TemporalWorkflows.WithLabelValues("session", status).Inc() }},
+				a.billing.Activities)
 			if err := workflows.Prepare(a.runCtx, tc, cfg.Temporal.Namespace, reporter.Queues); err != nil {
 				a.log.Warn("temporal namespace not prepared", "error", err.Error())
 			}
@@ -490,6 +501,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		Tenant: func(ctx context.Context, id uuid.UUID) (*store.Tenant, error) {
 			return a.tenants.Lookup(ctx, id.String())
 		},
+		Quotas: a.billing.Quotas,
 	}
 	go v.RunWorkflowOutbox(a.runCtx, 2*time.Second)
 	return v, nil
@@ -503,6 +515,27 @@ func parseIDs(session, tenant string) (uuid.UUID, uuid.UUID, error) {
 	t, err := uuid.Parse(tenant)
 	return s, t, err
 }
+
+// billingChanged brings a tenant's Lago customer and subscription up to
+// date in the background (a ProvisionBilling workflow on the billing
+// queue). Should Temporal not take it now, sync_billing_usage's reconcile
+// does within its interval.
+func (a *App) billingChanged(ctx context.Context, tenantID uuid.UUID) {
+	if a.temporal == nil || a.billing.Lago == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.Temporal.StartTimeout)
+	go func() {
+		defer cancel()
+		q := workflows.Queues{Prefix: a.cfg.Temporal.QueuePrefix}
+		if err := workflows.BillingChanged(ctx, a.temporal, q, tenantID.String()); err != nil {
+			a.log.Warn("billing provisioning not started; the next billing sync reconciles it", "tenant_id", tenantID.String(), "error", err.Error())
+		}
+	}()
+}
+
+// Billing is the platform's billing.
+func (a *App) Billing() *Billing { return a.billing }
 
 // Reporter is the session workflow reporter (nil without session workflows).
 func (a *App) Reporter() *workflows.Reporter { return a.reporter }

@@ -28,6 +28,9 @@ func (s *adminServer) CreateTenant(ctx context.Context, req *connect.Request[avb
 	if err := s.Grants.TenantCreated(ctx, t); err != nil {
 		return nil, err
 	}
+	if s.BillingChanged != nil {
+		s.BillingChanged(ctx, t.ID)
+	}
 	return connect.NewResponse(&avbv1.CreateTenantResponse{Tenant: tenantToProto(t)}), nil
 }
 
@@ -78,6 +81,9 @@ func (s *adminServer) setStatus(ctx context.Context, rawID, status, reason strin
 	}
 	if err := s.Tenants.Invalidate(ctx, t); err != nil {
 		return nil, err
+	}
+	if status == store.StatusDeleted && s.BillingChanged != nil {
+		s.BillingChanged(ctx, t.ID)
 	}
 	return tenantToProto(t), nil
 }

@@ -29,6 +29,9 @@ type Identity struct {
 	// about changed resources ("project.created").
 	Events events.Hub
 	Log    *slog.Logger
+	// BillingChanged, when set, brings the tenant's billing account up to
+	// date in the background (created, deleted; never waited on).
+	BillingChanged func(ctx context.Context, tenantID uuid.UUID)
 }
 
 // publish tells the tenant's subscribers that a resource changed. It is

@@ -66,6 +66,9 @@ func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[
 		}
 		sess.ProjectID = &id
 	}
+	if err := s.admitSession(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.DB.Sessions().Create(ctx, sess); err != nil {
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentvoicebox/avb/apierror"
+	"github.com/agentvoicebox/avb/billing"
 	"github.com/agentvoicebox/avb/authn"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
@@ -55,6 +56,35 @@ type Voice struct {
 	// Models picks the language model a session names ("" or "scripted":
 	// the scripted model); an error means the model is not available.
 	Models func(name string) (llm.Model, error)
+	// Quotas, when set, refuses new sessions past a monthly quota (per the
+	// tier's policy) and fires usage alerts.
+	Quotas *billing.Quotas
+}
+
+// admitSession checks the caller's tenant may start one more session.
+func (v Voice) admitSession(ctx context.Context) error {
+	if v.Quotas == nil {
+		return nil
+	}
+	tenantID, err := callerTenant(ctx)
+	if err != nil {
+		return err
+	}
+	get := v.DB.Tenants().Get
+	if v.Tenant != nil {
+		get = v.Tenant
+	}
+	t, err := get(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	err = v.Quotas.AdmitSession(ctx, t)
+	if v.Metrics != nil {
+		if metric := apierror.Info(err).GetMetadata()["metric"]; metric != "" {
+			v.Metrics.QuotaRefusals.WithLabelValues(metric).Inc()
+		}
+	}
+	return err
 }
 
 // NewVoiceServer returns the VoiceService handler.
@@ -208,6 +238,9 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	}
 	abandon := func(error) {}
 	if sess == nil {
+		if err := s.admitSession(ctx); err != nil {
+			return nil, err
+		}
 		sess = &store.Session{Config: raw, Status: store.SessionCreated}
 		sess.APIKeyID, sess.UserID = sessionOwner(ctx)
 		if err := s.DB.Sessions().Create(ctx, sess); err != nil {

@@ -103,13 +103,17 @@ func (db *DB) UnsyncedUsage(ctx context.Context, limit int) ([]UsageEntry, error
 }
 
 // MarkUsageSynced records that the billing provider accepted these rows of
-// the tenant's ledger, and that its sync works.
+// the tenant's ledger.
 func (db *DB) MarkUsageSynced(ctx context.Context, ids []uuid.UUID) error {
 	return db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewRaw("UPDATE usage_ledger SET synced_at = now() WHERE id IN (?) AND synced_at IS NULL",
-			bun.In(ids)).Exec(ctx); err != nil {
-			return err
-		}
+		_, err := tx.NewRaw("UPDATE usage_ledger SET synced_at = now() WHERE id IN (?) AND synced_at IS NULL", bun.In(ids)).Exec(ctx)
+		return err
+	})
+}
+
+// BillingSyncSucceeded records that the tenant's usage sync went through.
+func (db *DB) BillingSyncSucceeded(ctx context.Context) error {
+	return db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
 		_, err := tx.NewRaw(`INSERT INTO billing_accounts (sync_failures, last_sync_error, last_synced_at) VALUES (0, '', now())
 			ON CONFLICT (tenant_id) DO UPDATE SET sync_failures = 0, last_sync_error = '', last_synced_at = now(), updated_at = now()`).Exec(ctx)
 		return err

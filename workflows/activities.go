@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"go.temporal.io/sdk/activity"
 
+	"github.com/agentvoicebox/avb/billing"
 	"github.com/agentvoicebox/avb/platform/dependency"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
@@ -29,6 +30,9 @@ type Activities struct {
 	// AuditRetention is the audit log's retention in days: the default
 	// and the longest a tenant may ask for (zero: 90 and 365).
 	AuditRetention struct{ Days, MaxDays int }
+	// Quotas, when set, fires the usage alerts a session's recorded usage
+	// reaches.
+	Quotas *billing.Quotas
 }
 
 // CallHeldInput names a session.
@@ -138,7 +142,7 @@ func (a *Activities) RecordUsage(ctx context.Context, in UsageInput) error {
 		return err
 	}
 	m := in.Metrics
-	return untilAvailable(ctx, func() error {
+	err = untilAvailable(ctx, func() error {
 		return a.DB.Sessions().RecordUsage(ctx, []store.UsageEntry{
 			{SessionID: id, Kind: "session", Quantity: 1},
 			{SessionID: id, Kind: "audio_in_seconds", Quantity: m.InputAudioSeconds},
@@ -147,6 +151,16 @@ func (a *Activities) RecordUsage(ctx context.Context, in UsageInput) error {
 			{SessionID: id, Kind: "output_tokens", Quantity: float64(m.OutputTokens)},
 		})
 	})
+	if err != nil || a.Quotas == nil {
+		return err
+	}
+	// Audio minutes are known once the call's usage is: the alerts they
+	// reach fire now (once each, however often this is retried).
+	t, err := a.DB.Tenants().Get(ctx, uuid.MustParse(in.TenantID))
+	if err != nil {
+		return err
+	}
+	return a.Quotas.CheckAlerts(ctx, t)
 }
 
 // StoreTranscript saves the session's turns.

@@ -36,7 +36,7 @@ type Workers []worker.Worker
 // sessions and maintenance on default, batch speech jobs on
 // voice-processing, billing sync on billing, subscriber events on
 // notifications.
-func NewWorkers(c client.Client, q Queues, acts *Activities, jobs *Jobs, notes *Notifications) Workers {
+func NewWorkers(c client.Client, q Queues, acts *Activities, jobs *Jobs, notes *Notifications, bills *Billing) Workers {
 	def := worker.New(c, q.Name(QueueDefault), worker.Options{})
 	def.RegisterWorkflow(SessionWorkflow)
 	def.RegisterWorkflow(CleanupExpiredSessions)
@@ -44,7 +44,11 @@ func NewWorkers(c client.Client, q Queues, acts *Activities, jobs *Jobs, notes *
 	def.RegisterActivity(acts)
 	bill := worker.New(c, q.Name(QueueBilling), worker.Options{})
 	bill.RegisterWorkflow(SyncBillingUsage)
-	bill.RegisterActivity(acts.SyncBilling)
+	bill.RegisterWorkflow(ProvisionBilling)
+	if bills == nil {
+		bills = &Billing{}
+	}
+	bill.RegisterActivity(bills)
 	notify := worker.New(c, q.Name(QueueNotifications), worker.Options{})
 	notify.RegisterActivity(notes)
 	ws := Workers{def, bill, notify}

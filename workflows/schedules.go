@@ -85,13 +85,6 @@ func AggregateMetrics(ctx workflow.Context) (int, error) {
 	return maintenance(ctx, a.RollupUsage, workflow.Now(ctx).Add(-time.Hour))
 }
 
-// SyncBillingUsage sends the tenants' usage to the billing system. It is
-// scheduled now; the billing integration fills its activity.
-func SyncBillingUsage(ctx workflow.Context) (int, error) {
-	var a *Activities
-	return maintenance(ctx, a.SyncBilling)
-}
-
 // RetainAuditLog keeps the audit log's monthly partitions ahead of time
 // and drops the months every tenant's retention has passed; it returns how
 // many months it dropped.
@@ -125,7 +118,3 @@ func (a *Activities) ExpireSessions(ctx context.Context, maxAge time.Duration) (
 func (a *Activities) RollupUsage(ctx context.Context, since time.Time) (int, error) {
 	return a.DB.RollupUsage(ctx, since)
 }
-
-// SyncBilling sends usage to billing; until a billing system is configured
-// there is nothing to send.
-func (a *Activities) SyncBilling(context.Context) (int, error) { return 0, nil }

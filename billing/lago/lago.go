@@ -209,6 +209,10 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 	if res.StatusCode < 200 || res.StatusCode > 299 {
 		return apiError(res, raw)
 	}
+	if b, ok := out.(*[]byte); ok { // an answer that is not JSON
+		*b = raw
+		return nil
+	}
 	if out == nil || len(bytes.TrimSpace(raw)) == 0 {
 		return nil
 	}

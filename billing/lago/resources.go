@@ -2,9 +2,16 @@ package lago
 
 import (
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -177,4 +184,33 @@ func (c *Client) CurrentUsage(ctx context.Context, externalCustomerID, externalS
 		return nil, err
 	}
 	return &out.CustomerUsage, nil
+}
+
+// WebhookPublicKey fetches the RSA key Lago signs jwt webhooks with (Lago
+// serves it as a base64-encoded PEM).
+func (c *Client) WebhookPublicKey(ctx context.Context) (*rsa.PublicKey, error) {
+	var raw []byte
+	if err := c.do(ctx, http.MethodGet, "/webhooks/public_key", nil, nil, &raw); err != nil {
+		return nil, err
+	}
+	pemBytes, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("lago: the webhook public key is not base64: %w", err)
+	}
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		return nil, errors.New("lago: the webhook public key is not PEM")
+	}
+	key, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		if k, err2 := x509.ParsePKCS1PublicKey(block.Bytes); err2 == nil {
+			return k, nil
+		}
+		return nil, fmt.Errorf("lago: parse the webhook public key: %w", err)
+	}
+	rk, ok := key.(*rsa.PublicKey)
+	if !ok {
+		return nil, errors.New("lago: the webhook public key is not an RSA key")
+	}
+	return rk, nil
 }

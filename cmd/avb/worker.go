@@ -56,11 +56,15 @@ func workerCmd() *cobra.Command {
 				return err
 			}
 			q := workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
-			acts := &workflows.Activities{DB: db, EndLiveCall: func(ctx context.Context, id, reason string) error {
+			bill, err := app.NewBilling(cfg.Billing, db, deps, events.Hub{Redis: rdb}, nil, log)
+			if err != nil {
+				return err
+			}
+			acts := &workflows.Activities{DB: db, Quotas: bill.Quotas, EndLiveCall: func(ctx context.Context, id, reason string) error {
 				return bus.Publish(ctx, server.TopicSession, server.EndLiveCallKey(id, reason))
 			}, Held: calllimit.New(rdb, cfg.Voice.MaxCallsPerTenant).Held}
 			acts.AuditRetention.Days, acts.AuditRetention.MaxDays = cfg.Audit.RetentionDays, cfg.Audit.RetentionMaxDays
-			ws := workflows.NewWorkers(c, q, acts, &workflows.Jobs{DB: db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: rdb}, Notifier: &events.Notifier{DB: db, Hub: events.Hub{Redis: rdb}}})
+			ws := workflows.NewWorkers(c, q, acts, &workflows.Jobs{DB: db, STT: prov.STT, TTS: prov.TTS}, &workflows.Notifications{Events: events.Hub{Redis: rdb}, Notifier: &events.Notifier{DB: db, Hub: events.Hub{Redis: rdb}}}, bill.Activities)
 			if err := workflows.Prepare(cmd.Context(), c, cfg.Temporal.Namespace, q); err != nil {
 				return err
 			}

@@ -18,6 +18,9 @@ import (
 const (
 	SessionEnded        = "session.ended"
 	NotificationCreated = "notification.created"
+	// BillingAlert: the tenant's month-to-date usage passed 80% or 100% of
+	// a quota (once per threshold and period).
+	BillingAlert = "billing.alert"
 )
 
 // Event is one thing that happened for a tenant.
@@ -112,12 +115,27 @@ type Notifier struct {
 	Hub Hub
 }
 
+// Published delivers notifications already stored (best effort: they are
+// in the inbox whatever happens here).
+func (p Notifier) Published(ctx context.Context, notes []store.Notification) {
+	for i := range notes {
+		_ = p.publish(ctx, &notes[i])
+	}
+}
+
 // Notify stores n for the tenant in ctx and publishes it. A notification
 // with a dedupe key already used is neither stored nor published again.
 func (p Notifier) Notify(ctx context.Context, n *store.Notification) error {
 	created, err := p.DB.Notifications().Create(ctx, n)
 	if err != nil || !created {
 		return err
+	}
+	return p.publish(ctx, n)
+}
+
+func (p Notifier) publish(ctx context.Context, n *store.Notification) error {
+	if p.Hub.Redis == nil {
+		return nil
 	}
 	ev := Event{Type: NotificationCreated, TenantID: n.TenantID.String(), Time: n.CreatedAt, Data: map[string]any{
 		"notification_id": n.ID.String(), "type": n.Type, "severity": n.Severity, "title": n.Title, "body": n.Body,

@@ -41,6 +41,14 @@ type Metrics struct {
 	// Rate limits.
 	RateLimitRejections *prometheus.CounterVec // rate_limit_rejections_total{tier}
 	RateLimitLocal      prometheus.Gauge       // rate_limit_local
+
+	// Billing.
+	BillingEventsSent  prometheus.Counter     // billing_events_sent_total
+	BillingSyncFailing prometheus.Gauge       // billing_sync_failing_tenants
+	BillingSyncFailed  prometheus.Counter     // billing_sync_failures_total
+	BillingAlerts      *prometheus.CounterVec // billing_alerts_total{metric,threshold}
+	BillingWebhooks    *prometheus.CounterVec // billing_webhooks_total{outcome}
+	QuotaRefusals      *prometheus.CounterVec // quota_refusals_total{metric}
 }
 
 // latencyBuckets suit request and voice latencies: 1 ms to 10 s.
@@ -108,6 +116,24 @@ func New(reg prometheus.Registerer) *Metrics {
 		DependencyUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "dependency_up", Help: "1 when the last readiness check of a dependency succeeded, else 0.",
 		}, []string{"dependency"}),
+		BillingEventsSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "billing_events_sent_total", Help: "Usage events Lago accepted.",
+		}),
+		BillingSyncFailing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "billing_sync_failing_tenants", Help: "Tenants whose usage sync failed AVB_BILLING_SYNC_FAILING_AFTER times in a row or more, as of the last sync run.",
+		}),
+		BillingSyncFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "billing_sync_failures_total", Help: "Tenant usage syncs that failed (retried on the next run).",
+		}),
+		BillingAlerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "billing_alerts_total", Help: "Usage alerts fired, by quota metric and threshold percentage.",
+		}, []string{"metric", "threshold"}),
+		BillingWebhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "billing_webhooks_total", Help: "Lago webhooks received, by outcome (applied, duplicate, ignored, refused, failed).",
+		}, []string{"outcome"}),
+		QuotaRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quota_refusals_total", Help: "New sessions refused because a monthly quota was used up, by metric.",
+		}, []string{"metric"}),
 		RateLimitRejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rate_limit_rejections_total", Help: "Requests refused by a rate limit, by tier (anonymous, user, admin, api_key).",
 		}, []string{"tier"}),
@@ -127,5 +153,6 @@ func (m *Metrics) collectors() []prometheus.Collector {
 		m.STTRequests, m.TTSRequests, m.LLMRequests, m.LLMTokens,
 		m.DBQueryDuration, m.CacheHits, m.CacheMisses, m.TemporalWorkflows, m.DependencyUp,
 		m.RateLimitRejections, m.RateLimitLocal,
+		m.BillingEventsSent, m.BillingSyncFailing, m.BillingSyncFailed, m.BillingAlerts, m.BillingWebhooks, m.QuotaRefusals,
 	}
 }

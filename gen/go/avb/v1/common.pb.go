@@ -104,6 +104,11 @@ const (
 	// unauthenticated: the token's session was ended at the identity
 	// provider (logout); sign in again.
 	ErrorReason_ERROR_REASON_SESSION_LOGGED_OUT ErrorReason = 77
+	// resource_exhausted: the tenant used its plan's monthly quota (sessions or
+	// audio minutes) and its tier does not bill overage; live calls go on.
+	ErrorReason_ERROR_REASON_QUOTA_EXCEEDED ErrorReason = 78
+	// unauthenticated: a webhook without a valid signature, or a stale one.
+	ErrorReason_ERROR_REASON_INVALID_SIGNATURE ErrorReason = 79
 )
 
 // Enum value maps for ErrorReason.
@@ -142,6 +147,8 @@ var (
 		75: "ERROR_REASON_PROVIDER_FAILED",
 		76: "ERROR_REASON_SESSION_NOT_LIVE",
 		77: "ERROR_REASON_SESSION_LOGGED_OUT",
+		78: "ERROR_REASON_QUOTA_EXCEEDED",
+		79: "ERROR_REASON_INVALID_SIGNATURE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":            0,
@@ -177,6 +184,8 @@ var (
 		"ERROR_REASON_PROVIDER_FAILED":        75,
 		"ERROR_REASON_SESSION_NOT_LIVE":       76,
 		"ERROR_REASON_SESSION_LOGGED_OUT":     77,
+		"ERROR_REASON_QUOTA_EXCEEDED":         78,
+		"ERROR_REASON_INVALID_SIGNATURE":      79,
 	}
 )
 
@@ -344,7 +353,7 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\tafter_key\x18\x01 \x01(\tR\bafterKey\x12\x19\n" +
 	"\bafter_id\x18\x02 \x01(\tR\aafterId\x12\x1d\n" +
 	"\n" +
-	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xf4\b\n" +
+	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xb9\t\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eERROR_REASON_VALIDATION_FAILED\x10\x01\x12#\n" +
@@ -379,7 +388,9 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	" ERROR_REASON_CALL_LIMIT_EXCEEDED\x10J\x12 \n" +
 	"\x1cERROR_REASON_PROVIDER_FAILED\x10K\x12!\n" +
 	"\x1dERROR_REASON_SESSION_NOT_LIVE\x10L\x12#\n" +
-	"\x1fERROR_REASON_SESSION_LOGGED_OUT\x10M*\xb3\x01\n" +
+	"\x1fERROR_REASON_SESSION_LOGGED_OUT\x10M\x12\x1f\n" +
+	"\x1bERROR_REASON_QUOTA_EXCEEDED\x10N\x12\"\n" +
+	"\x1eERROR_REASON_INVALID_SIGNATURE\x10O*\xb3\x01\n" +
 	"\rResourceOrder\x12\x1e\n" +
 	"\x1aRESOURCE_ORDER_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fRESOURCE_ORDER_CREATE_TIME_DESC\x10\x01\x12\"\n" +

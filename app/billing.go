@@ -1,0 +1,90 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/agentvoicebox/avb/billing"
+	"github.com/agentvoicebox/avb/billing/lago"
+	"github.com/agentvoicebox/avb/platform/config"
+	"github.com/agentvoicebox/avb/platform/dependency"
+	"github.com/agentvoicebox/avb/platform/events"
+	"github.com/agentvoicebox/avb/platform/metrics"
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/workflows"
+)
+
+// Billing is the platform's billing as its configuration sets it up: the
+// quotas and alerts always, and with AVB_LAGO_URL the Lago client, the
+// usage sync, the account provisioning and the webhook receiver.
+type Billing struct {
+	Lago       *lago.Client // nil without AVB_LAGO_URL
+	Quotas     *billing.Quotas
+	Activities *workflows.Billing
+	Webhooks   *billing.Webhooks
+}
+
+// NewBilling builds the billing of cfg. m may be nil.
+func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub events.Hub, m *metrics.Metrics, log *slog.Logger) (*Billing, error) {
+	notifier := &events.Notifier{DB: db, Hub: redisHub}
+	b := &Billing{Activities: &workflows.Billing{Plans: config.Names(cfg.Plans), Log: log}}
+	overage := map[string]bool{}
+	for _, tier := range cfg.Overage {
+		overage[tier] = true
+	}
+	b.Quotas = &billing.Quotas{DB: db, AudioMinutes: config.Pairs(cfg.AudioMinutes), Overage: overage, Log: log,
+		Fired: func(ctx context.Context, t *store.Tenant, a store.BillingAlert, notes []store.Notification) {
+			if m != nil {
+				m.BillingAlerts.WithLabelValues(a.Metric, strconv.Itoa(a.Threshold)).Inc()
+			}
+			notifier.Published(ctx, notes)
+			if redisHub.Redis == nil {
+				return
+			}
+			ev := events.Event{Type: events.BillingAlert, TenantID: t.ID.String(), Time: time.Now(), Data: map[string]any{
+				"metric": a.Metric, "threshold": a.Threshold, "used": a.Used, "quota": a.Quota,
+				"period_start": a.PeriodStart.Format(time.DateOnly), "overage": overage[t.Tier],
+			}}
+			if err := redisHub.Publish(ctx, ev); err != nil {
+				log.WarnContext(ctx, "billing.alert not published", "error", err.Error())
+			}
+		}}
+	notifyBilling := func(ctx context.Context, n store.Notification) error {
+		notes, err := db.Notifications().NotifyBilling(ctx, n)
+		if err == nil {
+			notifier.Published(ctx, notes)
+		}
+		return err
+	}
+	b.Webhooks = &billing.Webhooks{DB: db, HMACKey: []byte(cfg.WebhookSecret), Issuer: cfg.WebhookIssuer, MaxAge: cfg.WebhookMaxAge,
+		Notify: notifyBilling, Log: log}
+	if m != nil {
+		b.Webhooks.Observe = func(outcome string) { m.BillingWebhooks.WithLabelValues(outcome).Inc() }
+	}
+	if cfg.LagoURL == "" {
+		return b, nil
+	}
+	hc := &http.Client{Timeout: cfg.Timeout, Transport: deps.Guard("lago").Transport(nil, cfg.Timeout, cfg.Timeout)}
+	c, err := lago.New(cfg.LagoURL, cfg.LagoAPIKey, hc)
+	if err != nil {
+		return nil, fmt.Errorf("lago: %w", err)
+	}
+	c.AttemptTimeout = cfg.Timeout
+	b.Lago = c
+	b.Webhooks.PublicKey = c.WebhookPublicKey
+	b.Activities.Provisioner = &billing.Provisioner{DB: db, Lago: c, Plans: b.Activities.Plans}
+	b.Activities.Syncer = &billing.Syncer{DB: db, Lago: c, Log: log, FailingAfter: cfg.SyncFailingAfter, Notify: notifyBilling}
+	if m != nil {
+		b.Activities.Syncer.Observe = func(sent, failed, failing int) {
+			m.BillingEventsSent.Add(float64(sent))
+			m.BillingSyncFailed.Add(float64(failed))
+			m.BillingSyncFailing.Set(float64(failing))
+		}
+	}
+	return b, nil
+}
+
