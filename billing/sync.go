@@ -83,7 +83,12 @@ type Syncer struct {
 	Observe func(sent, failed, failing int)
 	// PageRows is how many rows one read takes (zero: 1000).
 	PageRows int
+
+	crashAfterSend func() bool // tests: stop between send and mark
 }
+
+// errCrashed is a sync stopped between send and mark (tests).
+var errCrashed = errors.New("stopped between send and mark")
 
 // SyncReport is what one run did.
 type SyncReport struct {
@@ -148,6 +153,9 @@ func (s *Syncer) SyncTenant(ctx context.Context, tenantID uuid.UUID) (int, error
 				if err := s.Lago.SendEvents(ctx, events); err != nil {
 					return sent, err
 				}
+			}
+			if s.crashAfterSend != nil && s.crashAfterSend() {
+				return sent, errCrashed
 			}
 			if err := s.DB.MarkUsageSynced(ctx, ids); err != nil {
 				return sent, err
