@@ -87,4 +87,3 @@ func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub
 	}
 	return b, nil
 }
-

@@ -239,7 +239,9 @@ func (h *Webhooks) handle(ctx context.Context, key string, body []byte) (string,
 		note = invoiceNotification(m.Type, inv, row)
 	case m.Type == "subscription.terminated" && m.Sub != nil:
 		customer = m.Sub.ExternalCustomerID
-		apply = func(ctx context.Context, tx bun.Tx) error { return store.SetBillingSubscriptionTx(ctx, tx, "terminated") }
+		apply = func(ctx context.Context, tx bun.Tx) error {
+			return store.SetBillingSubscriptionTx(ctx, tx, "terminated")
+		}
 		note = &store.Notification{Type: "billing.subscription_terminated", Severity: "warning",
 			Title: "Subscription terminated", Body: "The billing subscription on plan " + m.Sub.PlanCode + " was terminated."}
 	case m.Type == "alert.triggered" && len(m.Alert) > 0:

@@ -17,8 +17,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentvoicebox/avb/apierror"
-	"github.com/agentvoicebox/avb/billing"
 	"github.com/agentvoicebox/avb/authn"
+	"github.com/agentvoicebox/avb/billing"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/platform/invalidation"
