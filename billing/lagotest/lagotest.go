@@ -98,6 +98,13 @@ func New(t testing.TB) *Server {
 	return s
 }
 
+// Lock holds the stand-in still while a test reads Customers or
+// Subscriptions.
+func (s *Server) Lock() { s.mu.Lock() }
+
+// Unlock lets it go on.
+func (s *Server) Unlock() { s.mu.Unlock() }
+
 // Fail makes the next n calls answer with fault (status for Status).
 func (s *Server) Fail(n int, kind Fault, status int) {
 	s.mu.Lock()
