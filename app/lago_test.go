@@ -150,10 +150,13 @@ func TestUsageFlowsFromACallToLagoOnce(t *testing.T) {
 		defer lg.Unlock()
 		return lg.Subscriptions[tenantID]["status"] == "terminated"
 	})
-	var audited int
-	if err := db.QueryRow(context.Background(), "SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = 'billing_event'", tenantID).Scan(&audited); err != nil || audited < 4 {
-		t.Fatalf("billing_event audit entries: %d %v", audited, err) // subscribed, invoice, moved, terminated
-	}
+	// Each of them is audited: subscribed, invoice, moved, terminated (the
+	// last is recorded once Lago has answered).
+	waitFor(t, 10*time.Second, func() bool {
+		var audited int
+		err := db.QueryRow(context.Background(), "SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = 'billing_event'", tenantID).Scan(&audited)
+		return err == nil && audited == 4
+	})
 }
 
 func fmtInt(f float64) string { return strconv.FormatInt(int64(f), 10) }
