@@ -135,8 +135,9 @@ func (s *Syncer) SyncTenant(ctx context.Context, tenantID uuid.UUID) (int, error
 		page = 1000
 	}
 	sent := 0
+	var after *store.UsageEntry
 	for {
-		rows, err := s.DB.UnsyncedUsage(ctx, page)
+		rows, err := s.DB.UnsyncedUsage(ctx, after, page)
 		if err != nil {
 			return sent, err
 		}
@@ -165,6 +166,7 @@ func (s *Syncer) SyncTenant(ctx context.Context, tenantID uuid.UUID) (int, error
 		if len(rows) < page {
 			return sent, s.DB.BillingSyncSucceeded(ctx)
 		}
+		after = &rows[len(rows)-1]
 	}
 }
 

@@ -38,6 +38,10 @@ func TestSyncAtScale(t *testing.T) {
 		ten.ID, n/5, ten.ID); err != nil {
 		t.Fatal(err)
 	}
+	// As autovacuum would have by then on a table this size.
+	if _, err := e.owner.Bun.ExecContext(ctx, "ANALYZE usage_ledger"); err != nil {
+		t.Fatal(err)
+	}
 	var posts atomic.Int64
 	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)

@@ -92,12 +92,17 @@ func (db *DB) PendingBillingTenants(ctx context.Context) ([]uuid.UUID, error) {
 }
 
 // UnsyncedUsage returns up to limit of the tenant's ledger rows the billing
-// provider has not accepted, oldest first.
-func (db *DB) UnsyncedUsage(ctx context.Context, limit int) ([]UsageEntry, error) {
+// provider has not accepted, oldest first, after the row after (the last
+// of the previous page; nil: from the start). Paging by key keeps each read
+// off the index entries of rows marked since.
+func (db *DB) UnsyncedUsage(ctx context.Context, after *UsageEntry, limit int) ([]UsageEntry, error) {
 	var out []UsageEntry
 	err := db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		return tx.NewSelect().Model(&out).Where("synced_at IS NULL").
-			OrderExpr("recorded_at, id").Limit(int64(limit)).Scan(ctx)
+		q := tx.NewSelect().Model(&out).Where("synced_at IS NULL")
+		if after != nil {
+			q = q.Where("(recorded_at, id) > (?, ?)", after.RecordedAt, after.ID)
+		}
+		return q.OrderExpr("recorded_at, id").Limit(int64(limit)).Scan(ctx)
 	})
 	return out, err
 }
