@@ -84,9 +84,13 @@ type Server struct {
 	problems      []string
 }
 
+// signingKey is Lago's webhook key, one per test binary (generating a
+// 2048-bit key takes a while).
+var signingKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
+
 // New starts a stand-in for the test.
 func New(t testing.TB) *Server {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := signingKey()
 	if err != nil {
 		t.Fatal(err)
 	}
