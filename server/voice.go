@@ -61,6 +61,14 @@ type Voice struct {
 	Quotas *billing.Quotas
 }
 
+// tenant reads a tenant, through the cache when there is one.
+func (v Voice) tenant(ctx context.Context, id uuid.UUID) (*store.Tenant, error) {
+	if v.Tenant != nil {
+		return v.Tenant(ctx, id)
+	}
+	return v.DB.Tenants().Get(ctx, id)
+}
+
 // admitSession checks the caller's tenant may start one more session.
 func (v Voice) admitSession(ctx context.Context) error {
 	if v.Quotas == nil {
@@ -70,11 +78,7 @@ func (v Voice) admitSession(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	get := v.DB.Tenants().Get
-	if v.Tenant != nil {
-		get = v.Tenant
-	}
-	t, err := get(ctx, tenantID)
+	t, err := v.tenant(ctx, tenantID)
 	if err != nil {
 		return err
 	}
@@ -314,11 +318,7 @@ func workflowSession(sess *store.Session, cfg *avbv1.SessionConfig, joined bool)
 // withTenantDefaults fills what the session leaves unset (voice, model,
 // instructions) from the tenant's voice defaults.
 func (s *voiceServer) withTenantDefaults(ctx context.Context, tenantID uuid.UUID, cfg *avbv1.SessionConfig) *avbv1.SessionConfig {
-	get := s.DB.Tenants().Get
-	if s.Tenant != nil {
-		get = s.Tenant
-	}
-	t, err := get(ctx, tenantID)
+	t, err := s.tenant(ctx, tenantID)
 	if err != nil {
 		return cfg
 	}
