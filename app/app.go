@@ -251,7 +251,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	a.server.Handle(avbv1connect.NewVoiceConfigServiceHandler(server.NewVoiceConfigServer(identity), ho...))
 	a.server.Handle(avbv1connect.NewThemeServiceHandler(server.NewThemeServer(identity), ho...))
 	a.server.Handle(avbv1connect.NewNotificationServiceHandler(server.NewNotificationServer(a.db), ho...))
-	a.server.Handle(avbv1connect.NewBillingServiceHandler(server.NewBillingServer(a.db, time.Now), ho...))
+	a.server.Handle(avbv1connect.NewBillingServiceHandler(server.NewBillingServer(a.db, time.Now, a.billing.Lago, a.log), ho...))
 	a.server.Handle(avbv1connect.NewAuditServiceHandler(server.NewAuditServer(a.db), ho...))
 	a.server.HandleHTTP("/openapi.yaml", server.OpenAPI(openapi.YAML))
 	a.server.HandleHTTP("/docs", web.Handler("/docs/", "docs"))

@@ -182,6 +182,7 @@ func TestEveryMutatingRPCRecordsOneEntry(t *testing.T) {
 	a.seen["/avb.v1.AdminService/CreateTenant"]++
 	a.call(actx, "/avb.v1.AdminService/SuspendTenant", `{"tenantId":"`+acme+`","reason":"unpaid"}`, sys...)
 	a.call(actx, "/avb.v1.AdminService/ActivateTenant", `{"tenantId":"`+acme+`"}`, sys...)
+	a.call(actx, "/avb.v1.AdminService/ChangeTenantTier", `{"tenantId":"`+acme+`","tier":"TENANT_TIER_PRO"}`, sys...)
 	a.call(actx, "/avb.v1.AdminService/DeleteTenant", `{"tenantId":"`+acme+`"}`, sys...)
 
 	for md := range policy.Methods() {

@@ -113,7 +113,7 @@ func TestUsageFlowsFromACallToLagoOnce(t *testing.T) {
 	usage := wantOK(t, p.call("/avb.v1.BillingService/GetUsage", "{}", bearer(admin)...))["usage"].(map[string]any)
 	gotMinutes := usage["audioInputMinutes"].(float64) + usage["audioOutputMinutes"].(float64)
 	if sessions_ != 1 || usage["sessions"] != "1" || math.Abs(gotMinutes-minutes) > 1e-9 || minutes <= 0 || apiCalls < 2 ||
-		usage["inputTokens"] != fmtInt(inTok) || usage["outputTokens"] != fmtInt(outTok) {
+		usage["inputTokens"] != fmtInt(inTok) || usage["outputTokens"] != fmtInt(outTok) || usage["apiCalls"] != fmtInt(apiCalls) {
 		t.Fatalf("Lago got %v sessions, %v minutes, %v api calls, %v/%v tokens; GetUsage says %v", sessions_, minutes, apiCalls, inTok, outTok, usage)
 	}
 
@@ -132,13 +132,23 @@ func TestUsageFlowsFromACallToLagoOnce(t *testing.T) {
 	if n := items(wantOK(t, p.call("/avb.v1.NotificationService/ListNotifications", "{}", bearer(admin)...)), "notifications"); len(n) == 0 {
 		t.Fatal("the billing admin was not told of the invoice")
 	}
-
-	// A tier change (here by hand in the database) is picked up by the
-	// reconcile of the next sync run.
-	if _, err := db.Exec(context.Background(), "UPDATE tenants SET tier = 'pro' WHERE id = $1", tenantID); err != nil {
-		t.Fatal(err)
+	// An invoice whose webhook never arrived (Lago gave up) still shows:
+	// ListInvoices reads Lago's newest first.
+	lg.Lock()
+	lg.Invoices[tenantID] = []map[string]any{{"lago_id": "2b902b90-2b90-2b90-2b90-2b902b902b90", "number": "BIL-2026-002",
+		"issuing_date": "2026-12-02", "status": "finalized", "payment_status": "succeeded", "currency": "USD",
+		"total_amount_cents": 4100, "file_url": "", "customer": map[string]any{"external_id": tenantID}}}
+	lg.Unlock()
+	invs = items(wantOK(t, p.call("/avb.v1.BillingService/ListInvoices", "{}", bearer(admin)...)), "invoices")
+	if len(invs) != 2 || str(invs[0].(map[string]any), "number") != "BIL-2026-002" || str(invs[0].(map[string]any), "status") != "INVOICE_STATUS_PAID" {
+		t.Fatalf("invoices after Lago issued one more %v", invs)
 	}
-	sync()
+
+	// A tier change moves the subscription to the new tier's plan.
+	changed := wantOK(t, p.call("/avb.v1.AdminService/ChangeTenantTier", `{"tenantId":"`+tenantID+`","tier":"TENANT_TIER_PRO"}`, bearer(sys)...))
+	if str(changed, "tenant", "tier") != "TENANT_TIER_PRO" {
+		t.Fatalf("changed %v", changed)
+	}
 	waitFor(t, 20*time.Second, func() bool {
 		lg.Lock()
 		defer lg.Unlock()
@@ -150,12 +160,12 @@ func TestUsageFlowsFromACallToLagoOnce(t *testing.T) {
 		defer lg.Unlock()
 		return lg.Subscriptions[tenantID]["status"] == "terminated"
 	})
-	// Each of them is audited: subscribed, invoice, moved, terminated (the
-	// last is recorded once Lago has answered).
+	// Each of them is audited: subscribed, invoice, the tier change,
+	// moved, terminated (the last once Lago has answered).
 	waitFor(t, 10*time.Second, func() bool {
 		var audited int
 		err := db.QueryRow(context.Background(), "SELECT count(*) FROM audit_logs WHERE tenant_id = $1 AND action = 'billing_event'", tenantID).Scan(&audited)
-		return err == nil && audited == 4
+		return err == nil && audited == 5
 	})
 }
 

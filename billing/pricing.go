@@ -36,6 +36,7 @@ type Usage struct {
 	AudioOutMinutes float64
 	InputTokens     float64
 	OutputTokens    float64
+	APICalls        float64
 }
 
 // FromLedger reads the usage ledger's totals (kinds as the ledger names them).
@@ -46,6 +47,7 @@ func FromLedger(totals map[string]float64) Usage {
 		AudioOutMinutes: totals["audio_out_seconds"] / 60,
 		InputTokens:     totals["input_tokens"],
 		OutputTokens:    totals["output_tokens"],
+		APICalls:        totals["api_calls"],
 	}
 }
 

@@ -351,3 +351,27 @@ func (h *Webhooks) log() *slog.Logger {
 	}
 	return h.Log
 }
+
+// RefreshInvoices copies the newest perPage invoices Lago holds for the
+// tenant in ctx into the invoices ListInvoices reads (a webhook Lago gave
+// up on still shows up).
+func RefreshInvoices(ctx context.Context, db *store.DB, c *lago.Client, perPage int) error {
+	tenantID, ok := tenancy.ID(ctx)
+	if !ok {
+		return store.ErrNoTenant
+	}
+	page, err := c.ListInvoices(ctx, tenantID.String(), 1, perPage)
+	if err != nil {
+		return err
+	}
+	for i := range page.Invoices {
+		row, err := invoiceRow(&page.Invoices[i])
+		if err != nil {
+			return err
+		}
+		if err := db.UpsertInvoice(ctx, row); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -15,13 +15,19 @@ func NewAdminServer(deps Identity) avbv1connect.AdminServiceHandler { return &ad
 
 type adminServer struct{ Identity }
 
+// limitsOf reads limits from the API (nil: none given).
+func limitsOf(l *avbv1.TenantLimits) store.Limits {
+	if l == nil {
+		return store.Limits{}
+	}
+	return store.Limits{MaxUsers: int(l.GetMaxUsers()), MaxProjects: int(l.GetMaxProjects()),
+		MaxAPIKeys: int(l.GetMaxApiKeys()), MaxSessionsPerMonth: int(l.GetMaxSessionsPerMonth())}
+}
+
 func (s *adminServer) CreateTenant(ctx context.Context, req *connect.Request[avbv1.CreateTenantRequest]) (*connect.Response[avbv1.CreateTenantResponse], error) {
 	m := req.Msg
 	t := &store.Tenant{Name: m.GetName(), Slug: m.GetSlug(), Tier: tierWord(m.GetTier()), BillingID: m.GetBillingId()}
-	if l := m.GetLimits(); l != nil {
-		t.Limits = store.Limits{MaxUsers: int(l.GetMaxUsers()), MaxProjects: int(l.GetMaxProjects()),
-			MaxAPIKeys: int(l.GetMaxApiKeys()), MaxSessionsPerMonth: int(l.GetMaxSessionsPerMonth())}
-	}
+	t.Limits = limitsOf(m.GetLimits())
 	if err := s.DB.Tenants().Create(ctx, t); err != nil {
 		return nil, err
 	}
@@ -110,4 +116,25 @@ func (s *adminServer) DeleteTenant(ctx context.Context, req *connect.Request[avb
 		return nil, err
 	}
 	return connect.NewResponse(&avbv1.DeleteTenantResponse{Tenant: t}), nil
+}
+
+// ChangeTenantTier moves the tenant to another tier; every instance forgets
+// the old one before the answer, and its billing subscription follows in the
+// background.
+func (s *adminServer) ChangeTenantTier(ctx context.Context, req *connect.Request[avbv1.ChangeTenantTierRequest]) (*connect.Response[avbv1.ChangeTenantTierResponse], error) {
+	id, err := parseID(req.Msg.GetTenantId())
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.DB.Tenants().ChangeTier(ctx, id, tierWord(req.Msg.GetTier()), limitsOf(req.Msg.GetLimits()))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Tenants.Invalidate(ctx, t); err != nil {
+		return nil, err
+	}
+	if s.BillingChanged != nil {
+		s.BillingChanged(ctx, t.ID)
+	}
+	return connect.NewResponse(&avbv1.ChangeTenantTierResponse{Tenant: tenantToProto(t)}), nil
 }

@@ -2,25 +2,34 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/agentvoicebox/avb/billing"
+	"github.com/agentvoicebox/avb/billing/lago"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/store"
 )
 
 // NewBillingServer returns the BillingService handler; now is the clock.
-func NewBillingServer(db *store.DB, now func() time.Time) avbv1connect.BillingServiceHandler {
-	return &billingServer{db, now}
+// With a Lago client, ListInvoices first refreshes the newest invoices
+// from Lago (within a short deadline; the stored ones otherwise).
+func NewBillingServer(db *store.DB, now func() time.Time, lagoClient *lago.Client, log *slog.Logger) avbv1connect.BillingServiceHandler {
+	return &billingServer{db: db, now: now, lago: lagoClient, log: log}
 }
 
 type billingServer struct {
-	db  *store.DB
-	now func() time.Time
+	db   *store.DB
+	now  func() time.Time
+	lago *lago.Client
+	log  *slog.Logger
 }
+
+// invoiceRefreshTimeout bounds ListInvoices' wait on Lago.
+const invoiceRefreshTimeout = 3 * time.Second
 
 func (s *billingServer) GetUsage(ctx context.Context, req *connect.Request[avbv1.GetUsageRequest]) (*connect.Response[avbv1.GetUsageResponse], error) {
 	start, end := billing.Month(s.now())
@@ -35,7 +44,7 @@ func (s *billingServer) GetUsage(ctx context.Context, req *connect.Request[avbv1
 	return connect.NewResponse(&avbv1.GetUsageResponse{Usage: &avbv1.Usage{
 		StartTime: ts(start), EndTime: ts(end), Sessions: int64(u.Sessions),
 		AudioInputMinutes: u.AudioInMinutes, AudioOutputMinutes: u.AudioOutMinutes,
-		InputTokens: int64(u.InputTokens), OutputTokens: int64(u.OutputTokens),
+		InputTokens: int64(u.InputTokens), OutputTokens: int64(u.OutputTokens), ApiCalls: int64(u.APICalls),
 	}}), nil
 }
 
@@ -68,6 +77,14 @@ func (s *billingServer) GetProjectedCost(ctx context.Context, _ *connect.Request
 }
 
 func (s *billingServer) ListInvoices(ctx context.Context, req *connect.Request[avbv1.ListInvoicesRequest]) (*connect.Response[avbv1.ListInvoicesResponse], error) {
+	if s.lago != nil && req.Msg.GetPageToken() == "" {
+		rctx, cancel := context.WithTimeout(ctx, invoiceRefreshTimeout)
+		err := billing.RefreshInvoices(rctx, s.db, s.lago, store.PageSize(req.Msg.GetPageSize()))
+		cancel()
+		if err != nil && s.log != nil {
+			s.log.WarnContext(ctx, "invoices not refreshed from Lago; listing those stored", "error", err.Error())
+		}
+	}
 	rows, next, err := s.db.Invoices(ctx, store.PageSize(req.Msg.GetPageSize()), req.Msg.GetPageToken())
 	if err != nil {
 		return nil, err

@@ -156,6 +156,34 @@ func (r Tenants) SetStatus(ctx context.Context, id uuid.UUID, status, reason str
 	return t, err
 }
 
+// ChangeTier moves a tenant to tier with limits (zero: the tier's
+// defaults) and returns it.
+func (r Tenants) ChangeTier(ctx context.Context, id uuid.UUID, tier string, limits Limits) (*Tenant, error) {
+	if limits == (Limits{}) {
+		limits = TierLimits[tier]
+	}
+	t := new(Tenant)
+	err := r.db.InTenant(tenancy.With(ctx, id), func(ctx context.Context, tx bun.Tx) error {
+		var before Tenant
+		if err := tx.NewSelect().Model(&before).Where("id = ?", id).For("UPDATE").Scan(ctx); err != nil {
+			return err
+		}
+		if err := tx.NewUpdate().Model(t).Set("tier = ?", tier).
+			Set("max_users = ?, max_projects = ?, max_api_keys = ?, max_sessions_per_month = ?",
+				limits.MaxUsers, limits.MaxProjects, limits.MaxAPIKeys, limits.MaxSessionsPerMonth).
+			Set("updated_at = now()").Where("id = ?", id).Returning("*").Scan(ctx); err != nil {
+			return err
+		}
+		DescribeAudit(ctx, id.String(), "tenant "+strconv.Quote(t.Slug)+" moved from tier "+before.Tier+" to "+tier,
+			map[string]any{"tier": before.Tier, "limits": before.Limits}, map[string]any{"tier": tier, "limits": limits})
+		return nil
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return t, err
+}
+
 // UpdateSettings replaces a tenant's settings document and returns it.
 func (r Tenants) UpdateSettings(ctx context.Context, id uuid.UUID, settings json.RawMessage) (*Tenant, error) {
 	t := new(Tenant)

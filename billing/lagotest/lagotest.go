@@ -79,6 +79,9 @@ type Server struct {
 	deliveries    map[string]int   // times each transaction id was posted
 	Customers     map[string]map[string]any
 	Subscriptions map[string]map[string]any // by external id
+	// Invoices are the invoices Lago issued, by customer external id,
+	// newest first.
+	Invoices map[string][]map[string]any
 	Terminated    []string
 	calls         []string
 	problems      []string
@@ -96,7 +99,8 @@ func New(t testing.TB) *Server {
 	}
 	s := &Server{t: t, key: key, HMACKey: []byte("lago-hmac-key"), Issuer: "https://lago.standin",
 		events: map[string]Event{}, deliveries: map[string]int{},
-		Customers: map[string]map[string]any{}, Subscriptions: map[string]map[string]any{}}
+		Customers: map[string]map[string]any{}, Subscriptions: map[string]map[string]any{},
+		Invoices: map[string][]map[string]any{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
@@ -279,6 +283,18 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, call string, body
 			return 404, map[string]any{"status": 404, "error": "Not Found", "code": "subscription_not_found"}
 		}
 		return 200, map[string]any{"subscription": sub}
+	case call == "GET /api/v1/invoices":
+		q := r.URL.Query()
+		cust := q.Get("external_customer_id")
+		if cust == "" || q.Get("page") == "" || q.Get("per_page") == "" {
+			s.problem(w, "invoices listed without external_customer_id, page or per_page: %s", r.URL.RawQuery)
+			return 0, nil
+		}
+		s.mu.Lock()
+		invs := slices.Clone(s.Invoices[cust])
+		s.mu.Unlock()
+		return 200, map[string]any{"invoices": invs, "meta": map[string]any{"current_page": 1, "next_page": nil,
+			"total_pages": 1, "total_count": len(invs)}}
 	case call == "GET /api/v1/webhooks/public_key":
 		der, _ := x509.MarshalPKIXPublicKey(&s.key.PublicKey)
 		w.Header().Set("Content-Type", "text/plain")

@@ -715,6 +715,113 @@ func (x *DeleteTenantResponse) GetTenant() *Tenant {
 	return nil
 }
 
+// ChangeTenantTierRequest names the tenant and its new tier.
+type ChangeTenantTierRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	Tier     TenantTier             `protobuf:"varint,2,opt,name=tier,proto3,enum=avb.v1.TenantTier" json:"tier,omitempty"`
+	// limits overrides the new tier's defaults when set.
+	Limits        *TenantLimits `protobuf:"bytes,3,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeTenantTierRequest) Reset() {
+	*x = ChangeTenantTierRequest{}
+	mi := &file_avb_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeTenantTierRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeTenantTierRequest) ProtoMessage() {}
+
+func (x *ChangeTenantTierRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeTenantTierRequest.ProtoReflect.Descriptor instead.
+func (*ChangeTenantTierRequest) Descriptor() ([]byte, []int) {
+	return file_avb_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ChangeTenantTierRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ChangeTenantTierRequest) GetTier() TenantTier {
+	if x != nil {
+		return x.Tier
+	}
+	return TenantTier_TENANT_TIER_UNSPECIFIED
+}
+
+func (x *ChangeTenantTierRequest) GetLimits() *TenantLimits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// ChangeTenantTierResponse holds the tenant on its new tier.
+type ChangeTenantTierResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeTenantTierResponse) Reset() {
+	*x = ChangeTenantTierResponse{}
+	mi := &file_avb_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeTenantTierResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeTenantTierResponse) ProtoMessage() {}
+
+func (x *ChangeTenantTierResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeTenantTierResponse.ProtoReflect.Descriptor instead.
+func (*ChangeTenantTierResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ChangeTenantTierResponse) GetTenant() *Tenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
 var File_avb_v1_admin_proto protoreflect.FileDescriptor
 
 const file_avb_v1_admin_proto_rawDesc = "" +
@@ -758,13 +865,20 @@ const file_avb_v1_admin_proto_rawDesc = "" +
 	"\x13DeleteTenantRequest\x12%\n" +
 	"\ttenant_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\btenantId\">\n" +
 	"\x14DeleteTenantResponse\x12&\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x0e.avb.v1.TenantR\x06tenant\"\xa2\x01\n" +
+	"\x17ChangeTenantTierRequest\x12%\n" +
+	"\ttenant_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\btenantId\x122\n" +
+	"\x04tier\x18\x02 \x01(\x0e2\x12.avb.v1.TenantTierB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04tier\x12,\n" +
+	"\x06limits\x18\x03 \x01(\v2\x14.avb.v1.TenantLimitsR\x06limits\"B\n" +
+	"\x18ChangeTenantTierResponse\x12&\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x0e.avb.v1.TenantR\x06tenant*\xa6\x01\n" +
 	"\vTenantOrder\x12\x1c\n" +
 	"\x18TENANT_ORDER_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dTENANT_ORDER_CREATE_TIME_DESC\x10\x01\x12 \n" +
 	"\x1cTENANT_ORDER_CREATE_TIME_ASC\x10\x02\x12\x19\n" +
 	"\x15TENANT_ORDER_NAME_ASC\x10\x03\x12\x19\n" +
-	"\x15TENANT_ORDER_SLUG_ASC\x10\x042\xb9\a\n" +
+	"\x15TENANT_ORDER_SLUG_ASC\x10\x042\xec\b\n" +
 	"\fAdminService\x12\x93\x01\n" +
 	"\fCreateTenant\x12\x1b.avb.v1.CreateTenantRequest\x1a\x1c.avb.v1.CreateTenantResponse\"H\xc2\xf3\x18\x14\x1a\x12\n" +
 	"\bplatform\x12\x06manage\xd2\xf3\x18\f\n" +
@@ -785,7 +899,11 @@ const file_avb_v1_admin_proto_rawDesc = "" +
 	"\fDeleteTenant\x12\x1b.avb.v1.DeleteTenantRequest\x1a\x1c.avb.v1.DeleteTenantResponse\"Q\xc2\xf3\x18\x14\x1a\x12\n" +
 	"\bplatform\x12\x06manage\xd2\xf3\x18\f\n" +
 	"\n" +
-	"\b\x03\x12\x06tenant\x82\xd3\xe4\x93\x02#*!/api/v2/admin/tenants/{tenant_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\b\x03\x12\x06tenant\x82\xd3\xe4\x93\x02#*!/api/v2/admin/tenants/{tenant_id}\x12\xb0\x01\n" +
+	"\x10ChangeTenantTier\x12\x1f.avb.v1.ChangeTenantTierRequest\x1a .avb.v1.ChangeTenantTierResponse\"Y\xc2\xf3\x18\x14\x1a\x12\n" +
+	"\bplatform\x12\x06manage\xd2\xf3\x18\f\n" +
+	"\n" +
+	"\b\t\x12\x06tenant\x82\xd3\xe4\x93\x02+:\x01*\"&/api/v2/admin/tenants/{tenant_id}/tierB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_admin_proto_rawDescOnce sync.Once
@@ -800,55 +918,62 @@ func file_avb_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_avb_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_avb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_avb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_avb_v1_admin_proto_goTypes = []any{
-	(TenantOrder)(0),               // 0: avb.v1.TenantOrder
-	(*CreateTenantRequest)(nil),    // 1: avb.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),   // 2: avb.v1.CreateTenantResponse
-	(*ListTenantsRequest)(nil),     // 3: avb.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),    // 4: avb.v1.ListTenantsResponse
-	(*GetTenantByIdRequest)(nil),   // 5: avb.v1.GetTenantByIdRequest
-	(*GetTenantByIdResponse)(nil),  // 6: avb.v1.GetTenantByIdResponse
-	(*SuspendTenantRequest)(nil),   // 7: avb.v1.SuspendTenantRequest
-	(*SuspendTenantResponse)(nil),  // 8: avb.v1.SuspendTenantResponse
-	(*ActivateTenantRequest)(nil),  // 9: avb.v1.ActivateTenantRequest
-	(*ActivateTenantResponse)(nil), // 10: avb.v1.ActivateTenantResponse
-	(*DeleteTenantRequest)(nil),    // 11: avb.v1.DeleteTenantRequest
-	(*DeleteTenantResponse)(nil),   // 12: avb.v1.DeleteTenantResponse
-	(TenantTier)(0),                // 13: avb.v1.TenantTier
-	(*TenantLimits)(nil),           // 14: avb.v1.TenantLimits
-	(*Tenant)(nil),                 // 15: avb.v1.Tenant
-	(TenantStatus)(0),              // 16: avb.v1.TenantStatus
+	(TenantOrder)(0),                 // 0: avb.v1.TenantOrder
+	(*CreateTenantRequest)(nil),      // 1: avb.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),     // 2: avb.v1.CreateTenantResponse
+	(*ListTenantsRequest)(nil),       // 3: avb.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),      // 4: avb.v1.ListTenantsResponse
+	(*GetTenantByIdRequest)(nil),     // 5: avb.v1.GetTenantByIdRequest
+	(*GetTenantByIdResponse)(nil),    // 6: avb.v1.GetTenantByIdResponse
+	(*SuspendTenantRequest)(nil),     // 7: avb.v1.SuspendTenantRequest
+	(*SuspendTenantResponse)(nil),    // 8: avb.v1.SuspendTenantResponse
+	(*ActivateTenantRequest)(nil),    // 9: avb.v1.ActivateTenantRequest
+	(*ActivateTenantResponse)(nil),   // 10: avb.v1.ActivateTenantResponse
+	(*DeleteTenantRequest)(nil),      // 11: avb.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),     // 12: avb.v1.DeleteTenantResponse
+	(*ChangeTenantTierRequest)(nil),  // 13: avb.v1.ChangeTenantTierRequest
+	(*ChangeTenantTierResponse)(nil), // 14: avb.v1.ChangeTenantTierResponse
+	(TenantTier)(0),                  // 15: avb.v1.TenantTier
+	(*TenantLimits)(nil),             // 16: avb.v1.TenantLimits
+	(*Tenant)(nil),                   // 17: avb.v1.Tenant
+	(TenantStatus)(0),                // 18: avb.v1.TenantStatus
 }
 var file_avb_v1_admin_proto_depIdxs = []int32{
-	13, // 0: avb.v1.CreateTenantRequest.tier:type_name -> avb.v1.TenantTier
-	14, // 1: avb.v1.CreateTenantRequest.limits:type_name -> avb.v1.TenantLimits
-	15, // 2: avb.v1.CreateTenantResponse.tenant:type_name -> avb.v1.Tenant
-	16, // 3: avb.v1.ListTenantsRequest.status:type_name -> avb.v1.TenantStatus
-	13, // 4: avb.v1.ListTenantsRequest.tier:type_name -> avb.v1.TenantTier
+	15, // 0: avb.v1.CreateTenantRequest.tier:type_name -> avb.v1.TenantTier
+	16, // 1: avb.v1.CreateTenantRequest.limits:type_name -> avb.v1.TenantLimits
+	17, // 2: avb.v1.CreateTenantResponse.tenant:type_name -> avb.v1.Tenant
+	18, // 3: avb.v1.ListTenantsRequest.status:type_name -> avb.v1.TenantStatus
+	15, // 4: avb.v1.ListTenantsRequest.tier:type_name -> avb.v1.TenantTier
 	0,  // 5: avb.v1.ListTenantsRequest.order_by:type_name -> avb.v1.TenantOrder
-	15, // 6: avb.v1.ListTenantsResponse.tenants:type_name -> avb.v1.Tenant
-	15, // 7: avb.v1.GetTenantByIdResponse.tenant:type_name -> avb.v1.Tenant
-	15, // 8: avb.v1.SuspendTenantResponse.tenant:type_name -> avb.v1.Tenant
-	15, // 9: avb.v1.ActivateTenantResponse.tenant:type_name -> avb.v1.Tenant
-	15, // 10: avb.v1.DeleteTenantResponse.tenant:type_name -> avb.v1.Tenant
-	1,  // 11: avb.v1.AdminService.CreateTenant:input_type -> avb.v1.CreateTenantRequest
-	3,  // 12: avb.v1.AdminService.ListTenants:input_type -> avb.v1.ListTenantsRequest
-	5,  // 13: avb.v1.AdminService.GetTenantById:input_type -> avb.v1.GetTenantByIdRequest
-	7,  // 14: avb.v1.AdminService.SuspendTenant:input_type -> avb.v1.SuspendTenantRequest
-	9,  // 15: avb.v1.AdminService.ActivateTenant:input_type -> avb.v1.ActivateTenantRequest
-	11, // 16: avb.v1.AdminService.DeleteTenant:input_type -> avb.v1.DeleteTenantRequest
-	2,  // 17: avb.v1.AdminService.CreateTenant:output_type -> avb.v1.CreateTenantResponse
-	4,  // 18: avb.v1.AdminService.ListTenants:output_type -> avb.v1.ListTenantsResponse
-	6,  // 19: avb.v1.AdminService.GetTenantById:output_type -> avb.v1.GetTenantByIdResponse
-	8,  // 20: avb.v1.AdminService.SuspendTenant:output_type -> avb.v1.SuspendTenantResponse
-	10, // 21: avb.v1.AdminService.ActivateTenant:output_type -> avb.v1.ActivateTenantResponse
-	12, // 22: avb.v1.AdminService.DeleteTenant:output_type -> avb.v1.DeleteTenantResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	17, // 6: avb.v1.ListTenantsResponse.tenants:type_name -> avb.v1.Tenant
+	17, // 7: avb.v1.GetTenantByIdResponse.tenant:type_name -> avb.v1.Tenant
+	17, // 8: avb.v1.SuspendTenantResponse.tenant:type_name -> avb.v1.Tenant
+	17, // 9: avb.v1.ActivateTenantResponse.tenant:type_name -> avb.v1.Tenant
+	17, // 10: avb.v1.DeleteTenantResponse.tenant:type_name -> avb.v1.Tenant
+	15, // 11: avb.v1.ChangeTenantTierRequest.tier:type_name -> avb.v1.TenantTier
+	16, // 12: avb.v1.ChangeTenantTierRequest.limits:type_name -> avb.v1.TenantLimits
+	17, // 13: avb.v1.ChangeTenantTierResponse.tenant:type_name -> avb.v1.Tenant
+	1,  // 14: avb.v1.AdminService.CreateTenant:input_type -> avb.v1.CreateTenantRequest
+	3,  // 15: avb.v1.AdminService.ListTenants:input_type -> avb.v1.ListTenantsRequest
+	5,  // 16: avb.v1.AdminService.GetTenantById:input_type -> avb.v1.GetTenantByIdRequest
+	7,  // 17: avb.v1.AdminService.SuspendTenant:input_type -> avb.v1.SuspendTenantRequest
+	9,  // 18: avb.v1.AdminService.ActivateTenant:input_type -> avb.v1.ActivateTenantRequest
+	11, // 19: avb.v1.AdminService.DeleteTenant:input_type -> avb.v1.DeleteTenantRequest
+	13, // 20: avb.v1.AdminService.ChangeTenantTier:input_type -> avb.v1.ChangeTenantTierRequest
+	2,  // 21: avb.v1.AdminService.CreateTenant:output_type -> avb.v1.CreateTenantResponse
+	4,  // 22: avb.v1.AdminService.ListTenants:output_type -> avb.v1.ListTenantsResponse
+	6,  // 23: avb.v1.AdminService.GetTenantById:output_type -> avb.v1.GetTenantByIdResponse
+	8,  // 24: avb.v1.AdminService.SuspendTenant:output_type -> avb.v1.SuspendTenantResponse
+	10, // 25: avb.v1.AdminService.ActivateTenant:output_type -> avb.v1.ActivateTenantResponse
+	12, // 26: avb.v1.AdminService.DeleteTenant:output_type -> avb.v1.DeleteTenantResponse
+	14, // 27: avb.v1.AdminService.ChangeTenantTier:output_type -> avb.v1.ChangeTenantTierResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_admin_proto_init() }
@@ -864,7 +989,7 @@ func file_avb_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_admin_proto_rawDesc), len(file_avb_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

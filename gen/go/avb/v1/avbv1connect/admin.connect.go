@@ -51,6 +51,9 @@ const (
 	// AdminServiceDeleteTenantProcedure is the fully-qualified name of the AdminService's DeleteTenant
 	// RPC.
 	AdminServiceDeleteTenantProcedure = "/avb.v1.AdminService/DeleteTenant"
+	// AdminServiceChangeTenantTierProcedure is the fully-qualified name of the AdminService's
+	// ChangeTenantTier RPC.
+	AdminServiceChangeTenantTierProcedure = "/avb.v1.AdminService/ChangeTenantTier"
 )
 
 // AdminServiceClient is a client for the avb.v1.AdminService service.
@@ -68,6 +71,9 @@ type AdminServiceClient interface {
 	ActivateTenant(context.Context, *connect.Request[v1.ActivateTenantRequest]) (*connect.Response[v1.ActivateTenantResponse], error)
 	// DeleteTenant marks the tenant deleted: it is refused as not found.
 	DeleteTenant(context.Context, *connect.Request[v1.DeleteTenantRequest]) (*connect.Response[v1.DeleteTenantResponse], error)
+	// ChangeTenantTier moves the tenant to another plan: its limits become the
+	// new tier's (or those given), and its billing subscription follows.
+	ChangeTenantTier(context.Context, *connect.Request[v1.ChangeTenantTierRequest]) (*connect.Response[v1.ChangeTenantTierResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the avb.v1.AdminService service. By default, it
@@ -119,17 +125,24 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("DeleteTenant")),
 			connect.WithClientOptions(opts...),
 		),
+		changeTenantTier: connect.NewClient[v1.ChangeTenantTierRequest, v1.ChangeTenantTierResponse](
+			httpClient,
+			baseURL+AdminServiceChangeTenantTierProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ChangeTenantTier")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // adminServiceClient implements AdminServiceClient.
 type adminServiceClient struct {
-	createTenant   *connect.Client[v1.CreateTenantRequest, v1.CreateTenantResponse]
-	listTenants    *connect.Client[v1.ListTenantsRequest, v1.ListTenantsResponse]
-	getTenantById  *connect.Client[v1.GetTenantByIdRequest, v1.GetTenantByIdResponse]
-	suspendTenant  *connect.Client[v1.SuspendTenantRequest, v1.SuspendTenantResponse]
-	activateTenant *connect.Client[v1.ActivateTenantRequest, v1.ActivateTenantResponse]
-	deleteTenant   *connect.Client[v1.DeleteTenantRequest, v1.DeleteTenantResponse]
+	createTenant     *connect.Client[v1.CreateTenantRequest, v1.CreateTenantResponse]
+	listTenants      *connect.Client[v1.ListTenantsRequest, v1.ListTenantsResponse]
+	getTenantById    *connect.Client[v1.GetTenantByIdRequest, v1.GetTenantByIdResponse]
+	suspendTenant    *connect.Client[v1.SuspendTenantRequest, v1.SuspendTenantResponse]
+	activateTenant   *connect.Client[v1.ActivateTenantRequest, v1.ActivateTenantResponse]
+	deleteTenant     *connect.Client[v1.DeleteTenantRequest, v1.DeleteTenantResponse]
+	changeTenantTier *connect.Client[v1.ChangeTenantTierRequest, v1.ChangeTenantTierResponse]
 }
 
 // CreateTenant calls avb.v1.AdminService.CreateTenant.
@@ -162,6 +175,11 @@ func (c *adminServiceClient) DeleteTenant(ctx context.Context, req *connect.Requ
 	return c.deleteTenant.CallUnary(ctx, req)
 }
 
+// ChangeTenantTier calls avb.v1.AdminService.ChangeTenantTier.
+func (c *adminServiceClient) ChangeTenantTier(ctx context.Context, req *connect.Request[v1.ChangeTenantTierRequest]) (*connect.Response[v1.ChangeTenantTierResponse], error) {
+	return c.changeTenantTier.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the avb.v1.AdminService service.
 type AdminServiceHandler interface {
 	// CreateTenant adds a tenant, active, with its tier's default limits.
@@ -177,6 +195,9 @@ type AdminServiceHandler interface {
 	ActivateTenant(context.Context, *connect.Request[v1.ActivateTenantRequest]) (*connect.Response[v1.ActivateTenantResponse], error)
 	// DeleteTenant marks the tenant deleted: it is refused as not found.
 	DeleteTenant(context.Context, *connect.Request[v1.DeleteTenantRequest]) (*connect.Response[v1.DeleteTenantResponse], error)
+	// ChangeTenantTier moves the tenant to another plan: its limits become the
+	// new tier's (or those given), and its billing subscription follows.
+	ChangeTenantTier(context.Context, *connect.Request[v1.ChangeTenantTierRequest]) (*connect.Response[v1.ChangeTenantTierResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -224,6 +245,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("DeleteTenant")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceChangeTenantTierHandler := connect.NewUnaryHandler(
+		AdminServiceChangeTenantTierProcedure,
+		svc.ChangeTenantTier,
+		connect.WithSchema(adminServiceMethods.ByName("ChangeTenantTier")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/avb.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceCreateTenantProcedure:
@@ -238,6 +265,8 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceActivateTenantHandler.ServeHTTP(w, r)
 		case AdminServiceDeleteTenantProcedure:
 			adminServiceDeleteTenantHandler.ServeHTTP(w, r)
+		case AdminServiceChangeTenantTierProcedure:
+			adminServiceChangeTenantTierHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -269,4 +298,8 @@ func (UnimplementedAdminServiceHandler) ActivateTenant(context.Context, *connect
 
 func (UnimplementedAdminServiceHandler) DeleteTenant(context.Context, *connect.Request[v1.DeleteTenantRequest]) (*connect.Response[v1.DeleteTenantResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.AdminService.DeleteTenant is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ChangeTenantTier(context.Context, *connect.Request[v1.ChangeTenantTierRequest]) (*connect.Response[v1.ChangeTenantTierResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.AdminService.ChangeTenantTier is not implemented"))
 }
