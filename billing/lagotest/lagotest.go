@@ -81,10 +81,10 @@ type Server struct {
 	Subscriptions map[string]map[string]any // by external id
 	// Invoices are the invoices Lago issued, by customer external id,
 	// newest first.
-	Invoices map[string][]map[string]any
-	Terminated    []string
-	calls         []string
-	problems      []string
+	Invoices   map[string][]map[string]any
+	Terminated []string
+	calls      []string
+	problems   []string
 }
 
 // signingKey is Lago's webhook key, one per test binary (generating a
