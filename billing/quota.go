@@ -58,17 +58,12 @@ func (q *Quotas) now() time.Time {
 
 // Usage reads the tenant's (in ctx) month to date.
 func (q *Quotas) Usage(ctx context.Context) (MonthUsage, error) {
-	start, end := Month(q.now())
-	n, err := q.DB.MonthSessions(ctx, start)
+	start, _ := Month(q.now())
+	n, seconds, err := q.DB.MonthUsage(ctx, start)
 	if err != nil {
 		return MonthUsage{}, err
 	}
-	totals, err := q.DB.UsageTotals(ctx, start, end)
-	if err != nil {
-		return MonthUsage{}, err
-	}
-	u := FromLedger(totals)
-	return MonthUsage{PeriodStart: start, Sessions: float64(n), AudioMinutes: u.AudioInMinutes + u.AudioOutMinutes}, nil
+	return MonthUsage{PeriodStart: start, Sessions: float64(n), AudioMinutes: seconds / 60}, nil
 }
 
 // limits are the tenant's quotas by metric (0: none).

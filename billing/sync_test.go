@@ -41,7 +41,7 @@ type env struct {
 	db, owner *store.DB
 }
 
-func newEnv(t *testing.T) env {
+func newEnv(t testing.TB) env {
 	t.Helper()
 	db, ownerURL := testenv.AppDB(t)
 	owner, err := store.Open(t.Context(), config.Database{URL: ownerURL, MaxConns: 4, ConnectTimeout: 5 * time.Second,

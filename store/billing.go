@@ -233,7 +233,8 @@ func (db *DB) BillingAlerts(ctx context.Context, periodStart time.Time) ([]Billi
 	return out, err
 }
 
-// MonthSessions counts the tenant's sessions created since start.
+// MonthSessions counts the tenant's sessions created since start (what
+// usage_month keeps without counting; kept as the measure it is compared to).
 func (db *DB) MonthSessions(ctx context.Context, since time.Time) (int, error) {
 	var n int
 	err := db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -242,6 +243,20 @@ func (db *DB) MonthSessions(ctx context.Context, since time.Time) (int, error) {
 		return err
 	})
 	return n, err
+}
+
+// MonthUsage is the tenant's month (from its first day, UTC) as its quotas
+// see it: sessions created and audio seconds recorded.
+func (db *DB) MonthUsage(ctx context.Context, period time.Time) (sessions int64, audioSeconds float64, err error) {
+	err = db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewSelect().Table("usage_month").Column("sessions", "audio_seconds").
+			Where("period = ?::date", period.Format(time.DateOnly)).Scan(ctx, &sessions, &audioSeconds)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	return sessions, audioSeconds, err
 }
 
 // ErrDuplicateWebhook is returned for a webhook whose unique key was handled.

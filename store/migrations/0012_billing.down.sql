@@ -1,3 +1,7 @@
+DROP TRIGGER usage_month_audio ON usage_ledger;
+DROP TRIGGER usage_month_sessions ON sessions;
+DROP FUNCTION usage_month_count();
+DROP TABLE usage_month;
 DROP TABLE billing_webhooks;
 DROP TABLE billing_alerts;
 DROP TABLE billing_accounts;

@@ -99,3 +99,47 @@ CREATE FUNCTION billing_out_of_date(plans jsonb)
                           OR a.plan_code <> coalesce(plans ->> t.tier, '') END $$;
 REVOKE ALL ON FUNCTION billing_out_of_date(jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION billing_out_of_date(jsonb) TO avb_app;
+
+-- A tenant's month so far, for its quotas: sessions created and audio
+-- seconds recorded, kept by triggers in the transactions that write them,
+-- so a quota check is one key lookup however big the month.
+CREATE TABLE usage_month (
+    tenant_id      uuid NOT NULL DEFAULT current_tenant_id() REFERENCES tenants (id),
+    period         date NOT NULL,
+    sessions       bigint NOT NULL DEFAULT 0,
+    audio_seconds  double precision NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, period)
+);
+ALTER TABLE usage_month ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON usage_month
+    USING (tenant_id = current_tenant_id()) WITH CHECK (tenant_id = current_tenant_id());
+GRANT SELECT ON usage_month TO avb_app;
+
+CREATE FUNCTION usage_month_count() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'sessions' THEN
+        INSERT INTO usage_month (tenant_id, period, sessions)
+        VALUES (NEW.tenant_id, date_trunc('month', NEW.created_at AT TIME ZONE 'UTC')::date, 1)
+        ON CONFLICT (tenant_id, period) DO UPDATE SET sessions = usage_month.sessions + 1;
+    ELSE
+        INSERT INTO usage_month (tenant_id, period, audio_seconds)
+        VALUES (NEW.tenant_id, date_trunc('month', NEW.recorded_at AT TIME ZONE 'UTC')::date, NEW.quantity)
+        ON CONFLICT (tenant_id, period) DO UPDATE SET audio_seconds = usage_month.audio_seconds + EXCLUDED.audio_seconds;
+    END IF;
+    RETURN NULL;
+END $$;
+REVOKE ALL ON FUNCTION usage_month_count() FROM PUBLIC;
+CREATE TRIGGER usage_month_sessions AFTER INSERT ON sessions
+    FOR EACH ROW EXECUTE FUNCTION usage_month_count();
+CREATE TRIGGER usage_month_audio AFTER INSERT ON usage_ledger
+    FOR EACH ROW WHEN (NEW.kind IN ('audio_in_seconds', 'audio_out_seconds') AND NEW.quantity > 0)
+    EXECUTE FUNCTION usage_month_count();
+
+INSERT INTO usage_month (tenant_id, period, sessions)
+    SELECT tenant_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date, count(*) FROM sessions GROUP BY 1, 2;
+INSERT INTO usage_month (tenant_id, period, audio_seconds)
+    SELECT tenant_id, date_trunc('month', recorded_at AT TIME ZONE 'UTC')::date, sum(quantity) FROM usage_ledger
+    WHERE kind IN ('audio_in_seconds', 'audio_out_seconds') GROUP BY 1, 2
+    ON CONFLICT (tenant_id, period) DO UPDATE SET audio_seconds = EXCLUDED.audio_seconds;
