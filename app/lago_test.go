@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/store"
 )
 
 // A tenant's life at Lago, end to end on a real Temporal: created by
@@ -170,3 +172,35 @@ func TestUsageFlowsFromACallToLagoOnce(t *testing.T) {
 }
 
 func fmtInt(f float64) string { return strconv.FormatInt(int64(f), 10) }
+
+// With Lago slow, silent, resetting, trickling or refusing, ListInvoices
+// still answers, from the invoices avb holds, within its refresh deadline.
+func TestInvoicesListWhileLagoFails(t *testing.T) {
+	t.Parallel()
+	lg := lagotest.New(t)
+	u, _ := url.Parse(lg.URL)
+	link := testenv.FaultyLink(t, "lago", u.Host)
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
+		"AVB_LAGO_URL": "http://" + link.Addr(), "AVB_LAGO_API_KEY": lagotest.APIKey, "AVB_LAGO_WEBHOOK_SECRET": string(lg.HMACKey),
+		"AVB_LAGO_TIMEOUT": "1s"}), issuer, owner)
+	ten := p.tenant("invoices", store.TierPro)
+	admin := p.token("inv-admin", ten.ID.String(), "admin")
+	wh := lg.Sign(map[string]any{"webhook_type": "invoice.created", "object_type": "invoice", "invoice": map[string]any{
+		"lago_id": "3c903c90-3c90-3c90-3c90-3c903c903c90", "number": "INV-1", "issuing_date": "2026-11-01",
+		"status": "finalized", "payment_status": "pending", "currency": "USD", "total_amount_cents": 900,
+		"customer": map[string]any{"external_id": ten.ID.String()}}}, "hmac", "inv-1", time.Time{})
+	if status, body := lagotest.Post(t, p.base+billing.WebhookPath, wh); status != 200 {
+		t.Fatalf("webhook: %d %s", status, body)
+	}
+	for _, f := range testenv.Faults {
+		link.Inject(f, 10000)
+		start := time.Now()
+		invs := items(wantOK(t, p.call("/avb.v1.BillingService/ListInvoices", "{}", bearer(admin)...)), "invoices")
+		if took := time.Since(start); took > 4*time.Second || len(invs) != 1 {
+			t.Fatalf("%s: %d invoices in %s", f, len(invs), took)
+		}
+		link.Heal()
+	}
+}
