@@ -326,7 +326,7 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 	a.spicedb = spice
 	spice.Guard(a.deps.Guard("spicedb"), cfg.SpiceDB.CheckTimeout, cfg.SpiceDB.WriteTimeout)
 	go a.writeSchema(spice)
-	grants := &authz.Grants{C: spice, DB: a.db, TenantChanged: tenants.Invalidate}
+	grants := &authz.Grants{C: spice, DB: a.db, TenantChanged: tenants.Invalidate, Log: a.log}
 	a.grants = grants
 	auth.IdPRoles, auth.SyncRoles = authz.IdPRoles, grants.SyncIdPRoles
 	validate, err := middleware.Validate()

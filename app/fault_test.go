@@ -318,8 +318,15 @@ func TestEveryDependencyEveryFault(t *testing.T) {
 					// are not cached.
 					return p.timedCall("/avb.v1.ProjectService/ListProjects", "{}", bearer(p.token("u-"+round, ten.ID.String(), "viewer"))...)
 				case "redis":
-					// A write that changes access publishes an invalidation.
-					return p.timedCall("/avb.v1.ProjectService/CreateProject", fmt.Sprintf(`{"name":"r-%s"}`, round), bearer(admin)...)
+					// A revocation answers only once every instance was
+					// told. Creating the key only adds access: it is
+					// made and its secret shown even while Redis fails.
+					created, _ := p.timedCall("/avb.v1.ApiKeyService/CreateApiKey", fmt.Sprintf(`{"name":"r-%s","scopes":["API_KEY_SCOPE_REALTIME"]}`, round), bearer(admin)...)
+					if created.status != http.StatusOK || created.body["secret"] == nil {
+						t.Fatalf("%s: a key created while Redis fails: %d %s", round, created.status, created.raw)
+					}
+					id := created.body["apiKey"].(map[string]any)["id"].(string)
+					return p.timedCall("/avb.v1.ApiKeyService/RevokeApiKey", `{"apiKeyId":"`+id+`"}`, bearer(admin)...)
 				case "oidc":
 					// A token signed by a key the server has not seen
 					// makes it fetch the issuer's keys.

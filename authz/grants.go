@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/agentvoicebox/avb/platform/logging"
+	"log/slog"
 	"slices"
 
 	"github.com/google/uuid"
@@ -30,6 +31,9 @@ type Grants struct {
 	// TenantChanged drops the tenant from every instance's cache, so the
 	// next request reads the new ZedToken.
 	TenantChanged func(ctx context.Context, t *store.Tenant) error
+	// Log, when set, hears a grant whose token could not be recorded or
+	// broadcast.
+	Log *slog.Logger
 }
 
 // TenantRoles lists the tenant roles, as relation names.
@@ -37,6 +41,22 @@ var TenantRoles = []string{RoleAdmin, RoleDeveloper, RoleOperator, RoleViewer, R
 
 func tenantObject(id uuid.UUID) Object { return Object{Type: "tenant", ID: id.String()} }
 
+// recordGrant records the token of a write that only adds access. Once the
+// relationship is written the grant holds, so failing to record or
+// broadcast its token (the database or Redis down) only delays it: checks
+// elsewhere read at an older token, and see the grant seconds later, never
+// more access. The request that made it succeeds, so nothing it created is
+// lost (an API key's secret is shown once).
+func (g *Grants) recordGrant(ctx context.Context, tenantID uuid.UUID, token string) error {
+	if err := g.recordToken(ctx, tenantID, token); err != nil && g.Log != nil {
+		g.Log.WarnContext(ctx, "a grant's token was not recorded or broadcast; it takes effect everywhere within seconds",
+			"tenant_id", tenantID.String(), "error", err.Error())
+	}
+	return nil
+}
+
+// recordToken records the token of a write on the tenant and makes every
+// instance read it: a revocation must not answer before this holds.
 func (g *Grants) recordToken(ctx context.Context, tenantID uuid.UUID, token string) error {
 	if token == "" {
 		return nil
@@ -60,7 +80,7 @@ func (g *Grants) TenantCreated(ctx context.Context, t *store.Tenant) error {
 	if err != nil {
 		return err
 	}
-	return g.recordToken(ctx, t.ID, token)
+	return g.recordGrant(ctx, t.ID, token)
 }
 
 // GrantRole gives user a role in the tenant of ctx.
@@ -85,7 +105,7 @@ func (g *Grants) grantRole(ctx context.Context, userID uuid.UUID, role string, g
 	if err != nil {
 		return nil, "", err
 	}
-	return a, token, g.recordToken(ctx, tenantID, token)
+	return a, token, g.recordGrant(ctx, tenantID, token)
 }
 
 // RevokeRole takes a role from user in the tenant of ctx.
@@ -201,7 +221,7 @@ func (g *Grants) KeyCreated(ctx context.Context, k *store.APIKey) error {
 	if err != nil {
 		return err
 	}
-	return g.recordToken(ctx, k.TenantID, token)
+	return g.recordGrant(ctx, k.TenantID, token)
 }
 
 // KeyRevoked removes every grant of a key. Call it before the database revoke.
@@ -226,7 +246,7 @@ func (g *Grants) ResourceCreated(ctx context.Context, typ string, id, tenantID u
 	if err != nil {
 		return err
 	}
-	return g.recordToken(ctx, tenantID, token)
+	return g.recordGrant(ctx, tenantID, token)
 }
 
 // ProjectRoles lists the project roles, as relation names.
@@ -251,7 +271,7 @@ func (g *Grants) ProjectMember(ctx context.Context, projectID, userID uuid.UUID,
 		if err != nil {
 			return err
 		}
-		return g.recordToken(ctx, tenantID, token)
+		return g.recordGrant(ctx, tenantID, token)
 	}
 	token, err := g.C.Write(ctx, nil, rel)
 	if err != nil {
