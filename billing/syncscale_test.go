@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/agentvoicebox/avb/billing"
 	"github.com/agentvoicebox/avb/billing/lagotest"
+	"github.com/agentvoicebox/avb/internal/testenv"
 )
 
 // TestSyncAtScale measures one tenant's sync of AVB_BILLING_SCALE ledger
@@ -55,38 +55,18 @@ func TestSyncAtScale(t *testing.T) {
 		if _, err := e.owner.Bun.ExecContext(ctx, "UPDATE usage_ledger SET synced_at = NULL WHERE tenant_id = ?", ten.ID); err != nil {
 			t.Fatal(err)
 		}
-		runtime.GC()
-		var before runtime.MemStats
-		runtime.ReadMemStats(&before)
-		var peak atomic.Uint64
-		done := make(chan struct{})
-		go func() {
-			var m runtime.MemStats
-			for {
-				select {
-				case <-done:
-					return
-				case <-time.After(20 * time.Millisecond):
-					runtime.ReadMemStats(&m)
-					if m.HeapInuse > peak.Load() {
-						peak.Store(m.HeapInuse)
-					}
-				}
-			}
-		}()
+		heap := testenv.WatchHeap()
 		s := &billing.Syncer{DB: e.db, Lago: client(t, url), Log: quiet}
 		start := time.Now()
 		sent, err := s.SyncTenant(ctx, ten.ID)
 		took := time.Since(start)
-		close(done)
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
+		peak, allocated := heap.Stop()
 		if err != nil || sent != n {
 			t.Fatalf("%s: sent %d of %d: %v", name, sent, n, err)
 		}
 		t.Logf("%s: %d rows in %s (%.0f rows/s), heap peak %.1f MiB over %.1f MiB before, %.0f MiB allocated",
-			name, n, took.Round(time.Millisecond), float64(n)/took.Seconds(), float64(peak.Load()-min(peak.Load(), before.HeapInuse))/(1<<20),
-			float64(before.HeapInuse)/(1<<20), float64(after.TotalAlloc-before.TotalAlloc)/(1<<20))
+			name, n, took.Round(time.Millisecond), float64(n)/took.Seconds(), float64(peak-heap.Before.HeapInuse)/(1<<20),
+			float64(heap.Before.HeapInuse)/(1<<20), float64(allocated)/(1<<20))
 		return took
 	}
 	floor := run("bare handler", bare.URL)

@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
@@ -86,25 +85,7 @@ func TestAuditLogAtScale(t *testing.T) {
 	}
 
 	// Export: sample the heap while it runs.
-	var peak atomic.Uint64
-	done := make(chan struct{})
-	go func() {
-		var m runtime.MemStats
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(50 * time.Millisecond):
-				runtime.ReadMemStats(&m)
-				if m.HeapInuse > peak.Load() {
-					peak.Store(m.HeapInuse)
-				}
-			}
-		}
-	}()
-	runtime.GC()
-	var base runtime.MemStats
-	runtime.ReadMemStats(&base)
+	heap := testenv.WatchHeap()
 	var rows, bytes int
 	s := time.Now()
 	err := server.ExportAuditCSV(ctx, db, store.AuditFilter{}, func(chunk []byte, n int) error {
@@ -113,13 +94,13 @@ func TestAuditLogAtScale(t *testing.T) {
 		return nil
 	})
 	took := time.Since(s)
-	close(done)
+	peak, _ := heap.Stop()
 	if err != nil || rows != n {
 		t.Fatalf("export: %d rows, %v", rows, err)
 	}
 	t.Logf("export: %d rows, %.1f MB of CSV in %s (%.0f rows/s); heap in use %.1f MB before, at most %.1f MB during",
 		rows, float64(bytes)/1e6, took.Round(time.Millisecond), float64(rows)/took.Seconds(),
-		float64(base.HeapInuse)/1e6, float64(peak.Load())/1e6)
+		float64(heap.Before.HeapInuse)/1e6, float64(peak)/1e6)
 
 	s = time.Now()
 	v, err := db.AuditLog().Verify(tenancy.With(context.Background(), tenant), 10)
