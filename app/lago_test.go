@@ -156,6 +156,13 @@ func TestUsageFlowsFromACallToLagoOnce(t *testing.T) {
 		defer lg.Unlock()
 		return lg.Subscriptions[tenantID]["plan_code"] == "avb_pro"
 	})
+	// The customer now names the tenant's billing contact (its first admin).
+	lg.Lock()
+	email := lg.Customers[tenantID]["email"]
+	lg.Unlock()
+	if email != "bill-admin@example.com" {
+		t.Fatalf("customer email %v", email)
+	}
 	wantOK(t, p.call("/avb.v1.AdminService/DeleteTenant", `{"tenantId":"`+tenantID+`"}`, bearer(sys)...))
 	waitFor(t, 20*time.Second, func() bool {
 		lg.Lock()

@@ -47,7 +47,11 @@ func (p *Provisioner) Apply(ctx context.Context, tenantID uuid.UUID) error {
 	if plan == "" {
 		return fmt.Errorf("no Lago plan is configured for tier %q (AVB_LAGO_PLANS)", t.Tier)
 	}
-	if _, err := p.Lago.UpsertCustomer(ctx, lago.Customer{ExternalID: tenantID.String(), Name: t.Name, Currency: Currency,
+	email, err := p.DB.BillingContact(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := p.Lago.UpsertCustomer(ctx, lago.Customer{ExternalID: tenantID.String(), Name: t.Name, Email: email, Currency: Currency,
 		Metadata: []lago.Metadata{{Key: "slug", Value: t.Slug}, {Key: "tier", Value: t.Tier}}}); err != nil {
 		return err
 	}

@@ -296,3 +296,19 @@ func SetBillingSubscriptionTx(ctx context.Context, tx bun.Tx, status string) err
 		ON CONFLICT (tenant_id) DO UPDATE SET subscription_status = EXCLUDED.subscription_status, updated_at = now()`, status).Exec(ctx)
 	return err
 }
+
+// BillingContact is the email of the tenant's billing contact: its first
+// billing user, else its first admin ("" when it has neither yet).
+func (db *DB) BillingContact(ctx context.Context) (string, error) {
+	var email string
+	err := db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewRaw(`SELECT u.email FROM role_assignments r JOIN users u ON u.id = r.user_id
+			WHERE r.role IN ('billing', 'admin') AND u.is_active AND u.email <> ''
+			ORDER BY r.role = 'billing' DESC, r.created_at, u.id LIMIT 1`).Scan(ctx, &email)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	return email, err
+}
