@@ -15,6 +15,7 @@ import (
 	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
 	"github.com/agentvoicebox/avb/workflows"
 )
 
@@ -47,7 +48,7 @@ func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub
 			}
 			ev := events.Event{Type: events.BillingAlert, TenantID: t.ID.String(), Time: time.Now(), Data: map[string]any{
 				"metric": a.Metric, "threshold": a.Threshold, "used": a.Used, "quota": a.Quota,
-				"period_start": a.PeriodStart.Format(time.DateOnly), "overage": overage[t.Tier],
+				"source": "avb", "period_start": a.PeriodStart.Format(time.DateOnly), "overage": overage[t.Tier],
 			}}
 			if err := redisHub.Publish(ctx, ev); err != nil {
 				log.WarnContext(ctx, "billing.alert not published", "error", err.Error())
@@ -61,7 +62,22 @@ func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub
 		return err
 	}
 	b.Webhooks = &billing.Webhooks{DB: db, HMACKey: []byte(cfg.WebhookSecret), Issuer: cfg.WebhookIssuer, MaxAge: cfg.WebhookMaxAge,
-		Notify: notifyBilling, Log: log}
+		Notify: notifyBilling, Log: log,
+		// A Lago alert is a billing.alert on the tenant's stream too
+		// (source "lago"), next to avb's own quota alerts.
+		Alerted: func(ctx context.Context, data map[string]any) {
+			id, ok := tenancy.ID(ctx)
+			if !ok || redisHub.Redis == nil {
+				return
+			}
+			ev := events.Event{Type: events.BillingAlert, TenantID: id.String(), Time: time.Now(), Data: map[string]any{
+				"source": "lago", "alert_code": data["alert_code"], "alert_name": data["alert_name"],
+				"metric": data["billable_metric_code"], "current_value": data["current_value"],
+			}}
+			if err := redisHub.Publish(ctx, ev); err != nil {
+				log.WarnContext(ctx, "billing.alert from Lago not published", "error", err.Error())
+			}
+		}}
 	if m != nil {
 		b.Webhooks.Observe = func(outcome string) { m.BillingWebhooks.WithLabelValues(outcome).Inc() }
 	}

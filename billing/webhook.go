@@ -225,6 +225,7 @@ func (h *Webhooks) handle(ctx context.Context, key string, body []byte) (string,
 	log := h.log().With("webhook_type", m.Type, "unique_key", key)
 	var customer string
 	var apply func(ctx context.Context, tx bun.Tx) error
+	var after func(ctx context.Context) // once the delivery is applied (not for duplicates)
 	var note *store.Notification
 	switch {
 	case (m.Type == "invoice.created" || m.Type == "invoice.payment_status_updated" || m.Type == "invoice.generated" ||
@@ -256,7 +257,7 @@ func (h *Webhooks) handle(ctx context.Context, key string, body []byte) (string,
 			Body: "Lago's alert " + name + " on " + metric + " was triggered.", Data: m.Alert}
 		if h.Alerted != nil {
 			alerted := h.Alerted
-			apply = func(ctx context.Context, _ bun.Tx) error { alerted(ctx, a); return nil }
+			after = func(ctx context.Context) { alerted(ctx, a) }
 		}
 	default:
 		log.Info("lago webhook of a type avb does not act on: accepted")
@@ -283,6 +284,9 @@ func (h *Webhooks) handle(ctx context.Context, key string, body []byte) (string,
 			return "", err
 		}
 		outcome = "duplicate"
+	}
+	if outcome == "applied" && after != nil {
+		after(ctx)
 	}
 	// The notification's dedupe key is the delivery's: a retry after a
 	// failed notify writes it then, never twice.

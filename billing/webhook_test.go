@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,13 +26,16 @@ func invoicePayload(tenantID uuid.UUID, typ, lagoID, status, payment string) map
 		"customer": map[string]any{"external_id": tenantID.String()}}}
 }
 
-func webhookServer(t *testing.T, e env, lg *lagotest.Server, now func() time.Time) *httptest.Server {
+func webhookServer(t *testing.T, e env, lg *lagotest.Server, now func() time.Time, alerted ...func(context.Context, map[string]any)) *httptest.Server {
 	h := &billing.Webhooks{DB: e.db, HMACKey: lg.HMACKey, Issuer: lg.Issuer, MaxAge: time.Hour, Now: now,
 		PublicKey: client(t, lg.URL).WebhookPublicKey,
 		Notify: func(ctx context.Context, n store.Notification) error {
 			_, err := e.db.Notifications().NotifyBilling(ctx, n)
 			return err
 		}}
+	if len(alerted) > 0 {
+		h.Alerted = alerted[0]
+	}
 	s := httptest.NewServer(h)
 	t.Cleanup(s.Close)
 	return s
@@ -128,7 +132,12 @@ func TestWebhookAppliesEachDeliveryOnce(t *testing.T) {
 	e := newEnv(t)
 	lg := lagotest.New(t)
 	ten := e.tenant(t, "pro")
-	srv := webhookServer(t, e, lg, time.Now)
+	var alerts atomic.Int32
+	srv := webhookServer(t, e, lg, time.Now, func(ctx context.Context, a map[string]any) {
+		if id, _ := tenancy.ID(ctx); id == ten.ID && a["alert_code"] == "usage_80" {
+			alerts.Add(1)
+		}
+	})
 	ctx := tenancy.With(t.Context(), ten.ID)
 	lagoID := uuid.NewString()
 
@@ -170,6 +179,18 @@ func TestWebhookAppliesEachDeliveryOnce(t *testing.T) {
 	}
 	if acct, err := e.db.BillingAccount(ctx); err != nil || acct.SubscriptionStatus != "terminated" {
 		t.Fatalf("account: %+v %v", acct, err)
+	}
+	// Lago's own alert: heard once, however often delivered.
+	alert := lg.Sign(map[string]any{"webhook_type": "alert.triggered", "object_type": "triggered_alert", "triggered_alert": map[string]any{
+		"external_customer_id": ten.ID.String(), "external_subscription_id": ten.ID.String(), "alert_code": "usage_80",
+		"alert_name": "80% of the plan", "billable_metric_code": "audio_minutes", "current_value": "4100"}}, "jwt", "key-4", time.Time{})
+	for range 2 {
+		if status, body := lagotest.Post(t, srv.URL, alert); status != 200 {
+			t.Fatalf("alert: %d %s", status, body)
+		}
+	}
+	if alerts.Load() != 1 {
+		t.Fatalf("Lago's alert heard %d times", alerts.Load())
 	}
 	// Unknown types, and customers that are no tenant, are accepted so
 	// Lago stops retrying.
