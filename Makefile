@@ -22,6 +22,8 @@ GNOSTIC_VERSION           := v0.7.1
 PROTOVALIDATE_VERSION     := v1.2.2
 TEMPORAL_CLI_VERSION      := v1.5.1
 SPICEDB_VERSION           := v1.56.2
+# Vault's version is pinned in tools/vault/go.mod (its sdk replaced by v0.20.0).
+VAULT_VERSION             := v1.21.0
 
 STAMP := $(BIN)/.versions
 GO_TOOL_STAMPS := \
@@ -31,7 +33,8 @@ GO_TOOL_STAMPS := \
 	$(STAMP)/protoc-gen-openapi@$(GNOSTIC_VERSION)
 SERVICE_TOOL_STAMPS := \
 	$(STAMP)/temporal@$(TEMPORAL_CLI_VERSION) \
-	$(STAMP)/spicedb@$(SPICEDB_VERSION)
+	$(STAMP)/spicedb@$(SPICEDB_VERSION) \
+	$(STAMP)/vault@$(VAULT_VERSION)
 NPM_TOOL_STAMPS := $(STAMP)/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)+google-proto-files@$(GOOGLE_PROTO_FILES_VERSION)
 
 GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^gen/')
@@ -81,6 +84,13 @@ $(STAMP)/spicedb@%:
 	@echo "installing SpiceDB $* into ./bin (first time only: a few minutes)"
 	@GOBIN=$(BIN) go install github.com/authzed/spicedb/cmd/spicedb@$*
 	@mkdir -p $(STAMP) && rm -f $(STAMP)/spicedb@* && touch $@
+
+# Vault cannot be go-installed (replace directives), so a small module of our
+# own builds it; a test and development tool, never linked into avb.
+$(STAMP)/vault@%: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
+	@echo "building HashiCorp Vault $* into ./bin (first time only: about 15 minutes, a 500 MB binary)"
+	@cd tools/vault && go build -o $(BIN)/vault .
+	@mkdir -p $(STAMP) && rm -f $(STAMP)/vault@* && touch $@
 
 .PHONY: tools
 tools: $(GO_TOOL_STAMPS) $(NPM_TOOL_STAMPS) $(SERVICE_TOOL_STAMPS) ## install every pinned tool into ./bin

@@ -17,6 +17,7 @@ var shared struct {
 	sync.Mutex
 	temporal *Process
 	spicedb  *Process
+	vault    *Process
 }
 
 // Main runs the tests and stops the shared processes afterwards. Use it as
@@ -24,7 +25,7 @@ var shared struct {
 func Main(m *testing.M) {
 	code := m.Run()
 	shared.Lock()
-	for _, p := range []*Process{shared.temporal, shared.spicedb} {
+	for _, p := range []*Process{shared.temporal, shared.spicedb, shared.vault} {
 		if p != nil {
 			p.Stop()
 		}
