@@ -32,6 +32,17 @@ type Billing struct {
 // NewBilling builds the billing of cfg. m may be nil.
 func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub events.Hub, m *metrics.Metrics, log *slog.Logger) (*Billing, error) {
 	notifier := &events.Notifier{DB: db, Hub: redisHub}
+	// publishAlert puts a billing.alert on the tenant's stream (best effort:
+	// the notifications are stored already).
+	publishAlert := func(ctx context.Context, tenantID string, data map[string]any) {
+		if redisHub.Redis == nil {
+			return
+		}
+		ev := events.Event{Type: events.BillingAlert, TenantID: tenantID, Time: time.Now(), Data: data}
+		if err := redisHub.Publish(ctx, ev); err != nil {
+			log.WarnContext(ctx, "billing.alert not published", "source", data["source"], "error", err.Error())
+		}
+	}
 	b := &Billing{Activities: &workflows.Billing{Plans: config.Names(cfg.Plans), Log: log}}
 	overage := map[string]bool{}
 	for _, tier := range cfg.Overage {
@@ -43,16 +54,10 @@ func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub
 				m.BillingAlerts.WithLabelValues(a.Metric, strconv.Itoa(a.Threshold)).Inc()
 			}
 			notifier.Published(ctx, notes)
-			if redisHub.Redis == nil {
-				return
-			}
-			ev := events.Event{Type: events.BillingAlert, TenantID: t.ID.String(), Time: time.Now(), Data: map[string]any{
+			publishAlert(ctx, t.ID.String(), map[string]any{
 				"metric": a.Metric, "threshold": a.Threshold, "used": a.Used, "quota": a.Quota,
 				"source": "avb", "period_start": a.PeriodStart.Format(time.DateOnly), "overage": overage[t.Tier],
-			}}
-			if err := redisHub.Publish(ctx, ev); err != nil {
-				log.WarnContext(ctx, "billing.alert not published", "error", err.Error())
-			}
+			})
 		}}
 	notifyBilling := func(ctx context.Context, n store.Notification) error {
 		notes, err := db.Notifications().NotifyBilling(ctx, n)
@@ -66,16 +71,11 @@ func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub
 		// A Lago alert is a billing.alert on the tenant's stream too
 		// (source "lago"), next to avb's own quota alerts.
 		Alerted: func(ctx context.Context, data map[string]any) {
-			id, ok := tenancy.ID(ctx)
-			if !ok || redisHub.Redis == nil {
-				return
-			}
-			ev := events.Event{Type: events.BillingAlert, TenantID: id.String(), Time: time.Now(), Data: map[string]any{
-				"source": "lago", "alert_code": data["alert_code"], "alert_name": data["alert_name"],
-				"metric": data["billable_metric_code"], "current_value": data["current_value"],
-			}}
-			if err := redisHub.Publish(ctx, ev); err != nil {
-				log.WarnContext(ctx, "billing.alert from Lago not published", "error", err.Error())
+			if id, ok := tenancy.ID(ctx); ok {
+				publishAlert(ctx, id.String(), map[string]any{
+					"source": "lago", "alert_code": data["alert_code"], "alert_name": data["alert_name"],
+					"metric": data["billable_metric_code"], "current_value": data["current_value"],
+				})
 			}
 		}}
 	if m != nil {

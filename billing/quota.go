@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -40,6 +41,11 @@ type Quotas struct {
 	// notifications it wrote (to publish them live).
 	Fired func(ctx context.Context, t *store.Tenant, a store.BillingAlert, notes []store.Notification)
 	Log   *slog.Logger
+
+	// known holds the alerts this instance knows have fired (tenant,
+	// period, metric, threshold): a fired alert stays fired for its period,
+	// so a tenant past 80% does not cost every new session a write.
+	known sync.Map
 }
 
 // MonthUsage is a tenant's use of its quotas in the current period.
@@ -123,8 +129,11 @@ func (q *Quotas) alert(ctx context.Context, t *store.Tenant, u MonthUsage) error
 			if have < limit*float64(th)/100 {
 				continue
 			}
-			a := store.BillingAlert{PeriodStart: u.PeriodStart, Metric: metric, Threshold: th, Used: have, Quota: limit}
 			key := fmt.Sprintf("billing.alert:%s:%s:%d", u.PeriodStart.Format("2006-01"), metric, th)
+			if _, done := q.known.Load(t.ID.String() + "|" + key); done {
+				continue
+			}
+			a := store.BillingAlert{PeriodStart: u.PeriodStart, Metric: metric, Threshold: th, Used: have, Quota: limit}
 			fired, notes, err := q.DB.FireBillingAlert(ctx, &a, alertNotification(t, a, q.Overage[t.Tier], key))
 			if err != nil {
 				if q.Log != nil {
@@ -132,6 +141,7 @@ func (q *Quotas) alert(ctx context.Context, t *store.Tenant, u MonthUsage) error
 				}
 				return err
 			}
+			q.known.Store(t.ID.String()+"|"+key, true) // fired now, or by another instance before
 			if fired && q.Fired != nil {
 				q.Fired(ctx, t, a, notes)
 			}

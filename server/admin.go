@@ -85,13 +85,23 @@ func (s *adminServer) setStatus(ctx context.Context, rawID, status, reason strin
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Tenants.Invalidate(ctx, t); err != nil {
+	if err := s.changed(ctx, t, status == store.StatusDeleted); err != nil {
 		return nil, err
 	}
-	if status == store.StatusDeleted && s.BillingChanged != nil {
+	return tenantToProto(t), nil
+}
+
+// changed makes every instance forget the tenant's old row before the
+// answer and, when its billing is affected, brings its billing account up
+// to date in the background.
+func (s *adminServer) changed(ctx context.Context, t *store.Tenant, billing bool) error {
+	if err := s.Tenants.Invalidate(ctx, t); err != nil {
+		return err
+	}
+	if billing && s.BillingChanged != nil {
 		s.BillingChanged(ctx, t.ID)
 	}
-	return tenantToProto(t), nil
+	return nil
 }
 
 func (s *adminServer) SuspendTenant(ctx context.Context, req *connect.Request[avbv1.SuspendTenantRequest]) (*connect.Response[avbv1.SuspendTenantResponse], error) {
@@ -130,11 +140,8 @@ func (s *adminServer) ChangeTenantTier(ctx context.Context, req *connect.Request
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Tenants.Invalidate(ctx, t); err != nil {
+	if err := s.changed(ctx, t, true); err != nil {
 		return nil, err
-	}
-	if s.BillingChanged != nil {
-		s.BillingChanged(ctx, t.ID)
 	}
 	return connect.NewResponse(&avbv1.ChangeTenantTierResponse{Tenant: tenantToProto(t)}), nil
 }

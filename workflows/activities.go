@@ -156,7 +156,8 @@ func (a *Activities) RecordUsage(ctx context.Context, in UsageInput) error {
 	}
 	// Audio minutes are known once the call's usage is: the alerts they
 	// reach fire now (once each, however often this is retried).
-	t, err := a.DB.Tenants().Get(ctx, uuid.MustParse(in.TenantID))
+	tenantID, _ := tenancy.ID(ctx) // set by scope
+	t, err := a.DB.Tenants().Get(ctx, tenantID)
 	if err != nil {
 		return err
 	}

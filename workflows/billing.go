@@ -13,7 +13,6 @@ import (
 
 	"github.com/agentvoicebox/avb/billing"
 	"github.com/agentvoicebox/avb/billing/lago"
-	"github.com/agentvoicebox/avb/tenancy"
 )
 
 // Billing holds the activities of the billing queue. Without Lago
@@ -74,7 +73,7 @@ func (b *Billing) ProvisionTenant(ctx context.Context, tenantID string) error {
 	if err != nil {
 		return temporal.NewNonRetryableApplicationError("bad tenant id", "bad_tenant", err)
 	}
-	err = b.Provisioner.Apply(tenancy.With(ctx, id), id)
+	err = b.Provisioner.Apply(ctx, id)
 	var apiErr *lago.APIError
 	if errors.As(err, &apiErr) && !apiErr.Temporary() {
 		return temporal.NewNonRetryableApplicationError(apiErr.Error(), "lago_refused", nil)
