@@ -33,8 +33,9 @@ GO_TOOL_STAMPS := \
 	$(STAMP)/protoc-gen-openapi@$(GNOSTIC_VERSION)
 SERVICE_TOOL_STAMPS := \
 	$(STAMP)/temporal@$(TEMPORAL_CLI_VERSION) \
-	$(STAMP)/spicedb@$(SPICEDB_VERSION) \
-	$(STAMP)/vault@$(VAULT_VERSION)
+	$(STAMP)/spicedb@$(SPICEDB_VERSION)
+# Vault is for the tests only (so far): make dev does not wait for its build.
+TEST_TOOL_STAMPS := $(STAMP)/vault@$(VAULT_VERSION)
 NPM_TOOL_STAMPS := $(STAMP)/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)+google-proto-files@$(GOOGLE_PROTO_FILES_VERSION)
 
 GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^gen/')
@@ -93,7 +94,7 @@ $(STAMP)/vault@%: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 	@mkdir -p $(STAMP) && rm -f $(STAMP)/vault@* && touch $@
 
 .PHONY: tools
-tools: $(GO_TOOL_STAMPS) $(NPM_TOOL_STAMPS) $(SERVICE_TOOL_STAMPS) ## install every pinned tool into ./bin
+tools: $(GO_TOOL_STAMPS) $(NPM_TOOL_STAMPS) $(SERVICE_TOOL_STAMPS) $(TEST_TOOL_STAMPS) ## install every pinned tool into ./bin
 
 # ---------------------------------------------------------------- contract
 
@@ -135,7 +136,7 @@ deps: ## make sure Postgres and Redis answer on their local ports (starts or exp
 	@scripts/ensure-services.sh
 
 .PHONY: dev
-dev: tools deps build ## run the whole platform locally on :8080 (Ctrl-C stops it)
+dev: $(GO_TOOL_STAMPS) $(NPM_TOOL_STAMPS) $(SERVICE_TOOL_STAMPS) deps build ## run the whole platform locally on :8080 (Ctrl-C stops it)
 	@$(BIN)/avb dev
 
 .PHONY: test-deps
