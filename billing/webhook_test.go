@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/agentvoicebox/avb/billing"
 	"github.com/agentvoicebox/avb/billing/lagotest"
+	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
 )
@@ -204,5 +206,31 @@ func TestWebhookAppliesEachDeliveryOnce(t *testing.T) {
 	}
 	if status, _ := lagotest.Post(t, srv.URL, lagotest.Webhook{Body: []byte("{"), Headers: lg.Sign(map[string]any{}, "hmac", "x", time.Time{}).Headers}); status != http.StatusUnauthorized {
 		t.Fatalf("a body its signature is not of: %d", status)
+	}
+}
+
+// Lago's public key is fetched with a deadline: while Lago is silent or
+// refusing, a jwt-signed webhook is refused (Lago retries it) within it,
+// and once Lago answers the key is fetched and the webhook accepted.
+func TestWebhookPublicKeyFetchWhileLagoFails(t *testing.T) {
+	e := newEnv(t)
+	lg := lagotest.New(t)
+	ten := e.tenant(t, "pro")
+	u, _ := url.Parse(lg.URL)
+	link := testenv.FaultyLink(t, "lago-key", u.Host)
+	h := &billing.Webhooks{DB: e.db, PublicKey: client(t, "http://"+link.Addr()).WebhookPublicKey, Log: quiet}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	wh := lg.Sign(invoicePayload(ten.ID, "invoice.created", uuid.NewString(), "finalized", "pending"), "jwt", "key-pk", time.Time{})
+	for _, f := range []testenv.Fault{testenv.Blackhole, testenv.Refused} {
+		link.Inject(f, 0)
+		start := time.Now()
+		if status, body := lagotest.Post(t, srv.URL, wh); status != http.StatusUnauthorized || !strings.Contains(body, "public key") || time.Since(start) > 2*time.Second {
+			t.Fatalf("lago %s: %d %s after %s", f, status, body, time.Since(start))
+		}
+		link.Heal()
+	}
+	if status, body := lagotest.Post(t, srv.URL, wh); status != 200 || !strings.Contains(body, "applied") {
+		t.Fatalf("once Lago answers: %d %s", status, body)
 	}
 }

@@ -141,3 +141,21 @@ func TestKVCachesAndServesStaleWhileVaultFails(t *testing.T) {
 		link.Heal()
 	}
 }
+
+// Logging in while Vault is silent or refusing fails within the deadline.
+func TestLoginWhileVaultFails(t *testing.T) {
+	real, _ := testenv.Vault(t)
+	link := testenv.FaultyLink(t, "vault-login", strings.TrimPrefix(real, "http://"))
+	cfg, _ := appRole(t, "http://"+link.Addr(), "1h", "2h")
+	for _, f := range []testenv.Fault{testenv.Blackhole, testenv.Refused} {
+		link.Inject(f, 0)
+		start := time.Now()
+		if _, err := vault.Login(context.Background(), cfg); err == nil || time.Since(start) > cfg.Timeout+time.Second {
+			t.Fatalf("login with vault %s: %v after %s", f, err, time.Since(start))
+		}
+		link.Heal()
+	}
+	if _, err := vault.Login(context.Background(), cfg); err != nil {
+		t.Fatalf("login once vault is back: %v", err)
+	}
+}
