@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"net/http"
 	"net/url"
@@ -210,4 +211,41 @@ func TestInvoicesListWhileLagoFails(t *testing.T) {
 		}
 		link.Heal()
 	}
+}
+
+// With Temporal silent or refusing, creating a tenant does not wait on its
+// billing workflow; the billing sync's reconcile provisions what it missed.
+func TestTenantBillingCatchesUpAfterTemporalFails(t *testing.T) {
+	t.Parallel()
+	lg := lagotest.New(t)
+	p, l := faultPlatform(t, map[string]string{"AVB_LAGO_URL": lg.URL, "AVB_LAGO_API_KEY": lagotest.APIKey})
+	sys := p.token("root", "", "sysadmin")
+	var ids []string
+	for i, f := range []testenv.Fault{testenv.Blackhole, testenv.Refused} {
+		l.temporal.Inject(f, 0)
+		r, took := p.timedCall("/avb.v1.AdminService/CreateTenant", fmt.Sprintf(`{"name":"Late %d","slug":"late-%d","tier":"TENANT_TIER_PRO"}`, i, i), bearer(sys)...)
+		if r.status != http.StatusOK || took > time.Second {
+			t.Fatalf("temporal %s: CreateTenant %d after %s: %s", f, r.status, took, r.raw)
+		}
+		ids = append(ids, str(r.body, "tenant", "id"))
+		time.Sleep(time.Second) // the background start gives up meanwhile
+		l.temporal.Heal()
+	}
+	tc, err := client.Dial(client.Options{HostPort: testenv.Temporal(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	waitFor(t, 30*time.Second, func() bool {
+		_ = tc.ScheduleClient().GetHandle(context.Background(), p.cfg.Temporal.QueuePrefix+"sync_billing_usage").Trigger(context.Background(), client.ScheduleTriggerOptions{})
+		time.Sleep(time.Second)
+		lg.Lock()
+		defer lg.Unlock()
+		for _, id := range ids {
+			if lg.Subscriptions[id] == nil || lg.Subscriptions[id]["plan_code"] != "avb_pro" {
+				return false
+			}
+		}
+		return true
+	})
 }
