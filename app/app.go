@@ -37,6 +37,7 @@ import (
 	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/platform/probe"
 	"github.com/agentvoicebox/avb/platform/ratelimit"
+	"github.com/agentvoicebox/avb/platform/secret"
 	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/server/limits"
 	"github.com/agentvoicebox/avb/server/middleware"
@@ -83,6 +84,7 @@ type App struct {
 	runCtx   context.Context // lives until Close
 
 	clientTokens *authn.ClientTokens
+	secrets      *Secrets
 	stop         context.CancelFunc
 	limiter      *ratelimit.Limiter
 	tenants      *authn.Tenants
@@ -143,9 +145,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 			return nil, err
 		}
 	}
-	db, err := store.Open(ctx, cfg.Database, store.ObserveQueries(func(op string, d time.Duration) {
+	// With Vault, the secrets and the database credentials come from it
+	// (after the migrations: a leased user is a member of their avb_app).
+	secrets, err := OpenSecrets(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	a.secrets = secrets
+	db, err := store.Open(ctx, cfg.Database, append(secrets.StoreOptions(), store.ObserveQueries(func(op string, d time.Duration) {
 		a.Metrics.DBQueryDuration.WithLabelValues(op).Observe(d.Seconds())
-	}))
+	}))...)
 	if err != nil {
 		return nil, err
 	}
@@ -177,6 +186,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	a.redis.AddHook(redisGuard.RedisHook(cfg.Redis.CommandTimeout))
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	a.stop, a.runCtx = stop, runCtx
+	go secrets.Run(runCtx, db)
 	a.bus = invalidation.New(a.redis, log)
 	go a.bus.Run(runCtx)
 	rows := cache.New(a.redis, cfg.Redis.CacheTTL, log)
@@ -203,7 +213,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		{Name: "spicedb", Required: required("spicedb"), Probe: spicedb.Check, Guard: a.deps.Guard("spicedb")},
 	}, cfg.Readiness.Timeout, log, a.Metrics)
 
-	a.billing, err = NewBilling(cfg.Billing, db, a.deps, events.Hub{Redis: a.redis}, a.Metrics, log)
+	readiness.Degraded("secrets", secrets.Degraded)
+	a.billing, err = NewBilling(cfg.Billing, secrets, db, a.deps, events.Hub{Redis: a.redis}, a.Metrics, log)
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -227,6 +238,8 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		Gatherer:     reg,
 		Readiness:    readiness,
 		Interceptors: interceptors,
+		// A certificate from Vault's PKI, renewed while serving.
+		GetCertificate: secrets.GetCertificate(),
 	})
 	if a.issuer != nil {
 		a.server.HandleHTTP(issuerPath(cfg.Auth.OIDCIssuerURL), a.issuer.Handler())
@@ -303,7 +316,7 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		}
 		a.issuer = issuer
 	}
-	a.clientTokens = authn.NewClientTokens(cfg.Auth.ClientTokenKey)
+	a.clientTokens = authn.NewClientTokens(a.secrets.ClientToken)
 	fetch := cfg.Auth.OIDCFetchTimeout
 	oidcClient := &http.Client{Timeout: fetch, Transport: a.deps.Guard("oidc").Transport(nil, fetch, fetch)}
 	a.oidc = authn.NewOIDC(cfg.Auth.OIDCIssuerURL, cfg.Auth.OIDCAudience, oidcClient)
@@ -389,19 +402,20 @@ func (a *App) WaitAuthzReady(ctx context.Context) error {
 }
 
 // Providers builds the configured speech providers and the scripted model.
-// Calls to remote providers go through deps' stt and tts guards.
-func Providers(vc config.Voice, deps *dependency.Set) (voice.Providers, error) {
+// Calls to remote providers go through deps' stt and tts guards, with the
+// provider API key's current value.
+func Providers(vc config.Voice, key *secret.Value, deps *dependency.Set) (voice.Providers, error) {
 	prov := voice.Providers{LLM: llm.DefaultScript}
 	switch vc.STTProvider {
 	case "openai":
-		prov.STT = &stt.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: vc.OpenAISTTModel,
+		prov.STT = &stt.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: key, Model: vc.OpenAISTTModel,
 			Client: &http.Client{Timeout: vc.STTTimeout, Transport: deps.Guard("stt").Transport(nil, vc.STTTimeout, vc.STTTimeout)}}
 	default:
 		prov.STT = stt.NewPocketsphinx(vc.PocketsphinxModel, 8)
 	}
 	switch vc.TTSProvider {
 	case "openai":
-		prov.TTS = &tts.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: vc.OpenAITTSModel, Voice: vc.OpenAITTSVoice,
+		prov.TTS = &tts.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: key, Model: vc.OpenAITTSModel, Voice: vc.OpenAITTSVoice,
 			Client: &http.Client{Transport: deps.Guard("tts").Transport(nil, vc.TTSFirstByteTimeout, vc.TTSChunkTimeout)}}
 	default:
 		speech, err := tts.NewEspeak()
@@ -416,7 +430,7 @@ func Providers(vc config.Voice, deps *dependency.Set) (voice.Providers, error) {
 // voice builds the speech providers, the model choice and the call limiter.
 func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	vc := cfg.Voice
-	prov, err := Providers(vc, a.deps)
+	prov, err := Providers(vc, a.secrets.OpenAI, a.deps)
 	if err != nil {
 		return server.Voice{}, err
 	}
@@ -441,7 +455,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		case name == "openai":
 			name = vc.OpenAIModel
 		}
-		return voice.MeteredModel(&llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: vc.OpenAIKey, Model: name, Client: llmClient}, "openai", meter), nil
+		return voice.MeteredModel(&llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: a.secrets.OpenAI, Model: name, Client: llmClient}, "openai", meter), nil
 	}
 	limiter := calllimit.New(a.redis, vc.MaxCallsPerTenant)
 	// A call's slot outlives its server by at most the heartbeat timeout.
@@ -551,6 +565,9 @@ func (a *App) DevIssuer() *authn.DevIssuer { return a.issuer }
 // DB is the application's database handle (the avb_app role).
 func (a *App) DB() *store.DB { return a.db }
 
+// Secrets returns the platform's secrets (tests watch them change).
+func (a *App) Secrets() *Secrets { return a.secrets }
+
 func issuerPath(issuer string) string {
 	u, err := url.Parse(issuer)
 	if err != nil || u.Path == "" {
@@ -584,7 +601,7 @@ func (a *App) Serve(ctx context.Context, ready func(addr net.Addr)) error {
 		return fmt.Errorf("listen on %s: %w", a.cfg.HTTP.Addr, err)
 	}
 	a.log.Info("listening", "addr", ln.Addr().String(), "version", Version, "profile", a.cfg.Profile,
-		"tls", a.cfg.HTTP.TLSCertFile != "", "services", a.server.Services())
+		"tls", a.server.TLS(), "services", a.server.Services())
 	if ready != nil {
 		ready(ln.Addr())
 	}

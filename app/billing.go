@@ -30,7 +30,7 @@ type Billing struct {
 }
 
 // NewBilling builds the billing of cfg. m may be nil.
-func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub events.Hub, m *metrics.Metrics, log *slog.Logger) (*Billing, error) {
+func NewBilling(cfg config.Billing, secrets *Secrets, db *store.DB, deps *dependency.Set, redisHub events.Hub, m *metrics.Metrics, log *slog.Logger) (*Billing, error) {
 	notifier := &events.Notifier{DB: db, Hub: redisHub}
 	// publishAlert puts a billing.alert on the tenant's stream (best effort:
 	// the notifications are stored already).
@@ -66,7 +66,7 @@ func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub
 		}
 		return err
 	}
-	b.Webhooks = &billing.Webhooks{DB: db, HMACKey: []byte(cfg.WebhookSecret), Issuer: cfg.WebhookIssuer, MaxAge: cfg.WebhookMaxAge,
+	b.Webhooks = &billing.Webhooks{DB: db, HMACKey: secrets.LagoWebhook, Issuer: cfg.WebhookIssuer, MaxAge: cfg.WebhookMaxAge,
 		Notify: notifyBilling, Log: log,
 		// A Lago alert is a billing.alert on the tenant's stream too
 		// (source "lago"), next to avb's own quota alerts.
@@ -85,7 +85,7 @@ func NewBilling(cfg config.Billing, db *store.DB, deps *dependency.Set, redisHub
 		return b, nil
 	}
 	hc := &http.Client{Timeout: cfg.Timeout, Transport: deps.Guard("lago").Transport(nil, cfg.Timeout, cfg.Timeout)}
-	c, err := lago.New(cfg.LagoURL, cfg.LagoAPIKey, hc)
+	c, err := lago.NewWithKey(cfg.LagoURL, secrets.LagoAPI, hc)
 	if err != nil {
 		return nil, fmt.Errorf("lago: %w", err)
 	}

@@ -99,7 +99,13 @@ func newPlatform(t *testing.T) *platform {
 
 func startPlatform(t testing.TB, cfg *config.Config, issuer *authn.DevIssuer, owner string, opts ...app.Option) *platform {
 	t.Helper()
-	a, err := app.New(t.Context(), cfg, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelError})), opts...)
+	return startPlatformLogging(t, cfg, issuer, owner, slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelError})), opts...)
+}
+
+// startPlatformLogging is startPlatform with the server logging to log.
+func startPlatformLogging(t testing.TB, cfg *config.Config, issuer *authn.DevIssuer, owner string, log *slog.Logger, opts ...app.Option) *platform {
+	t.Helper()
+	a, err := app.New(t.Context(), cfg, log, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/agentvoicebox/avb/platform/secret"
 )
 
 // ClientTokenPrefix starts every browser client token.
@@ -19,13 +22,16 @@ const ClientTokenPrefix = "avbct_"
 // claim set naming the tenant, the API key or user that minted it, an
 // optional session and an expiry. They grant the realtime scope only.
 type ClientTokens struct {
-	key []byte
+	key *secret.Value
 	now func() time.Time
 }
 
-// NewClientTokens returns a minter/verifier with an HMAC key.
-func NewClientTokens(key string) *ClientTokens {
-	return &ClientTokens{key: []byte(key), now: time.Now}
+// NewClientTokens returns a minter/verifier with an HMAC key. Tokens are
+// minted with the key's current value and verified with any value it
+// holds as valid, so a rotated key still verifies the tokens minted before
+// for its grace period.
+func NewClientTokens(key *secret.Value) *ClientTokens {
+	return &ClientTokens{key: key, now: time.Now}
 }
 
 // ClientClaims are what a client token says.
@@ -40,8 +46,8 @@ type ClientClaims struct {
 // ErrInvalidClientToken: malformed, badly signed or expired.
 var ErrInvalidClientToken = errors.New("invalid or expired client token")
 
-func (c *ClientTokens) sign(payload string) string {
-	m := hmac.New(sha256.New, c.key)
+func sign(key, payload string) string {
+	m := hmac.New(sha256.New, []byte(key))
 	m.Write([]byte(payload))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
@@ -53,7 +59,7 @@ func (c *ClientTokens) Mint(cl ClientClaims) (string, error) {
 		return "", err
 	}
 	payload := base64.RawURLEncoding.EncodeToString(b)
-	return ClientTokenPrefix + payload + "." + c.sign(payload), nil
+	return ClientTokenPrefix + payload + "." + sign(c.key.Get(), payload), nil
 }
 
 // Verify checks a token and returns its claims.
@@ -63,7 +69,7 @@ func (c *ClientTokens) Verify(tok string) (*ClientClaims, error) {
 		return nil, ErrInvalidClientToken
 	}
 	payload, sig, ok := strings.Cut(body, ".")
-	if !ok || !hmac.Equal([]byte(sig), []byte(c.sign(payload))) {
+	if !ok || !slices.ContainsFunc(c.key.Valid(), func(k string) bool { return hmac.Equal([]byte(sig), []byte(sign(k, payload))) }) {
 		return nil, ErrInvalidClientToken
 	}
 	b, err := base64.RawURLEncoding.DecodeString(payload)

@@ -9,14 +9,15 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/agentvoicebox/avb/authn"
+	"github.com/agentvoicebox/avb/platform/secret"
 )
 
 // Client tokens verify exactly when untampered, signed with the same key and
 // unexpired.
 func TestPropertyClientTokens(t *testing.T) {
 	t.Parallel()
-	ct := authn.NewClientTokens("0123456789abcdef0123456789abcdef")
-	other := authn.NewClientTokens("fedcba9876543210fedcba9876543210")
+	ct := authn.NewClientTokens(secret.New("0123456789abcdef0123456789abcdef"))
+	other := authn.NewClientTokens(secret.New("fedcba9876543210fedcba9876543210"))
 	rapid.Check(t, func(t *rapid.T) {
 		key, sess := uuid.New(), uuid.New()
 		exp := time.Now().Add(time.Duration(rapid.IntRange(-600, 600).Draw(t, "ttl s")) * time.Second)

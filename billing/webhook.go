@@ -20,6 +20,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/agentvoicebox/avb/billing/lago"
+	"github.com/agentvoicebox/avb/platform/secret"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
 )
@@ -35,8 +36,9 @@ const maxWebhookBody = 1 << 20
 // it understood or chose to ignore, so Lago stops retrying.
 type Webhooks struct {
 	DB *store.DB
-	// HMACKey verifies hmac signatures (empty: hmac is refused).
-	HMACKey []byte
+	// HMACKey verifies hmac signatures (empty: hmac is refused); after a
+	// rotation the replaced key verifies too for its grace period.
+	HMACKey *secret.Value
 	// PublicKey fetches Lago's jwt signing key; it is called once and the
 	// key kept (nil: jwt is refused).
 	PublicKey func(ctx context.Context) (*rsa.PublicKey, error)
@@ -123,19 +125,22 @@ func (h *Webhooks) verify(ctx context.Context, hdr http.Header, body []byte) err
 	}
 	switch alg := hdr.Get("X-Lago-Signature-Algorithm"); alg {
 	case "hmac":
-		if len(h.HMACKey) == 0 {
+		keys := h.HMACKey.Valid()
+		if len(keys) == 0 {
 			return errors.New("hmac signatures are not accepted: no webhook secret is configured")
 		}
 		got, err := base64.StdEncoding.DecodeString(sig)
 		if err != nil {
 			return errors.New("the hmac signature is not base64")
 		}
-		mac := hmac.New(sha256.New, h.HMACKey)
-		mac.Write(body)
-		if !hmac.Equal(got, mac.Sum(nil)) {
-			return errors.New("the hmac signature does not match the body")
+		for _, k := range keys {
+			mac := hmac.New(sha256.New, []byte(k))
+			mac.Write(body)
+			if hmac.Equal(got, mac.Sum(nil)) {
+				return nil
+			}
 		}
-		return nil
+		return errors.New("the hmac signature does not match the body")
 	case "", "jwt":
 		return h.verifyJWT(ctx, sig, body)
 	default:

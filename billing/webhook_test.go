@@ -17,6 +17,7 @@ import (
 	"github.com/agentvoicebox/avb/billing"
 	"github.com/agentvoicebox/avb/billing/lagotest"
 	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/platform/secret"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
 )
@@ -29,7 +30,7 @@ func invoicePayload(tenantID uuid.UUID, typ, lagoID, status, payment string) map
 }
 
 func webhookServer(t *testing.T, e env, lg *lagotest.Server, now func() time.Time, alerted ...func(context.Context, map[string]any)) *httptest.Server {
-	h := &billing.Webhooks{DB: e.db, HMACKey: lg.HMACKey, Issuer: lg.Issuer, MaxAge: time.Hour, Now: now,
+	h := &billing.Webhooks{DB: e.db, HMACKey: secret.New(string(lg.HMACKey)), Issuer: lg.Issuer, MaxAge: time.Hour, Now: now,
 		PublicKey: client(t, lg.URL).WebhookPublicKey,
 		Notify: func(ctx context.Context, n store.Notification) error {
 			_, err := e.db.Notifications().NotifyBilling(ctx, n)

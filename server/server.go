@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,7 +39,14 @@ type Options struct {
 	// Interceptors run inside the built-in ones (after logging, error mapping
 	// and draining), in order: authentication, tenancy, rate limits, authz...
 	Interceptors []connect.Interceptor
+	// GetCertificate, when set, serves HTTPS with the certificate it
+	// returns at each handshake (one issued by Vault and renewed), instead
+	// of HTTP.TLSCertFile.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
+
+// TLS reports whether the server serves HTTPS itself.
+func (s *Server) TLS() bool { return s.opts.GetCertificate != nil || s.opts.HTTP.TLSCertFile != "" }
 
 // Server is the API server. Mount services with Handle, then Serve.
 type Server struct {
@@ -156,7 +164,7 @@ func (s *Server) Handler() http.Handler {
 		Route:          s.route,
 		AllowedOrigins: s.opts.HTTP.CORSAllowedOrigins,
 		TrustedProxies: proxies,
-		RedirectHTTPS:  s.opts.HTTP.HTTPSRedirect && s.opts.HTTP.TLSCertFile == "",
+		RedirectHTTPS:  s.opts.HTTP.HTTPSRedirect && !s.TLS(),
 		Plain:          []string{"/health/", "/health/ready/", "/metrics", "/grpc.health.v1.Health/Check"},
 	})
 }
@@ -195,9 +203,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		if s.opts.HTTP.TLSCertFile != "" {
+		switch {
+		case s.opts.GetCertificate != nil:
+			// Each handshake gets the current certificate: a renewed one
+			// serves new connections, open ones keep theirs.
+			srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.opts.GetCertificate}
+			errc <- srv.ServeTLS(ln, "", "")
+		case s.opts.HTTP.TLSCertFile != "":
 			errc <- srv.ServeTLS(ln, s.opts.HTTP.TLSCertFile, s.opts.HTTP.TLSKeyFile)
-		} else {
+		default:
 			errc <- srv.Serve(ln)
 		}
 	}()

@@ -108,6 +108,12 @@ func Open(ctx context.Context, cfg config.Database, opts ...Option) (*DB, error)
 	// The tracer also tells a request's audit entry that its transaction
 	// changed rows.
 	pc.ConnConfig.Tracer = queryTracer{observe: o.observe}
+	if o.credentials != nil {
+		pc.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+			cc.User, cc.Password = o.credentials()
+			return nil
+		}
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("create database pool: %w", err)
@@ -120,8 +126,21 @@ func Open(ctx context.Context, cfg config.Database, opts ...Option) (*DB, error)
 type Option func(*options)
 
 type options struct {
-	observe func(operation string, d time.Duration)
+	observe     func(operation string, d time.Duration)
+	credentials func() (user, password string)
 }
+
+// Credentials has each new connection log in with what credentials returns
+// (leased from Vault), instead of the URL's user and password. After they
+// change, RetireConnections moves the pool to the new ones.
+func Credentials(credentials func() (user, password string)) Option {
+	return func(o *options) { o.credentials = credentials }
+}
+
+// RetireConnections closes the pool's idle connections now and its busy
+// ones when they are released: what runs on them finishes, and new
+// connections are opened (with the current credentials) as needed.
+func (db *DB) RetireConnections() { db.Pool.Reset() }
 
 // ObserveQueries has every statement's duration reported to observe, with
 // its Operation.

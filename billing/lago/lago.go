@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentvoicebox/avb/platform/secret"
 )
 
 // MaxBatch is the most events one batch may carry.
@@ -30,7 +32,7 @@ const MaxBatch = 100
 // Client calls one Lago instance.
 type Client struct {
 	base *url.URL
-	key  string
+	key  *secret.Value
 	http *http.Client
 	// AttemptTimeout bounds one HTTP exchange; MaxAttempts bounds the
 	// tries of a retryable call; BaseDelay and MaxDelay shape the backoff
@@ -46,11 +48,17 @@ type Client struct {
 // New returns a client of the Lago API at baseURL (e.g.
 // https://api.getlago.com), authenticating with apiKey.
 func New(baseURL, apiKey string, hc *http.Client) (*Client, error) {
+	return NewWithKey(baseURL, secret.New(apiKey), hc)
+}
+
+// NewWithKey is New with a key that may be rotated while the client runs
+// (read from Vault): each request carries its current value.
+func NewWithKey(baseURL string, apiKey *secret.Value, hc *http.Client) (*Client, error) {
 	u, err := url.Parse(strings.TrimSuffix(baseURL, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("lago: base URL %q is not an http(s) URL", baseURL)
 	}
-	if apiKey == "" {
+	if apiKey.Get() == "" {
 		return nil, errors.New("lago: an API key is required")
 	}
 	if hc == nil {
@@ -185,7 +193,7 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, out an
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Authorization", "Bearer "+c.key.Get())
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

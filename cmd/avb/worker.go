@@ -29,11 +29,16 @@ func workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := store.Open(cmd.Context(), cfg.Database)
+			secrets, err := app.OpenSecrets(cmd.Context(), cfg, log)
+			if err != nil {
+				return err
+			}
+			db, err := store.Open(cmd.Context(), cfg.Database, secrets.StoreOptions()...)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
+			go secrets.Run(cmd.Context(), db)
 			deps := dependency.NewSet(dependency.Breaker{OpenFor: cfg.Breaker.OpenFor, Failures: cfg.Breaker.Failures}, log, nil)
 			db.Guard(deps.Guard("postgres"), cfg.Database)
 			c, err := client.Dial(client.Options{HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace,
@@ -51,12 +56,12 @@ func workerCmd() *cobra.Command {
 			rdb := redis.NewClient(opts)
 			defer rdb.Close()
 			bus := invalidation.New(rdb, log)
-			prov, err := app.Providers(cfg.Voice, deps)
+			prov, err := app.Providers(cfg.Voice, secrets.OpenAI, deps)
 			if err != nil {
 				return err
 			}
 			q := workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
-			bill, err := app.NewBilling(cfg.Billing, db, deps, events.Hub{Redis: rdb}, nil, log)
+			bill, err := app.NewBilling(cfg.Billing, secrets, db, deps, events.Hub{Redis: rdb}, nil, log)
 			if err != nil {
 				return err
 			}

@@ -33,15 +33,42 @@ type Config struct {
 	RateLimit RateLimit
 	Audit     Audit
 	Billing   Billing
+	Vault     Vault
 	Dev       Dev
+}
+
+// Vault makes HashiCorp Vault the source of avb's secrets. Without
+// AVB_VAULT_ADDR every secret comes from its environment variable. With it,
+// avb logs in with AppRole at start (and refuses to start when Vault does
+// not answer or refuses the login), reads the variables marked "from Vault"
+// from one KV v2 secret (its fields named like the variables, lower case
+// and without AVB_: openai_api_key...), and rereads it every
+// AVB_VAULT_SECRETS_TTL, so a new version is used without a restart.
+type Vault struct {
+	Addr          string        `env:"AVB_VAULT_ADDR" default:"" url:"http,https" desc:"Vault address (e.g. https://vault.internal:8200); empty: secrets come from the environment"`
+	RoleID        string        `env:"AVB_VAULT_ROLE_ID" default:"" desc:"AppRole role id avb logs in with; required with AVB_VAULT_ADDR"`
+	SecretIDFile  string        `env:"AVB_VAULT_SECRET_ID_FILE" default:"" file:"" desc:"file holding the AppRole secret id (read again at each login, so it may be rotated); required with AVB_VAULT_ADDR"`
+	AuthMount     string        `env:"AVB_VAULT_AUTH_MOUNT" default:"approle" desc:"path the AppRole auth method is enabled at"`
+	Timeout       time.Duration `env:"AVB_VAULT_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed for each request to Vault"`
+	KVMount       string        `env:"AVB_VAULT_KV_MOUNT" default:"secret" desc:"path of the KV v2 secrets engine holding avb's secrets"`
+	KVPath        string        `env:"AVB_VAULT_KV_PATH" default:"avb/platform" desc:"the secret, in AVB_VAULT_KV_MOUNT, holding avb's platform secrets"`
+	SecretsTTL    time.Duration `env:"AVB_VAULT_SECRETS_TTL" default:"1m" min:"1s" desc:"how long secrets read from Vault are used before they are read again (while Vault does not answer, the last ones read are kept)"`
+	RotationGrace time.Duration `env:"AVB_VAULT_ROTATION_GRACE" default:"1h" min:"0s" desc:"a rotated client-token secret or Lago webhook secret still verifies what was signed with the old one for this long"`
+	DatabaseMount string        `env:"AVB_VAULT_DATABASE_MOUNT" default:"database" desc:"path of the database secrets engine"`
+	PKIMount      string        `env:"AVB_VAULT_PKI_MOUNT" default:"pki" desc:"path of the PKI secrets engine"`
+	PKIRole       string        `env:"AVB_VAULT_PKI_ROLE" default:"" desc:"PKI role issuing the server's TLS certificate: avb serves HTTPS with it instead of AVB_TLS_CERT_FILE, and renews it at two thirds of its lifetime without dropping connections; empty: no certificate from Vault"`
+	PKICommonName string        `env:"AVB_VAULT_PKI_COMMON_NAME" default:"" desc:"common name of the certificate; required with AVB_VAULT_PKI_ROLE"`
+	PKIAltNames   []string      `env:"AVB_VAULT_PKI_ALT_NAMES" default:"" desc:"comma-separated DNS names and IP addresses the certificate also names"`
+	PKITTL        time.Duration `env:"AVB_VAULT_PKI_TTL" default:"72h" min:"1s" desc:"lifetime asked for the certificate (the role's max_ttl caps it)"`
+	DatabaseRole  string        `env:"AVB_VAULT_DATABASE_ROLE" default:"" desc:"database secrets engine role whose leased credentials the server's pool uses instead of AVB_DATABASE_URL's user and password; empty: AVB_DATABASE_URL's"`
 }
 
 // Billing connects usage-based billing to Lago. Without AVB_LAGO_URL the
 // usage ledger, quotas and alerts work and nothing is sent anywhere.
 type Billing struct {
 	LagoURL          string        `env:"AVB_LAGO_URL" default:"" url:"http,https" desc:"Lago API base URL (e.g. https://api.getlago.com or http://lago-api:3000); empty: billing is not synced"`
-	LagoAPIKey       string        `env:"AVB_LAGO_API_KEY" default:"" secret:"" desc:"Lago API key (Developers > API keys); required with AVB_LAGO_URL"`
-	WebhookSecret    string        `env:"AVB_LAGO_WEBHOOK_SECRET" default:"" secret:"" desc:"key of Lago's HMAC webhook signatures (X-Lago-Signature-Algorithm hmac); empty: only jwt-signed webhooks are accepted"`
+	LagoAPIKey       string        `env:"AVB_LAGO_API_KEY" default:"" secret:"" vault:"" desc:"Lago API key (Developers > API keys); required with AVB_LAGO_URL"`
+	WebhookSecret    string        `env:"AVB_LAGO_WEBHOOK_SECRET" default:"" secret:"" vault:"" desc:"key of Lago's HMAC webhook signatures (X-Lago-Signature-Algorithm hmac); empty: only jwt-signed webhooks are accepted"`
 	WebhookIssuer    string        `env:"AVB_LAGO_WEBHOOK_ISSUER" default:"" desc:"iss of Lago's jwt webhook signatures (Lago's LAGO_API_URL); empty: not checked"`
 	WebhookMaxAge    time.Duration `env:"AVB_LAGO_WEBHOOK_MAX_AGE" default:"24h" min:"1m" desc:"a jwt-signed webhook issued longer ago than this is refused as stale"`
 	Plans            []string      `env:"AVB_LAGO_PLANS" default:"free=avb_free,starter=avb_starter,pro=avb_pro,enterprise=avb_enterprise" names:"free,starter,pro,enterprise" desc:"comma-separated tier=Lago plan code: the plan of each tenant tier's subscription"`
@@ -89,7 +116,7 @@ type Voice struct {
 	STTProvider             string        `env:"AVB_STT_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"speech to text: embedded (pocketsphinx) or openai (an OpenAI-compatible transcription server)"`
 	TTSProvider             string        `env:"AVB_TTS_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"text to speech: embedded (espeak-ng) or openai (an OpenAI-compatible speech server)"`
 	OpenAIBaseURL           string        `env:"AVB_OPENAI_BASE_URL" default:"" url:"http,https" desc:"OpenAI-compatible API base URL (OpenAI, vLLM, Ollama, llama.cpp...), e.g. http://localhost:11434/v1; empty: only the scripted model"`
-	OpenAIKey               string        `env:"AVB_OPENAI_API_KEY" default:"" secret:"" desc:"API key for AVB_OPENAI_BASE_URL"`
+	OpenAIKey               string        `env:"AVB_OPENAI_API_KEY" default:"" secret:"" vault:"" desc:"API key for AVB_OPENAI_BASE_URL"`
 	OpenAIModel             string        `env:"AVB_OPENAI_MODEL" default:"gpt-4o-mini" desc:"model used when a session asks for model \"openai\""`
 	OpenAISTTModel          string        `env:"AVB_OPENAI_STT_MODEL" default:"whisper-1" desc:"transcription model when AVB_STT_PROVIDER=openai"`
 	OpenAITTSModel          string        `env:"AVB_OPENAI_TTS_MODEL" default:"tts-1" desc:"speech model when AVB_TTS_PROVIDER=openai"`
@@ -181,7 +208,7 @@ type Auth struct {
 	TenantBaseDomain string        `env:"AVB_TENANT_BASE_DOMAIN" default:"" dev:"localhost" desc:"base domain for tenant subdomains (<slug>.<base domain>); empty turns subdomain resolution off"`
 	TenantCacheTTL   time.Duration `env:"AVB_TENANT_CACHE_TTL" default:"5s" min:"0s" desc:"how long a tenant lookup is cached in process (changes also invalidate it through Redis)"`
 	CredentialTTL    time.Duration `env:"AVB_CREDENTIAL_CACHE_TTL" default:"30s" min:"0s" desc:"how long a verified API key or user record is cached in process (revocation and deactivation also invalidate it through Redis)"`
-	ClientTokenKey   string        `env:"AVB_CLIENT_TOKEN_SECRET" dev:"avb-dev-client-token-secret-change-me" test:"avb-test-client-token-secret-0000" minlen:"32" secret:"" desc:"HMAC key of browser client tokens (at least 32 characters; required in prod)"`
+	ClientTokenKey   string        `env:"AVB_CLIENT_TOKEN_SECRET" dev:"avb-dev-client-token-secret-change-me" test:"avb-test-client-token-secret-0000" minlen:"32" secret:"" vault:"" desc:"HMAC key of browser client tokens (at least 32 characters; required in prod)"`
 	UsageFlush       time.Duration `env:"AVB_APIKEY_USAGE_FLUSH_INTERVAL" default:"2s" min:"100ms" desc:"how often aggregated API key usage is written to the database"`
 }
 

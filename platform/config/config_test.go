@@ -234,3 +234,40 @@ func TestDevIssuerFollowsTheListenAddress(t *testing.T) {
 		}
 	}
 }
+
+// A prod server with Vault needs no secret in its environment, and is told
+// plainly which one is missing when Vault lacks it; what Vault holds
+// overrides the environment and is validated like it.
+func TestProdSecretsFromVault(t *testing.T) {
+	t.Parallel()
+	env := prodEnv()
+	delete(env, "AVB_CLIENT_TOKEN_SECRET")
+	maps.Copy(env, map[string]string{"AVB_VAULT_ADDR": "https://vault.internal:8200", "AVB_VAULT_ROLE_ID": "r",
+		"AVB_VAULT_SECRET_ID_FILE": "/dev/null", "AVB_LAGO_URL": "https://api.getlago.com"})
+	cfg, err := config.Load(lookupIn(env))
+	if err != nil {
+		t.Fatalf("a prod config with Vault needs its secrets in the environment: %v", err)
+	}
+	var cerr *config.Error
+	err = config.ApplyVault(cfg, map[string]string{"openai_api_key": "sk"})
+	if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), []string{"AVB_CLIENT_TOKEN_SECRET", "AVB_LAGO_API_KEY"}) ||
+		!strings.Contains(err.Error(), "client_token_secret") {
+		t.Fatalf("missing secrets not named: %v", err)
+	}
+	if err := config.ApplyVault(cfg, map[string]string{"client_token_secret": "short"}); err == nil || !strings.Contains(err.Error(), "at least 32") {
+		t.Fatalf("a short secret from Vault accepted: %v", err)
+	}
+	if err := config.ApplyVault(cfg, map[string]string{"client_token_secret": strings.Repeat("k", 32), "lago_api_key": "lk"}); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Auth.ClientTokenKey != strings.Repeat("k", 32) || cfg.Billing.LagoAPIKey != "lk" || cfg.Voice.OpenAIKey != "sk" {
+		t.Fatal("the secrets from Vault are not in the configuration")
+	}
+	// Without Vault, the environment must hold them.
+	delete(env, "AVB_VAULT_ADDR")
+	delete(env, "AVB_VAULT_ROLE_ID")
+	delete(env, "AVB_VAULT_SECRET_ID_FILE")
+	if _, err := config.Load(lookupIn(env)); !errors.As(err, &cerr) || !slices.Contains(cerr.Vars(), "AVB_CLIENT_TOKEN_SECRET") {
+		t.Fatalf("no client-token secret anywhere accepted: %v", err)
+	}
+}

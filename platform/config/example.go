@@ -14,6 +14,9 @@ func Example() string {
 	b.WriteString("# Every variable is optional in the dev and test profiles; prod marks what it requires.\n")
 	for _, v := range Vars(&Config{}) {
 		fmt.Fprintf(&b, "\n# %s\n# %s\n", v.Desc, profileDefaults(v))
+		if v.FromVault {
+			fmt.Fprintf(&b, "# with AVB_VAULT_ADDR: field %s of the Vault secret AVB_VAULT_KV_PATH overrides it\n", VaultField(v.Name))
+		}
 		def, _ := v.Default(ProfileDev)
 		fmt.Fprintf(&b, "%s=%s\n", v.Name, def)
 	}

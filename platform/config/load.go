@@ -66,6 +66,7 @@ func Load(lookup Lookup) (*Config, error) {
 		profileKnown = slices.Contains([]Profile{ProfileDev, ProfileTest, ProfileProd}, profile)
 	}
 
+	vaultAddr, _ := lookup("AVB_VAULT_ADDR")
 	for _, v := range fields(reflect.ValueOf(&cfg).Elem()) {
 		raw, ok := lookup(v.Name)
 		if !ok || raw == "" {
@@ -75,6 +76,8 @@ func Load(lookup Lookup) (*Config, error) {
 				raw = def
 			case !profileKnown:
 				continue // requiredness depends on the profile, reported below
+			case v.FromVault && vaultAddr != "":
+				continue // read from Vault at start (ApplyVault checks it)
 			default:
 				add(v.Name, "required in profile %s (%s)", profile, v.Desc)
 				continue
@@ -106,6 +109,13 @@ func Load(lookup Lookup) (*Config, error) {
 // crossCheck validates rules that span variables. It skips a rule when one of
 // its variables already has a problem, so each variable is named once.
 func crossCheck(c *Config, earlier []Problem) []Problem {
+	return crossCheckWith(c, earlier, false)
+}
+
+// crossCheckWith is crossCheck; fromVaultDone says the secrets from Vault
+// are in c already (before they are, a secret Vault will provide is not
+// missing yet).
+func crossCheckWith(c *Config, earlier []Problem, fromVaultDone bool) []Problem {
 	bad := map[string]bool{}
 	for _, p := range earlier {
 		bad[p.Var] = true
@@ -137,9 +147,52 @@ func crossCheck(c *Config, earlier []Problem) []Problem {
 		"required when a provider is openai", "AVB_STT_PROVIDER", "AVB_TTS_PROVIDER")
 	check(c.Profile != ProfileProd || !c.HTTP.ExposeErrorInternal, "AVB_EXPOSE_INTERNAL_ERRORS",
 		"must be false in profile prod", "AVB_PROFILE")
-	check(c.Billing.LagoURL == "" || c.Billing.LagoAPIKey != "", "AVB_LAGO_API_KEY",
+	check(c.Billing.LagoURL == "" || c.Billing.LagoAPIKey != "" || (c.Vault.Addr != "" && !fromVaultDone), "AVB_LAGO_API_KEY",
 		"required when AVB_LAGO_URL is set", "AVB_LAGO_URL")
+	check(c.Vault.Addr == "" || c.Vault.RoleID != "", "AVB_VAULT_ROLE_ID",
+		"required when AVB_VAULT_ADDR is set", "AVB_VAULT_ADDR")
+	check(c.Vault.Addr == "" || c.Vault.SecretIDFile != "", "AVB_VAULT_SECRET_ID_FILE",
+		"required when AVB_VAULT_ADDR is set", "AVB_VAULT_ADDR")
+	check(c.Vault.PKIRole == "" || c.Vault.Addr != "", "AVB_VAULT_ADDR",
+		"required when AVB_VAULT_PKI_ROLE is set", "AVB_VAULT_PKI_ROLE")
+	check(c.Vault.PKIRole == "" || c.Vault.PKICommonName != "", "AVB_VAULT_PKI_COMMON_NAME",
+		"required when AVB_VAULT_PKI_ROLE is set", "AVB_VAULT_PKI_ROLE")
+	check(c.Vault.PKIRole == "" || c.HTTP.TLSCertFile == "", "AVB_TLS_CERT_FILE",
+		"must be empty when AVB_VAULT_PKI_ROLE is set (the certificate comes from Vault)", "AVB_VAULT_PKI_ROLE")
 	return out
+}
+
+// VaultField is the field of the Vault KV secret that holds variable name:
+// the name lower case, without AVB_ (AVB_OPENAI_API_KEY: openai_api_key).
+func VaultField(name string) string {
+	return strings.ToLower(strings.TrimPrefix(name, "AVB_"))
+}
+
+// ApplyVault sets the variables marked "from Vault" from the fields of
+// avb's KV secret (a field overrides the environment), validates them as
+// Load does, and reports those still missing where they are required.
+func ApplyVault(cfg *Config, fields map[string]string) error {
+	var problems []Problem
+	for _, v := range Vars(cfg) {
+		if !v.FromVault {
+			continue
+		}
+		if raw := fields[VaultField(v.Name)]; raw != "" {
+			if err := v.set(raw); err != nil {
+				problems = append(problems, Problem{Var: v.Name, Reason: "in Vault (field " + VaultField(v.Name) + "): " + err.Error()})
+			}
+			continue
+		}
+		if _, has := v.Default(cfg.Profile); !has && v.field.String() == "" {
+			problems = append(problems, Problem{Var: v.Name, Reason: fmt.Sprintf("required in profile %s: set field %s of the Vault secret, or the variable (%s)",
+				cfg.Profile, VaultField(v.Name), v.Desc)})
+		}
+	}
+	problems = append(problems, crossCheckWith(cfg, problems, true)...)
+	if len(problems) > 0 {
+		return &Error{Problems: problems}
+	}
+	return nil
 }
 
 // Var describes one environment variable.
@@ -147,8 +200,10 @@ type Var struct {
 	Name   string
 	Desc   string
 	Secret bool
-	field  reflect.Value
-	tag    reflect.StructTag
+	// FromVault: with AVB_VAULT_ADDR, the value may come from Vault.
+	FromVault bool
+	field     reflect.Value
+	tag       reflect.StructTag
 }
 
 // Default returns the variable's default in profile p, and whether it has one.
@@ -192,7 +247,8 @@ func fields(v reflect.Value) []Var {
 			continue
 		}
 		_, secret := f.Tag.Lookup("secret")
-		out = append(out, Var{Name: name, Desc: f.Tag.Get("desc"), Secret: secret, field: fv, tag: f.Tag})
+		_, fromVault := f.Tag.Lookup("vault")
+		out = append(out, Var{Name: name, Desc: f.Tag.Get("desc"), Secret: secret, FromVault: fromVault, field: fv, tag: f.Tag})
 	}
 	return out
 }

@@ -176,17 +176,27 @@ func (k *KV) Get(ctx context.Context, path string) (map[string]any, int, error) 
 	if ok && time.Since(e.at) < k.ttl {
 		return e.data, e.version, nil
 	}
-	rctx, cancel := context.WithTimeout(ctx, k.c.cfg.Timeout)
-	defer cancel()
-	s, err := k.c.api.KVv2(k.mount).Get(rctx, path)
+	data, version, err := k.Read(ctx, path)
 	if err != nil {
 		if ok && !errors.Is(err, vault.ErrSecretNotFound) {
 			k.c.cfg.Log.Warn("vault did not answer; serving the secret read before", "path", path, "version", e.version, "error", err.Error())
 			return e.data, e.version, nil
 		}
+		return nil, 0, err
+	}
+	return data, version, nil
+}
+
+// Read asks Vault for the secret at path (its latest version), whatever
+// the cache holds, and caches what it gets.
+func (k *KV) Read(ctx context.Context, path string) (map[string]any, int, error) {
+	rctx, cancel := context.WithTimeout(ctx, k.c.cfg.Timeout)
+	defer cancel()
+	s, err := k.c.api.KVv2(k.mount).Get(rctx, path)
+	if err != nil {
 		return nil, 0, fmt.Errorf("vault: read %s/%s: %w", k.mount, path, err)
 	}
-	e = kvEntry{data: s.Data, version: s.VersionMetadata.Version, at: time.Now()}
+	e := kvEntry{data: s.Data, version: s.VersionMetadata.Version, at: time.Now()}
 	k.mu.Lock()
 	k.cache[path] = e
 	k.mu.Unlock()

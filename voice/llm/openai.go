@@ -10,14 +10,16 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+
+	"github.com/agentvoicebox/avb/platform/secret"
 )
 
 // OpenAI streams chat completions from any server speaking the OpenAI chat
 // completions API: OpenAI itself, vLLM, Ollama, llama.cpp's server.
 type OpenAI struct {
-	BaseURL string // e.g. https://api.openai.com/v1 or http://localhost:11434/v1
-	APIKey  string
-	Model   string // used when the request names none
+	BaseURL string        // e.g. https://api.openai.com/v1 or http://localhost:11434/v1
+	APIKey  *secret.Value // nil: no Authorization header
+	Model   string        // used when the request names none
 	Client  *http.Client
 }
 
@@ -77,8 +79,8 @@ func (o *OpenAI) Stream(ctx context.Context, req Request, emit func(string) erro
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "text/event-stream")
-	if o.APIKey != "" {
-		hreq.Header.Set("Authorization", "Bearer "+o.APIKey)
+	if o.APIKey.Get() != "" {
+		hreq.Header.Set("Authorization", "Bearer "+o.APIKey.Get())
 	}
 	client := o.Client
 	if client == nil {

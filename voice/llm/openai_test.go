@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentvoicebox/avb/platform/secret"
 	"github.com/agentvoicebox/avb/voice/llm"
 )
 
@@ -47,7 +48,7 @@ func TestOpenAICompatibleStream(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	m := &llm.OpenAI{BaseURL: srv.URL + "/v1", APIKey: "sk-test", Model: "gpt-4o-mini"}
+	m := &llm.OpenAI{BaseURL: srv.URL + "/v1", APIKey: secret.New("sk-test"), Model: "gpt-4o-mini"}
 	var text strings.Builder
 	var calls []llm.ToolCall
 	tool := json.RawMessage(`{"type":"function","function":{"name":"book_meeting","parameters":{"type":"object"}}}`)
@@ -68,7 +69,7 @@ func TestOpenAICompatibleStream(t *testing.T) {
 		t.Fatalf("request %v", got)
 	}
 
-	bad := &llm.OpenAI{BaseURL: srv.URL + "/v1", APIKey: "wrong"}
+	bad := &llm.OpenAI{BaseURL: srv.URL + "/v1", APIKey: secret.New("wrong")}
 	if _, err := bad.Stream(context.Background(), llm.Request{}, func(string) error { return nil }); err == nil ||
 		!strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "Incorrect API key") {
 		t.Fatalf("auth failure: %v", err)

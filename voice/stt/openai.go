@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/agentvoicebox/avb/platform/secret"
 	"github.com/agentvoicebox/avb/voice/wav"
 )
 
@@ -20,8 +21,8 @@ import (
 // Finish; it has no partial hypotheses.
 type OpenAI struct {
 	BaseURL string
-	APIKey  string
-	Model   string // e.g. "whisper-1"
+	APIKey  *secret.Value // nil: no Authorization header
+	Model   string        // e.g. "whisper-1"
 	Client  *http.Client
 	// MaxSeconds bounds one utterance's buffer (default 120 s).
 	MaxSeconds int
@@ -93,8 +94,8 @@ func (s *openaiSession) Finish() (string, error) {
 		return "", err
 	}
 	req.Header.Set("Content-Type", mw.FormDataContentType())
-	if s.o.APIKey != "" {
-		req.Header.Set("Authorization", "Bearer "+s.o.APIKey)
+	if s.o.APIKey.Get() != "" {
+		req.Header.Set("Authorization", "Bearer "+s.o.APIKey.Get())
 	}
 	client := s.o.Client
 	if client == nil {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/agentvoicebox/avb/platform/secret"
 )
 
 // OpenAI speaks with any server speaking the OpenAI audio speech API. It
@@ -16,9 +18,9 @@ import (
 // streams in.
 type OpenAI struct {
 	BaseURL string
-	APIKey  string
-	Model   string // e.g. "tts-1"
-	Voice   string // default voice, e.g. "alloy"
+	APIKey  *secret.Value // nil: no Authorization header
+	Model   string        // e.g. "tts-1"
+	Voice   string        // default voice, e.g. "alloy"
 	Client  *http.Client
 }
 
@@ -40,8 +42,8 @@ func (o *OpenAI) Synthesize(ctx context.Context, req Request, emit func([]int16)
 		return err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	if o.APIKey != "" {
-		hreq.Header.Set("Authorization", "Bearer "+o.APIKey)
+	if o.APIKey.Get() != "" {
+		hreq.Header.Set("Authorization", "Bearer "+o.APIKey.Get())
 	}
 	client := o.Client
 	if client == nil {
