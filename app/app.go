@@ -225,6 +225,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		return nil, err
 	}
 	identity.BillingChanged = a.billingChanged
+	identity.Sealer = a.secrets.Sealer()
 	readiness.Degraded("rate_limits", func() string {
 		if a.limiter.Local() {
 			return "decided by each instance on its own: Redis does not answer"
@@ -446,7 +447,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	prov = voice.Metered(prov, meter, vc.STTProvider, vc.TTSProvider)
 	scripted := voice.MeteredModel(llm.DefaultScript, "scripted", meter)
 	llmClient := &http.Client{Transport: a.deps.Guard("llm").Transport(nil, vc.LLMFirstTokenTimeout, vc.LLMChunkTimeout)}
-	models := func(name string) (llm.Model, error) {
+	models := func(ctx context.Context, name string) (llm.Model, error) {
 		switch {
 		case name == "" || name == "scripted":
 			return scripted, nil
@@ -455,7 +456,16 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		case name == "openai":
 			name = vc.OpenAIModel
 		}
-		return voice.MeteredModel(&llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: a.secrets.OpenAI, Model: name, Client: llmClient}, "openai", meter), nil
+		// A tenant that brought its own key is served with it.
+		key := a.secrets.OpenAI
+		own, err := a.secrets.TenantKey(ctx, a.db, "openai_api_key")
+		if err != nil {
+			return nil, err
+		}
+		if own != "" {
+			key = secret.New(own)
+		}
+		return voice.MeteredModel(&llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: key, Model: name, Client: llmClient}, "openai", meter), nil
 	}
 	limiter := calllimit.New(a.redis, vc.MaxCallsPerTenant)
 	// A call's slot outlives its server by at most the heartbeat timeout.

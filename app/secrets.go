@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,7 +12,9 @@ import (
 	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/platform/secret"
 	"github.com/agentvoicebox/avb/platform/vault"
+	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/tenancy"
 )
 
 // Secrets are the platform's secrets. Without Vault they are the
@@ -33,6 +36,8 @@ type Secrets struct {
 	// Certificates is the server's TLS certificate (nil without
 	// AVB_VAULT_PKI_ROLE).
 	Certificates *vault.Certificates
+	// Transit encrypts tenant secrets (nil without AVB_VAULT_TRANSIT_KEY).
+	Transit *vault.Transit
 
 	mu      sync.Mutex
 	version int       // of the KV secret last read
@@ -80,6 +85,13 @@ func (s *Secrets) openVault(ctx context.Context) error {
 	if vc.DatabaseRole != "" {
 		s.Database = c.Database(vc.DatabaseMount, vc.DatabaseRole)
 		if err := s.Database.Lease(ctx); err != nil {
+			return err
+		}
+	}
+	if vc.TransitKey != "" {
+		s.Transit = c.Transit(vc.TransitMount, vc.TransitKey)
+		s.Transit.CacheTTL = vc.TransitCache
+		if _, err := s.Transit.LatestVersion(ctx); err != nil {
 			return err
 		}
 	}
@@ -132,6 +144,9 @@ func (s *Secrets) Run(ctx context.Context, db *store.DB) {
 	}
 	if s.Certificates != nil {
 		go s.Certificates.Run(ctx)
+	}
+	if s.Transit != nil {
+		go s.rewrapEvery(ctx, db)
 	}
 	t := time.NewTicker(s.cfg.Vault.SecretsTTL)
 	defer t.Stop()
@@ -212,4 +227,81 @@ func (s *Secrets) Degraded() string {
 	}
 	return fmt.Sprintf("the secrets in use were read from Vault at %s (version %d); it does not answer or refuses to read them again",
 		s.readAt.UTC().Format(time.RFC3339), s.version)
+}
+
+// Sealer is the encrypter of tenant secrets (nil without Transit).
+func (s *Secrets) Sealer() server.Sealer {
+	if s.Transit == nil {
+		return nil
+	}
+	return s.Transit
+}
+
+// TenantKey returns the tenant's own secret name (decrypted; cached for
+// AVB_VAULT_TRANSIT_CACHE_TTL), or "" when it has none. When Vault does not
+// answer, the error is unavailable: only the calls that need it fail.
+func (s *Secrets) TenantKey(ctx context.Context, db *store.DB, name string) (string, error) {
+	tenantID, ok := tenancy.ID(ctx)
+	if s.Transit == nil || !ok {
+		return "", nil
+	}
+	row, err := db.TenantSecrets().Get(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	plain, err := s.Transit.Decrypt(ctx, row.Ciphertext, tenantID.String())
+	if err != nil {
+		s.log.WarnContext(ctx, "tenant secret not decrypted: the secret store does not answer", "name", name, "error", err.Error())
+		return "", server.SecretStoreUnavailable()
+	}
+	return string(plain), nil
+}
+
+// rewrapEvery rewraps the tenant secrets made under an older version of the
+// Transit key, every AVB_VAULT_TRANSIT_REWRAP_EVERY.
+func (s *Secrets) rewrapEvery(ctx context.Context, db *store.DB) {
+	t := time.NewTicker(s.cfg.Vault.RewrapEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := s.RewrapTenantSecrets(ctx, db); err != nil {
+				s.log.Warn("tenant secrets not rewrapped; next try later", "rewrapped", n, "error", err.Error())
+			} else if n > 0 {
+				s.log.Info("tenant secrets rewrapped to the newest Transit key", "rewrapped", n)
+			}
+		}
+	}
+}
+
+// RewrapTenantSecrets moves every tenant secret to the Transit key's newest
+// version (the plaintext never leaves Vault), tenant by tenant, and returns
+// how many it rewrapped. Safe while serving and from several instances: a
+// secret changed meanwhile is left as it is.
+func (s *Secrets) RewrapTenantSecrets(ctx context.Context, db *store.DB) (int, error) {
+	latest, err := s.Transit.LatestVersion(ctx)
+	if err != nil {
+		return 0, err
+	}
+	tenants, err := db.TenantsToRewrap(ctx, latest)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, id := range tenants {
+		tctx := tenancy.With(ctx, id)
+		n, err := db.TenantSecrets().Rewrap(tctx, latest, func(c string) (string, int, error) {
+			return s.Transit.Rewrap(tctx, c, id.String())
+		})
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }

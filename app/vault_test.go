@@ -6,11 +6,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -418,4 +421,154 @@ func TestWorkerSecretsUnderItsPolicy(t *testing.T) {
 	if err := db.CheckRole(t.Context()); err != nil {
 		t.Fatalf("the leased user: %v", err)
 	}
+}
+
+// keyRecorder is an OpenAI-compatible model that answers every prompt with
+// one sentence and remembers the API keys it was called with.
+func keyRecorder(t *testing.T) (url string, keys func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"choices\":[{\"delta\":{\"content\":\"Sure.\"}}]}\n\ndata: [DONE]\n\n")
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/v1", func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+}
+
+// A tenant's own OpenAI key is stored only as a Transit ciphertext, serves
+// the tenant's calls (another tenant's calls keep the platform's key),
+// survives a Transit key rotation and rewrap while serving, and while
+// Vault does not answer only the calls that need it fail, with unavailable.
+func TestTenantSecretsEncryptedByTransit(t *testing.T) {
+	t.Parallel()
+	model, keys := keyRecorder(t)
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	v := testenv.VaultAvb(t, testenv.VaultOptions{Transit: true, Secrets: map[string]any{"openai_api_key": "sk-platform"}})
+	link := testenv.FaultyLink(t, "vault-transit", strings.TrimPrefix(v.Addr, "http://"))
+	env := maps.Clone(v.Env)
+	maps.Copy(env, map[string]string{"AVB_VAULT_ADDR": "http://" + link.Addr(), "AVB_VAULT_TIMEOUT": "1s",
+		"AVB_VAULT_TRANSIT_REWRAP_EVERY": "1s", "AVB_VAULT_TRANSIT_CACHE_TTL": "0s",
+		"AVB_OPENAI_BASE_URL": model, "AVB_OPENAI_MODEL": "m"})
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), env), issuer, owner)
+	const own = "sk-tenant-own-key-4242"
+	a, b := p.tenant("brings-key", store.TierPro), p.tenant("platform-key", store.TierPro)
+	admin := p.token("ada", a.ID.String(), "admin")
+	set := wantOK(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"TENANT_SECRET_NAME_OPENAI_API_KEY","secret":"`+own+`"}`, bearer(admin)...))
+	if strings.Contains(fmt.Sprint(set), own) {
+		t.Fatalf("the answer carries the secret: %v", set)
+	}
+	listed := wantOK(t, p.call("/avb.v1.TenantService/ListTenantSecrets", `{}`, bearer(admin)...))
+	if fmt.Sprint(listed["secrets"]) == "" || strings.Contains(fmt.Sprint(listed), own) || !strings.Contains(fmt.Sprint(listed), "OPENAI_API_KEY") {
+		t.Fatalf("list: %v", listed)
+	}
+	odb := ownerDB(t, owner)
+	var cipher string
+	if err := odb.QueryRow(t.Context(), "SELECT ciphertext FROM tenant_secrets WHERE tenant_id = $1", a.ID).Scan(&cipher); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(cipher, "vault:v1:") || strings.Contains(cipher, own) {
+		t.Fatalf("stored %q", cipher)
+	}
+	var leaks int
+	if err := odb.QueryRow(t.Context(), "SELECT count(*) FROM audit_logs WHERE new_values::text LIKE '%'||$1||'%' OR old_values::text LIKE '%'||$1||'%'", own).Scan(&leaks); err != nil || leaks != 0 {
+		t.Fatalf("the audit log holds the secret: %d %v", leaks, err)
+	}
+
+	keyA, _ := p.realtimeKey(a)
+	keyB := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`,
+		bearer(p.token("bob", b.ID.String(), "admin"))...))["secret"].(string)
+	turn := func(key string) error {
+		client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		stream := client.Converse(ctx)
+		cfg := &avbv1.SessionConfig{PhraseHints: callConfig.PhraseHints, Model: "openai"}
+		if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{Config: cfg}}}); err != nil {
+			return err
+		}
+		go askIn(t, stream, 20*time.Millisecond)
+		defer func() { _ = stream.CloseRequest() }()
+		for {
+			msg, err := stream.Receive()
+			if err != nil {
+				return err
+			}
+			switch ev := msg.GetEvent().GetEvent().(type) {
+			case *avbv1.VoiceEvent_ResponseDone:
+				return nil
+			case *avbv1.VoiceEvent_Error:
+				return errors.New(ev.Error.GetReason())
+			}
+		}
+	}
+	lastKey := func() string { k := keys(); return k[len(k)-1] }
+	if err := turn(keyA); err != nil || lastKey() != own {
+		t.Fatalf("tenant with its own key: %v, model called with %q", err, lastKey())
+	}
+	if err := turn(keyB); err != nil || lastKey() != "sk-platform" {
+		t.Fatalf("tenant without: %v, model called with %q", err, lastKey())
+	}
+
+	// The key rotates; the rewrap moves the secret to v2 while calls go on.
+	if _, err := v.Admin.Logical().WriteWithContext(t.Context(), "transit/keys/"+v.TransitKey+"/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.HasPrefix(cipher, "vault:v2:") {
+		if err := turn(keyA); err != nil || lastKey() != own {
+			t.Fatalf("a call during the rewrap: %v, key %q", err, lastKey())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not rewrapped: %q", cipher)
+		}
+		if err := odb.QueryRow(t.Context(), "SELECT ciphertext FROM tenant_secrets WHERE tenant_id = $1", a.ID).Scan(&cipher); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := turn(keyA); err != nil || lastKey() != own {
+		t.Fatalf("after the rewrap: %v, key %q", err, lastKey())
+	}
+
+	// Vault goes away: the tenant that needs its secret is told unavailable;
+	// the other tenant's calls go on.
+	link.Inject(testenv.Refused, 0)
+	var ce *connect.Error
+	if err := turn(keyA); !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable {
+		t.Fatalf("a call needing the secret while Vault is away: %v", err)
+	}
+	if err := turn(keyB); err != nil {
+		t.Fatalf("a call needing no tenant secret while Vault is away: %v", err)
+	}
+	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"TENANT_SECRET_NAME_OPENAI_API_KEY","secret":"sk-another-key-000"}`, bearer(admin)...),
+		503, "unavailable", "dependency_unavailable")
+	link.Heal()
+	if err := turn(keyA); err != nil || lastKey() != own {
+		t.Fatalf("after Vault came back: %v", err)
+	}
+	wantOK(t, p.call("/avb.v1.TenantService/DeleteTenantSecret", `{"name":"TENANT_SECRET_NAME_OPENAI_API_KEY"}`, bearer(admin)...))
+	if err := turn(keyA); err != nil || lastKey() != "sk-platform" {
+		t.Fatalf("after the delete: %v, key %q", err, lastKey())
+	}
+}
+
+// Without Transit, a tenant secret is refused, never stored in plain text.
+func TestTenantSecretsNeedTransit(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("no-vault", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"TENANT_SECRET_NAME_OPENAI_API_KEY","secret":"sk-tenant-key-1"}`, bearer(admin)...),
+		400, "failed_precondition", "secret_store_not_configured")
+	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"TENANT_SECRET_NAME_UNSPECIFIED","secret":"x"}`, bearer(admin)...),
+		400, "invalid_argument", "validation_failed")
 }

@@ -32,6 +32,9 @@ type Identity struct {
 	// BillingChanged, when set, brings the tenant's billing account up to
 	// date in the background (created, deleted; never waited on).
 	BillingChanged func(ctx context.Context, tenantID uuid.UUID)
+	// Sealer encrypts tenant secrets (nil: no secret store, and tenant
+	// secrets are refused).
+	Sealer Sealer
 }
 
 // publish tells the tenant's subscribers that a resource changed. It is

@@ -55,7 +55,7 @@ type Voice struct {
 	Tenant func(ctx context.Context, id uuid.UUID) (*store.Tenant, error)
 	// Models picks the language model a session names ("" or "scripted":
 	// the scripted model); an error means the model is not available.
-	Models func(name string) (llm.Model, error)
+	Models func(ctx context.Context, name string) (llm.Model, error)
 	// Quotas, when set, refuses new sessions past a monthly quota (per the
 	// tier's policy) and fires usage alerts.
 	Quotas *billing.Quotas
@@ -232,7 +232,10 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	}
 	prov := s.Providers
 	if s.Models != nil {
-		if prov.LLM, err = s.Models(callCfg.Model); err != nil {
+		if prov.LLM, err = s.Models(ctx, callCfg.Model); err != nil {
+			if ce := new(connect.Error); errors.As(err, &ce) {
+				return nil, err
+			}
 			return nil, invalidArgument(err.Error())
 		}
 	}

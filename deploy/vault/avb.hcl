@@ -29,3 +29,19 @@ path "auth/token/lookup-self" {
 path "pki/issue/avb-server" {
   capabilities = ["update"]
 }
+
+# Tenant secrets: encrypt, decrypt and rewrap with the derived Transit key
+# avb-tenant-secrets (AVB_VAULT_TRANSIT_KEY), and read its latest version.
+# Rotating the key is an operator's act, not avb's.
+path "transit/encrypt/avb-tenant-secrets" {
+  capabilities = ["update"]
+}
+path "transit/decrypt/avb-tenant-secrets" {
+  capabilities = ["update"]
+}
+path "transit/rewrap/avb-tenant-secrets" {
+  capabilities = ["update"]
+}
+path "transit/keys/avb-tenant-secrets" {
+  capabilities = ["read"]
+}

@@ -29,6 +29,8 @@ type VaultSetup struct {
 	DBRole string
 	// CA is the PEM of the PKI engine's CA (with CertTTL).
 	CA string
+	// TransitKey is avb's Transit key (with Transit).
+	TransitKey string
 	// Env is the AVB_VAULT_* settings of an avb using this setup.
 	Env map[string]string
 
@@ -49,6 +51,9 @@ type VaultOptions struct {
 	// CertTTL, when set, has a PKI role issue avb's TLS certificate for
 	// localhost and 127.0.0.1 with this lifetime.
 	CertTTL time.Duration
+	// Transit, when set, creates avb's derived Transit key for tenant
+	// secrets.
+	Transit bool
 }
 
 var vaultMounts sync.Once
@@ -79,6 +84,9 @@ func VaultAvb(t testing.TB, o VaultOptions) *VaultSetup {
 		must("list mounts", err)
 		if _, ok := mounts["database/"]; !ok {
 			must("enable database", admin.Sys().MountWithContext(ctx, "database", &vault.MountInput{Type: "database"}))
+		}
+		if _, ok := mounts["transit/"]; !ok {
+			must("enable transit", admin.Sys().MountWithContext(ctx, "transit", &vault.MountInput{Type: "transit"}))
 		}
 		if _, ok := mounts["pki/"]; !ok {
 			must("enable pki", admin.Sys().MountWithContext(ctx, "pki", &vault.MountInput{Type: "pki", Config: vault.MountConfigInput{MaxLeaseTTL: "87600h"}}))
@@ -118,6 +126,12 @@ func VaultAvb(t testing.TB, o VaultOptions) *VaultSetup {
 		must("read the CA", err)
 		s.CA = string(pem)
 		s.pkiRole = pkiRole
+	}
+	if o.Transit {
+		s.TransitKey = "avb-tenant-secrets-" + id
+		policy = strings.ReplaceAll(policy, "/avb-tenant-secrets\"", "/"+s.TransitKey+"\"")
+		_, err := admin.Logical().WriteWithContext(ctx, "transit/keys/"+s.TransitKey, map[string]any{"derived": true})
+		must("create the transit key", err)
 	}
 	must("write policy", admin.Sys().PutPolicyWithContext(ctx, "avb-"+id, policy))
 	if o.Secrets != nil {
@@ -176,6 +190,9 @@ func VaultAvb(t testing.TB, o VaultOptions) *VaultSetup {
 		"AVB_VAULT_SECRET_ID_FILE": file,
 		"AVB_VAULT_KV_PATH":        s.KVPath,
 		"AVB_VAULT_DATABASE_ROLE":  s.DBRole,
+	}
+	if s.TransitKey != "" {
+		s.Env["AVB_VAULT_TRANSIT_KEY"] = s.TransitKey
 	}
 	if s.pkiRole != "" {
 		s.Env["AVB_VAULT_PKI_ROLE"] = s.pkiRole

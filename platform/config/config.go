@@ -60,6 +60,10 @@ type Vault struct {
 	PKICommonName string        `env:"AVB_VAULT_PKI_COMMON_NAME" default:"" desc:"common name of the certificate; required with AVB_VAULT_PKI_ROLE"`
 	PKIAltNames   []string      `env:"AVB_VAULT_PKI_ALT_NAMES" default:"" desc:"comma-separated DNS names and IP addresses the certificate also names"`
 	PKITTL        time.Duration `env:"AVB_VAULT_PKI_TTL" default:"72h" min:"1s" desc:"lifetime asked for the certificate (the role's max_ttl caps it)"`
+	TransitMount  string        `env:"AVB_VAULT_TRANSIT_MOUNT" default:"transit" desc:"path of the Transit secrets engine"`
+	TransitKey    string        `env:"AVB_VAULT_TRANSIT_KEY" default:"" desc:"Transit key (created with derived=true) that encrypts tenant secrets, such as a tenant's own OpenAI key; empty: tenant secrets are refused (failed_precondition, secret_store_not_configured)"`
+	TransitCache  time.Duration `env:"AVB_VAULT_TRANSIT_CACHE_TTL" default:"5m" min:"0s" desc:"how long a decrypted tenant secret is kept in memory (0: decrypted at every use)"`
+	RewrapEvery   time.Duration `env:"AVB_VAULT_TRANSIT_REWRAP_EVERY" default:"10m" min:"1s" desc:"how often tenant secrets encrypted under an older version of the Transit key are rewrapped to the newest (after vault write -f transit/keys/<key>/rotate)"`
 	DatabaseRole  string        `env:"AVB_VAULT_DATABASE_ROLE" default:"" desc:"database secrets engine role whose leased credentials the server's pool uses instead of AVB_DATABASE_URL's user and password; empty: AVB_DATABASE_URL's"`
 }
 

@@ -109,6 +109,10 @@ const (
 	ErrorReason_ERROR_REASON_QUOTA_EXCEEDED ErrorReason = 78
 	// unauthenticated: a webhook without a valid signature, or a stale one.
 	ErrorReason_ERROR_REASON_INVALID_SIGNATURE ErrorReason = 79
+	// secret_store_not_configured: a tenant secret was given to a server
+	// without Vault Transit (AVB_VAULT_TRANSIT_KEY): it is never stored in
+	// plain text instead.
+	ErrorReason_ERROR_REASON_SECRET_STORE_NOT_CONFIGURED ErrorReason = 80
 )
 
 // Enum value maps for ErrorReason.
@@ -149,43 +153,45 @@ var (
 		77: "ERROR_REASON_SESSION_LOGGED_OUT",
 		78: "ERROR_REASON_QUOTA_EXCEEDED",
 		79: "ERROR_REASON_INVALID_SIGNATURE",
+		80: "ERROR_REASON_SECRET_STORE_NOT_CONFIGURED",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":            0,
-		"ERROR_REASON_VALIDATION_FAILED":      1,
-		"ERROR_REASON_INVALID_PAGE_TOKEN":     2,
-		"ERROR_REASON_REQUEST_TOO_LARGE":      3,
-		"ERROR_REASON_TENANT_REQUIRED":        10,
-		"ERROR_REASON_TENANT_NOT_FOUND":       11,
-		"ERROR_REASON_TENANT_SUSPENDED":       12,
-		"ERROR_REASON_TENANT_LIMIT_EXCEEDED":  13,
-		"ERROR_REASON_TENANT_MISMATCH":        14,
-		"ERROR_REASON_TENANT_PENDING":         15,
-		"ERROR_REASON_UNAUTHENTICATED":        20,
-		"ERROR_REASON_TOKEN_EXPIRED":          21,
-		"ERROR_REASON_INVALID_TOKEN":          22,
-		"ERROR_REASON_INVALID_API_KEY":        23,
-		"ERROR_REASON_API_KEY_EXPIRED":        24,
-		"ERROR_REASON_API_KEY_REVOKED":        25,
-		"ERROR_REASON_USER_INACTIVE":          26,
-		"ERROR_REASON_PERMISSION_DENIED":      30,
-		"ERROR_REASON_RATE_LIMITED":           40,
-		"ERROR_REASON_NOT_FOUND":              50,
-		"ERROR_REASON_ALREADY_EXISTS":         51,
-		"ERROR_REASON_CONFLICT":               52,
-		"ERROR_REASON_INTERNAL":               60,
-		"ERROR_REASON_DEPENDENCY_UNAVAILABLE": 61,
-		"ERROR_REASON_SERVER_SHUTTING_DOWN":   62,
-		"ERROR_REASON_AUDIO_TOO_FAST":         70,
-		"ERROR_REASON_AUDIO_FRAME_TOO_LARGE":  71,
-		"ERROR_REASON_CLIENT_TOO_SLOW":        72,
-		"ERROR_REASON_INVALID_AUDIO":          73,
-		"ERROR_REASON_CALL_LIMIT_EXCEEDED":    74,
-		"ERROR_REASON_PROVIDER_FAILED":        75,
-		"ERROR_REASON_SESSION_NOT_LIVE":       76,
-		"ERROR_REASON_SESSION_LOGGED_OUT":     77,
-		"ERROR_REASON_QUOTA_EXCEEDED":         78,
-		"ERROR_REASON_INVALID_SIGNATURE":      79,
+		"ERROR_REASON_UNSPECIFIED":                 0,
+		"ERROR_REASON_VALIDATION_FAILED":           1,
+		"ERROR_REASON_INVALID_PAGE_TOKEN":          2,
+		"ERROR_REASON_REQUEST_TOO_LARGE":           3,
+		"ERROR_REASON_TENANT_REQUIRED":             10,
+		"ERROR_REASON_TENANT_NOT_FOUND":            11,
+		"ERROR_REASON_TENANT_SUSPENDED":            12,
+		"ERROR_REASON_TENANT_LIMIT_EXCEEDED":       13,
+		"ERROR_REASON_TENANT_MISMATCH":             14,
+		"ERROR_REASON_TENANT_PENDING":              15,
+		"ERROR_REASON_UNAUTHENTICATED":             20,
+		"ERROR_REASON_TOKEN_EXPIRED":               21,
+		"ERROR_REASON_INVALID_TOKEN":               22,
+		"ERROR_REASON_INVALID_API_KEY":             23,
+		"ERROR_REASON_API_KEY_EXPIRED":             24,
+		"ERROR_REASON_API_KEY_REVOKED":             25,
+		"ERROR_REASON_USER_INACTIVE":               26,
+		"ERROR_REASON_PERMISSION_DENIED":           30,
+		"ERROR_REASON_RATE_LIMITED":                40,
+		"ERROR_REASON_NOT_FOUND":                   50,
+		"ERROR_REASON_ALREADY_EXISTS":              51,
+		"ERROR_REASON_CONFLICT":                    52,
+		"ERROR_REASON_INTERNAL":                    60,
+		"ERROR_REASON_DEPENDENCY_UNAVAILABLE":      61,
+		"ERROR_REASON_SERVER_SHUTTING_DOWN":        62,
+		"ERROR_REASON_AUDIO_TOO_FAST":              70,
+		"ERROR_REASON_AUDIO_FRAME_TOO_LARGE":       71,
+		"ERROR_REASON_CLIENT_TOO_SLOW":             72,
+		"ERROR_REASON_INVALID_AUDIO":               73,
+		"ERROR_REASON_CALL_LIMIT_EXCEEDED":         74,
+		"ERROR_REASON_PROVIDER_FAILED":             75,
+		"ERROR_REASON_SESSION_NOT_LIVE":            76,
+		"ERROR_REASON_SESSION_LOGGED_OUT":          77,
+		"ERROR_REASON_QUOTA_EXCEEDED":              78,
+		"ERROR_REASON_INVALID_SIGNATURE":           79,
+		"ERROR_REASON_SECRET_STORE_NOT_CONFIGURED": 80,
 	}
 )
 
@@ -353,7 +359,7 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\tafter_key\x18\x01 \x01(\tR\bafterKey\x12\x19\n" +
 	"\bafter_id\x18\x02 \x01(\tR\aafterId\x12\x1d\n" +
 	"\n" +
-	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xb9\t\n" +
+	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xe7\t\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eERROR_REASON_VALIDATION_FAILED\x10\x01\x12#\n" +
@@ -390,7 +396,8 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\x1dERROR_REASON_SESSION_NOT_LIVE\x10L\x12#\n" +
 	"\x1fERROR_REASON_SESSION_LOGGED_OUT\x10M\x12\x1f\n" +
 	"\x1bERROR_REASON_QUOTA_EXCEEDED\x10N\x12\"\n" +
-	"\x1eERROR_REASON_INVALID_SIGNATURE\x10O*\xb3\x01\n" +
+	"\x1eERROR_REASON_INVALID_SIGNATURE\x10O\x12,\n" +
+	"(ERROR_REASON_SECRET_STORE_NOT_CONFIGURED\x10P*\xb3\x01\n" +
 	"\rResourceOrder\x12\x1e\n" +
 	"\x1aRESOURCE_ORDER_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fRESOURCE_ORDER_CREATE_TIME_DESC\x10\x01\x12\"\n" +

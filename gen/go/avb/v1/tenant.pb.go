@@ -25,6 +25,60 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// TenantSecretName names a secret a tenant may bring.
+type TenantSecretName int32
+
+const (
+	TenantSecretName_TENANT_SECRET_NAME_UNSPECIFIED TenantSecretName = 0
+	// openai_api_key is used instead of the platform's key by the tenant's
+	// sessions with an OpenAI-compatible model ("openai").
+	TenantSecretName_TENANT_SECRET_NAME_OPENAI_API_KEY TenantSecretName = 1
+	// webhook_signing_secret signs the requests avb sends to the tenant's
+	// webhooks.
+	TenantSecretName_TENANT_SECRET_NAME_WEBHOOK_SIGNING_SECRET TenantSecretName = 2
+)
+
+// Enum value maps for TenantSecretName.
+var (
+	TenantSecretName_name = map[int32]string{
+		0: "TENANT_SECRET_NAME_UNSPECIFIED",
+		1: "TENANT_SECRET_NAME_OPENAI_API_KEY",
+		2: "TENANT_SECRET_NAME_WEBHOOK_SIGNING_SECRET",
+	}
+	TenantSecretName_value = map[string]int32{
+		"TENANT_SECRET_NAME_UNSPECIFIED":            0,
+		"TENANT_SECRET_NAME_OPENAI_API_KEY":         1,
+		"TENANT_SECRET_NAME_WEBHOOK_SIGNING_SECRET": 2,
+	}
+)
+
+func (x TenantSecretName) Enum() *TenantSecretName {
+	p := new(TenantSecretName)
+	*p = x
+	return p
+}
+
+func (x TenantSecretName) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TenantSecretName) Descriptor() protoreflect.EnumDescriptor {
+	return file_avb_v1_tenant_proto_enumTypes[0].Descriptor()
+}
+
+func (TenantSecretName) Type() protoreflect.EnumType {
+	return &file_avb_v1_tenant_proto_enumTypes[0]
+}
+
+func (x TenantSecretName) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TenantSecretName.Descriptor instead.
+func (TenantSecretName) EnumDescriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{0}
+}
+
 // TenantTier is a tenant's plan; it sets the default limits.
 type TenantTier int32
 
@@ -69,11 +123,11 @@ func (x TenantTier) String() string {
 }
 
 func (TenantTier) Descriptor() protoreflect.EnumDescriptor {
-	return file_avb_v1_tenant_proto_enumTypes[0].Descriptor()
+	return file_avb_v1_tenant_proto_enumTypes[1].Descriptor()
 }
 
 func (TenantTier) Type() protoreflect.EnumType {
-	return &file_avb_v1_tenant_proto_enumTypes[0]
+	return &file_avb_v1_tenant_proto_enumTypes[1]
 }
 
 func (x TenantTier) Number() protoreflect.EnumNumber {
@@ -82,7 +136,7 @@ func (x TenantTier) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TenantTier.Descriptor instead.
 func (TenantTier) EnumDescriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{0}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{1}
 }
 
 // TenantStatus is a tenant's lifecycle state.
@@ -129,11 +183,11 @@ func (x TenantStatus) String() string {
 }
 
 func (TenantStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_avb_v1_tenant_proto_enumTypes[1].Descriptor()
+	return file_avb_v1_tenant_proto_enumTypes[2].Descriptor()
 }
 
 func (TenantStatus) Type() protoreflect.EnumType {
-	return &file_avb_v1_tenant_proto_enumTypes[1]
+	return &file_avb_v1_tenant_proto_enumTypes[2]
 }
 
 func (x TenantStatus) Number() protoreflect.EnumNumber {
@@ -142,7 +196,332 @@ func (x TenantStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TenantStatus.Descriptor instead.
 func (TenantStatus) EnumDescriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{2}
+}
+
+// TenantSecret is what is known of a stored secret: never its value.
+type TenantSecret struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  TenantSecretName       `protobuf:"varint,1,opt,name=name,proto3,enum=avb.v1.TenantSecretName" json:"name,omitempty"`
+	// key_version is the version of the Transit key it is encrypted with
+	// (it rises when the key is rotated and the secret rewrapped).
+	KeyVersion    int32                  `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantSecret) Reset() {
+	*x = TenantSecret{}
+	mi := &file_avb_v1_tenant_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantSecret) ProtoMessage() {}
+
+func (x *TenantSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_tenant_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantSecret.ProtoReflect.Descriptor instead.
+func (*TenantSecret) Descriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TenantSecret) GetName() TenantSecretName {
+	if x != nil {
+		return x.Name
+	}
+	return TenantSecretName_TENANT_SECRET_NAME_UNSPECIFIED
+}
+
+func (x *TenantSecret) GetKeyVersion() int32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
+func (x *TenantSecret) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// SetTenantSecretRequest carries the secret.
+type SetTenantSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          TenantSecretName       `protobuf:"varint,1,opt,name=name,proto3,enum=avb.v1.TenantSecretName" json:"name,omitempty"`
+	Secret        string                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantSecretRequest) Reset() {
+	*x = SetTenantSecretRequest{}
+	mi := &file_avb_v1_tenant_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantSecretRequest) ProtoMessage() {}
+
+func (x *SetTenantSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_tenant_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantSecretRequest.ProtoReflect.Descriptor instead.
+func (*SetTenantSecretRequest) Descriptor() ([]byte, []int) {
 	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetTenantSecretRequest) GetName() TenantSecretName {
+	if x != nil {
+		return x.Name
+	}
+	return TenantSecretName_TENANT_SECRET_NAME_UNSPECIFIED
+}
+
+func (x *SetTenantSecretRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// SetTenantSecretResponse describes the stored secret.
+type SetTenantSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        *TenantSecret          `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantSecretResponse) Reset() {
+	*x = SetTenantSecretResponse{}
+	mi := &file_avb_v1_tenant_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantSecretResponse) ProtoMessage() {}
+
+func (x *SetTenantSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_tenant_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantSecretResponse.ProtoReflect.Descriptor instead.
+func (*SetTenantSecretResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SetTenantSecretResponse) GetSecret() *TenantSecret {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+// ListTenantSecretsRequest has no fields: the tenant is the caller's.
+type ListTenantSecretsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantSecretsRequest) Reset() {
+	*x = ListTenantSecretsRequest{}
+	mi := &file_avb_v1_tenant_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantSecretsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantSecretsRequest) ProtoMessage() {}
+
+func (x *ListTenantSecretsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_tenant_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantSecretsRequest.ProtoReflect.Descriptor instead.
+func (*ListTenantSecretsRequest) Descriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{3}
+}
+
+// ListTenantSecretsResponse lists the tenant's secrets.
+type ListTenantSecretsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secrets       []*TenantSecret        `protobuf:"bytes,1,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTenantSecretsResponse) Reset() {
+	*x = ListTenantSecretsResponse{}
+	mi := &file_avb_v1_tenant_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTenantSecretsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTenantSecretsResponse) ProtoMessage() {}
+
+func (x *ListTenantSecretsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_tenant_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTenantSecretsResponse.ProtoReflect.Descriptor instead.
+func (*ListTenantSecretsResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListTenantSecretsResponse) GetSecrets() []*TenantSecret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+// DeleteTenantSecretRequest names the secret.
+type DeleteTenantSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          TenantSecretName       `protobuf:"varint,1,opt,name=name,proto3,enum=avb.v1.TenantSecretName" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTenantSecretRequest) Reset() {
+	*x = DeleteTenantSecretRequest{}
+	mi := &file_avb_v1_tenant_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTenantSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTenantSecretRequest) ProtoMessage() {}
+
+func (x *DeleteTenantSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_tenant_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTenantSecretRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTenantSecretRequest) Descriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteTenantSecretRequest) GetName() TenantSecretName {
+	if x != nil {
+		return x.Name
+	}
+	return TenantSecretName_TENANT_SECRET_NAME_UNSPECIFIED
+}
+
+// DeleteTenantSecretResponse is empty.
+type DeleteTenantSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTenantSecretResponse) Reset() {
+	*x = DeleteTenantSecretResponse{}
+	mi := &file_avb_v1_tenant_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTenantSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTenantSecretResponse) ProtoMessage() {}
+
+func (x *DeleteTenantSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_tenant_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTenantSecretResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTenantSecretResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{6}
 }
 
 // TenantLimits caps what a tenant may create.
@@ -158,7 +537,7 @@ type TenantLimits struct {
 
 func (x *TenantLimits) Reset() {
 	*x = TenantLimits{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[0]
+	mi := &file_avb_v1_tenant_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +549,7 @@ func (x *TenantLimits) String() string {
 func (*TenantLimits) ProtoMessage() {}
 
 func (x *TenantLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[0]
+	mi := &file_avb_v1_tenant_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +562,7 @@ func (x *TenantLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
 func (*TenantLimits) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{0}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TenantLimits) GetMaxUsers() int32 {
@@ -227,7 +606,7 @@ type Branding struct {
 
 func (x *Branding) Reset() {
 	*x = Branding{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[1]
+	mi := &file_avb_v1_tenant_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +618,7 @@ func (x *Branding) String() string {
 func (*Branding) ProtoMessage() {}
 
 func (x *Branding) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[1]
+	mi := &file_avb_v1_tenant_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +631,7 @@ func (x *Branding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Branding.ProtoReflect.Descriptor instead.
 func (*Branding) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{1}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Branding) GetDisplayName() string {
@@ -293,7 +672,7 @@ type VoiceDefaults struct {
 
 func (x *VoiceDefaults) Reset() {
 	*x = VoiceDefaults{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[2]
+	mi := &file_avb_v1_tenant_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +684,7 @@ func (x *VoiceDefaults) String() string {
 func (*VoiceDefaults) ProtoMessage() {}
 
 func (x *VoiceDefaults) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[2]
+	mi := &file_avb_v1_tenant_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +697,7 @@ func (x *VoiceDefaults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoiceDefaults.ProtoReflect.Descriptor instead.
 func (*VoiceDefaults) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{2}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *VoiceDefaults) GetVoice() string {
@@ -369,7 +748,7 @@ type SecuritySettings struct {
 
 func (x *SecuritySettings) Reset() {
 	*x = SecuritySettings{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[3]
+	mi := &file_avb_v1_tenant_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +760,7 @@ func (x *SecuritySettings) String() string {
 func (*SecuritySettings) ProtoMessage() {}
 
 func (x *SecuritySettings) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[3]
+	mi := &file_avb_v1_tenant_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +773,7 @@ func (x *SecuritySettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecuritySettings.ProtoReflect.Descriptor instead.
 func (*SecuritySettings) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{3}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SecuritySettings) GetAllowedOrigins() []string {
@@ -437,7 +816,7 @@ type TenantSettings struct {
 
 func (x *TenantSettings) Reset() {
 	*x = TenantSettings{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[4]
+	mi := &file_avb_v1_tenant_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +828,7 @@ func (x *TenantSettings) String() string {
 func (*TenantSettings) ProtoMessage() {}
 
 func (x *TenantSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[4]
+	mi := &file_avb_v1_tenant_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +841,7 @@ func (x *TenantSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantSettings.ProtoReflect.Descriptor instead.
 func (*TenantSettings) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{4}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TenantSettings) GetBranding() *Branding {
@@ -507,7 +886,7 @@ type Tenant struct {
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[5]
+	mi := &file_avb_v1_tenant_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -519,7 +898,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[5]
+	mi := &file_avb_v1_tenant_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -532,7 +911,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{5}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Tenant) GetId() string {
@@ -614,7 +993,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[6]
+	mi := &file_avb_v1_tenant_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +1005,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[6]
+	mi := &file_avb_v1_tenant_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +1018,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{6}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{13}
 }
 
 // GetTenantResponse holds the tenant.
@@ -652,7 +1031,7 @@ type GetTenantResponse struct {
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[7]
+	mi := &file_avb_v1_tenant_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +1043,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[7]
+	mi := &file_avb_v1_tenant_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +1056,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{7}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -700,7 +1079,7 @@ type UpdateTenantSettingsRequest struct {
 
 func (x *UpdateTenantSettingsRequest) Reset() {
 	*x = UpdateTenantSettingsRequest{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[8]
+	mi := &file_avb_v1_tenant_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +1091,7 @@ func (x *UpdateTenantSettingsRequest) String() string {
 func (*UpdateTenantSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateTenantSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[8]
+	mi := &file_avb_v1_tenant_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +1104,7 @@ func (x *UpdateTenantSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTenantSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{8}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateTenantSettingsRequest) GetSettings() *TenantSettings {
@@ -752,7 +1131,7 @@ type UpdateTenantSettingsResponse struct {
 
 func (x *UpdateTenantSettingsResponse) Reset() {
 	*x = UpdateTenantSettingsResponse{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[9]
+	mi := &file_avb_v1_tenant_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +1143,7 @@ func (x *UpdateTenantSettingsResponse) String() string {
 func (*UpdateTenantSettingsResponse) ProtoMessage() {}
 
 func (x *UpdateTenantSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[9]
+	mi := &file_avb_v1_tenant_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +1156,7 @@ func (x *UpdateTenantSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantSettingsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTenantSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{9}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateTenantSettingsResponse) GetTenant() *Tenant {
@@ -791,7 +1170,27 @@ var File_avb_v1_tenant_proto protoreflect.FileDescriptor
 
 const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\n" +
-	"\x13avb/v1/tenant.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n" +
+	"\x13avb/v1/tenant.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n" +
+	"\fTenantSecret\x12,\n" +
+	"\x04name\x18\x01 \x01(\x0e2\x18.avb.v1.TenantSecretNameR\x04name\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\x05R\n" +
+	"keyVersion\x12;\n" +
+	"\vupdate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"v\n" +
+	"\x16SetTenantSecretRequest\x128\n" +
+	"\x04name\x18\x01 \x01(\x0e2\x18.avb.v1.TenantSecretNameB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04name\x12\"\n" +
+	"\x06secret\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\b\x18\x80 R\x06secret\"G\n" +
+	"\x17SetTenantSecretResponse\x12,\n" +
+	"\x06secret\x18\x01 \x01(\v2\x14.avb.v1.TenantSecretR\x06secret\"\x1a\n" +
+	"\x18ListTenantSecretsRequest\"K\n" +
+	"\x19ListTenantSecretsResponse\x12.\n" +
+	"\asecrets\x18\x01 \x03(\v2\x14.avb.v1.TenantSecretR\asecrets\"U\n" +
+	"\x19DeleteTenantSecretRequest\x128\n" +
+	"\x04name\x18\x01 \x01(\x0e2\x18.avb.v1.TenantSecretNameB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04name\"\x1c\n" +
+	"\x1aDeleteTenantSecretResponse\"\xc9\x01\n" +
 	"\fTenantLimits\x12$\n" +
 	"\tmax_users\x18\x01 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\bmaxUsers\x12*\n" +
 	"\fmax_projects\x18\x02 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\vmaxProjects\x12)\n" +
@@ -841,7 +1240,11 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"F\n" +
 	"\x1cUpdateTenantSettingsResponse\x12&\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x0e.avb.v1.TenantR\x06tenant*\x89\x01\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x0e.avb.v1.TenantR\x06tenant*\x8c\x01\n" +
+	"\x10TenantSecretName\x12\"\n" +
+	"\x1eTENANT_SECRET_NAME_UNSPECIFIED\x10\x00\x12%\n" +
+	"!TENANT_SECRET_NAME_OPENAI_API_KEY\x10\x01\x12-\n" +
+	")TENANT_SECRET_NAME_WEBHOOK_SIGNING_SECRET\x10\x02*\x89\x01\n" +
 	"\n" +
 	"TenantTier\x12\x1b\n" +
 	"\x17TENANT_TIER_UNSPECIFIED\x10\x00\x12\x14\n" +
@@ -854,14 +1257,22 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\x14TENANT_STATUS_ACTIVE\x10\x01\x12\x1b\n" +
 	"\x17TENANT_STATUS_SUSPENDED\x10\x02\x12\x19\n" +
 	"\x15TENANT_STATUS_PENDING\x10\x03\x12\x19\n" +
-	"\x15TENANT_STATUS_DELETED\x10\x042\xae\x02\n" +
+	"\x15TENANT_STATUS_DELETED\x10\x042\xa6\x06\n" +
 	"\rTenantService\x12o\n" +
 	"\tGetTenant\x12\x18.avb.v1.GetTenantRequest\x1a\x19.avb.v1.GetTenantResponse\"-\xc2\xf3\x18\x10\x1a\x0e\n" +
 	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v2/tenant\x90\x02\x01\x12\xab\x01\n" +
 	"\x14UpdateTenantSettings\x12#.avb.v1.UpdateTenantSettingsRequest\x1a$.avb.v1.UpdateTenantSettingsResponse\"H\xc2\xf3\x18\x12\x1a\x10\n" +
 	"\x06tenant\x12\x06manage\xd2\xf3\x18\f\n" +
 	"\n" +
-	"\b\b\x12\x06tenant\x82\xd3\xe4\x93\x02\x1c:\x01*2\x17/api/v2/tenant/settingsB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\b\b\x12\x06tenant\x82\xd3\xe4\x93\x02\x1c:\x01*2\x17/api/v2/tenant/settings\x12\xac\x01\n" +
+	"\x0fSetTenantSecret\x12\x1e.avb.v1.SetTenantSecretRequest\x1a\x1f.avb.v1.SetTenantSecretResponse\"X\xc2\xf3\x18\x12\x1a\x10\n" +
+	"\x06tenant\x12\x06manage\xd2\xf3\x18\x13\n" +
+	"\x11\b\b\x12\rtenant_secret\x82\xd3\xe4\x93\x02\":\x01*\x1a\x1d/api/v2/tenant/secrets/{name}\x90\x02\x02\x12\x91\x01\n" +
+	"\x11ListTenantSecrets\x12 .avb.v1.ListTenantSecretsRequest\x1a!.avb.v1.ListTenantSecretsResponse\"7\xc2\xf3\x18\x12\x1a\x10\n" +
+	"\x06tenant\x12\x06manage\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v2/tenant/secrets\x90\x02\x01\x12\xb2\x01\n" +
+	"\x12DeleteTenantSecret\x12!.avb.v1.DeleteTenantSecretRequest\x1a\".avb.v1.DeleteTenantSecretResponse\"U\xc2\xf3\x18\x12\x1a\x10\n" +
+	"\x06tenant\x12\x06manage\xd2\xf3\x18\x13\n" +
+	"\x11\b\b\x12\rtenant_secret\x82\xd3\xe4\x93\x02\x1f*\x1d/api/v2/tenant/secrets/{name}\x90\x02\x02B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_tenant_proto_rawDescOnce sync.Once
@@ -875,47 +1286,67 @@ func file_avb_v1_tenant_proto_rawDescGZIP() []byte {
 	return file_avb_v1_tenant_proto_rawDescData
 }
 
-var file_avb_v1_tenant_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_avb_v1_tenant_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_avb_v1_tenant_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_avb_v1_tenant_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_avb_v1_tenant_proto_goTypes = []any{
-	(TenantTier)(0),                      // 0: avb.v1.TenantTier
-	(TenantStatus)(0),                    // 1: avb.v1.TenantStatus
-	(*TenantLimits)(nil),                 // 2: avb.v1.TenantLimits
-	(*Branding)(nil),                     // 3: avb.v1.Branding
-	(*VoiceDefaults)(nil),                // 4: avb.v1.VoiceDefaults
-	(*SecuritySettings)(nil),             // 5: avb.v1.SecuritySettings
-	(*TenantSettings)(nil),               // 6: avb.v1.TenantSettings
-	(*Tenant)(nil),                       // 7: avb.v1.Tenant
-	(*GetTenantRequest)(nil),             // 8: avb.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),            // 9: avb.v1.GetTenantResponse
-	(*UpdateTenantSettingsRequest)(nil),  // 10: avb.v1.UpdateTenantSettingsRequest
-	(*UpdateTenantSettingsResponse)(nil), // 11: avb.v1.UpdateTenantSettingsResponse
-	(*timestamppb.Timestamp)(nil),        // 12: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 13: google.protobuf.FieldMask
+	(TenantSecretName)(0),                // 0: avb.v1.TenantSecretName
+	(TenantTier)(0),                      // 1: avb.v1.TenantTier
+	(TenantStatus)(0),                    // 2: avb.v1.TenantStatus
+	(*TenantSecret)(nil),                 // 3: avb.v1.TenantSecret
+	(*SetTenantSecretRequest)(nil),       // 4: avb.v1.SetTenantSecretRequest
+	(*SetTenantSecretResponse)(nil),      // 5: avb.v1.SetTenantSecretResponse
+	(*ListTenantSecretsRequest)(nil),     // 6: avb.v1.ListTenantSecretsRequest
+	(*ListTenantSecretsResponse)(nil),    // 7: avb.v1.ListTenantSecretsResponse
+	(*DeleteTenantSecretRequest)(nil),    // 8: avb.v1.DeleteTenantSecretRequest
+	(*DeleteTenantSecretResponse)(nil),   // 9: avb.v1.DeleteTenantSecretResponse
+	(*TenantLimits)(nil),                 // 10: avb.v1.TenantLimits
+	(*Branding)(nil),                     // 11: avb.v1.Branding
+	(*VoiceDefaults)(nil),                // 12: avb.v1.VoiceDefaults
+	(*SecuritySettings)(nil),             // 13: avb.v1.SecuritySettings
+	(*TenantSettings)(nil),               // 14: avb.v1.TenantSettings
+	(*Tenant)(nil),                       // 15: avb.v1.Tenant
+	(*GetTenantRequest)(nil),             // 16: avb.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),            // 17: avb.v1.GetTenantResponse
+	(*UpdateTenantSettingsRequest)(nil),  // 18: avb.v1.UpdateTenantSettingsRequest
+	(*UpdateTenantSettingsResponse)(nil), // 19: avb.v1.UpdateTenantSettingsResponse
+	(*timestamppb.Timestamp)(nil),        // 20: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 21: google.protobuf.FieldMask
 }
 var file_avb_v1_tenant_proto_depIdxs = []int32{
-	3,  // 0: avb.v1.TenantSettings.branding:type_name -> avb.v1.Branding
-	4,  // 1: avb.v1.TenantSettings.voice_defaults:type_name -> avb.v1.VoiceDefaults
-	5,  // 2: avb.v1.TenantSettings.security:type_name -> avb.v1.SecuritySettings
-	0,  // 3: avb.v1.Tenant.tier:type_name -> avb.v1.TenantTier
-	1,  // 4: avb.v1.Tenant.status:type_name -> avb.v1.TenantStatus
-	6,  // 5: avb.v1.Tenant.settings:type_name -> avb.v1.TenantSettings
-	2,  // 6: avb.v1.Tenant.limits:type_name -> avb.v1.TenantLimits
-	12, // 7: avb.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	12, // 8: avb.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	7,  // 9: avb.v1.GetTenantResponse.tenant:type_name -> avb.v1.Tenant
-	6,  // 10: avb.v1.UpdateTenantSettingsRequest.settings:type_name -> avb.v1.TenantSettings
-	13, // 11: avb.v1.UpdateTenantSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
-	7,  // 12: avb.v1.UpdateTenantSettingsResponse.tenant:type_name -> avb.v1.Tenant
-	8,  // 13: avb.v1.TenantService.GetTenant:input_type -> avb.v1.GetTenantRequest
-	10, // 14: avb.v1.TenantService.UpdateTenantSettings:input_type -> avb.v1.UpdateTenantSettingsRequest
-	9,  // 15: avb.v1.TenantService.GetTenant:output_type -> avb.v1.GetTenantResponse
-	11, // 16: avb.v1.TenantService.UpdateTenantSettings:output_type -> avb.v1.UpdateTenantSettingsResponse
-	15, // [15:17] is the sub-list for method output_type
-	13, // [13:15] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	0,  // 0: avb.v1.TenantSecret.name:type_name -> avb.v1.TenantSecretName
+	20, // 1: avb.v1.TenantSecret.update_time:type_name -> google.protobuf.Timestamp
+	0,  // 2: avb.v1.SetTenantSecretRequest.name:type_name -> avb.v1.TenantSecretName
+	3,  // 3: avb.v1.SetTenantSecretResponse.secret:type_name -> avb.v1.TenantSecret
+	3,  // 4: avb.v1.ListTenantSecretsResponse.secrets:type_name -> avb.v1.TenantSecret
+	0,  // 5: avb.v1.DeleteTenantSecretRequest.name:type_name -> avb.v1.TenantSecretName
+	11, // 6: avb.v1.TenantSettings.branding:type_name -> avb.v1.Branding
+	12, // 7: avb.v1.TenantSettings.voice_defaults:type_name -> avb.v1.VoiceDefaults
+	13, // 8: avb.v1.TenantSettings.security:type_name -> avb.v1.SecuritySettings
+	1,  // 9: avb.v1.Tenant.tier:type_name -> avb.v1.TenantTier
+	2,  // 10: avb.v1.Tenant.status:type_name -> avb.v1.TenantStatus
+	14, // 11: avb.v1.Tenant.settings:type_name -> avb.v1.TenantSettings
+	10, // 12: avb.v1.Tenant.limits:type_name -> avb.v1.TenantLimits
+	20, // 13: avb.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	20, // 14: avb.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	15, // 15: avb.v1.GetTenantResponse.tenant:type_name -> avb.v1.Tenant
+	14, // 16: avb.v1.UpdateTenantSettingsRequest.settings:type_name -> avb.v1.TenantSettings
+	21, // 17: avb.v1.UpdateTenantSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
+	15, // 18: avb.v1.UpdateTenantSettingsResponse.tenant:type_name -> avb.v1.Tenant
+	16, // 19: avb.v1.TenantService.GetTenant:input_type -> avb.v1.GetTenantRequest
+	18, // 20: avb.v1.TenantService.UpdateTenantSettings:input_type -> avb.v1.UpdateTenantSettingsRequest
+	4,  // 21: avb.v1.TenantService.SetTenantSecret:input_type -> avb.v1.SetTenantSecretRequest
+	6,  // 22: avb.v1.TenantService.ListTenantSecrets:input_type -> avb.v1.ListTenantSecretsRequest
+	8,  // 23: avb.v1.TenantService.DeleteTenantSecret:input_type -> avb.v1.DeleteTenantSecretRequest
+	17, // 24: avb.v1.TenantService.GetTenant:output_type -> avb.v1.GetTenantResponse
+	19, // 25: avb.v1.TenantService.UpdateTenantSettings:output_type -> avb.v1.UpdateTenantSettingsResponse
+	5,  // 26: avb.v1.TenantService.SetTenantSecret:output_type -> avb.v1.SetTenantSecretResponse
+	7,  // 27: avb.v1.TenantService.ListTenantSecrets:output_type -> avb.v1.ListTenantSecretsResponse
+	9,  // 28: avb.v1.TenantService.DeleteTenantSecret:output_type -> avb.v1.DeleteTenantSecretResponse
+	24, // [24:29] is the sub-list for method output_type
+	19, // [19:24] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_tenant_proto_init() }
@@ -929,8 +1360,8 @@ func file_avb_v1_tenant_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_tenant_proto_rawDesc), len(file_avb_v1_tenant_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   10,
+			NumEnums:      3,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

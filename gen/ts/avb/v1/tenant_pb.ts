@@ -15,7 +15,150 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/tenant.proto.
  */
 export const file_avb_v1_tenant: GenFile = /*@__PURE__*/
-  fileDesc("ChNhdmIvdjEvdGVuYW50LnByb3RvEgZhdmIudjEikQEKDFRlbmFudExpbWl0cxIaCgltYXhfdXNlcnMYASABKAVCB7pIBBoCKAASHQoMbWF4X3Byb2plY3RzGAIgASgFQge6SAQaAigAEh0KDG1heF9hcGlfa2V5cxgDIAEoBUIHukgEGgIoABInChZtYXhfc2Vzc2lvbnNfcGVyX21vbnRoGAQgASgFQge6SAQaAigAIoABCghCcmFuZGluZxIeCgxkaXNwbGF5X25hbWUYASABKAlCCLpIBXIDGMgBEiAKCGxvZ29fdXJsGAIgASgJQg66SAvYAQFyBhiAEIgBARIyCg1wcmltYXJ5X2NvbG9yGAMgASgJQhu6SBhyFjIUXigjWzAtOWEtZkEtRl17Nn0pPyQiewoNVm9pY2VEZWZhdWx0cxIWCgV2b2ljZRgBIAEoCUIHukgEcgIYZBIWCgVtb2RlbBgCIAEoCUIHukgEcgIYZBIZCghsYW5ndWFnZRgDIAEoCUIHukgEcgIYIxIfCgxpbnN0cnVjdGlvbnMYBCABKAlCCbpIBnIEGKCcASKwAQoQU2VjdXJpdHlTZXR0aW5ncxIoCg9hbGxvd2VkX29yaWdpbnMYASADKAlCD7pIDJIBCRAyIgVyAxisAhIoChRhcGlfa2V5X21heF90dGxfZGF5cxgCIAEoBUIKukgHGgUYwhwoABIeChZyZXF1aXJlX2FwaV9rZXlfZXhwaXJ5GAMgASgIEigKFGF1ZGl0X3JldGVudGlvbl9kYXlzGAQgASgFQgq6SAcaBRjCHCgAIo8BCg5UZW5hbnRTZXR0aW5ncxIiCghicmFuZGluZxgBIAEoCzIQLmF2Yi52MS5CcmFuZGluZxItCg52b2ljZV9kZWZhdWx0cxgCIAEoCzIVLmF2Yi52MS5Wb2ljZURlZmF1bHRzEioKCHNlY3VyaXR5GAMgASgLMhguYXZiLnYxLlNlY3VyaXR5U2V0dGluZ3MivgIKBlRlbmFudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHNsdWcYAyABKAkSIAoEdGllchgEIAEoDjISLmF2Yi52MS5UZW5hbnRUaWVyEiQKBnN0YXR1cxgFIAEoDjIULmF2Yi52MS5UZW5hbnRTdGF0dXMSEgoKYmlsbGluZ19pZBgGIAEoCRIoCghzZXR0aW5ncxgHIAEoCzIWLmF2Yi52MS5UZW5hbnRTZXR0aW5ncxIkCgZsaW1pdHMYCCABKAsyFC5hdmIudjEuVGVuYW50TGltaXRzEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiEgoQR2V0VGVuYW50UmVxdWVzdCIzChFHZXRUZW5hbnRSZXNwb25zZRIeCgZ0ZW5hbnQYASABKAsyDi5hdmIudjEuVGVuYW50IoABChtVcGRhdGVUZW5hbnRTZXR0aW5nc1JlcXVlc3QSMAoIc2V0dGluZ3MYASABKAsyFi5hdmIudjEuVGVuYW50U2V0dGluZ3NCBrpIA8gBARIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPgocVXBkYXRlVGVuYW50U2V0dGluZ3NSZXNwb25zZRIeCgZ0ZW5hbnQYASABKAsyDi5hdmIudjEuVGVuYW50KokBCgpUZW5hbnRUaWVyEhsKF1RFTkFOVF9USUVSX1VOU1BFQ0lGSUVEEAASFAoQVEVOQU5UX1RJRVJfRlJFRRABEhcKE1RFTkFOVF9USUVSX1NUQVJURVIQAhITCg9URU5BTlRfVElFUl9QUk8QAxIaChZURU5BTlRfVElFUl9FTlRFUlBSSVNFEAQqmgEKDFRlbmFudFN0YXR1cxIdChlURU5BTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUVEVOQU5UX1NUQVRVU19BQ1RJVkUQARIbChdURU5BTlRfU1RBVFVTX1NVU1BFTkRFRBACEhkKFVRFTkFOVF9TVEFUVVNfUEVORElORxADEhkKFVRFTkFOVF9TVEFUVVNfREVMRVRFRBAEMq4CCg1UZW5hbnRTZXJ2aWNlEm8KCUdldFRlbmFudBIYLmF2Yi52MS5HZXRUZW5hbnRSZXF1ZXN0GhkuYXZiLnYxLkdldFRlbmFudFJlc3BvbnNlIi2QAgHC8xgQGg4KBnRlbmFudBIEdmlld4LT5JMCEBIOL2FwaS92Mi90ZW5hbnQSqwEKFFVwZGF0ZVRlbmFudFNldHRpbmdzEiMuYXZiLnYxLlVwZGF0ZVRlbmFudFNldHRpbmdzUmVxdWVzdBokLmF2Yi52MS5VcGRhdGVUZW5hbnRTZXR0aW5nc1Jlc3BvbnNlIkjC8xgSGhAKBnRlbmFudBIGbWFuYWdl0vMYDAoKCAgSBnRlbmFudILT5JMCHDoBKjIXL2FwaS92Mi90ZW5hbnQvc2V0dGluZ3NCMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_avb_v1_options, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChNhdmIvdjEvdGVuYW50LnByb3RvEgZhdmIudjEifAoMVGVuYW50U2VjcmV0EiYKBG5hbWUYASABKA4yGC5hdmIudjEuVGVuYW50U2VjcmV0TmFtZRITCgtrZXlfdmVyc2lvbhgCIAEoBRIvCgt1cGRhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiaAoWU2V0VGVuYW50U2VjcmV0UmVxdWVzdBIyCgRuYW1lGAEgASgOMhguYXZiLnYxLlRlbmFudFNlY3JldE5hbWVCCrpIB4IBBBABIAASGgoGc2VjcmV0GAIgASgJQgq6SAdyBRAIGIAgIj8KF1NldFRlbmFudFNlY3JldFJlc3BvbnNlEiQKBnNlY3JldBgBIAEoCzIULmF2Yi52MS5UZW5hbnRTZWNyZXQiGgoYTGlzdFRlbmFudFNlY3JldHNSZXF1ZXN0IkIKGUxpc3RUZW5hbnRTZWNyZXRzUmVzcG9uc2USJQoHc2VjcmV0cxgBIAMoCzIULmF2Yi52MS5UZW5hbnRTZWNyZXQiTwoZRGVsZXRlVGVuYW50U2VjcmV0UmVxdWVzdBIyCgRuYW1lGAEgASgOMhguYXZiLnYxLlRlbmFudFNlY3JldE5hbWVCCrpIB4IBBBABIAAiHAoaRGVsZXRlVGVuYW50U2VjcmV0UmVzcG9uc2UikQEKDFRlbmFudExpbWl0cxIaCgltYXhfdXNlcnMYASABKAVCB7pIBBoCKAASHQoMbWF4X3Byb2plY3RzGAIgASgFQge6SAQaAigAEh0KDG1heF9hcGlfa2V5cxgDIAEoBUIHukgEGgIoABInChZtYXhfc2Vzc2lvbnNfcGVyX21vbnRoGAQgASgFQge6SAQaAigAIoABCghCcmFuZGluZxIeCgxkaXNwbGF5X25hbWUYASABKAlCCLpIBXIDGMgBEiAKCGxvZ29fdXJsGAIgASgJQg66SAvYAQFyBhiAEIgBARIyCg1wcmltYXJ5X2NvbG9yGAMgASgJQhu6SBhyFjIUXigjWzAtOWEtZkEtRl17Nn0pPyQiewoNVm9pY2VEZWZhdWx0cxIWCgV2b2ljZRgBIAEoCUIHukgEcgIYZBIWCgVtb2RlbBgCIAEoCUIHukgEcgIYZBIZCghsYW5ndWFnZRgDIAEoCUIHukgEcgIYIxIfCgxpbnN0cnVjdGlvbnMYBCABKAlCCbpIBnIEGKCcASKwAQoQU2VjdXJpdHlTZXR0aW5ncxIoCg9hbGxvd2VkX29yaWdpbnMYASADKAlCD7pIDJIBCRAyIgVyAxisAhIoChRhcGlfa2V5X21heF90dGxfZGF5cxgCIAEoBUIKukgHGgUYwhwoABIeChZyZXF1aXJlX2FwaV9rZXlfZXhwaXJ5GAMgASgIEigKFGF1ZGl0X3JldGVudGlvbl9kYXlzGAQgASgFQgq6SAcaBRjCHCgAIo8BCg5UZW5hbnRTZXR0aW5ncxIiCghicmFuZGluZxgBIAEoCzIQLmF2Yi52MS5CcmFuZGluZxItCg52b2ljZV9kZWZhdWx0cxgCIAEoCzIVLmF2Yi52MS5Wb2ljZURlZmF1bHRzEioKCHNlY3VyaXR5GAMgASgLMhguYXZiLnYxLlNlY3VyaXR5U2V0dGluZ3MivgIKBlRlbmFudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHNsdWcYAyABKAkSIAoEdGllchgEIAEoDjISLmF2Yi52MS5UZW5hbnRUaWVyEiQKBnN0YXR1cxgFIAEoDjIULmF2Yi52MS5UZW5hbnRTdGF0dXMSEgoKYmlsbGluZ19pZBgGIAEoCRIoCghzZXR0aW5ncxgHIAEoCzIWLmF2Yi52MS5UZW5hbnRTZXR0aW5ncxIkCgZsaW1pdHMYCCABKAsyFC5hdmIudjEuVGVuYW50TGltaXRzEi8KC2NyZWF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiEgoQR2V0VGVuYW50UmVxdWVzdCIzChFHZXRUZW5hbnRSZXNwb25zZRIeCgZ0ZW5hbnQYASABKAsyDi5hdmIudjEuVGVuYW50IoABChtVcGRhdGVUZW5hbnRTZXR0aW5nc1JlcXVlc3QSMAoIc2V0dGluZ3MYASABKAsyFi5hdmIudjEuVGVuYW50U2V0dGluZ3NCBrpIA8gBARIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siPgocVXBkYXRlVGVuYW50U2V0dGluZ3NSZXNwb25zZRIeCgZ0ZW5hbnQYASABKAsyDi5hdmIudjEuVGVuYW50KowBChBUZW5hbnRTZWNyZXROYW1lEiIKHlRFTkFOVF9TRUNSRVRfTkFNRV9VTlNQRUNJRklFRBAAEiUKIVRFTkFOVF9TRUNSRVRfTkFNRV9PUEVOQUlfQVBJX0tFWRABEi0KKVRFTkFOVF9TRUNSRVRfTkFNRV9XRUJIT09LX1NJR05JTkdfU0VDUkVUEAIqiQEKClRlbmFudFRpZXISGwoXVEVOQU5UX1RJRVJfVU5TUEVDSUZJRUQQABIUChBURU5BTlRfVElFUl9GUkVFEAESFwoTVEVOQU5UX1RJRVJfU1RBUlRFUhACEhMKD1RFTkFOVF9USUVSX1BSTxADEhoKFlRFTkFOVF9USUVSX0VOVEVSUFJJU0UQBCqaAQoMVGVuYW50U3RhdHVzEh0KGVRFTkFOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRURU5BTlRfU1RBVFVTX0FDVElWRRABEhsKF1RFTkFOVF9TVEFUVVNfU1VTUEVOREVEEAISGQoVVEVOQU5UX1NUQVRVU19QRU5ESU5HEAMSGQoVVEVOQU5UX1NUQVRVU19ERUxFVEVEEAQypgYKDVRlbmFudFNlcnZpY2USbwoJR2V0VGVuYW50EhguYXZiLnYxLkdldFRlbmFudFJlcXVlc3QaGS5hdmIudjEuR2V0VGVuYW50UmVzcG9uc2UiLZACAcLzGBAaDgoGdGVuYW50EgR2aWV3gtPkkwIQEg4vYXBpL3YyL3RlbmFudBKrAQoUVXBkYXRlVGVuYW50U2V0dGluZ3MSIy5hdmIudjEuVXBkYXRlVGVuYW50U2V0dGluZ3NSZXF1ZXN0GiQuYXZiLnYxLlVwZGF0ZVRlbmFudFNldHRpbmdzUmVzcG9uc2UiSMLzGBIaEAoGdGVuYW50EgZtYW5hZ2XS8xgMCgoICBIGdGVuYW50gtPkkwIcOgEqMhcvYXBpL3YyL3RlbmFudC9zZXR0aW5ncxKsAQoPU2V0VGVuYW50U2VjcmV0Eh4uYXZiLnYxLlNldFRlbmFudFNlY3JldFJlcXVlc3QaHy5hdmIudjEuU2V0VGVuYW50U2VjcmV0UmVzcG9uc2UiWJACAsLzGBIaEAoGdGVuYW50EgZtYW5hZ2XS8xgTChEICBINdGVuYW50X3NlY3JldILT5JMCIjoBKhodL2FwaS92Mi90ZW5hbnQvc2VjcmV0cy97bmFtZX0SkQEKEUxpc3RUZW5hbnRTZWNyZXRzEiAuYXZiLnYxLkxpc3RUZW5hbnRTZWNyZXRzUmVxdWVzdBohLmF2Yi52MS5MaXN0VGVuYW50U2VjcmV0c1Jlc3BvbnNlIjeQAgHC8xgSGhAKBnRlbmFudBIGbWFuYWdlgtPkkwIYEhYvYXBpL3YyL3RlbmFudC9zZWNyZXRzErIBChJEZWxldGVUZW5hbnRTZWNyZXQSIS5hdmIudjEuRGVsZXRlVGVuYW50U2VjcmV0UmVxdWVzdBoiLmF2Yi52MS5EZWxldGVUZW5hbnRTZWNyZXRSZXNwb25zZSJVkAICwvMYEhoQCgZ0ZW5hbnQSBm1hbmFnZdLzGBMKEQgIEg10ZW5hbnRfc2VjcmV0gtPkkwIfKh0vYXBpL3YyL3RlbmFudC9zZWNyZXRzL3tuYW1lfUIyWjBnaXRodWIuY29tL2FnZW50dm9pY2Vib3gvYXZiL2dlbi9nby9hdmIvdjE7YXZidjFiBnByb3RvMw", [file_avb_v1_options, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+
+/**
+ * TenantSecret is what is known of a stored secret: never its value.
+ *
+ * @generated from message avb.v1.TenantSecret
+ */
+export type TenantSecret = Message<"avb.v1.TenantSecret"> & {
+  /**
+   * @generated from field: avb.v1.TenantSecretName name = 1;
+   */
+  name: TenantSecretName;
+
+  /**
+   * key_version is the version of the Transit key it is encrypted with
+   * (it rises when the key is rotated and the secret rewrapped).
+   *
+   * @generated from field: int32 key_version = 2;
+   */
+  keyVersion: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp update_time = 3;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message avb.v1.TenantSecret.
+ * Use `create(TenantSecretSchema)` to create a new message.
+ */
+export const TenantSecretSchema: GenMessage<TenantSecret> = /*@__PURE__*/
+  messageDesc(file_avb_v1_tenant, 0);
+
+/**
+ * SetTenantSecretRequest carries the secret.
+ *
+ * @generated from message avb.v1.SetTenantSecretRequest
+ */
+export type SetTenantSecretRequest = Message<"avb.v1.SetTenantSecretRequest"> & {
+  /**
+   * @generated from field: avb.v1.TenantSecretName name = 1;
+   */
+  name: TenantSecretName;
+
+  /**
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message avb.v1.SetTenantSecretRequest.
+ * Use `create(SetTenantSecretRequestSchema)` to create a new message.
+ */
+export const SetTenantSecretRequestSchema: GenMessage<SetTenantSecretRequest> = /*@__PURE__*/
+  messageDesc(file_avb_v1_tenant, 1);
+
+/**
+ * SetTenantSecretResponse describes the stored secret.
+ *
+ * @generated from message avb.v1.SetTenantSecretResponse
+ */
+export type SetTenantSecretResponse = Message<"avb.v1.SetTenantSecretResponse"> & {
+  /**
+   * @generated from field: avb.v1.TenantSecret secret = 1;
+   */
+  secret?: TenantSecret | undefined;
+};
+
+/**
+ * Describes the message avb.v1.SetTenantSecretResponse.
+ * Use `create(SetTenantSecretResponseSchema)` to create a new message.
+ */
+export const SetTenantSecretResponseSchema: GenMessage<SetTenantSecretResponse> = /*@__PURE__*/
+  messageDesc(file_avb_v1_tenant, 2);
+
+/**
+ * ListTenantSecretsRequest has no fields: the tenant is the caller's.
+ *
+ * @generated from message avb.v1.ListTenantSecretsRequest
+ */
+export type ListTenantSecretsRequest = Message<"avb.v1.ListTenantSecretsRequest"> & {
+};
+
+/**
+ * Describes the message avb.v1.ListTenantSecretsRequest.
+ * Use `create(ListTenantSecretsRequestSchema)` to create a new message.
+ */
+export const ListTenantSecretsRequestSchema: GenMessage<ListTenantSecretsRequest> = /*@__PURE__*/
+  messageDesc(file_avb_v1_tenant, 3);
+
+/**
+ * ListTenantSecretsResponse lists the tenant's secrets.
+ *
+ * @generated from message avb.v1.ListTenantSecretsResponse
+ */
+export type ListTenantSecretsResponse = Message<"avb.v1.ListTenantSecretsResponse"> & {
+  /**
+   * @generated from field: repeated avb.v1.TenantSecret secrets = 1;
+   */
+  secrets: TenantSecret[];
+};
+
+/**
+ * Describes the message avb.v1.ListTenantSecretsResponse.
+ * Use `create(ListTenantSecretsResponseSchema)` to create a new message.
+ */
+export const ListTenantSecretsResponseSchema: GenMessage<ListTenantSecretsResponse> = /*@__PURE__*/
+  messageDesc(file_avb_v1_tenant, 4);
+
+/**
+ * DeleteTenantSecretRequest names the secret.
+ *
+ * @generated from message avb.v1.DeleteTenantSecretRequest
+ */
+export type DeleteTenantSecretRequest = Message<"avb.v1.DeleteTenantSecretRequest"> & {
+  /**
+   * @generated from field: avb.v1.TenantSecretName name = 1;
+   */
+  name: TenantSecretName;
+};
+
+/**
+ * Describes the message avb.v1.DeleteTenantSecretRequest.
+ * Use `create(DeleteTenantSecretRequestSchema)` to create a new message.
+ */
+export const DeleteTenantSecretRequestSchema: GenMessage<DeleteTenantSecretRequest> = /*@__PURE__*/
+  messageDesc(file_avb_v1_tenant, 5);
+
+/**
+ * DeleteTenantSecretResponse is empty.
+ *
+ * @generated from message avb.v1.DeleteTenantSecretResponse
+ */
+export type DeleteTenantSecretResponse = Message<"avb.v1.DeleteTenantSecretResponse"> & {
+};
+
+/**
+ * Describes the message avb.v1.DeleteTenantSecretResponse.
+ * Use `create(DeleteTenantSecretResponseSchema)` to create a new message.
+ */
+export const DeleteTenantSecretResponseSchema: GenMessage<DeleteTenantSecretResponse> = /*@__PURE__*/
+  messageDesc(file_avb_v1_tenant, 6);
 
 /**
  * TenantLimits caps what a tenant may create.
@@ -49,7 +192,7 @@ export type TenantLimits = Message<"avb.v1.TenantLimits"> & {
  * Use `create(TenantLimitsSchema)` to create a new message.
  */
 export const TenantLimitsSchema: GenMessage<TenantLimits> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 0);
+  messageDesc(file_avb_v1_tenant, 7);
 
 /**
  * Branding is how a tenant's console and widgets look.
@@ -80,7 +223,7 @@ export type Branding = Message<"avb.v1.Branding"> & {
  * Use `create(BrandingSchema)` to create a new message.
  */
 export const BrandingSchema: GenMessage<Branding> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 1);
+  messageDesc(file_avb_v1_tenant, 8);
 
 /**
  * VoiceDefaults apply to sessions that do not set their own.
@@ -122,7 +265,7 @@ export type VoiceDefaults = Message<"avb.v1.VoiceDefaults"> & {
  * Use `create(VoiceDefaultsSchema)` to create a new message.
  */
 export const VoiceDefaultsSchema: GenMessage<VoiceDefaults> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 2);
+  messageDesc(file_avb_v1_tenant, 9);
 
 /**
  * SecuritySettings are a tenant's own security rules.
@@ -167,7 +310,7 @@ export type SecuritySettings = Message<"avb.v1.SecuritySettings"> & {
  * Use `create(SecuritySettingsSchema)` to create a new message.
  */
 export const SecuritySettingsSchema: GenMessage<SecuritySettings> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 3);
+  messageDesc(file_avb_v1_tenant, 10);
 
 /**
  * TenantSettings groups a tenant's editable settings.
@@ -196,7 +339,7 @@ export type TenantSettings = Message<"avb.v1.TenantSettings"> & {
  * Use `create(TenantSettingsSchema)` to create a new message.
  */
 export const TenantSettingsSchema: GenMessage<TenantSettings> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 4);
+  messageDesc(file_avb_v1_tenant, 11);
 
 /**
  * Tenant is a company on the platform.
@@ -264,7 +407,7 @@ export type Tenant = Message<"avb.v1.Tenant"> & {
  * Use `create(TenantSchema)` to create a new message.
  */
 export const TenantSchema: GenMessage<Tenant> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 5);
+  messageDesc(file_avb_v1_tenant, 12);
 
 /**
  * GetTenantRequest has no fields: the tenant is the caller's.
@@ -279,7 +422,7 @@ export type GetTenantRequest = Message<"avb.v1.GetTenantRequest"> & {
  * Use `create(GetTenantRequestSchema)` to create a new message.
  */
 export const GetTenantRequestSchema: GenMessage<GetTenantRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 6);
+  messageDesc(file_avb_v1_tenant, 13);
 
 /**
  * GetTenantResponse holds the tenant.
@@ -298,7 +441,7 @@ export type GetTenantResponse = Message<"avb.v1.GetTenantResponse"> & {
  * Use `create(GetTenantResponseSchema)` to create a new message.
  */
 export const GetTenantResponseSchema: GenMessage<GetTenantResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 7);
+  messageDesc(file_avb_v1_tenant, 14);
 
 /**
  * UpdateTenantSettingsRequest names the settings to change.
@@ -325,7 +468,7 @@ export type UpdateTenantSettingsRequest = Message<"avb.v1.UpdateTenantSettingsRe
  * Use `create(UpdateTenantSettingsRequestSchema)` to create a new message.
  */
 export const UpdateTenantSettingsRequestSchema: GenMessage<UpdateTenantSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 8);
+  messageDesc(file_avb_v1_tenant, 15);
 
 /**
  * UpdateTenantSettingsResponse holds the updated tenant.
@@ -344,7 +487,41 @@ export type UpdateTenantSettingsResponse = Message<"avb.v1.UpdateTenantSettingsR
  * Use `create(UpdateTenantSettingsResponseSchema)` to create a new message.
  */
 export const UpdateTenantSettingsResponseSchema: GenMessage<UpdateTenantSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 9);
+  messageDesc(file_avb_v1_tenant, 16);
+
+/**
+ * TenantSecretName names a secret a tenant may bring.
+ *
+ * @generated from enum avb.v1.TenantSecretName
+ */
+export enum TenantSecretName {
+  /**
+   * @generated from enum value: TENANT_SECRET_NAME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * openai_api_key is used instead of the platform's key by the tenant's
+   * sessions with an OpenAI-compatible model ("openai").
+   *
+   * @generated from enum value: TENANT_SECRET_NAME_OPENAI_API_KEY = 1;
+   */
+  OPENAI_API_KEY = 1,
+
+  /**
+   * webhook_signing_secret signs the requests avb sends to the tenant's
+   * webhooks.
+   *
+   * @generated from enum value: TENANT_SECRET_NAME_WEBHOOK_SIGNING_SECRET = 2;
+   */
+  WEBHOOK_SIGNING_SECRET = 2,
+}
+
+/**
+ * Describes the enum avb.v1.TenantSecretName.
+ */
+export const TenantSecretNameSchema: GenEnum<TenantSecretName> = /*@__PURE__*/
+  enumDesc(file_avb_v1_tenant, 0);
 
 /**
  * TenantTier is a tenant's plan; it sets the default limits.
@@ -390,7 +567,7 @@ export enum TenantTier {
  * Describes the enum avb.v1.TenantTier.
  */
 export const TenantTierSchema: GenEnum<TenantTier> = /*@__PURE__*/
-  enumDesc(file_avb_v1_tenant, 0);
+  enumDesc(file_avb_v1_tenant, 1);
 
 /**
  * TenantStatus is a tenant's lifecycle state.
@@ -436,7 +613,7 @@ export enum TenantStatus {
  * Describes the enum avb.v1.TenantStatus.
  */
 export const TenantStatusSchema: GenEnum<TenantStatus> = /*@__PURE__*/
-  enumDesc(file_avb_v1_tenant, 1);
+  enumDesc(file_avb_v1_tenant, 2);
 
 /**
  * TenantService is a tenant's view of itself, for its own members and admins.
@@ -463,6 +640,42 @@ export const TenantService: GenService<{
     methodKind: "unary";
     input: typeof UpdateTenantSettingsRequestSchema;
     output: typeof UpdateTenantSettingsResponseSchema;
+  },
+  /**
+   * SetTenantSecret stores one of the tenant's own secrets, such as its
+   * OpenAI API key. It is encrypted by Vault Transit (under a key derived
+   * for the tenant) before it is stored, and never returned by any call.
+   * Without Transit configured it answers failed_precondition; while
+   * Transit does not answer, unavailable.
+   *
+   * @generated from rpc avb.v1.TenantService.SetTenantSecret
+   */
+  setTenantSecret: {
+    methodKind: "unary";
+    input: typeof SetTenantSecretRequestSchema;
+    output: typeof SetTenantSecretResponseSchema;
+  },
+  /**
+   * ListTenantSecrets lists which secrets the tenant has set, and when;
+   * never their values.
+   *
+   * @generated from rpc avb.v1.TenantService.ListTenantSecrets
+   */
+  listTenantSecrets: {
+    methodKind: "unary";
+    input: typeof ListTenantSecretsRequestSchema;
+    output: typeof ListTenantSecretsResponseSchema;
+  },
+  /**
+   * DeleteTenantSecret removes one of the tenant's secrets: the platform's
+   * own is used again where there is one.
+   *
+   * @generated from rpc avb.v1.TenantService.DeleteTenantSecret
+   */
+  deleteTenantSecret: {
+    methodKind: "unary";
+    input: typeof DeleteTenantSecretRequestSchema;
+    output: typeof DeleteTenantSecretResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_avb_v1_tenant, 0);

@@ -38,6 +38,15 @@ const (
 	// TenantServiceUpdateTenantSettingsProcedure is the fully-qualified name of the TenantService's
 	// UpdateTenantSettings RPC.
 	TenantServiceUpdateTenantSettingsProcedure = "/avb.v1.TenantService/UpdateTenantSettings"
+	// TenantServiceSetTenantSecretProcedure is the fully-qualified name of the TenantService's
+	// SetTenantSecret RPC.
+	TenantServiceSetTenantSecretProcedure = "/avb.v1.TenantService/SetTenantSecret"
+	// TenantServiceListTenantSecretsProcedure is the fully-qualified name of the TenantService's
+	// ListTenantSecrets RPC.
+	TenantServiceListTenantSecretsProcedure = "/avb.v1.TenantService/ListTenantSecrets"
+	// TenantServiceDeleteTenantSecretProcedure is the fully-qualified name of the TenantService's
+	// DeleteTenantSecret RPC.
+	TenantServiceDeleteTenantSecretProcedure = "/avb.v1.TenantService/DeleteTenantSecret"
 )
 
 // TenantServiceClient is a client for the avb.v1.TenantService service.
@@ -46,6 +55,18 @@ type TenantServiceClient interface {
 	GetTenant(context.Context, *connect.Request[v1.GetTenantRequest]) (*connect.Response[v1.GetTenantResponse], error)
 	// UpdateTenantSettings changes the fields of the settings named in update_mask.
 	UpdateTenantSettings(context.Context, *connect.Request[v1.UpdateTenantSettingsRequest]) (*connect.Response[v1.UpdateTenantSettingsResponse], error)
+	// SetTenantSecret stores one of the tenant's own secrets, such as its
+	// OpenAI API key. It is encrypted by Vault Transit (under a key derived
+	// for the tenant) before it is stored, and never returned by any call.
+	// Without Transit configured it answers failed_precondition; while
+	// Transit does not answer, unavailable.
+	SetTenantSecret(context.Context, *connect.Request[v1.SetTenantSecretRequest]) (*connect.Response[v1.SetTenantSecretResponse], error)
+	// ListTenantSecrets lists which secrets the tenant has set, and when;
+	// never their values.
+	ListTenantSecrets(context.Context, *connect.Request[v1.ListTenantSecretsRequest]) (*connect.Response[v1.ListTenantSecretsResponse], error)
+	// DeleteTenantSecret removes one of the tenant's secrets: the platform's
+	// own is used again where there is one.
+	DeleteTenantSecret(context.Context, *connect.Request[v1.DeleteTenantSecretRequest]) (*connect.Response[v1.DeleteTenantSecretResponse], error)
 }
 
 // NewTenantServiceClient constructs a client for the avb.v1.TenantService service. By default, it
@@ -72,6 +93,27 @@ func NewTenantServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(tenantServiceMethods.ByName("UpdateTenantSettings")),
 			connect.WithClientOptions(opts...),
 		),
+		setTenantSecret: connect.NewClient[v1.SetTenantSecretRequest, v1.SetTenantSecretResponse](
+			httpClient,
+			baseURL+TenantServiceSetTenantSecretProcedure,
+			connect.WithSchema(tenantServiceMethods.ByName("SetTenantSecret")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		listTenantSecrets: connect.NewClient[v1.ListTenantSecretsRequest, v1.ListTenantSecretsResponse](
+			httpClient,
+			baseURL+TenantServiceListTenantSecretsProcedure,
+			connect.WithSchema(tenantServiceMethods.ByName("ListTenantSecrets")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		deleteTenantSecret: connect.NewClient[v1.DeleteTenantSecretRequest, v1.DeleteTenantSecretResponse](
+			httpClient,
+			baseURL+TenantServiceDeleteTenantSecretProcedure,
+			connect.WithSchema(tenantServiceMethods.ByName("DeleteTenantSecret")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -79,6 +121,9 @@ func NewTenantServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 type tenantServiceClient struct {
 	getTenant            *connect.Client[v1.GetTenantRequest, v1.GetTenantResponse]
 	updateTenantSettings *connect.Client[v1.UpdateTenantSettingsRequest, v1.UpdateTenantSettingsResponse]
+	setTenantSecret      *connect.Client[v1.SetTenantSecretRequest, v1.SetTenantSecretResponse]
+	listTenantSecrets    *connect.Client[v1.ListTenantSecretsRequest, v1.ListTenantSecretsResponse]
+	deleteTenantSecret   *connect.Client[v1.DeleteTenantSecretRequest, v1.DeleteTenantSecretResponse]
 }
 
 // GetTenant calls avb.v1.TenantService.GetTenant.
@@ -91,12 +136,39 @@ func (c *tenantServiceClient) UpdateTenantSettings(ctx context.Context, req *con
 	return c.updateTenantSettings.CallUnary(ctx, req)
 }
 
+// SetTenantSecret calls avb.v1.TenantService.SetTenantSecret.
+func (c *tenantServiceClient) SetTenantSecret(ctx context.Context, req *connect.Request[v1.SetTenantSecretRequest]) (*connect.Response[v1.SetTenantSecretResponse], error) {
+	return c.setTenantSecret.CallUnary(ctx, req)
+}
+
+// ListTenantSecrets calls avb.v1.TenantService.ListTenantSecrets.
+func (c *tenantServiceClient) ListTenantSecrets(ctx context.Context, req *connect.Request[v1.ListTenantSecretsRequest]) (*connect.Response[v1.ListTenantSecretsResponse], error) {
+	return c.listTenantSecrets.CallUnary(ctx, req)
+}
+
+// DeleteTenantSecret calls avb.v1.TenantService.DeleteTenantSecret.
+func (c *tenantServiceClient) DeleteTenantSecret(ctx context.Context, req *connect.Request[v1.DeleteTenantSecretRequest]) (*connect.Response[v1.DeleteTenantSecretResponse], error) {
+	return c.deleteTenantSecret.CallUnary(ctx, req)
+}
+
 // TenantServiceHandler is an implementation of the avb.v1.TenantService service.
 type TenantServiceHandler interface {
 	// GetTenant returns the caller's tenant.
 	GetTenant(context.Context, *connect.Request[v1.GetTenantRequest]) (*connect.Response[v1.GetTenantResponse], error)
 	// UpdateTenantSettings changes the fields of the settings named in update_mask.
 	UpdateTenantSettings(context.Context, *connect.Request[v1.UpdateTenantSettingsRequest]) (*connect.Response[v1.UpdateTenantSettingsResponse], error)
+	// SetTenantSecret stores one of the tenant's own secrets, such as its
+	// OpenAI API key. It is encrypted by Vault Transit (under a key derived
+	// for the tenant) before it is stored, and never returned by any call.
+	// Without Transit configured it answers failed_precondition; while
+	// Transit does not answer, unavailable.
+	SetTenantSecret(context.Context, *connect.Request[v1.SetTenantSecretRequest]) (*connect.Response[v1.SetTenantSecretResponse], error)
+	// ListTenantSecrets lists which secrets the tenant has set, and when;
+	// never their values.
+	ListTenantSecrets(context.Context, *connect.Request[v1.ListTenantSecretsRequest]) (*connect.Response[v1.ListTenantSecretsResponse], error)
+	// DeleteTenantSecret removes one of the tenant's secrets: the platform's
+	// own is used again where there is one.
+	DeleteTenantSecret(context.Context, *connect.Request[v1.DeleteTenantSecretRequest]) (*connect.Response[v1.DeleteTenantSecretResponse], error)
 }
 
 // NewTenantServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -119,12 +191,39 @@ func NewTenantServiceHandler(svc TenantServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(tenantServiceMethods.ByName("UpdateTenantSettings")),
 		connect.WithHandlerOptions(opts...),
 	)
+	tenantServiceSetTenantSecretHandler := connect.NewUnaryHandler(
+		TenantServiceSetTenantSecretProcedure,
+		svc.SetTenantSecret,
+		connect.WithSchema(tenantServiceMethods.ByName("SetTenantSecret")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	tenantServiceListTenantSecretsHandler := connect.NewUnaryHandler(
+		TenantServiceListTenantSecretsProcedure,
+		svc.ListTenantSecrets,
+		connect.WithSchema(tenantServiceMethods.ByName("ListTenantSecrets")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	tenantServiceDeleteTenantSecretHandler := connect.NewUnaryHandler(
+		TenantServiceDeleteTenantSecretProcedure,
+		svc.DeleteTenantSecret,
+		connect.WithSchema(tenantServiceMethods.ByName("DeleteTenantSecret")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/avb.v1.TenantService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case TenantServiceGetTenantProcedure:
 			tenantServiceGetTenantHandler.ServeHTTP(w, r)
 		case TenantServiceUpdateTenantSettingsProcedure:
 			tenantServiceUpdateTenantSettingsHandler.ServeHTTP(w, r)
+		case TenantServiceSetTenantSecretProcedure:
+			tenantServiceSetTenantSecretHandler.ServeHTTP(w, r)
+		case TenantServiceListTenantSecretsProcedure:
+			tenantServiceListTenantSecretsHandler.ServeHTTP(w, r)
+		case TenantServiceDeleteTenantSecretProcedure:
+			tenantServiceDeleteTenantSecretHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -140,4 +239,16 @@ func (UnimplementedTenantServiceHandler) GetTenant(context.Context, *connect.Req
 
 func (UnimplementedTenantServiceHandler) UpdateTenantSettings(context.Context, *connect.Request[v1.UpdateTenantSettingsRequest]) (*connect.Response[v1.UpdateTenantSettingsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.TenantService.UpdateTenantSettings is not implemented"))
+}
+
+func (UnimplementedTenantServiceHandler) SetTenantSecret(context.Context, *connect.Request[v1.SetTenantSecretRequest]) (*connect.Response[v1.SetTenantSecretResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.TenantService.SetTenantSecret is not implemented"))
+}
+
+func (UnimplementedTenantServiceHandler) ListTenantSecrets(context.Context, *connect.Request[v1.ListTenantSecretsRequest]) (*connect.Response[v1.ListTenantSecretsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.TenantService.ListTenantSecrets is not implemented"))
+}
+
+func (UnimplementedTenantServiceHandler) DeleteTenantSecret(context.Context, *connect.Request[v1.DeleteTenantSecretRequest]) (*connect.Response[v1.DeleteTenantSecretResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.TenantService.DeleteTenantSecret is not implemented"))
 }

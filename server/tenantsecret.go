@@ -1,0 +1,93 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentvoicebox/avb/apierror"
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/store"
+)
+
+// Sealer encrypts a tenant's secrets for storage (Vault Transit, with the
+// tenant id as the key derivation context). Its errors are the secret
+// store not answering.
+type Sealer interface {
+	Encrypt(ctx context.Context, plain []byte, context string) (ciphertext string, keyVersion int, err error)
+}
+
+// TenantSecretName is the stored name of a secret name ("openai_api_key").
+func TenantSecretName(n avbv1.TenantSecretName) string {
+	return strings.ToLower(strings.TrimPrefix(n.String(), "TENANT_SECRET_NAME_"))
+}
+
+func tenantSecretToProto(s store.TenantSecret) *avbv1.TenantSecret {
+	n := avbv1.TenantSecretName(avbv1.TenantSecretName_value["TENANT_SECRET_NAME_"+strings.ToUpper(s.Name)])
+	return &avbv1.TenantSecret{Name: n, KeyVersion: int32(s.KeyVersion), UpdateTime: timestamppb.New(s.UpdatedAt)}
+}
+
+// SecretStoreUnavailable is the answer when Vault does not answer: only
+// the calls that need a tenant secret fail.
+func SecretStoreUnavailable() error {
+	return apierror.New(connect.CodeUnavailable, avbv1.ErrorReason_ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+		"the secret store does not answer; try again shortly")
+}
+
+func (s *tenantServer) sealer() (Sealer, error) {
+	if s.Sealer == nil {
+		return nil, apierror.New(connect.CodeFailedPrecondition, avbv1.ErrorReason_ERROR_REASON_SECRET_STORE_NOT_CONFIGURED,
+			"this server keeps no tenant secrets: it has no secret store (Vault Transit) configured")
+	}
+	return s.Sealer, nil
+}
+
+func (s *tenantServer) SetTenantSecret(ctx context.Context, req *connect.Request[avbv1.SetTenantSecretRequest]) (*connect.Response[avbv1.SetTenantSecretResponse], error) {
+	tenantID, err := callerTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := s.sealer()
+	if err != nil {
+		return nil, err
+	}
+	c, v, err := sealer.Encrypt(ctx, []byte(req.Msg.GetSecret()), tenantID.String())
+	if err != nil {
+		if s.Log != nil {
+			s.Log.WarnContext(ctx, "tenant secret not encrypted: the secret store does not answer", "error", err.Error())
+		}
+		return nil, SecretStoreUnavailable()
+	}
+	row, err := s.DB.TenantSecrets().Put(ctx, TenantSecretName(req.Msg.GetName()), c, v)
+	if err != nil {
+		return nil, err
+	}
+	s.publish(ctx, "tenant_secret.set", map[string]any{"name": row.Name})
+	return connect.NewResponse(&avbv1.SetTenantSecretResponse{Secret: tenantSecretToProto(*row)}), nil
+}
+
+func (s *tenantServer) ListTenantSecrets(ctx context.Context, _ *connect.Request[avbv1.ListTenantSecretsRequest]) (*connect.Response[avbv1.ListTenantSecretsResponse], error) {
+	rows, err := s.DB.TenantSecrets().List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &avbv1.ListTenantSecretsResponse{}
+	for _, r := range rows {
+		out.Secrets = append(out.Secrets, tenantSecretToProto(r))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (s *tenantServer) DeleteTenantSecret(ctx context.Context, req *connect.Request[avbv1.DeleteTenantSecretRequest]) (*connect.Response[avbv1.DeleteTenantSecretResponse], error) {
+	err := s.DB.TenantSecrets().Delete(ctx, TenantSecretName(req.Msg.GetName()))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, apierror.New(connect.CodeNotFound, avbv1.ErrorReason_ERROR_REASON_NOT_FOUND, "the tenant has no such secret")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&avbv1.DeleteTenantSecretResponse{}), nil
+}

@@ -1,0 +1,2 @@
+DROP FUNCTION IF EXISTS tenant_secrets_to_rewrap(integer);
+DROP TABLE IF EXISTS tenant_secrets;
