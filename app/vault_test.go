@@ -28,6 +28,7 @@ import (
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/platform/secret"
 	"github.com/agentvoicebox/avb/platform/vault"
 	"github.com/agentvoicebox/avb/store"
@@ -571,4 +572,32 @@ func TestTenantSecretsNeedTransit(t *testing.T) {
 		400, "failed_precondition", "secret_store_not_configured")
 	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"TENANT_SECRET_NAME_UNSPECIFIED","secret":"x"}`, bearer(admin)...),
 		400, "invalid_argument", "validation_failed")
+}
+
+// BenchmarkOpenSecrets is what Vault adds to a start: the environment
+// alone, against an AppRole login, the KV read, a database lease, the
+// Transit key check and a TLS certificate.
+func BenchmarkOpenSecrets(b *testing.B) {
+	issuer := startIssuer(b)
+	owner := testenv.Postgres(b)
+	v := testenv.VaultAvb(b, testenv.VaultOptions{Owner: owner, Transit: true, CertTTL: time.Hour,
+		Secrets: map[string]any{"openai_api_key": "sk"}})
+	plain := identityConfig(b, owner, issuer.Issuer(), nil)
+	vaulted := identityConfig(b, owner, issuer.Issuer(), v.Env)
+	if err := app.Migrate(b.Context(), plain.Database, slog.New(slog.DiscardHandler)); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		cfg  config.Config
+	}{{"env", *plain}, {"vault", *vaulted}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				cfg := c.cfg
+				if _, err := app.OpenSecrets(b.Context(), &cfg, slog.New(slog.DiscardHandler)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -12,12 +12,14 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/agentvoicebox/avb/billing/lago"
+	"github.com/agentvoicebox/avb/platform/secret"
 )
 
 const apiKey = "lago-test-key-never-in-errors"
@@ -308,5 +310,32 @@ func TestNewRefusesBadConfiguration(t *testing.T) {
 	c, _ := lago.New("https://lago.test", apiKey, nil)
 	if strings.Contains(c.String(), apiKey) {
 		t.Fatal("the client prints its key")
+	}
+}
+
+// A key rotated while the client runs (a new version in Vault) is sent
+// from the next request on.
+func TestRotatedKeyIsUsedAtOnce(t *testing.T) {
+	t.Parallel()
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"invoices":[],"meta":{"current_page":1,"total_pages":1}}`))
+	}))
+	t.Cleanup(srv.Close)
+	key := secret.New("key-one")
+	c, err := lago.NewWithKey(srv.URL, key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"key-one", "key-two"} {
+		key.Set(k, 0)
+		if _, err := c.ListInvoices(t.Context(), "t", 1, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(seen, []string{"Bearer key-one", "Bearer key-two"}) {
+		t.Fatalf("keys sent: %q", seen)
 	}
 }
