@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -34,27 +33,9 @@ import (
 	"github.com/agentvoicebox/avb/store"
 )
 
-// syncBuffer collects a server's logs for grepping.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // vaultPlatform starts avb with its secrets and database credentials from
 // the real Vault, under deploy/vault/avb.hcl, logging at debug to logs.
-func vaultPlatform(t *testing.T, o testenv.VaultOptions, extra map[string]string, logs *syncBuffer) (*platform, *testenv.VaultSetup) {
+func vaultPlatform(t *testing.T, o testenv.VaultOptions, extra map[string]string, logs *testenv.LogBuffer) (*platform, *testenv.VaultSetup) {
 	t.Helper()
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
@@ -77,7 +58,7 @@ func vaultPlatform(t *testing.T, o testenv.VaultOptions, extra map[string]string
 func TestSecretsFromVault(t *testing.T) {
 	t.Parallel()
 	const ct1, ct2 = "client-token-secret-from-vault-version-1", "client-token-secret-from-vault-version-2"
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	p, v := vaultPlatform(t, testenv.VaultOptions{Secrets: map[string]any{
 		"client_token_secret": ct1, "openai_api_key": "sk-from-vault-1"}}, nil, &logs)
 
@@ -189,7 +170,7 @@ func TestSecretsFromVault(t *testing.T) {
 // each new user while requests keep coming.
 func TestDatabaseCredentialsRotateUnderLoad(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	p, _ := vaultPlatform(t, testenv.VaultOptions{LeaseTTL: 4 * time.Second, LeaseMaxTTL: 8 * time.Second,
 		Secrets: map[string]any{"openai_api_key": "sk"}}, nil, &logs)
 	ten := p.tenant("rotating", store.TierPro)
@@ -339,7 +320,7 @@ func waitDegraded(t *testing.T, p *platform, want bool) {
 // connection open across the renewal keeps working.
 func TestTLSCertificateFromVaultRotates(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	p, v := vaultPlatform(t, testenv.VaultOptions{CertTTL: 6 * time.Second, Secrets: map[string]any{"openai_api_key": "sk"}},
 		map[string]string{"AVB_HTTPS_REDIRECT": "false"}, &logs)
 	pool := x509.NewCertPool()

@@ -1,7 +1,6 @@
 package devstack_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,23 +19,6 @@ import (
 	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/platform/config"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // avb dev brings up Temporal and SpiceDB itself, reaches ready with all four
 // dependencies up, serves every curl example of the README with the
@@ -79,7 +60,7 @@ func runDevStack(t *testing.T, whileUp func(base, printed string)) (string, erro
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dropDatabase(t, devstack.SpiceDBDatastore(cfg)) })
-	var out syncBuffer
+	var out testenv.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
