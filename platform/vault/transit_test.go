@@ -1,8 +1,14 @@
 package vault_test
 
 import (
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/platform/vault"
@@ -75,5 +81,39 @@ func BenchmarkTransitDecrypt(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// deploy/vault/keycloak.hcl lets Keycloak read its own secrets and nothing
+// of avb's; avb.hcl lets avb read nothing of Keycloak's.
+func TestKeycloakPolicyIsItsOwn(t *testing.T) {
+	v := testenv.VaultAvb(t, testenv.VaultOptions{Secrets: map[string]any{"openai_api_key": "sk"}})
+	ctx := t.Context()
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "deploy", "vault", "keycloak.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Admin.Sys().PutPolicyWithContext(ctx, "keycloak-test", string(raw)); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := v.Admin.Auth().Token().CreateWithContext(ctx, &vaultapi.TokenCreateRequest{Policies: []string{"keycloak-test"}, TTL: "10m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := v.Admin.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc.SetToken(tok.Auth.ClientToken)
+	if _, err := v.Admin.KVv2("secret").Put(ctx, "keycloak/db", map[string]any{"password": "kc"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kc.KVv2("secret").Get(ctx, "keycloak/db"); err != nil {
+		t.Fatalf("keycloak cannot read its own secret: %v", err)
+	}
+	_, err = kc.KVv2("secret").Get(ctx, v.KVPath)
+	var re *vaultapi.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusForbidden {
+		t.Fatalf("keycloak reading avb's secret: %v, want 403", err)
 	}
 }
