@@ -16,6 +16,7 @@ import (
 	"github.com/agentvoicebox/avb/authn"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/policy"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
@@ -95,7 +96,11 @@ func (a *auditTour) call(ctx context.Context, procedure, body string, headers ..
 // it all; no secret, key hash or token reaches the log.
 func TestEveryMutatingRPCRecordsOneEntry(t *testing.T) {
 	t.Parallel()
-	p := newPlatform(t)
+	// With Vault Transit, so that tenant secrets can be set.
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	v := testenv.VaultAvb(t, testenv.VaultOptions{Transit: true, Secrets: map[string]any{"openai_api_key": "sk-platform-audited"}})
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), v.Env), issuer, owner)
 	ten := p.tenant("audited", store.TierPro)
 	a := &auditTour{t: t, p: p, ctx: tenancy.With(context.Background(), ten.ID), seen: map[string]int{}}
 	ctx := a.ctx
@@ -133,6 +138,9 @@ func TestEveryMutatingRPCRecordsOneEntry(t *testing.T) {
 	a.call(ctx, "/avb.v1.RoleService/RevokeRole", `{"userId":"`+bob+`","role":"TENANT_ROLE_VIEWER"}`, admin...)
 	a.call(ctx, "/avb.v1.TenantService/UpdateTenantSettings", `{"settings":{"branding":{"displayName":"Audited Inc"}},"updateMask":"branding"}`, admin...)
 	a.call(ctx, "/avb.v1.NotificationService/MarkNotificationsRead", `{"all":true}`, admin...)
+	a.secret = append(a.secret, "sk-audited-tenant-own-key", "sk-platform-audited")
+	a.call(ctx, "/avb.v1.TenantService/SetTenantSecret", `{"name":"openai_api_key","secret":"sk-audited-tenant-own-key"}`, admin...)
+	a.call(ctx, "/avb.v1.TenantService/DeleteTenantSecret", `{"name":"openai_api_key"}`, admin...)
 
 	sess := str(a.call(ctx, "/avb.v1.SessionService/CreateSession", `{"projectId":"`+proj+`","config":{"model":"scripted"}}`, bearer(rt)...), "session", "id")
 	tok := a.call(ctx, "/avb.v1.VoiceService/CreateClientToken", `{"sessionId":"`+sess+`","ttlSeconds":60}`, bearer(rt)...)

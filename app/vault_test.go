@@ -445,12 +445,12 @@ func TestTenantSecretsEncryptedByTransit(t *testing.T) {
 	const own = "sk-tenant-own-key-4242"
 	a, b := p.tenant("brings-key", store.TierPro), p.tenant("platform-key", store.TierPro)
 	admin := p.token("ada", a.ID.String(), "admin")
-	set := wantOK(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"TENANT_SECRET_NAME_OPENAI_API_KEY","secret":"`+own+`"}`, bearer(admin)...))
+	set := wantOK(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"openai_api_key","secret":"`+own+`"}`, bearer(admin)...))
 	if strings.Contains(fmt.Sprint(set), own) {
 		t.Fatalf("the answer carries the secret: %v", set)
 	}
 	listed := wantOK(t, p.call("/avb.v1.TenantService/ListTenantSecrets", `{}`, bearer(admin)...))
-	if fmt.Sprint(listed["secrets"]) == "" || strings.Contains(fmt.Sprint(listed), own) || !strings.Contains(fmt.Sprint(listed), "OPENAI_API_KEY") {
+	if fmt.Sprint(listed["secrets"]) == "" || strings.Contains(fmt.Sprint(listed), own) || !strings.Contains(fmt.Sprint(listed), "openai_api_key") {
 		t.Fatalf("list: %v", listed)
 	}
 	odb := ownerDB(t, owner)
@@ -531,13 +531,13 @@ func TestTenantSecretsEncryptedByTransit(t *testing.T) {
 	if err := turn(keyB); err != nil {
 		t.Fatalf("a call needing no tenant secret while Vault is away: %v", err)
 	}
-	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"TENANT_SECRET_NAME_OPENAI_API_KEY","secret":"sk-another-key-000"}`, bearer(admin)...),
+	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"openai_api_key","secret":"sk-another-key-000"}`, bearer(admin)...),
 		503, "unavailable", "dependency_unavailable")
 	link.Heal()
 	if err := turn(keyA); err != nil || lastKey() != own {
 		t.Fatalf("after Vault came back: %v", err)
 	}
-	wantOK(t, p.call("/avb.v1.TenantService/DeleteTenantSecret", `{"name":"TENANT_SECRET_NAME_OPENAI_API_KEY"}`, bearer(admin)...))
+	wantOK(t, p.call("/avb.v1.TenantService/DeleteTenantSecret", `{"name":"openai_api_key"}`, bearer(admin)...))
 	if err := turn(keyA); err != nil || lastKey() != "sk-platform" {
 		t.Fatalf("after the delete: %v, key %q", err, lastKey())
 	}
@@ -549,9 +549,9 @@ func TestTenantSecretsNeedTransit(t *testing.T) {
 	p := newPlatform(t)
 	ten := p.tenant("no-vault", store.TierPro)
 	admin := p.token("ada", ten.ID.String(), "admin")
-	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"TENANT_SECRET_NAME_OPENAI_API_KEY","secret":"sk-tenant-key-1"}`, bearer(admin)...),
+	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"openai_api_key","secret":"sk-tenant-key-1"}`, bearer(admin)...),
 		400, "failed_precondition", "secret_store_not_configured")
-	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"TENANT_SECRET_NAME_UNSPECIFIED","secret":"x"}`, bearer(admin)...),
+	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"other","secret":"x"}`, bearer(admin)...),
 		400, "invalid_argument", "validation_failed")
 }
 

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -20,14 +19,8 @@ type Sealer interface {
 	Encrypt(ctx context.Context, plain []byte, context string) (ciphertext string, keyVersion int, err error)
 }
 
-// TenantSecretName is the stored name of a secret name ("openai_api_key").
-func TenantSecretName(n avbv1.TenantSecretName) string {
-	return strings.ToLower(strings.TrimPrefix(n.String(), "TENANT_SECRET_NAME_"))
-}
-
 func tenantSecretToProto(s store.TenantSecret) *avbv1.TenantSecret {
-	n := avbv1.TenantSecretName(avbv1.TenantSecretName_value["TENANT_SECRET_NAME_"+strings.ToUpper(s.Name)])
-	return &avbv1.TenantSecret{Name: n, KeyVersion: int32(s.KeyVersion), UpdateTime: timestamppb.New(s.UpdatedAt)}
+	return &avbv1.TenantSecret{Name: s.Name, KeyVersion: int32(s.KeyVersion), UpdateTime: timestamppb.New(s.UpdatedAt)}
 }
 
 // SecretStoreUnavailable is the answer when Vault does not answer: only
@@ -61,7 +54,9 @@ func (s *tenantServer) SetTenantSecret(ctx context.Context, req *connect.Request
 		}
 		return nil, SecretStoreUnavailable()
 	}
-	row, err := s.DB.TenantSecrets().Put(ctx, TenantSecretName(req.Msg.GetName()), c, v)
+	store.DescribeAudit(ctx, req.Msg.GetName(), "set tenant secret "+req.Msg.GetName(), nil,
+		map[string]any{"name": req.Msg.GetName(), "key_version": v})
+	row, err := s.DB.TenantSecrets().Put(ctx, req.Msg.GetName(), c, v)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +77,8 @@ func (s *tenantServer) ListTenantSecrets(ctx context.Context, _ *connect.Request
 }
 
 func (s *tenantServer) DeleteTenantSecret(ctx context.Context, req *connect.Request[avbv1.DeleteTenantSecretRequest]) (*connect.Response[avbv1.DeleteTenantSecretResponse], error) {
-	err := s.DB.TenantSecrets().Delete(ctx, TenantSecretName(req.Msg.GetName()))
+	store.DescribeAudit(ctx, req.Msg.GetName(), "deleted tenant secret "+req.Msg.GetName(), map[string]any{"name": req.Msg.GetName()}, nil)
+	err := s.DB.TenantSecrets().Delete(ctx, req.Msg.GetName())
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, apierror.New(connect.CodeNotFound, avbv1.ErrorReason_ERROR_REASON_NOT_FOUND, "the tenant has no such secret")
 	}

@@ -25,60 +25,6 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// TenantSecretName names a secret a tenant may bring.
-type TenantSecretName int32
-
-const (
-	TenantSecretName_TENANT_SECRET_NAME_UNSPECIFIED TenantSecretName = 0
-	// openai_api_key is used instead of the platform's key by the tenant's
-	// sessions with an OpenAI-compatible model ("openai").
-	TenantSecretName_TENANT_SECRET_NAME_OPENAI_API_KEY TenantSecretName = 1
-	// webhook_signing_secret signs the requests avb sends to the tenant's
-	// webhooks.
-	TenantSecretName_TENANT_SECRET_NAME_WEBHOOK_SIGNING_SECRET TenantSecretName = 2
-)
-
-// Enum value maps for TenantSecretName.
-var (
-	TenantSecretName_name = map[int32]string{
-		0: "TENANT_SECRET_NAME_UNSPECIFIED",
-		1: "TENANT_SECRET_NAME_OPENAI_API_KEY",
-		2: "TENANT_SECRET_NAME_WEBHOOK_SIGNING_SECRET",
-	}
-	TenantSecretName_value = map[string]int32{
-		"TENANT_SECRET_NAME_UNSPECIFIED":            0,
-		"TENANT_SECRET_NAME_OPENAI_API_KEY":         1,
-		"TENANT_SECRET_NAME_WEBHOOK_SIGNING_SECRET": 2,
-	}
-)
-
-func (x TenantSecretName) Enum() *TenantSecretName {
-	p := new(TenantSecretName)
-	*p = x
-	return p
-}
-
-func (x TenantSecretName) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (TenantSecretName) Descriptor() protoreflect.EnumDescriptor {
-	return file_avb_v1_tenant_proto_enumTypes[0].Descriptor()
-}
-
-func (TenantSecretName) Type() protoreflect.EnumType {
-	return &file_avb_v1_tenant_proto_enumTypes[0]
-}
-
-func (x TenantSecretName) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use TenantSecretName.Descriptor instead.
-func (TenantSecretName) EnumDescriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{0}
-}
-
 // TenantTier is a tenant's plan; it sets the default limits.
 type TenantTier int32
 
@@ -123,11 +69,11 @@ func (x TenantTier) String() string {
 }
 
 func (TenantTier) Descriptor() protoreflect.EnumDescriptor {
-	return file_avb_v1_tenant_proto_enumTypes[1].Descriptor()
+	return file_avb_v1_tenant_proto_enumTypes[0].Descriptor()
 }
 
 func (TenantTier) Type() protoreflect.EnumType {
-	return &file_avb_v1_tenant_proto_enumTypes[1]
+	return &file_avb_v1_tenant_proto_enumTypes[0]
 }
 
 func (x TenantTier) Number() protoreflect.EnumNumber {
@@ -136,7 +82,7 @@ func (x TenantTier) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TenantTier.Descriptor instead.
 func (TenantTier) EnumDescriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{1}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{0}
 }
 
 // TenantStatus is a tenant's lifecycle state.
@@ -183,11 +129,11 @@ func (x TenantStatus) String() string {
 }
 
 func (TenantStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_avb_v1_tenant_proto_enumTypes[2].Descriptor()
+	return file_avb_v1_tenant_proto_enumTypes[1].Descriptor()
 }
 
 func (TenantStatus) Type() protoreflect.EnumType {
-	return &file_avb_v1_tenant_proto_enumTypes[2]
+	return &file_avb_v1_tenant_proto_enumTypes[1]
 }
 
 func (x TenantStatus) Number() protoreflect.EnumNumber {
@@ -196,13 +142,19 @@ func (x TenantStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TenantStatus.Descriptor instead.
 func (TenantStatus) EnumDescriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{2}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{1}
 }
 
 // TenantSecret is what is known of a stored secret: never its value.
 type TenantSecret struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  TenantSecretName       `protobuf:"varint,1,opt,name=name,proto3,enum=avb.v1.TenantSecretName" json:"name,omitempty"`
+	// name is one of:
+	//
+	//	openai_api_key: used instead of the platform's key by the tenant's
+	//	  sessions with an OpenAI-compatible model ("openai");
+	//	webhook_signing_secret: signs the requests avb sends to the
+	//	  tenant's webhooks.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// key_version is the version of the Transit key it is encrypted with
 	// (it rises when the key is rotated and the secret rewrapped).
 	KeyVersion    int32                  `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
@@ -241,11 +193,11 @@ func (*TenantSecret) Descriptor() ([]byte, []int) {
 	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *TenantSecret) GetName() TenantSecretName {
+func (x *TenantSecret) GetName() string {
 	if x != nil {
 		return x.Name
 	}
-	return TenantSecretName_TENANT_SECRET_NAME_UNSPECIFIED
+	return ""
 }
 
 func (x *TenantSecret) GetKeyVersion() int32 {
@@ -264,9 +216,10 @@ func (x *TenantSecret) GetUpdateTime() *timestamppb.Timestamp {
 
 // SetTenantSecretRequest carries the secret.
 type SetTenantSecretRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          TenantSecretName       `protobuf:"varint,1,opt,name=name,proto3,enum=avb.v1.TenantSecretName" json:"name,omitempty"`
-	Secret        string                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is openai_api_key or webhook_signing_secret.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,11 +254,11 @@ func (*SetTenantSecretRequest) Descriptor() ([]byte, []int) {
 	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *SetTenantSecretRequest) GetName() TenantSecretName {
+func (x *SetTenantSecretRequest) GetName() string {
 	if x != nil {
 		return x.Name
 	}
-	return TenantSecretName_TENANT_SECRET_NAME_UNSPECIFIED
+	return ""
 }
 
 func (x *SetTenantSecretRequest) GetSecret() string {
@@ -444,8 +397,9 @@ func (x *ListTenantSecretsResponse) GetSecrets() []*TenantSecret {
 
 // DeleteTenantSecretRequest names the secret.
 type DeleteTenantSecretRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          TenantSecretName       `protobuf:"varint,1,opt,name=name,proto3,enum=avb.v1.TenantSecretName" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is openai_api_key or webhook_signing_secret.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,11 +434,11 @@ func (*DeleteTenantSecretRequest) Descriptor() ([]byte, []int) {
 	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{5}
 }
 
-func (x *DeleteTenantSecretRequest) GetName() TenantSecretName {
+func (x *DeleteTenantSecretRequest) GetName() string {
 	if x != nil {
 		return x.Name
 	}
-	return TenantSecretName_TENANT_SECRET_NAME_UNSPECIFIED
+	return ""
 }
 
 // DeleteTenantSecretResponse is empty.
@@ -1170,26 +1124,24 @@ var File_avb_v1_tenant_proto protoreflect.FileDescriptor
 
 const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\n" +
-	"\x13avb/v1/tenant.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n" +
-	"\fTenantSecret\x12,\n" +
-	"\x04name\x18\x01 \x01(\x0e2\x18.avb.v1.TenantSecretNameR\x04name\x12\x1f\n" +
+	"\x13avb/v1/tenant.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x01\n" +
+	"\fTenantSecret\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vkey_version\x18\x02 \x01(\x05R\n" +
 	"keyVersion\x12;\n" +
 	"\vupdate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"v\n" +
-	"\x16SetTenantSecretRequest\x128\n" +
-	"\x04name\x18\x01 \x01(\x0e2\x18.avb.v1.TenantSecretNameB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04name\x12\"\n" +
+	"updateTime\"\x7f\n" +
+	"\x16SetTenantSecretRequest\x12A\n" +
+	"\x04name\x18\x01 \x01(\tB-\xbaH*r(R\x0eopenai_api_keyR\x16webhook_signing_secretR\x04name\x12\"\n" +
 	"\x06secret\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\b\x18\x80 R\x06secret\"G\n" +
 	"\x17SetTenantSecretResponse\x12,\n" +
 	"\x06secret\x18\x01 \x01(\v2\x14.avb.v1.TenantSecretR\x06secret\"\x1a\n" +
 	"\x18ListTenantSecretsRequest\"K\n" +
 	"\x19ListTenantSecretsResponse\x12.\n" +
-	"\asecrets\x18\x01 \x03(\v2\x14.avb.v1.TenantSecretR\asecrets\"U\n" +
-	"\x19DeleteTenantSecretRequest\x128\n" +
-	"\x04name\x18\x01 \x01(\x0e2\x18.avb.v1.TenantSecretNameB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04name\"\x1c\n" +
+	"\asecrets\x18\x01 \x03(\v2\x14.avb.v1.TenantSecretR\asecrets\"^\n" +
+	"\x19DeleteTenantSecretRequest\x12A\n" +
+	"\x04name\x18\x01 \x01(\tB-\xbaH*r(R\x0eopenai_api_keyR\x16webhook_signing_secretR\x04name\"\x1c\n" +
 	"\x1aDeleteTenantSecretResponse\"\xc9\x01\n" +
 	"\fTenantLimits\x12$\n" +
 	"\tmax_users\x18\x01 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\bmaxUsers\x12*\n" +
@@ -1240,11 +1192,7 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"F\n" +
 	"\x1cUpdateTenantSettingsResponse\x12&\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x0e.avb.v1.TenantR\x06tenant*\x8c\x01\n" +
-	"\x10TenantSecretName\x12\"\n" +
-	"\x1eTENANT_SECRET_NAME_UNSPECIFIED\x10\x00\x12%\n" +
-	"!TENANT_SECRET_NAME_OPENAI_API_KEY\x10\x01\x12-\n" +
-	")TENANT_SECRET_NAME_WEBHOOK_SIGNING_SECRET\x10\x02*\x89\x01\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x0e.avb.v1.TenantR\x06tenant*\x89\x01\n" +
 	"\n" +
 	"TenantTier\x12\x1b\n" +
 	"\x17TENANT_TIER_UNSPECIFIED\x10\x00\x12\x14\n" +
@@ -1286,67 +1234,63 @@ func file_avb_v1_tenant_proto_rawDescGZIP() []byte {
 	return file_avb_v1_tenant_proto_rawDescData
 }
 
-var file_avb_v1_tenant_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_avb_v1_tenant_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_avb_v1_tenant_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_avb_v1_tenant_proto_goTypes = []any{
-	(TenantSecretName)(0),                // 0: avb.v1.TenantSecretName
-	(TenantTier)(0),                      // 1: avb.v1.TenantTier
-	(TenantStatus)(0),                    // 2: avb.v1.TenantStatus
-	(*TenantSecret)(nil),                 // 3: avb.v1.TenantSecret
-	(*SetTenantSecretRequest)(nil),       // 4: avb.v1.SetTenantSecretRequest
-	(*SetTenantSecretResponse)(nil),      // 5: avb.v1.SetTenantSecretResponse
-	(*ListTenantSecretsRequest)(nil),     // 6: avb.v1.ListTenantSecretsRequest
-	(*ListTenantSecretsResponse)(nil),    // 7: avb.v1.ListTenantSecretsResponse
-	(*DeleteTenantSecretRequest)(nil),    // 8: avb.v1.DeleteTenantSecretRequest
-	(*DeleteTenantSecretResponse)(nil),   // 9: avb.v1.DeleteTenantSecretResponse
-	(*TenantLimits)(nil),                 // 10: avb.v1.TenantLimits
-	(*Branding)(nil),                     // 11: avb.v1.Branding
-	(*VoiceDefaults)(nil),                // 12: avb.v1.VoiceDefaults
-	(*SecuritySettings)(nil),             // 13: avb.v1.SecuritySettings
-	(*TenantSettings)(nil),               // 14: avb.v1.TenantSettings
-	(*Tenant)(nil),                       // 15: avb.v1.Tenant
-	(*GetTenantRequest)(nil),             // 16: avb.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),            // 17: avb.v1.GetTenantResponse
-	(*UpdateTenantSettingsRequest)(nil),  // 18: avb.v1.UpdateTenantSettingsRequest
-	(*UpdateTenantSettingsResponse)(nil), // 19: avb.v1.UpdateTenantSettingsResponse
-	(*timestamppb.Timestamp)(nil),        // 20: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 21: google.protobuf.FieldMask
+	(TenantTier)(0),                      // 0: avb.v1.TenantTier
+	(TenantStatus)(0),                    // 1: avb.v1.TenantStatus
+	(*TenantSecret)(nil),                 // 2: avb.v1.TenantSecret
+	(*SetTenantSecretRequest)(nil),       // 3: avb.v1.SetTenantSecretRequest
+	(*SetTenantSecretResponse)(nil),      // 4: avb.v1.SetTenantSecretResponse
+	(*ListTenantSecretsRequest)(nil),     // 5: avb.v1.ListTenantSecretsRequest
+	(*ListTenantSecretsResponse)(nil),    // 6: avb.v1.ListTenantSecretsResponse
+	(*DeleteTenantSecretRequest)(nil),    // 7: avb.v1.DeleteTenantSecretRequest
+	(*DeleteTenantSecretResponse)(nil),   // 8: avb.v1.DeleteTenantSecretResponse
+	(*TenantLimits)(nil),                 // 9: avb.v1.TenantLimits
+	(*Branding)(nil),                     // 10: avb.v1.Branding
+	(*VoiceDefaults)(nil),                // 11: avb.v1.VoiceDefaults
+	(*SecuritySettings)(nil),             // 12: avb.v1.SecuritySettings
+	(*TenantSettings)(nil),               // 13: avb.v1.TenantSettings
+	(*Tenant)(nil),                       // 14: avb.v1.Tenant
+	(*GetTenantRequest)(nil),             // 15: avb.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),            // 16: avb.v1.GetTenantResponse
+	(*UpdateTenantSettingsRequest)(nil),  // 17: avb.v1.UpdateTenantSettingsRequest
+	(*UpdateTenantSettingsResponse)(nil), // 18: avb.v1.UpdateTenantSettingsResponse
+	(*timestamppb.Timestamp)(nil),        // 19: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 20: google.protobuf.FieldMask
 }
 var file_avb_v1_tenant_proto_depIdxs = []int32{
-	0,  // 0: avb.v1.TenantSecret.name:type_name -> avb.v1.TenantSecretName
-	20, // 1: avb.v1.TenantSecret.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 2: avb.v1.SetTenantSecretRequest.name:type_name -> avb.v1.TenantSecretName
-	3,  // 3: avb.v1.SetTenantSecretResponse.secret:type_name -> avb.v1.TenantSecret
-	3,  // 4: avb.v1.ListTenantSecretsResponse.secrets:type_name -> avb.v1.TenantSecret
-	0,  // 5: avb.v1.DeleteTenantSecretRequest.name:type_name -> avb.v1.TenantSecretName
-	11, // 6: avb.v1.TenantSettings.branding:type_name -> avb.v1.Branding
-	12, // 7: avb.v1.TenantSettings.voice_defaults:type_name -> avb.v1.VoiceDefaults
-	13, // 8: avb.v1.TenantSettings.security:type_name -> avb.v1.SecuritySettings
-	1,  // 9: avb.v1.Tenant.tier:type_name -> avb.v1.TenantTier
-	2,  // 10: avb.v1.Tenant.status:type_name -> avb.v1.TenantStatus
-	14, // 11: avb.v1.Tenant.settings:type_name -> avb.v1.TenantSettings
-	10, // 12: avb.v1.Tenant.limits:type_name -> avb.v1.TenantLimits
-	20, // 13: avb.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	20, // 14: avb.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	15, // 15: avb.v1.GetTenantResponse.tenant:type_name -> avb.v1.Tenant
-	14, // 16: avb.v1.UpdateTenantSettingsRequest.settings:type_name -> avb.v1.TenantSettings
-	21, // 17: avb.v1.UpdateTenantSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
-	15, // 18: avb.v1.UpdateTenantSettingsResponse.tenant:type_name -> avb.v1.Tenant
-	16, // 19: avb.v1.TenantService.GetTenant:input_type -> avb.v1.GetTenantRequest
-	18, // 20: avb.v1.TenantService.UpdateTenantSettings:input_type -> avb.v1.UpdateTenantSettingsRequest
-	4,  // 21: avb.v1.TenantService.SetTenantSecret:input_type -> avb.v1.SetTenantSecretRequest
-	6,  // 22: avb.v1.TenantService.ListTenantSecrets:input_type -> avb.v1.ListTenantSecretsRequest
-	8,  // 23: avb.v1.TenantService.DeleteTenantSecret:input_type -> avb.v1.DeleteTenantSecretRequest
-	17, // 24: avb.v1.TenantService.GetTenant:output_type -> avb.v1.GetTenantResponse
-	19, // 25: avb.v1.TenantService.UpdateTenantSettings:output_type -> avb.v1.UpdateTenantSettingsResponse
-	5,  // 26: avb.v1.TenantService.SetTenantSecret:output_type -> avb.v1.SetTenantSecretResponse
-	7,  // 27: avb.v1.TenantService.ListTenantSecrets:output_type -> avb.v1.ListTenantSecretsResponse
-	9,  // 28: avb.v1.TenantService.DeleteTenantSecret:output_type -> avb.v1.DeleteTenantSecretResponse
-	24, // [24:29] is the sub-list for method output_type
-	19, // [19:24] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	19, // 0: avb.v1.TenantSecret.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 1: avb.v1.SetTenantSecretResponse.secret:type_name -> avb.v1.TenantSecret
+	2,  // 2: avb.v1.ListTenantSecretsResponse.secrets:type_name -> avb.v1.TenantSecret
+	10, // 3: avb.v1.TenantSettings.branding:type_name -> avb.v1.Branding
+	11, // 4: avb.v1.TenantSettings.voice_defaults:type_name -> avb.v1.VoiceDefaults
+	12, // 5: avb.v1.TenantSettings.security:type_name -> avb.v1.SecuritySettings
+	0,  // 6: avb.v1.Tenant.tier:type_name -> avb.v1.TenantTier
+	1,  // 7: avb.v1.Tenant.status:type_name -> avb.v1.TenantStatus
+	13, // 8: avb.v1.Tenant.settings:type_name -> avb.v1.TenantSettings
+	9,  // 9: avb.v1.Tenant.limits:type_name -> avb.v1.TenantLimits
+	19, // 10: avb.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	19, // 11: avb.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	14, // 12: avb.v1.GetTenantResponse.tenant:type_name -> avb.v1.Tenant
+	13, // 13: avb.v1.UpdateTenantSettingsRequest.settings:type_name -> avb.v1.TenantSettings
+	20, // 14: avb.v1.UpdateTenantSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
+	14, // 15: avb.v1.UpdateTenantSettingsResponse.tenant:type_name -> avb.v1.Tenant
+	15, // 16: avb.v1.TenantService.GetTenant:input_type -> avb.v1.GetTenantRequest
+	17, // 17: avb.v1.TenantService.UpdateTenantSettings:input_type -> avb.v1.UpdateTenantSettingsRequest
+	3,  // 18: avb.v1.TenantService.SetTenantSecret:input_type -> avb.v1.SetTenantSecretRequest
+	5,  // 19: avb.v1.TenantService.ListTenantSecrets:input_type -> avb.v1.ListTenantSecretsRequest
+	7,  // 20: avb.v1.TenantService.DeleteTenantSecret:input_type -> avb.v1.DeleteTenantSecretRequest
+	16, // 21: avb.v1.TenantService.GetTenant:output_type -> avb.v1.GetTenantResponse
+	18, // 22: avb.v1.TenantService.UpdateTenantSettings:output_type -> avb.v1.UpdateTenantSettingsResponse
+	4,  // 23: avb.v1.TenantService.SetTenantSecret:output_type -> avb.v1.SetTenantSecretResponse
+	6,  // 24: avb.v1.TenantService.ListTenantSecrets:output_type -> avb.v1.ListTenantSecretsResponse
+	8,  // 25: avb.v1.TenantService.DeleteTenantSecret:output_type -> avb.v1.DeleteTenantSecretResponse
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_tenant_proto_init() }
@@ -1360,7 +1304,7 @@ func file_avb_v1_tenant_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_tenant_proto_rawDesc), len(file_avb_v1_tenant_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      2,
 			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
