@@ -38,6 +38,7 @@ SERVICE_TOOL_STAMPS := \
 TEST_TOOL_STAMPS := $(STAMP)/vault@$(VAULT_VERSION)
 NPM_TOOL_STAMPS := $(STAMP)/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)+google-proto-files@$(GOOGLE_PROTO_FILES_VERSION)
 
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO_FILES = $(shell git ls-files --cached --others --exclude-standard '*.go' | grep -v '^gen/')
 
 .PHONY: help
@@ -110,6 +111,7 @@ check-generate: $(GO_TOOL_STAMPS) $(NPM_TOOL_STAMPS) ## fail if gen/ is not what
 lint: $(GO_TOOL_STAMPS) ## gofmt, go vet, buf lint
 	@bad=$$(gofmt -l $(GO_FILES)); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	go vet ./...
+	cd deploy && go vet ./...
 	buf lint
 
 # ---------------------------------------------------------------- run and test
@@ -131,6 +133,11 @@ web: node_modules/.installed ## build the TypeScript SDK, the console and the do
 build: web ## build ./bin/avb (with the console and docs built in)
 	@go build -o $(BIN)/avb ./cmd/avb
 
+.PHONY: image
+image: ## build the container image avb:$(VERSION) from deploy/Dockerfile (needs Docker)
+	@command -v docker >/dev/null || { echo "docker is missing: the image builds where Docker runs (CI checks deploy/Dockerfile with BuildKit's parser)" >&2; exit 1; }
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t avb:$(VERSION) .
+
 .PHONY: deps
 deps: ## make sure Postgres and Redis answer on their local ports (starts or explains)
 	@scripts/ensure-services.sh
@@ -146,6 +153,7 @@ test-deps:
 .PHONY: test
 test: tools test-deps lint check-generate web ## everything CI checks: format, vet, lint, generated code, tests
 	go test -race -count=1 -timeout 15m ./...
+	cd deploy && go test -count=1 -timeout 5m ./...
 
 .PHONY: chaos
 chaos: tools test-deps ## a 60 s chaos run: calls and API traffic while faults hit every dependency at random
