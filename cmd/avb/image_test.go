@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -103,5 +106,64 @@ func TestLocalHealthURL(t *testing.T) {
 		if got := localHealthURL(func(k string) string { return c.env[k] }); got != c.want {
 			t.Errorf("%v: %s, want %s", c.env, got, c.want)
 		}
+	}
+}
+
+// avb worker answers its liveness probe and serves its metrics on
+// AVB_WORKER_ADDR while its Temporal workers run, and stops on SIGTERM.
+func TestWorkerHealthAndMetrics(t *testing.T) {
+	t.Parallel()
+	bin := buildAVB(t)
+	owner := testenv.Postgres(t)
+	port := testenv.FreePort(t)
+	w := exec.Command(bin, "worker")
+	w.Env = append(cleanEnv(), "AVB_PROFILE=test", "AVB_DATABASE_URL="+owner, "AVB_REDIS_URL="+testenv.RedisURL(t),
+		"AVB_TEMPORAL_ADDRESS="+testenv.Temporal(t), fmt.Sprintf("AVB_TEMPORAL_QUEUE_PREFIX=w%d-", port),
+		fmt.Sprintf("AVB_WORKER_ADDR=127.0.0.1:%d", port))
+	logs := &testenv.LogBuffer{}
+	w.Stdout, w.Stderr = logs, logs
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Wait() }()
+	t.Cleanup(func() { _ = w.Process.Kill() })
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get(base + "/health/")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("avb worker exited: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker /health/ never answered:\n%s", logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(body), "avb_billing_sync_failing_tenants") && !strings.Contains(string(body), "billing_sync_failing") {
+		t.Fatalf("worker metrics lack the billing sync gauge:\n%.2000s", body)
+	}
+	_ = w.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker did not stop cleanly: %v\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker still running 20 s after SIGTERM")
 	}
 }

@@ -3,7 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
@@ -13,6 +18,7 @@ import (
 	"github.com/agentvoicebox/avb/platform/dependency"
 	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
+	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/voice/calllimit"
@@ -61,7 +67,9 @@ func workerCmd() *cobra.Command {
 				return err
 			}
 			q := workflows.Queues{Prefix: cfg.Temporal.QueuePrefix}
-			bill, err := app.NewBilling(cfg.Billing, secrets, db, deps, events.Hub{Redis: rdb}, nil, log)
+			reg := prometheus.NewRegistry()
+			m := metrics.New(reg)
+			bill, err := app.NewBilling(cfg.Billing, secrets, db, deps, events.Hub{Redis: rdb}, m, log)
 			if err != nil {
 				return err
 			}
@@ -77,7 +85,21 @@ func workerCmd() *cobra.Command {
 				return err
 			}
 			defer ws.Stop()
-			log.Info("worker running", "task_queues", []string{q.Name(workflows.QueueDefault), q.Name(workflows.QueueVoice), q.Name(workflows.QueueBilling), q.Name(workflows.QueueNotifications)}, "temporal", cfg.Temporal.Address)
+			// Liveness and metrics for the orchestrator and Prometheus.
+			ln, err := net.Listen("tcp", cfg.Worker.Addr)
+			if err != nil {
+				return fmt.Errorf("worker health and metrics on %s: %w", cfg.Worker.Addr, err)
+			}
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /health/", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"status":"ok"}`))
+			})
+			mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+			hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = hs.Serve(ln) }()
+			defer hs.Close()
+			log.Info("worker running", "health", "http://"+ln.Addr().String()+"/health/", "task_queues", []string{q.Name(workflows.QueueDefault), q.Name(workflows.QueueVoice), q.Name(workflows.QueueBilling), q.Name(workflows.QueueNotifications)}, "temporal", cfg.Temporal.Address)
 			<-cmd.Context().Done()
 			return nil
 		},

@@ -34,6 +34,7 @@ type Config struct {
 	Audit     Audit
 	Billing   Billing
 	Vault     Vault
+	Worker    Worker
 	Dev       Dev
 }
 
@@ -214,6 +215,11 @@ type Auth struct {
 	CredentialTTL    time.Duration `env:"AVB_CREDENTIAL_CACHE_TTL" default:"30s" min:"0s" desc:"how long a verified API key or user record is cached in process (revocation and deactivation also invalidate it through Redis)"`
 	ClientTokenKey   string        `env:"AVB_CLIENT_TOKEN_SECRET" dev:"avb-dev-client-token-secret-change-me" test:"avb-test-client-token-secret-0000" minlen:"32" secret:"" vault:"" desc:"HMAC key of browser client tokens (at least 32 characters; required in prod)"`
 	UsageFlush       time.Duration `env:"AVB_APIKEY_USAGE_FLUSH_INTERVAL" default:"2s" min:"100ms" desc:"how often aggregated API key usage is written to the database"`
+}
+
+// Worker configures `avb worker`.
+type Worker struct {
+	Addr string `env:"AVB_WORKER_ADDR" default:":8081" hostport:"" desc:"listen address of avb worker's /health/ (liveness) and /metrics"`
 }
 
 // Dev configures `avb dev`, the local platform.
