@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
@@ -90,13 +89,7 @@ func workerCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("worker health and metrics on %s: %w", cfg.Worker.Addr, err)
 			}
-			mux := http.NewServeMux()
-			mux.HandleFunc("GET /health/", func(w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write([]byte(`{"status":"ok"}`))
-			})
-			mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-			hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+			hs := &http.Server{Handler: server.WorkerHandler(reg), ReadHeaderTimeout: 5 * time.Second}
 			go func() { _ = hs.Serve(ln) }()
 			defer hs.Close()
 			log.Info("worker running", "health", "http://"+ln.Addr().String()+"/health/", "task_queues", []string{q.Name(workflows.QueueDefault), q.Name(workflows.QueueVoice), q.Name(workflows.QueueBilling), q.Name(workflows.QueueNotifications)}, "temporal", cfg.Temporal.Address)
