@@ -153,6 +153,7 @@ test-deps:
 .PHONY: test
 test: tools test-deps lint check-generate web ## everything CI checks: format, vet, lint, generated code, tests
 	go test -race -count=1 -timeout 15m ./...
+	@command -v promtool >/dev/null || { echo "promtool is missing (deploy/ checks Prometheus rules with it): run  apt-get install -y prometheus" >&2; exit 1; }
 	cd deploy && go test -count=1 -timeout 5m ./...
 
 .PHONY: chaos
