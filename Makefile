@@ -77,21 +77,27 @@ $(STAMP)/protoc-gen-es@%:
 		google-proto-files@$(GOOGLE_PROTO_FILES_VERSION)
 	@mkdir -p $(STAMP) && rm -f $(STAMP)/protoc-gen-es@* && touch $@
 
+# The Temporal CLI, SpiceDB and Vault: one already on PATH at the pinned
+# version (Homebrew, a release binary) is used as is; otherwise they are built
+# from source, which always works but takes minutes on a cold cache.
 $(STAMP)/temporal@%:
-	@echo "installing the Temporal CLI $* into ./bin (first time only: a few minutes)"
-	@GOBIN=$(BIN) go install github.com/temporalio/cli/cmd/temporal@$*
+	@scripts/tool-from-path.sh $(BIN) temporal $* --version || { \
+	  echo "installing the Temporal CLI $* into ./bin from source (first time only: a few minutes)"; \
+	  GOBIN=$(BIN) go install github.com/temporalio/cli/cmd/temporal@$*; }
 	@mkdir -p $(STAMP) && rm -f $(STAMP)/temporal@* && touch $@
 
 $(STAMP)/spicedb@%:
-	@echo "installing SpiceDB $* into ./bin (first time only: a few minutes)"
-	@GOBIN=$(BIN) go install github.com/authzed/spicedb/cmd/spicedb@$*
+	@scripts/tool-from-path.sh $(BIN) spicedb $* version || { \
+	  echo "installing SpiceDB $* into ./bin from source (first time only: a few minutes)"; \
+	  GOBIN=$(BIN) go install github.com/authzed/spicedb/cmd/spicedb@$*; }
 	@mkdir -p $(STAMP) && rm -f $(STAMP)/spicedb@* && touch $@
 
 # Vault cannot be go-installed (replace directives), so a small module of our
 # own builds it; a test and development tool, never linked into avb.
 $(STAMP)/vault@%: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
-	@echo "building HashiCorp Vault $* into ./bin (first time only: about 15 minutes, a 500 MB binary)"
-	@cd tools/vault && go build -o $(BIN)/vault .
+	@scripts/tool-from-path.sh $(BIN) vault $* version || { \
+	  echo "building HashiCorp Vault $* into ./bin from source (first time only: about 15 minutes, a 500 MB binary)"; \
+	  cd tools/vault && go build -o $(BIN)/vault .; }
 	@mkdir -p $(STAMP) && rm -f $(STAMP)/vault@* && touch $@
 
 .PHONY: tools
