@@ -148,14 +148,19 @@ func (s *Secrets) Run(ctx context.Context, db *store.DB) {
 	if s.Transit != nil {
 		go s.rewrapEvery(ctx, db)
 	}
-	t := time.NewTicker(s.cfg.Vault.SecretsTTL)
+	every(ctx, s.cfg.Vault.SecretsTTL, func() { s.Refresh(ctx) })
+}
+
+// every calls fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.Refresh(ctx)
+			fn()
 		}
 	}
 }
@@ -263,20 +268,13 @@ func (s *Secrets) TenantKey(ctx context.Context, db *store.DB, name string) (str
 // rewrapEvery rewraps the tenant secrets made under an older version of the
 // Transit key, every AVB_VAULT_TRANSIT_REWRAP_EVERY.
 func (s *Secrets) rewrapEvery(ctx context.Context, db *store.DB) {
-	t := time.NewTicker(s.cfg.Vault.RewrapEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n, err := s.RewrapTenantSecrets(ctx, db); err != nil {
-				s.log.Warn("tenant secrets not rewrapped; next try later", "rewrapped", n, "error", err.Error())
-			} else if n > 0 {
-				s.log.Info("tenant secrets rewrapped to the newest Transit key", "rewrapped", n)
-			}
+	every(ctx, s.cfg.Vault.RewrapEvery, func() {
+		if n, err := s.RewrapTenantSecrets(ctx, db); err != nil {
+			s.log.Warn("tenant secrets not rewrapped; next try later", "rewrapped", n, "error", err.Error())
+		} else if n > 0 {
+			s.log.Info("tenant secrets rewrapped to the newest Transit key", "rewrapped", n)
 		}
-	}
+	})
 }
 
 // RewrapTenantSecrets moves every tenant secret to the Transit key's newest
