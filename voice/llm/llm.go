@@ -11,8 +11,12 @@ import (
 
 // Message is one conversation turn.
 type Message struct {
-	Role    string // "system", "user", "assistant"
+	Role    string // "system", "user", "assistant", "tool"
 	Content string
+	// ToolCalls are the calls an assistant turn asked for (its Content may
+	// be empty); the results follow as "tool" messages naming ToolCallID.
+	ToolCalls  []ToolCall
+	ToolCallID string
 }
 
 // Request is a conversation to continue.

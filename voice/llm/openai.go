@@ -24,8 +24,19 @@ type OpenAI struct {
 }
 
 type chatMessage struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string         `json:"role"`
+	Content    string         `json:"content"`
+	ToolCalls  []chatToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string         `json:"tool_call_id,omitempty"`
+}
+
+type chatToolCall struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
 }
 
 type chatRequest struct {
@@ -67,7 +78,13 @@ func (o *OpenAI) Stream(ctx context.Context, req Request, emit func(string) erro
 		body.Messages = append(body.Messages, chatMessage{Role: "system", Content: req.Instructions})
 	}
 	for _, m := range req.Messages {
-		body.Messages = append(body.Messages, chatMessage{Role: m.Role, Content: m.Content})
+		cm := chatMessage{Role: m.Role, Content: m.Content, ToolCallID: m.ToolCallID}
+		for _, tc := range m.ToolCalls {
+			c := chatToolCall{ID: tc.ID, Type: "function"}
+			c.Function.Name, c.Function.Arguments = tc.Name, tc.Arguments
+			cm.ToolCalls = append(cm.ToolCalls, c)
+		}
+		body.Messages = append(body.Messages, cm)
 	}
 	b, err := json.Marshal(body)
 	if err != nil {
