@@ -1,3 +1,6 @@
+// The checks of deploy/ (see image_test.go), in a module of their own so that
+// their parsers stay out of avb's build. avb is replaced by the checkout: after
+// a change to ../go.mod, run go mod tidy here too (make lint says so).
 module github.com/agentvoicebox/avb/deploy
 
 go 1.26.8
