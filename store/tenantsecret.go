@@ -82,33 +82,38 @@ func (r TenantSecrets) Delete(ctx context.Context, name string) error {
 }
 
 // Rewrap replaces the tenant's secrets below key version with what rewrap
-// returns for each (the same secret under the newest key), in one
-// transaction; a secret changed meanwhile is left as it is now. It returns
-// how many it rewrapped.
+// returns for each (the same secret under the newest key). rewrap runs
+// outside any transaction (it calls Vault); each result is written only if
+// the row still holds the ciphertext it was made from, so a secret changed
+// meanwhile is left as it is now. It returns how many it rewrapped.
 func (r TenantSecrets) Rewrap(ctx context.Context, below int, rewrap func(ciphertext string) (string, int, error)) (int, error) {
+	var old []TenantSecret
+	if err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewSelect().Model(&old).Where("key_version < ?", below).Scan(ctx)
+	}); err != nil {
+		return 0, err
+	}
 	n := 0
-	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
-		var old []TenantSecret
-		if err := tx.NewSelect().Model(&old).Where("key_version < ?", below).Scan(ctx); err != nil {
-			return err
+	for _, s := range old {
+		c, v, err := rewrap(s.Ciphertext)
+		if err != nil {
+			return n, err
 		}
-		for _, s := range old {
-			c, v, err := rewrap(s.Ciphertext)
-			if err != nil {
-				return err
-			}
+		err = r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
 			res, err := tx.NewUpdate().Model((*TenantSecret)(nil)).Set("ciphertext = ?, key_version = ?", c, v).
 				Where("name = ? AND ciphertext = ?", s.Name, s.Ciphertext).Exec(ctx)
-			if err != nil {
-				return err
+			if err == nil {
+				if k, _ := res.RowsAffected(); k > 0 {
+					n++
+				}
 			}
-			if k, _ := res.RowsAffected(); k > 0 {
-				n++
-			}
+			return err
+		})
+		if err != nil {
+			return n, err
 		}
-		return nil
-	})
-	return n, err
+	}
+	return n, nil
 }
 
 // TenantsToRewrap lists the tenants with a secret below key version.
