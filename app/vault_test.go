@@ -523,19 +523,27 @@ func TestTenantSecretsEncryptedByTransit(t *testing.T) {
 
 	// Vault goes away: the tenant that needs its secret is told unavailable;
 	// the other tenant's calls go on.
-	link.Inject(testenv.Refused, 0)
-	var ce *connect.Error
-	if err := turn(keyA); !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable {
-		t.Fatalf("a call needing the secret while Vault is away: %v", err)
-	}
-	if err := turn(keyB); err != nil {
-		t.Fatalf("a call needing no tenant secret while Vault is away: %v", err)
-	}
-	wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"openai_api_key","secret":"sk-another-key-000"}`, bearer(admin)...),
-		503, "unavailable", "dependency_unavailable")
-	link.Heal()
-	if err := turn(keyA); err != nil || lastKey() != own {
-		t.Fatalf("after Vault came back: %v", err)
+	// Refused, then hung (answering nothing): either way the answer comes
+	// within the Vault deadline (1 s) plus the call's own set-up.
+	for _, fault := range []testenv.Fault{testenv.Refused, testenv.Blackhole} {
+		link.Inject(fault, 0)
+		var ce *connect.Error
+		start := time.Now()
+		if err := turn(keyA); !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable {
+			t.Fatalf("%s: a call needing the secret while Vault is away: %v", fault, err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("%s: the refusal took %s", fault, took)
+		}
+		if err := turn(keyB); err != nil {
+			t.Fatalf("%s: a call needing no tenant secret while Vault is away: %v", fault, err)
+		}
+		wantErr(t, p.call("/avb.v1.TenantService/SetTenantSecret", `{"name":"openai_api_key","secret":"sk-another-key-000"}`, bearer(admin)...),
+			503, "unavailable", "dependency_unavailable")
+		link.Heal()
+		if err := turn(keyA); err != nil || lastKey() != own {
+			t.Fatalf("%s: after Vault came back: %v", fault, err)
+		}
 	}
 	wantOK(t, p.call("/avb.v1.TenantService/DeleteTenantSecret", `{"name":"openai_api_key"}`, bearer(admin)...))
 	if err := turn(keyA); err != nil || lastKey() != "sk-platform" {

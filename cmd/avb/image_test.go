@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -165,5 +167,27 @@ func TestWorkerHealthAndMetrics(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("worker still running 20 s after SIGTERM")
+	}
+}
+
+// avb health fails within its deadline when the server refuses, and when
+// it accepts but answers nothing.
+func TestHealthCommandRefusedAndHung(t *testing.T) {
+	t.Parallel()
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	t.Cleanup(hung.Close)
+	for name, url := range map[string]string{
+		"refused": fmt.Sprintf("http://127.0.0.1:%d/health/", testenv.FreePort(t)),
+		"hung":    hung.URL + "/health/",
+	} {
+		cmd := healthCmd()
+		cmd.SetArgs([]string{"--url", url, "--timeout", "500ms"})
+		start := time.Now()
+		if err := cmd.ExecuteContext(context.Background()); err == nil {
+			t.Errorf("%s: health passed", name)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("%s: took %s", name, took)
+		}
 	}
 }
