@@ -22,6 +22,7 @@ import (
 	"github.com/agentvoicebox/avb/voice/audio"
 	"github.com/agentvoicebox/avb/voice/llm"
 	"github.com/agentvoicebox/avb/voice/stt"
+	"github.com/agentvoicebox/avb/voice/tools"
 	"github.com/agentvoicebox/avb/voice/tts"
 	"github.com/agentvoicebox/avb/voice/vad"
 )
@@ -78,6 +79,12 @@ type Config struct {
 	PreemptiveGeneration bool
 	// Echo sends each caller frame straight back (no providers).
 	Echo bool
+	// Tools the model may call (compiled with tools.New).
+	Tools []tools.Tool
+	// Filler is said when tools run longer than FillerDelay (0:
+	// DefaultFillerDelay); empty: silence while tools run.
+	Filler      string
+	FillerDelay time.Duration
 }
 
 // preparer is a recognizer that can get ready for a call ahead of need.
@@ -88,6 +95,8 @@ type Providers struct {
 	STT stt.Transcriber
 	LLM llm.Model
 	TTS tts.Synthesizer
+	// Tools runs webhook tools (nil: they fail with an error result).
+	Tools ToolRunner
 }
 
 // EventType tells what an Event reports.
@@ -106,6 +115,16 @@ const (
 	Error
 	// ResponseResumed: a paused response plays on from PlayedMS.
 	ResponseResumed
+	// ToolCallStarted: the model called a tool (Tool); a client tool waits
+	// for ToolResult.
+	ToolCallStarted
+	// ToolCallDone: a tool call ended (Tool.Outcome).
+	ToolCallDone
+	// TransferRequested: the agent transfers the caller to Tool.Target.
+	TransferRequested
+	// EndRequested: the agent ended the call (end_call) and its reply is
+	// done; the call should be closed.
+	EndRequested
 )
 
 // Event is something the client is told.
@@ -122,6 +141,7 @@ type Event struct {
 	Usage       llm.Usage
 	Metrics     TurnMetrics
 	Err         error
+	Tool        *ToolEvent
 }
 
 // TurnMetrics time one turn from the moment the end of the caller's speech
@@ -135,6 +155,9 @@ type TurnMetrics struct {
 	AudioOutMS    float64
 	// Preemptive: the model started before the turn was confirmed.
 	Preemptive bool
+	// Tool is the time spent waiting on tools; ToolCalls how many ran.
+	Tool      time.Duration
+	ToolCalls int
 }
 
 type control int
@@ -199,6 +222,10 @@ type Call struct {
 
 	echoRS  *audio.Resampler
 	echoBuf []int16
+
+	// Client tool calls waiting for the client's result, by call id.
+	toolMu  sync.Mutex
+	pending map[string]chan toolAnswer
 }
 
 // New starts a call. It ends when ctx is done, Close is called, or a limit is broken.

@@ -3,6 +3,7 @@ package voice
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,14 @@ type response struct {
 	firstToken time.Time
 	ttsFirst   time.Time
 	audioOutMS float64
+	// msgs are the tool rounds (the assistant's calls, the results) the
+	// conversation keeps; finalFrom is where the text after them starts.
+	msgs      []llm.Message
+	finalFrom int
+	toolTime  time.Duration
+	toolCalls int
+	// endCall: the model called end_call.
+	endCall atomic.Bool
 
 	// Set by the loop (when the turn is confirmed), read by the loop.
 	speechEnd, sttFinalAt time.Time
@@ -212,9 +221,17 @@ func (c *Call) respond(ctx context.Context, r *response, cfg Config, req llm.Req
 	sentences := make(chan string, 16)
 	speakDone := make(chan error, 1)
 	go func() { speakDone <- c.speak(ctx, r, cfg, sentences) }()
+	say := func(s string) error {
+		select {
+		case sentences <- s:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 
 	var split llm.Sentences
-	usage, err := c.prov.LLM.Stream(ctx, req, func(delta string) error {
+	onDelta := func(delta string) error {
 		if r.firstToken.IsZero() {
 			r.firstToken = time.Now()
 		}
@@ -223,19 +240,46 @@ func (c *Call) respond(ctx context.Context, r *response, cfg Config, req llm.Req
 			return context.Canceled
 		}
 		for _, s := range split.Add(delta) {
-			select {
-			case sentences <- s:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := say(s); err != nil {
+				return err
 			}
 		}
 		return nil
-	})
-	if rest := split.Flush(); rest != "" && err == nil {
-		sentences <- rest
+	}
+	for _, t := range cfg.Tools {
+		req.Tools = append(req.Tools, t.Definition())
+	}
+	var err error
+	for round := 0; ; round++ {
+		var calls []llm.ToolCall
+		req.OnToolCall = func(tc llm.ToolCall) { calls = append(calls, tc) }
+		r.finalFrom = r.text.Len()
+		var u llm.Usage
+		u, err = c.prov.LLM.Stream(ctx, req, onDelta)
+		r.usage.InputTokens += u.InputTokens
+		r.usage.OutputTokens += u.OutputTokens
+		// What was said before the calls is spoken while they run.
+		if rest := split.Flush(); rest != "" && err == nil {
+			err = say(rest)
+		}
+		if err != nil || len(calls) == 0 {
+			break
+		}
+		if round == maxToolRounds {
+			err = fmt.Errorf("the model called tools %d times in one reply", maxToolRounds+1)
+			break
+		}
+		asked := llm.Message{Role: "assistant", Content: r.text.String()[r.finalFrom:], ToolCalls: calls}
+		results := c.runTools(ctx, r, cfg, calls, say)
+		round := append([]llm.Message{asked}, results...)
+		req.Messages = append(req.Messages, round...)
+		r.msgs = append(r.msgs, round...)
+		r.finalFrom = r.text.Len()
+		if err = ctx.Err(); err != nil {
+			break
+		}
 	}
 	close(sentences)
-	r.usage = usage
 	if serr := <-speakDone; err == nil {
 		err = serr
 	}
@@ -292,7 +336,8 @@ func (r *response) metrics() TurnMetrics {
 	firstSent := r.firstSent
 	r.mu.Unlock()
 	return TurnMetrics{VADEnd: r.vadEnd, STTFinal: since(r.sttFinalAt), LLMFirstToken: since(r.firstToken),
-		TTSFirstAudio: since(r.ttsFirst), FirstByteSent: since(firstSent), AudioOutMS: r.audioOutMS, Preemptive: r.preemptive}
+		TTSFirstAudio: since(r.ttsFirst), FirstByteSent: since(firstSent), AudioOutMS: r.audioOutMS, Preemptive: r.preemptive,
+		Tool: r.toolTime, ToolCalls: r.toolCalls}
 }
 
 // finishResponse reports a reply that ended, completely or not. A held
@@ -317,14 +362,18 @@ func (c *Call) finishResponse(r *response) {
 		played = min(played, r.played())
 	}
 	text := r.text.String()
-	if text != "" {
-		c.history = append(c.history, llm.Message{Role: "assistant", Content: text})
+	c.history = append(c.history, r.msgs...)
+	if final := text[min(r.finalFrom, len(text)):]; final != "" {
+		c.history = append(c.history, llm.Message{Role: "assistant", Content: final})
 	}
 	if r.err != nil && !errors.Is(r.err, context.Canceled) {
 		c.emit(Event{Type: Error, ResponseID: r.id, Err: r.err})
 	}
 	c.emit(Event{Type: ResponseDone, ResponseID: r.id, Interrupted: interrupted, PlayedMS: played,
 		Usage: r.usage, Metrics: r.metrics(), Text: text})
+	if r.endCall.Load() && !interrupted {
+		c.emit(Event{Type: EndRequested, ResponseID: r.id})
+	}
 	if c.startPending {
 		c.startPending = false
 		c.startResponse()

@@ -26,16 +26,92 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ToolKind says who runs a tool when the model calls it.
+type ToolKind int32
+
+const (
+	// TOOL_KIND_UNSPECIFIED runs as TOOL_KIND_CLIENT.
+	ToolKind_TOOL_KIND_UNSPECIFIED ToolKind = 0
+	// TOOL_KIND_CLIENT: the client gets a tool_call event and answers with a
+	// tool_result control message.
+	ToolKind_TOOL_KIND_CLIENT ToolKind = 1
+	// TOOL_KIND_WEBHOOK: avb POSTs the call to url, signed with the tenant's
+	// webhook_signing_secret (header Avb-Signature).
+	ToolKind_TOOL_KIND_WEBHOOK ToolKind = 2
+	// TOOL_KIND_END_CALL: the session ends after the reply.
+	ToolKind_TOOL_KIND_END_CALL ToolKind = 3
+	// TOOL_KIND_TRANSFER: a transfer event names transfer_target.
+	ToolKind_TOOL_KIND_TRANSFER ToolKind = 4
+)
+
+// Enum value maps for ToolKind.
+var (
+	ToolKind_name = map[int32]string{
+		0: "TOOL_KIND_UNSPECIFIED",
+		1: "TOOL_KIND_CLIENT",
+		2: "TOOL_KIND_WEBHOOK",
+		3: "TOOL_KIND_END_CALL",
+		4: "TOOL_KIND_TRANSFER",
+	}
+	ToolKind_value = map[string]int32{
+		"TOOL_KIND_UNSPECIFIED": 0,
+		"TOOL_KIND_CLIENT":      1,
+		"TOOL_KIND_WEBHOOK":     2,
+		"TOOL_KIND_END_CALL":    3,
+		"TOOL_KIND_TRANSFER":    4,
+	}
+)
+
+func (x ToolKind) Enum() *ToolKind {
+	p := new(ToolKind)
+	*p = x
+	return p
+}
+
+func (x ToolKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ToolKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_avb_v1_persona_proto_enumTypes[0].Descriptor()
+}
+
+func (ToolKind) Type() protoreflect.EnumType {
+	return &file_avb_v1_persona_proto_enumTypes[0]
+}
+
+func (x ToolKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ToolKind.Descriptor instead.
+func (ToolKind) EnumDescriptor() ([]byte, []int) {
+	return file_avb_v1_persona_proto_rawDescGZIP(), []int{0}
+}
+
 // Tool is a function the model may call.
 type Tool struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is how the model calls it.
 	Name        string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	// parameters is the JSON Schema of the tool's arguments.
-	Parameters    *structpb.Struct `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// parameters is the JSON Schema of the tool's arguments (empty: any
+	// object). Arguments that do not match never reach the tool: the model
+	// gets the error instead.
+	Parameters *structpb.Struct `protobuf:"bytes,3,opt,name=parameters,proto3" json:"parameters,omitempty"`
+	Kind       ToolKind         `protobuf:"varint,4,opt,name=kind,proto3,enum=avb.v1.ToolKind" json:"kind,omitempty"`
+	// url is where a webhook tool is called: https (http only outside the
+	// prod profile), on a public address.
+	Url string `protobuf:"bytes,5,opt,name=url,proto3" json:"url,omitempty"`
+	// timeout_ms bounds one call (0: 10 s).
+	TimeoutMs int32 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// idempotent lets a failed webhook call be retried.
+	Idempotent bool `protobuf:"varint,7,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
+	// transfer_target is where a transfer tool sends the caller (a phone
+	// number or a SIP URI).
+	TransferTarget string `protobuf:"bytes,8,opt,name=transfer_target,json=transferTarget,proto3" json:"transfer_target,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Tool) Reset() {
@@ -89,6 +165,41 @@ func (x *Tool) GetParameters() *structpb.Struct {
 	return nil
 }
 
+func (x *Tool) GetKind() ToolKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ToolKind_TOOL_KIND_UNSPECIFIED
+}
+
+func (x *Tool) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Tool) GetTimeoutMs() int32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *Tool) GetIdempotent() bool {
+	if x != nil {
+		return x.Idempotent
+	}
+	return false
+}
+
+func (x *Tool) GetTransferTarget() string {
+	if x != nil {
+		return x.TransferTarget
+	}
+	return ""
+}
+
 // Persona is who the agent is.
 type Persona struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -105,13 +216,18 @@ type Persona struct {
 	Voice string `protobuf:"bytes,7,opt,name=voice,proto3" json:"voice,omitempty"`
 	// model is the language model ("scripted" by default).
 	Model string `protobuf:"bytes,8,opt,name=model,proto3" json:"model,omitempty"`
-	// tools are the functions the persona's model may call. They are stored
-	// with the persona; calls do not invoke tools yet.
-	Tools         []*Tool                `protobuf:"bytes,9,rep,name=tools,proto3" json:"tools,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// tools are the functions the persona's model may call during a call.
+	Tools      []*Tool                `protobuf:"bytes,9,rep,name=tools,proto3" json:"tools,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// tool_filler is said when a tool call takes longer than
+	// tool_filler_delay_ms ("One moment, please."); empty: silence.
+	ToolFiller string `protobuf:"bytes,12,opt,name=tool_filler,json=toolFiller,proto3" json:"tool_filler,omitempty"`
+	// tool_filler_delay_ms is how long a tool may run before the filler
+	// (0: 700 ms).
+	ToolFillerDelayMs int32 `protobuf:"varint,13,opt,name=tool_filler_delay_ms,json=toolFillerDelayMs,proto3" json:"tool_filler_delay_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Persona) Reset() {
@@ -219,6 +335,20 @@ func (x *Persona) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *Persona) GetToolFiller() string {
+	if x != nil {
+		return x.ToolFiller
+	}
+	return ""
+}
+
+func (x *Persona) GetToolFillerDelayMs() int32 {
+	if x != nil {
+		return x.ToolFillerDelayMs
+	}
+	return 0
 }
 
 // CreatePersonaRequest describes the persona (its id and times are ignored).
@@ -736,13 +866,21 @@ var File_avb_v1_persona_proto protoreflect.FileDescriptor
 
 const file_avb_v1_persona_proto_rawDesc = "" +
 	"\n" +
-	"\x14avb/v1/persona.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x12avb/v1/rules.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n" +
+	"\x14avb/v1/persona.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x12avb/v1/rules.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x02\n" +
 	"\x04Tool\x129\n" +
 	"\x04name\x18\x01 \x01(\tB%\xbaH\"r 2\x1e^[A-Za-z_][A-Za-z0-9_-]{0,63}$R\x04name\x12*\n" +
 	"\vdescription\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\vdescription\x127\n" +
 	"\n" +
 	"parameters\x18\x03 \x01(\v2\x17.google.protobuf.StructR\n" +
-	"parameters\"\xc7\x03\n" +
+	"parameters\x12.\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x10.avb.v1.ToolKindB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04kind\x12\x1a\n" +
+	"\x03url\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x10R\x03url\x12*\n" +
+	"\n" +
+	"timeout_ms\x18\x06 \x01(\x05B\v\xbaH\b\x1a\x06\x18\xc0\xa9\a(\x00R\ttimeoutMs\x12\x1e\n" +
+	"\n" +
+	"idempotent\x18\a \x01(\bR\n" +
+	"idempotent\x121\n" +
+	"\x0ftransfer_target\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x0etransferTarget\"\xb0\x04\n" +
 	"\aPersona\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12*\n" +
@@ -758,7 +896,10 @@ const file_avb_v1_persona_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"}\n" +
+	"updateTime\x12)\n" +
+	"\vtool_filler\x18\f \x01(\tB\b\xbaH\x05r\x03\x18\xac\x02R\n" +
+	"toolFiller\x12<\n" +
+	"\x14tool_filler_delay_ms\x18\r \x01(\x05B\v\xbaH\b\x1a\x06\x18\xe0\xd4\x03(\x00R\x11toolFillerDelayMs\"}\n" +
 	"\x14CreatePersonaRequest\x12*\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\trequestId\x129\n" +
@@ -793,7 +934,13 @@ const file_avb_v1_persona_proto_rawDesc = "" +
 	"\x14DeletePersonaRequest\x12'\n" +
 	"\n" +
 	"persona_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tpersonaId\"\x17\n" +
-	"\x15DeletePersonaResponse2\x8e\x06\n" +
+	"\x15DeletePersonaResponse*\x82\x01\n" +
+	"\bToolKind\x12\x19\n" +
+	"\x15TOOL_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10TOOL_KIND_CLIENT\x10\x01\x12\x15\n" +
+	"\x11TOOL_KIND_WEBHOOK\x10\x02\x12\x16\n" +
+	"\x12TOOL_KIND_END_CALL\x10\x03\x12\x16\n" +
+	"\x12TOOL_KIND_TRANSFER\x10\x042\x8e\x06\n" +
 	"\x0ePersonaService\x12\x91\x01\n" +
 	"\rCreatePersona\x12\x1c.avb.v1.CreatePersonaRequest\x1a\x1d.avb.v1.CreatePersonaResponse\"C\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\adevelop\xd2\xf3\x18\r\n" +
@@ -825,53 +972,56 @@ func file_avb_v1_persona_proto_rawDescGZIP() []byte {
 	return file_avb_v1_persona_proto_rawDescData
 }
 
+var file_avb_v1_persona_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_avb_v1_persona_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_avb_v1_persona_proto_goTypes = []any{
-	(*Tool)(nil),                  // 0: avb.v1.Tool
-	(*Persona)(nil),               // 1: avb.v1.Persona
-	(*CreatePersonaRequest)(nil),  // 2: avb.v1.CreatePersonaRequest
-	(*CreatePersonaResponse)(nil), // 3: avb.v1.CreatePersonaResponse
-	(*GetPersonaRequest)(nil),     // 4: avb.v1.GetPersonaRequest
-	(*GetPersonaResponse)(nil),    // 5: avb.v1.GetPersonaResponse
-	(*ListPersonasRequest)(nil),   // 6: avb.v1.ListPersonasRequest
-	(*ListPersonasResponse)(nil),  // 7: avb.v1.ListPersonasResponse
-	(*UpdatePersonaRequest)(nil),  // 8: avb.v1.UpdatePersonaRequest
-	(*UpdatePersonaResponse)(nil), // 9: avb.v1.UpdatePersonaResponse
-	(*DeletePersonaRequest)(nil),  // 10: avb.v1.DeletePersonaRequest
-	(*DeletePersonaResponse)(nil), // 11: avb.v1.DeletePersonaResponse
-	(*structpb.Struct)(nil),       // 12: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(ResourceOrder)(0),            // 14: avb.v1.ResourceOrder
-	(*fieldmaskpb.FieldMask)(nil), // 15: google.protobuf.FieldMask
+	(ToolKind)(0),                 // 0: avb.v1.ToolKind
+	(*Tool)(nil),                  // 1: avb.v1.Tool
+	(*Persona)(nil),               // 2: avb.v1.Persona
+	(*CreatePersonaRequest)(nil),  // 3: avb.v1.CreatePersonaRequest
+	(*CreatePersonaResponse)(nil), // 4: avb.v1.CreatePersonaResponse
+	(*GetPersonaRequest)(nil),     // 5: avb.v1.GetPersonaRequest
+	(*GetPersonaResponse)(nil),    // 6: avb.v1.GetPersonaResponse
+	(*ListPersonasRequest)(nil),   // 7: avb.v1.ListPersonasRequest
+	(*ListPersonasResponse)(nil),  // 8: avb.v1.ListPersonasResponse
+	(*UpdatePersonaRequest)(nil),  // 9: avb.v1.UpdatePersonaRequest
+	(*UpdatePersonaResponse)(nil), // 10: avb.v1.UpdatePersonaResponse
+	(*DeletePersonaRequest)(nil),  // 11: avb.v1.DeletePersonaRequest
+	(*DeletePersonaResponse)(nil), // 12: avb.v1.DeletePersonaResponse
+	(*structpb.Struct)(nil),       // 13: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(ResourceOrder)(0),            // 15: avb.v1.ResourceOrder
+	(*fieldmaskpb.FieldMask)(nil), // 16: google.protobuf.FieldMask
 }
 var file_avb_v1_persona_proto_depIdxs = []int32{
-	12, // 0: avb.v1.Tool.parameters:type_name -> google.protobuf.Struct
-	0,  // 1: avb.v1.Persona.tools:type_name -> avb.v1.Tool
-	13, // 2: avb.v1.Persona.create_time:type_name -> google.protobuf.Timestamp
-	13, // 3: avb.v1.Persona.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 4: avb.v1.CreatePersonaRequest.persona:type_name -> avb.v1.Persona
-	1,  // 5: avb.v1.CreatePersonaResponse.persona:type_name -> avb.v1.Persona
-	1,  // 6: avb.v1.GetPersonaResponse.persona:type_name -> avb.v1.Persona
-	14, // 7: avb.v1.ListPersonasRequest.order_by:type_name -> avb.v1.ResourceOrder
-	1,  // 8: avb.v1.ListPersonasResponse.personas:type_name -> avb.v1.Persona
-	1,  // 9: avb.v1.UpdatePersonaRequest.persona:type_name -> avb.v1.Persona
-	15, // 10: avb.v1.UpdatePersonaRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 11: avb.v1.UpdatePersonaResponse.persona:type_name -> avb.v1.Persona
-	2,  // 12: avb.v1.PersonaService.CreatePersona:input_type -> avb.v1.CreatePersonaRequest
-	4,  // 13: avb.v1.PersonaService.GetPersona:input_type -> avb.v1.GetPersonaRequest
-	6,  // 14: avb.v1.PersonaService.ListPersonas:input_type -> avb.v1.ListPersonasRequest
-	8,  // 15: avb.v1.PersonaService.UpdatePersona:input_type -> avb.v1.UpdatePersonaRequest
-	10, // 16: avb.v1.PersonaService.DeletePersona:input_type -> avb.v1.DeletePersonaRequest
-	3,  // 17: avb.v1.PersonaService.CreatePersona:output_type -> avb.v1.CreatePersonaResponse
-	5,  // 18: avb.v1.PersonaService.GetPersona:output_type -> avb.v1.GetPersonaResponse
-	7,  // 19: avb.v1.PersonaService.ListPersonas:output_type -> avb.v1.ListPersonasResponse
-	9,  // 20: avb.v1.PersonaService.UpdatePersona:output_type -> avb.v1.UpdatePersonaResponse
-	11, // 21: avb.v1.PersonaService.DeletePersona:output_type -> avb.v1.DeletePersonaResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	13, // 0: avb.v1.Tool.parameters:type_name -> google.protobuf.Struct
+	0,  // 1: avb.v1.Tool.kind:type_name -> avb.v1.ToolKind
+	1,  // 2: avb.v1.Persona.tools:type_name -> avb.v1.Tool
+	14, // 3: avb.v1.Persona.create_time:type_name -> google.protobuf.Timestamp
+	14, // 4: avb.v1.Persona.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 5: avb.v1.CreatePersonaRequest.persona:type_name -> avb.v1.Persona
+	2,  // 6: avb.v1.CreatePersonaResponse.persona:type_name -> avb.v1.Persona
+	2,  // 7: avb.v1.GetPersonaResponse.persona:type_name -> avb.v1.Persona
+	15, // 8: avb.v1.ListPersonasRequest.order_by:type_name -> avb.v1.ResourceOrder
+	2,  // 9: avb.v1.ListPersonasResponse.personas:type_name -> avb.v1.Persona
+	2,  // 10: avb.v1.UpdatePersonaRequest.persona:type_name -> avb.v1.Persona
+	16, // 11: avb.v1.UpdatePersonaRequest.update_mask:type_name -> google.protobuf.FieldMask
+	2,  // 12: avb.v1.UpdatePersonaResponse.persona:type_name -> avb.v1.Persona
+	3,  // 13: avb.v1.PersonaService.CreatePersona:input_type -> avb.v1.CreatePersonaRequest
+	5,  // 14: avb.v1.PersonaService.GetPersona:input_type -> avb.v1.GetPersonaRequest
+	7,  // 15: avb.v1.PersonaService.ListPersonas:input_type -> avb.v1.ListPersonasRequest
+	9,  // 16: avb.v1.PersonaService.UpdatePersona:input_type -> avb.v1.UpdatePersonaRequest
+	11, // 17: avb.v1.PersonaService.DeletePersona:input_type -> avb.v1.DeletePersonaRequest
+	4,  // 18: avb.v1.PersonaService.CreatePersona:output_type -> avb.v1.CreatePersonaResponse
+	6,  // 19: avb.v1.PersonaService.GetPersona:output_type -> avb.v1.GetPersonaResponse
+	8,  // 20: avb.v1.PersonaService.ListPersonas:output_type -> avb.v1.ListPersonasResponse
+	10, // 21: avb.v1.PersonaService.UpdatePersona:output_type -> avb.v1.UpdatePersonaResponse
+	12, // 22: avb.v1.PersonaService.DeletePersona:output_type -> avb.v1.DeletePersonaResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_persona_proto_init() }
@@ -887,13 +1037,14 @@ func file_avb_v1_persona_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_persona_proto_rawDesc), len(file_avb_v1_persona_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_avb_v1_persona_proto_goTypes,
 		DependencyIndexes: file_avb_v1_persona_proto_depIdxs,
+		EnumInfos:         file_avb_v1_persona_proto_enumTypes,
 		MessageInfos:      file_avb_v1_persona_proto_msgTypes,
 	}.Build()
 	File_avb_v1_persona_proto = out.File

@@ -452,10 +452,15 @@ type SessionConfig struct {
 	TurnDetection *TurnDetection `protobuf:"bytes,6,opt,name=turn_detection,json=turnDetection,proto3" json:"turn_detection,omitempty"`
 	// phrase_hints, when set, restrict recognition to these phrases (grammar
 	// mode of the embedded recognizer).
-	PhraseHints   []string    `protobuf:"bytes,7,rep,name=phrase_hints,json=phraseHints,proto3" json:"phrase_hints,omitempty"`
-	Mode          SessionMode `protobuf:"varint,8,opt,name=mode,proto3,enum=avb.v1.SessionMode" json:"mode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PhraseHints []string    `protobuf:"bytes,7,rep,name=phrase_hints,json=phraseHints,proto3" json:"phrase_hints,omitempty"`
+	Mode        SessionMode `protobuf:"varint,8,opt,name=mode,proto3,enum=avb.v1.SessionMode" json:"mode,omitempty"`
+	// tools the model may call (a persona's, or the session's own).
+	Tools []*Tool `protobuf:"bytes,9,rep,name=tools,proto3" json:"tools,omitempty"`
+	// tool_filler is said while a slow tool runs (see Persona).
+	ToolFiller        string `protobuf:"bytes,10,opt,name=tool_filler,json=toolFiller,proto3" json:"tool_filler,omitempty"`
+	ToolFillerDelayMs int32  `protobuf:"varint,11,opt,name=tool_filler_delay_ms,json=toolFillerDelayMs,proto3" json:"tool_filler_delay_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SessionConfig) Reset() {
@@ -544,6 +549,27 @@ func (x *SessionConfig) GetMode() SessionMode {
 	return SessionMode_SESSION_MODE_UNSPECIFIED
 }
 
+func (x *SessionConfig) GetTools() []*Tool {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *SessionConfig) GetToolFiller() string {
+	if x != nil {
+		return x.ToolFiller
+	}
+	return ""
+}
+
+func (x *SessionConfig) GetToolFillerDelayMs() int32 {
+	if x != nil {
+		return x.ToolFillerDelayMs
+	}
+	return 0
+}
+
 // SessionMetrics are a session's totals.
 type SessionMetrics struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
@@ -553,8 +579,10 @@ type SessionMetrics struct {
 	InputAudioSeconds  float64                `protobuf:"fixed64,4,opt,name=input_audio_seconds,json=inputAudioSeconds,proto3" json:"input_audio_seconds,omitempty"`
 	OutputAudioSeconds float64                `protobuf:"fixed64,5,opt,name=output_audio_seconds,json=outputAudioSeconds,proto3" json:"output_audio_seconds,omitempty"`
 	Turns              int32                  `protobuf:"varint,6,opt,name=turns,proto3" json:"turns,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// tool_calls counts the tools the model called.
+	ToolCalls     int32 `protobuf:"varint,7,opt,name=tool_calls,json=toolCalls,proto3" json:"tool_calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionMetrics) Reset() {
@@ -625,6 +653,13 @@ func (x *SessionMetrics) GetOutputAudioSeconds() float64 {
 func (x *SessionMetrics) GetTurns() int32 {
 	if x != nil {
 		return x.Turns
+	}
+	return 0
+}
+
+func (x *SessionMetrics) GetToolCalls() int32 {
+	if x != nil {
+		return x.ToolCalls
 	}
 	return 0
 }
@@ -1399,7 +1434,7 @@ var File_avb_v1_session_proto protoreflect.FileDescriptor
 
 const file_avb_v1_session_proto_rawDesc = "" +
 	"\n" +
-	"\x14avb/v1/session.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n" +
+	"\x14avb/v1/session.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/persona.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n" +
 	"\vAudioFormat\x12;\n" +
 	"\bencoding\x18\x01 \x01(\x0e2\x15.avb.v1.AudioEncodingB\b\xbaH\x05\x82\x01\x02\x10\x01R\bencoding\x126\n" +
 	"\vsample_rate\x18\x02 \x01(\x05B\x15\xbaH\x12\x1a\x100\x000\xc0>0\x80}0\xc0\xbb\x010\x80\xf7\x02R\n" +
@@ -1422,7 +1457,7 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\x14idle_timeout_seconds\x18\n" +
 	" \x01(\x05B\v\xbaH\b\x1a\x06\x18\x80\xa3\x05(\x00R\x12idleTimeoutSecondsB\x12\n" +
 	"\x10_create_responseB\x15\n" +
-	"\x13_interrupt_response\"\xaa\x03\n" +
+	"\x13_interrupt_response\"\xc1\x04\n" +
 	"\rSessionConfig\x12A\n" +
 	"\x12input_audio_format\x18\x01 \x01(\v2\x13.avb.v1.AudioFormatR\x10inputAudioFormat\x12C\n" +
 	"\x13output_audio_format\x18\x02 \x01(\v2\x13.avb.v1.AudioFormatR\x11outputAudioFormat\x12\x1d\n" +
@@ -1432,14 +1467,21 @@ const file_avb_v1_session_proto_rawDesc = "" +
 	"\x0eturn_detection\x18\x06 \x01(\v2\x15.avb.v1.TurnDetectionR\rturnDetection\x123\n" +
 	"\fphrase_hints\x18\a \x03(\tB\x10\xbaH\r\x92\x01\n" +
 	"\x10\xf4\x03\"\x05r\x03\x18\xc8\x01R\vphraseHints\x121\n" +
-	"\x04mode\x18\b \x01(\x0e2\x13.avb.v1.SessionModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04mode\"\xfb\x01\n" +
+	"\x04mode\x18\b \x01(\x0e2\x13.avb.v1.SessionModeB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04mode\x12,\n" +
+	"\x05tools\x18\t \x03(\v2\f.avb.v1.ToolB\b\xbaH\x05\x92\x01\x02\x10@R\x05tools\x12)\n" +
+	"\vtool_filler\x18\n" +
+	" \x01(\tB\b\xbaH\x05r\x03\x18\xac\x02R\n" +
+	"toolFiller\x12<\n" +
+	"\x14tool_filler_delay_ms\x18\v \x01(\x05B\v\xbaH\b\x1a\x06\x18\xe0\xd4\x03(\x00R\x11toolFillerDelayMs\"\x9a\x02\n" +
 	"\x0eSessionMetrics\x12)\n" +
 	"\x10duration_seconds\x18\x01 \x01(\x01R\x0fdurationSeconds\x12!\n" +
 	"\finput_tokens\x18\x02 \x01(\x03R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\x03 \x01(\x03R\foutputTokens\x12.\n" +
 	"\x13input_audio_seconds\x18\x04 \x01(\x01R\x11inputAudioSeconds\x120\n" +
 	"\x14output_audio_seconds\x18\x05 \x01(\x01R\x12outputAudioSeconds\x12\x14\n" +
-	"\x05turns\x18\x06 \x01(\x05R\x05turns\"\xc8\x03\n" +
+	"\x05turns\x18\x06 \x01(\x05R\x05turns\x12\x1d\n" +
+	"\n" +
+	"tool_calls\x18\a \x01(\x05R\ttoolCalls\"\xc8\x03\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\x1d\n" +
@@ -1579,8 +1621,9 @@ var file_avb_v1_session_proto_goTypes = []any{
 	(*TerminateSessionResponse)(nil),  // 17: avb.v1.TerminateSessionResponse
 	(*ListSessionEventsRequest)(nil),  // 18: avb.v1.ListSessionEventsRequest
 	(*ListSessionEventsResponse)(nil), // 19: avb.v1.ListSessionEventsResponse
-	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 21: google.protobuf.Struct
+	(*Tool)(nil),                      // 20: avb.v1.Tool
+	(*timestamppb.Timestamp)(nil),     // 21: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 22: google.protobuf.Struct
 }
 var file_avb_v1_session_proto_depIdxs = []int32{
 	1,  // 0: avb.v1.AudioFormat.encoding:type_name -> avb.v1.AudioEncoding
@@ -1589,38 +1632,39 @@ var file_avb_v1_session_proto_depIdxs = []int32{
 	4,  // 3: avb.v1.SessionConfig.output_audio_format:type_name -> avb.v1.AudioFormat
 	5,  // 4: avb.v1.SessionConfig.turn_detection:type_name -> avb.v1.TurnDetection
 	3,  // 5: avb.v1.SessionConfig.mode:type_name -> avb.v1.SessionMode
-	0,  // 6: avb.v1.Session.status:type_name -> avb.v1.SessionStatus
-	6,  // 7: avb.v1.Session.config:type_name -> avb.v1.SessionConfig
-	7,  // 8: avb.v1.Session.metrics:type_name -> avb.v1.SessionMetrics
-	20, // 9: avb.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	20, // 10: avb.v1.Session.start_time:type_name -> google.protobuf.Timestamp
-	20, // 11: avb.v1.Session.end_time:type_name -> google.protobuf.Timestamp
-	21, // 12: avb.v1.SessionEvent.data:type_name -> google.protobuf.Struct
-	20, // 13: avb.v1.SessionEvent.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 14: avb.v1.CreateSessionRequest.config:type_name -> avb.v1.SessionConfig
-	8,  // 15: avb.v1.CreateSessionResponse.session:type_name -> avb.v1.Session
-	8,  // 16: avb.v1.GetSessionResponse.session:type_name -> avb.v1.Session
-	0,  // 17: avb.v1.ListSessionsRequest.status:type_name -> avb.v1.SessionStatus
-	20, // 18: avb.v1.ListSessionsRequest.created_after:type_name -> google.protobuf.Timestamp
-	20, // 19: avb.v1.ListSessionsRequest.created_before:type_name -> google.protobuf.Timestamp
-	8,  // 20: avb.v1.ListSessionsResponse.sessions:type_name -> avb.v1.Session
-	8,  // 21: avb.v1.TerminateSessionResponse.session:type_name -> avb.v1.Session
-	9,  // 22: avb.v1.ListSessionEventsResponse.events:type_name -> avb.v1.SessionEvent
-	10, // 23: avb.v1.SessionService.CreateSession:input_type -> avb.v1.CreateSessionRequest
-	12, // 24: avb.v1.SessionService.GetSession:input_type -> avb.v1.GetSessionRequest
-	14, // 25: avb.v1.SessionService.ListSessions:input_type -> avb.v1.ListSessionsRequest
-	16, // 26: avb.v1.SessionService.TerminateSession:input_type -> avb.v1.TerminateSessionRequest
-	18, // 27: avb.v1.SessionService.ListSessionEvents:input_type -> avb.v1.ListSessionEventsRequest
-	11, // 28: avb.v1.SessionService.CreateSession:output_type -> avb.v1.CreateSessionResponse
-	13, // 29: avb.v1.SessionService.GetSession:output_type -> avb.v1.GetSessionResponse
-	15, // 30: avb.v1.SessionService.ListSessions:output_type -> avb.v1.ListSessionsResponse
-	17, // 31: avb.v1.SessionService.TerminateSession:output_type -> avb.v1.TerminateSessionResponse
-	19, // 32: avb.v1.SessionService.ListSessionEvents:output_type -> avb.v1.ListSessionEventsResponse
-	28, // [28:33] is the sub-list for method output_type
-	23, // [23:28] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	20, // 6: avb.v1.SessionConfig.tools:type_name -> avb.v1.Tool
+	0,  // 7: avb.v1.Session.status:type_name -> avb.v1.SessionStatus
+	6,  // 8: avb.v1.Session.config:type_name -> avb.v1.SessionConfig
+	7,  // 9: avb.v1.Session.metrics:type_name -> avb.v1.SessionMetrics
+	21, // 10: avb.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	21, // 11: avb.v1.Session.start_time:type_name -> google.protobuf.Timestamp
+	21, // 12: avb.v1.Session.end_time:type_name -> google.protobuf.Timestamp
+	22, // 13: avb.v1.SessionEvent.data:type_name -> google.protobuf.Struct
+	21, // 14: avb.v1.SessionEvent.create_time:type_name -> google.protobuf.Timestamp
+	6,  // 15: avb.v1.CreateSessionRequest.config:type_name -> avb.v1.SessionConfig
+	8,  // 16: avb.v1.CreateSessionResponse.session:type_name -> avb.v1.Session
+	8,  // 17: avb.v1.GetSessionResponse.session:type_name -> avb.v1.Session
+	0,  // 18: avb.v1.ListSessionsRequest.status:type_name -> avb.v1.SessionStatus
+	21, // 19: avb.v1.ListSessionsRequest.created_after:type_name -> google.protobuf.Timestamp
+	21, // 20: avb.v1.ListSessionsRequest.created_before:type_name -> google.protobuf.Timestamp
+	8,  // 21: avb.v1.ListSessionsResponse.sessions:type_name -> avb.v1.Session
+	8,  // 22: avb.v1.TerminateSessionResponse.session:type_name -> avb.v1.Session
+	9,  // 23: avb.v1.ListSessionEventsResponse.events:type_name -> avb.v1.SessionEvent
+	10, // 24: avb.v1.SessionService.CreateSession:input_type -> avb.v1.CreateSessionRequest
+	12, // 25: avb.v1.SessionService.GetSession:input_type -> avb.v1.GetSessionRequest
+	14, // 26: avb.v1.SessionService.ListSessions:input_type -> avb.v1.ListSessionsRequest
+	16, // 27: avb.v1.SessionService.TerminateSession:input_type -> avb.v1.TerminateSessionRequest
+	18, // 28: avb.v1.SessionService.ListSessionEvents:input_type -> avb.v1.ListSessionEventsRequest
+	11, // 29: avb.v1.SessionService.CreateSession:output_type -> avb.v1.CreateSessionResponse
+	13, // 30: avb.v1.SessionService.GetSession:output_type -> avb.v1.GetSessionResponse
+	15, // 31: avb.v1.SessionService.ListSessions:output_type -> avb.v1.ListSessionsResponse
+	17, // 32: avb.v1.SessionService.TerminateSession:output_type -> avb.v1.TerminateSessionResponse
+	19, // 33: avb.v1.SessionService.ListSessionEvents:output_type -> avb.v1.ListSessionEventsResponse
+	29, // [29:34] is the sub-list for method output_type
+	24, // [24:29] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_session_proto_init() }
@@ -1629,6 +1673,7 @@ func file_avb_v1_session_proto_init() {
 		return
 	}
 	file_avb_v1_options_proto_init()
+	file_avb_v1_persona_proto_init()
 	file_avb_v1_session_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

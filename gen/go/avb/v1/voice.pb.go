@@ -237,6 +237,7 @@ type ClientControl struct {
 	//	*ClientControl_CreateResponse
 	//	*ClientControl_CancelResponse
 	//	*ClientControl_End
+	//	*ClientControl_ToolResult
 	Control       isClientControl_Control `protobuf_oneof:"control"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -333,6 +334,15 @@ func (x *ClientControl) GetEnd() *SessionEnd {
 	return nil
 }
 
+func (x *ClientControl) GetToolResult() *ToolResult {
+	if x != nil {
+		if x, ok := x.Control.(*ClientControl_ToolResult); ok {
+			return x.ToolResult
+		}
+	}
+	return nil
+}
+
 type isClientControl_Control interface {
 	isClientControl_Control()
 }
@@ -367,6 +377,11 @@ type ClientControl_End struct {
 	End *SessionEnd `protobuf:"bytes,6,opt,name=end,proto3,oneof"`
 }
 
+type ClientControl_ToolResult struct {
+	// tool_result answers a tool_call event of this session.
+	ToolResult *ToolResult `protobuf:"bytes,7,opt,name=tool_result,json=toolResult,proto3,oneof"`
+}
+
 func (*ClientControl_Update) isClientControl_Control() {}
 
 func (*ClientControl_Commit) isClientControl_Control() {}
@@ -379,6 +394,72 @@ func (*ClientControl_CancelResponse) isClientControl_Control() {}
 
 func (*ClientControl_End) isClientControl_Control() {}
 
+func (*ClientControl_ToolResult) isClientControl_Control() {}
+
+// ToolResult is the client's answer to a tool_call.
+type ToolResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// call_id is the tool_call's; a call that is not open is refused.
+	CallId string `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// output goes to the model as the tool's result (JSON or text).
+	Output string `protobuf:"bytes,2,opt,name=output,proto3" json:"output,omitempty"`
+	// is_error says the tool failed; output says why.
+	IsError       bool `protobuf:"varint,3,opt,name=is_error,json=isError,proto3" json:"is_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolResult) Reset() {
+	*x = ToolResult{}
+	mi := &file_avb_v1_voice_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolResult) ProtoMessage() {}
+
+func (x *ToolResult) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolResult.ProtoReflect.Descriptor instead.
+func (*ToolResult) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ToolResult) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ToolResult) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *ToolResult) GetIsError() bool {
+	if x != nil {
+		return x.IsError
+	}
+	return false
+}
+
 // InputAudioCommit has no fields.
 type InputAudioCommit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -388,7 +469,7 @@ type InputAudioCommit struct {
 
 func (x *InputAudioCommit) Reset() {
 	*x = InputAudioCommit{}
-	mi := &file_avb_v1_voice_proto_msgTypes[4]
+	mi := &file_avb_v1_voice_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +481,7 @@ func (x *InputAudioCommit) String() string {
 func (*InputAudioCommit) ProtoMessage() {}
 
 func (x *InputAudioCommit) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[4]
+	mi := &file_avb_v1_voice_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +494,7 @@ func (x *InputAudioCommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputAudioCommit.ProtoReflect.Descriptor instead.
 func (*InputAudioCommit) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{4}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{5}
 }
 
 // InputAudioClear has no fields.
@@ -425,7 +506,7 @@ type InputAudioClear struct {
 
 func (x *InputAudioClear) Reset() {
 	*x = InputAudioClear{}
-	mi := &file_avb_v1_voice_proto_msgTypes[5]
+	mi := &file_avb_v1_voice_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +518,7 @@ func (x *InputAudioClear) String() string {
 func (*InputAudioClear) ProtoMessage() {}
 
 func (x *InputAudioClear) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[5]
+	mi := &file_avb_v1_voice_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +531,7 @@ func (x *InputAudioClear) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputAudioClear.ProtoReflect.Descriptor instead.
 func (*InputAudioClear) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{5}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{6}
 }
 
 // ResponseCreate has no fields.
@@ -462,7 +543,7 @@ type ResponseCreate struct {
 
 func (x *ResponseCreate) Reset() {
 	*x = ResponseCreate{}
-	mi := &file_avb_v1_voice_proto_msgTypes[6]
+	mi := &file_avb_v1_voice_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +555,7 @@ func (x *ResponseCreate) String() string {
 func (*ResponseCreate) ProtoMessage() {}
 
 func (x *ResponseCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[6]
+	mi := &file_avb_v1_voice_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +568,7 @@ func (x *ResponseCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseCreate.ProtoReflect.Descriptor instead.
 func (*ResponseCreate) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{6}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{7}
 }
 
 // ResponseCancel has no fields.
@@ -499,7 +580,7 @@ type ResponseCancel struct {
 
 func (x *ResponseCancel) Reset() {
 	*x = ResponseCancel{}
-	mi := &file_avb_v1_voice_proto_msgTypes[7]
+	mi := &file_avb_v1_voice_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +592,7 @@ func (x *ResponseCancel) String() string {
 func (*ResponseCancel) ProtoMessage() {}
 
 func (x *ResponseCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[7]
+	mi := &file_avb_v1_voice_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +605,7 @@ func (x *ResponseCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseCancel.ProtoReflect.Descriptor instead.
 func (*ResponseCancel) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{7}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{8}
 }
 
 // SessionEnd has no fields.
@@ -536,7 +617,7 @@ type SessionEnd struct {
 
 func (x *SessionEnd) Reset() {
 	*x = SessionEnd{}
-	mi := &file_avb_v1_voice_proto_msgTypes[8]
+	mi := &file_avb_v1_voice_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +629,7 @@ func (x *SessionEnd) String() string {
 func (*SessionEnd) ProtoMessage() {}
 
 func (x *SessionEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[8]
+	mi := &file_avb_v1_voice_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +642,7 @@ func (x *SessionEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEnd.ProtoReflect.Descriptor instead.
 func (*SessionEnd) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{8}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{9}
 }
 
 // ConverseResponse is one event for the client.
@@ -574,7 +655,7 @@ type ConverseResponse struct {
 
 func (x *ConverseResponse) Reset() {
 	*x = ConverseResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[9]
+	mi := &file_avb_v1_voice_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +667,7 @@ func (x *ConverseResponse) String() string {
 func (*ConverseResponse) ProtoMessage() {}
 
 func (x *ConverseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[9]
+	mi := &file_avb_v1_voice_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +680,7 @@ func (x *ConverseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConverseResponse.ProtoReflect.Descriptor instead.
 func (*ConverseResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{9}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ConverseResponse) GetEvent() *VoiceEvent {
@@ -619,7 +700,7 @@ type ConverseEventsResponse struct {
 
 func (x *ConverseEventsResponse) Reset() {
 	*x = ConverseEventsResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[10]
+	mi := &file_avb_v1_voice_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +712,7 @@ func (x *ConverseEventsResponse) String() string {
 func (*ConverseEventsResponse) ProtoMessage() {}
 
 func (x *ConverseEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[10]
+	mi := &file_avb_v1_voice_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +725,7 @@ func (x *ConverseEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConverseEventsResponse.ProtoReflect.Descriptor instead.
 func (*ConverseEventsResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{10}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConverseEventsResponse) GetEvent() *VoiceEvent {
@@ -671,6 +752,9 @@ type VoiceEvent struct {
 	//	*VoiceEvent_Error
 	//	*VoiceEvent_Heartbeat
 	//	*VoiceEvent_ResponseResumed
+	//	*VoiceEvent_ToolCall
+	//	*VoiceEvent_ToolCallDone
+	//	*VoiceEvent_Transfer
 	Event         isVoiceEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -678,7 +762,7 @@ type VoiceEvent struct {
 
 func (x *VoiceEvent) Reset() {
 	*x = VoiceEvent{}
-	mi := &file_avb_v1_voice_proto_msgTypes[11]
+	mi := &file_avb_v1_voice_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +774,7 @@ func (x *VoiceEvent) String() string {
 func (*VoiceEvent) ProtoMessage() {}
 
 func (x *VoiceEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[11]
+	mi := &file_avb_v1_voice_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +787,7 @@ func (x *VoiceEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoiceEvent.ProtoReflect.Descriptor instead.
 func (*VoiceEvent) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{11}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VoiceEvent) GetEvent() isVoiceEvent_Event {
@@ -821,6 +905,33 @@ func (x *VoiceEvent) GetResponseResumed() *ResponseResumed {
 	return nil
 }
 
+func (x *VoiceEvent) GetToolCall() *ToolCall {
+	if x != nil {
+		if x, ok := x.Event.(*VoiceEvent_ToolCall); ok {
+			return x.ToolCall
+		}
+	}
+	return nil
+}
+
+func (x *VoiceEvent) GetToolCallDone() *ToolCallDone {
+	if x != nil {
+		if x, ok := x.Event.(*VoiceEvent_ToolCallDone); ok {
+			return x.ToolCallDone
+		}
+	}
+	return nil
+}
+
+func (x *VoiceEvent) GetTransfer() *Transfer {
+	if x != nil {
+		if x, ok := x.Event.(*VoiceEvent_Transfer); ok {
+			return x.Transfer
+		}
+	}
+	return nil
+}
+
 type isVoiceEvent_Event interface {
 	isVoiceEvent_Event()
 }
@@ -873,6 +984,18 @@ type VoiceEvent_ResponseResumed struct {
 	ResponseResumed *ResponseResumed `protobuf:"bytes,12,opt,name=response_resumed,json=responseResumed,proto3,oneof"`
 }
 
+type VoiceEvent_ToolCall struct {
+	ToolCall *ToolCall `protobuf:"bytes,13,opt,name=tool_call,json=toolCall,proto3,oneof"`
+}
+
+type VoiceEvent_ToolCallDone struct {
+	ToolCallDone *ToolCallDone `protobuf:"bytes,14,opt,name=tool_call_done,json=toolCallDone,proto3,oneof"`
+}
+
+type VoiceEvent_Transfer struct {
+	Transfer *Transfer `protobuf:"bytes,15,opt,name=transfer,proto3,oneof"`
+}
+
 func (*VoiceEvent_SessionStarted) isVoiceEvent_Event() {}
 
 func (*VoiceEvent_SpeechStarted) isVoiceEvent_Event() {}
@@ -897,6 +1020,224 @@ func (*VoiceEvent_Heartbeat) isVoiceEvent_Event() {}
 
 func (*VoiceEvent_ResponseResumed) isVoiceEvent_Event() {}
 
+func (*VoiceEvent_ToolCall) isVoiceEvent_Event() {}
+
+func (*VoiceEvent_ToolCallDone) isVoiceEvent_Event() {}
+
+func (*VoiceEvent_Transfer) isVoiceEvent_Event() {}
+
+// ToolCall: the model called a tool. For a client tool, answer with a
+// tool_result control message naming call_id; other kinds are announced
+// for the client's information.
+type ToolCall struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ResponseId int32                  `protobuf:"varint,1,opt,name=response_id,json=responseId,proto3" json:"response_id,omitempty"`
+	CallId     string                 `protobuf:"bytes,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Name       string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// arguments are JSON, already checked against the tool's parameters.
+	Arguments     string   `protobuf:"bytes,4,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	Kind          ToolKind `protobuf:"varint,5,opt,name=kind,proto3,enum=avb.v1.ToolKind" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCall) Reset() {
+	*x = ToolCall{}
+	mi := &file_avb_v1_voice_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCall) ProtoMessage() {}
+
+func (x *ToolCall) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
+func (*ToolCall) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ToolCall) GetResponseId() int32 {
+	if x != nil {
+		return x.ResponseId
+	}
+	return 0
+}
+
+func (x *ToolCall) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ToolCall) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCall) GetArguments() string {
+	if x != nil {
+		return x.Arguments
+	}
+	return ""
+}
+
+func (x *ToolCall) GetKind() ToolKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ToolKind_TOOL_KIND_UNSPECIFIED
+}
+
+// ToolCallDone: a tool call ended. outcome is ok, error, timeout,
+// invalid_arguments or cancelled (the caller barged in: a client tool's
+// result is no longer wanted).
+type ToolCallDone struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ResponseId    int32                  `protobuf:"varint,1,opt,name=response_id,json=responseId,proto3" json:"response_id,omitempty"`
+	CallId        string                 `protobuf:"bytes,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Outcome       string                 `protobuf:"bytes,4,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	LatencyMs     float64                `protobuf:"fixed64,5,opt,name=latency_ms,json=latencyMs,proto3" json:"latency_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ToolCallDone) Reset() {
+	*x = ToolCallDone{}
+	mi := &file_avb_v1_voice_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ToolCallDone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ToolCallDone) ProtoMessage() {}
+
+func (x *ToolCallDone) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ToolCallDone.ProtoReflect.Descriptor instead.
+func (*ToolCallDone) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ToolCallDone) GetResponseId() int32 {
+	if x != nil {
+		return x.ResponseId
+	}
+	return 0
+}
+
+func (x *ToolCallDone) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *ToolCallDone) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ToolCallDone) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *ToolCallDone) GetLatencyMs() float64 {
+	if x != nil {
+		return x.LatencyMs
+	}
+	return 0
+}
+
+// Transfer: the agent asked to transfer the caller to target.
+type Transfer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Transfer) Reset() {
+	*x = Transfer{}
+	mi := &file_avb_v1_voice_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Transfer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Transfer) ProtoMessage() {}
+
+func (x *Transfer) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
+func (*Transfer) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Transfer) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *Transfer) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
 // SessionStarted confirms the session and its effective configuration.
 type SessionStarted struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -907,7 +1248,7 @@ type SessionStarted struct {
 
 func (x *SessionStarted) Reset() {
 	*x = SessionStarted{}
-	mi := &file_avb_v1_voice_proto_msgTypes[12]
+	mi := &file_avb_v1_voice_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1260,7 @@ func (x *SessionStarted) String() string {
 func (*SessionStarted) ProtoMessage() {}
 
 func (x *SessionStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[12]
+	mi := &file_avb_v1_voice_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1273,7 @@ func (x *SessionStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStarted.ProtoReflect.Descriptor instead.
 func (*SessionStarted) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{12}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SessionStarted) GetSession() *Session {
@@ -952,7 +1293,7 @@ type SpeechStarted struct {
 
 func (x *SpeechStarted) Reset() {
 	*x = SpeechStarted{}
-	mi := &file_avb_v1_voice_proto_msgTypes[13]
+	mi := &file_avb_v1_voice_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1305,7 @@ func (x *SpeechStarted) String() string {
 func (*SpeechStarted) ProtoMessage() {}
 
 func (x *SpeechStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[13]
+	mi := &file_avb_v1_voice_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1318,7 @@ func (x *SpeechStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeechStarted.ProtoReflect.Descriptor instead.
 func (*SpeechStarted) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{13}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SpeechStarted) GetAudioMs() float64 {
@@ -997,7 +1338,7 @@ type SpeechStopped struct {
 
 func (x *SpeechStopped) Reset() {
 	*x = SpeechStopped{}
-	mi := &file_avb_v1_voice_proto_msgTypes[14]
+	mi := &file_avb_v1_voice_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1350,7 @@ func (x *SpeechStopped) String() string {
 func (*SpeechStopped) ProtoMessage() {}
 
 func (x *SpeechStopped) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[14]
+	mi := &file_avb_v1_voice_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1363,7 @@ func (x *SpeechStopped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeechStopped.ProtoReflect.Descriptor instead.
 func (*SpeechStopped) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{14}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SpeechStopped) GetAudioMs() float64 {
@@ -1042,7 +1383,7 @@ type TranscriptPartial struct {
 
 func (x *TranscriptPartial) Reset() {
 	*x = TranscriptPartial{}
-	mi := &file_avb_v1_voice_proto_msgTypes[15]
+	mi := &file_avb_v1_voice_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1395,7 @@ func (x *TranscriptPartial) String() string {
 func (*TranscriptPartial) ProtoMessage() {}
 
 func (x *TranscriptPartial) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[15]
+	mi := &file_avb_v1_voice_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1408,7 @@ func (x *TranscriptPartial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscriptPartial.ProtoReflect.Descriptor instead.
 func (*TranscriptPartial) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{15}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TranscriptPartial) GetText() string {
@@ -1087,7 +1428,7 @@ type TranscriptFinal struct {
 
 func (x *TranscriptFinal) Reset() {
 	*x = TranscriptFinal{}
-	mi := &file_avb_v1_voice_proto_msgTypes[16]
+	mi := &file_avb_v1_voice_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1440,7 @@ func (x *TranscriptFinal) String() string {
 func (*TranscriptFinal) ProtoMessage() {}
 
 func (x *TranscriptFinal) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[16]
+	mi := &file_avb_v1_voice_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1453,7 @@ func (x *TranscriptFinal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscriptFinal.ProtoReflect.Descriptor instead.
 func (*TranscriptFinal) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{16}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TranscriptFinal) GetText() string {
@@ -1132,7 +1473,7 @@ type ResponseStarted struct {
 
 func (x *ResponseStarted) Reset() {
 	*x = ResponseStarted{}
-	mi := &file_avb_v1_voice_proto_msgTypes[17]
+	mi := &file_avb_v1_voice_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1485,7 @@ func (x *ResponseStarted) String() string {
 func (*ResponseStarted) ProtoMessage() {}
 
 func (x *ResponseStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[17]
+	mi := &file_avb_v1_voice_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1498,7 @@ func (x *ResponseStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseStarted.ProtoReflect.Descriptor instead.
 func (*ResponseStarted) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{17}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResponseStarted) GetResponseId() int32 {
@@ -1178,7 +1519,7 @@ type ResponseTextDelta struct {
 
 func (x *ResponseTextDelta) Reset() {
 	*x = ResponseTextDelta{}
-	mi := &file_avb_v1_voice_proto_msgTypes[18]
+	mi := &file_avb_v1_voice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1531,7 @@ func (x *ResponseTextDelta) String() string {
 func (*ResponseTextDelta) ProtoMessage() {}
 
 func (x *ResponseTextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[18]
+	mi := &file_avb_v1_voice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1544,7 @@ func (x *ResponseTextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseTextDelta.ProtoReflect.Descriptor instead.
 func (*ResponseTextDelta) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{18}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResponseTextDelta) GetResponseId() int32 {
@@ -1232,7 +1573,7 @@ type ResponseAudioDelta struct {
 
 func (x *ResponseAudioDelta) Reset() {
 	*x = ResponseAudioDelta{}
-	mi := &file_avb_v1_voice_proto_msgTypes[19]
+	mi := &file_avb_v1_voice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1585,7 @@ func (x *ResponseAudioDelta) String() string {
 func (*ResponseAudioDelta) ProtoMessage() {}
 
 func (x *ResponseAudioDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[19]
+	mi := &file_avb_v1_voice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1598,7 @@ func (x *ResponseAudioDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseAudioDelta.ProtoReflect.Descriptor instead.
 func (*ResponseAudioDelta) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{19}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResponseAudioDelta) GetResponseId() int32 {
@@ -1293,14 +1634,16 @@ type TurnLatency struct {
 	VadEndMs        float64                `protobuf:"fixed64,5,opt,name=vad_end_ms,json=vadEndMs,proto3" json:"vad_end_ms,omitempty"`
 	// preemptive: the model started before the turn was confirmed, so its
 	// first token can come before the detection (0 ms).
-	Preemptive    bool `protobuf:"varint,6,opt,name=preemptive,proto3" json:"preemptive,omitempty"`
+	Preemptive bool `protobuf:"varint,6,opt,name=preemptive,proto3" json:"preemptive,omitempty"`
+	// tool_ms is the time spent waiting on tools in the turn.
+	ToolMs        float64 `protobuf:"fixed64,7,opt,name=tool_ms,json=toolMs,proto3" json:"tool_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TurnLatency) Reset() {
 	*x = TurnLatency{}
-	mi := &file_avb_v1_voice_proto_msgTypes[20]
+	mi := &file_avb_v1_voice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1655,7 @@ func (x *TurnLatency) String() string {
 func (*TurnLatency) ProtoMessage() {}
 
 func (x *TurnLatency) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[20]
+	mi := &file_avb_v1_voice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1668,7 @@ func (x *TurnLatency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnLatency.ProtoReflect.Descriptor instead.
 func (*TurnLatency) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{20}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TurnLatency) GetSttFinalMs() float64 {
@@ -1370,6 +1713,13 @@ func (x *TurnLatency) GetPreemptive() bool {
 	return false
 }
 
+func (x *TurnLatency) GetToolMs() float64 {
+	if x != nil {
+		return x.ToolMs
+	}
+	return 0
+}
+
 // ResponseResumed: a false interruption (no words) ended; the paused reply
 // plays on from played_ms of its audio, and its remaining deltas follow.
 type ResponseResumed struct {
@@ -1382,7 +1732,7 @@ type ResponseResumed struct {
 
 func (x *ResponseResumed) Reset() {
 	*x = ResponseResumed{}
-	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	mi := &file_avb_v1_voice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1394,7 +1744,7 @@ func (x *ResponseResumed) String() string {
 func (*ResponseResumed) ProtoMessage() {}
 
 func (x *ResponseResumed) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	mi := &file_avb_v1_voice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1407,7 +1757,7 @@ func (x *ResponseResumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseResumed.ProtoReflect.Descriptor instead.
 func (*ResponseResumed) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{21}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResponseResumed) GetResponseId() int32 {
@@ -1443,7 +1793,7 @@ type ResponseDone struct {
 
 func (x *ResponseDone) Reset() {
 	*x = ResponseDone{}
-	mi := &file_avb_v1_voice_proto_msgTypes[22]
+	mi := &file_avb_v1_voice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1805,7 @@ func (x *ResponseDone) String() string {
 func (*ResponseDone) ProtoMessage() {}
 
 func (x *ResponseDone) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[22]
+	mi := &file_avb_v1_voice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1818,7 @@ func (x *ResponseDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseDone.ProtoReflect.Descriptor instead.
 func (*ResponseDone) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{22}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResponseDone) GetResponseId() int32 {
@@ -1539,7 +1889,7 @@ type ErrorEvent struct {
 
 func (x *ErrorEvent) Reset() {
 	*x = ErrorEvent{}
-	mi := &file_avb_v1_voice_proto_msgTypes[23]
+	mi := &file_avb_v1_voice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1901,7 @@ func (x *ErrorEvent) String() string {
 func (*ErrorEvent) ProtoMessage() {}
 
 func (x *ErrorEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[23]
+	mi := &file_avb_v1_voice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1914,7 @@ func (x *ErrorEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorEvent.ProtoReflect.Descriptor instead.
 func (*ErrorEvent) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{23}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ErrorEvent) GetReason() string {
@@ -1590,7 +1940,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_avb_v1_voice_proto_msgTypes[24]
+	mi := &file_avb_v1_voice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1952,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[24]
+	mi := &file_avb_v1_voice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1965,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{24}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{28}
 }
 
 // ConverseEventsRequest starts or joins a session on the browser path.
@@ -1628,7 +1978,7 @@ type ConverseEventsRequest struct {
 
 func (x *ConverseEventsRequest) Reset() {
 	*x = ConverseEventsRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[25]
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1990,7 @@ func (x *ConverseEventsRequest) String() string {
 func (*ConverseEventsRequest) ProtoMessage() {}
 
 func (x *ConverseEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[25]
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +2003,7 @@ func (x *ConverseEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConverseEventsRequest.ProtoReflect.Descriptor instead.
 func (*ConverseEventsRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{25}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ConverseEventsRequest) GetStart() *SessionStart {
@@ -1675,7 +2025,7 @@ type SendAudioRequest struct {
 
 func (x *SendAudioRequest) Reset() {
 	*x = SendAudioRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[26]
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +2037,7 @@ func (x *SendAudioRequest) String() string {
 func (*SendAudioRequest) ProtoMessage() {}
 
 func (x *SendAudioRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[26]
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +2050,7 @@ func (x *SendAudioRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAudioRequest.ProtoReflect.Descriptor instead.
 func (*SendAudioRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{26}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SendAudioRequest) GetSessionId() string {
@@ -1726,7 +2076,7 @@ type SendAudioResponse struct {
 
 func (x *SendAudioResponse) Reset() {
 	*x = SendAudioResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[27]
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +2088,7 @@ func (x *SendAudioResponse) String() string {
 func (*SendAudioResponse) ProtoMessage() {}
 
 func (x *SendAudioResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[27]
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +2101,7 @@ func (x *SendAudioResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAudioResponse.ProtoReflect.Descriptor instead.
 func (*SendAudioResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{27}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{31}
 }
 
 // SendControlRequest sends a control message to a live session.
@@ -1765,7 +2115,7 @@ type SendControlRequest struct {
 
 func (x *SendControlRequest) Reset() {
 	*x = SendControlRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[28]
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +2127,7 @@ func (x *SendControlRequest) String() string {
 func (*SendControlRequest) ProtoMessage() {}
 
 func (x *SendControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[28]
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +2140,7 @@ func (x *SendControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendControlRequest.ProtoReflect.Descriptor instead.
 func (*SendControlRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{28}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SendControlRequest) GetSessionId() string {
@@ -1816,7 +2166,7 @@ type SendControlResponse struct {
 
 func (x *SendControlResponse) Reset() {
 	*x = SendControlResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +2178,7 @@ func (x *SendControlResponse) String() string {
 func (*SendControlResponse) ProtoMessage() {}
 
 func (x *SendControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2191,7 @@ func (x *SendControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendControlResponse.ProtoReflect.Descriptor instead.
 func (*SendControlResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{29}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{33}
 }
 
 // TranscribeRequest is a configuration (first message) or audio.
@@ -1858,7 +2208,7 @@ type TranscribeRequest struct {
 
 func (x *TranscribeRequest) Reset() {
 	*x = TranscribeRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +2220,7 @@ func (x *TranscribeRequest) String() string {
 func (*TranscribeRequest) ProtoMessage() {}
 
 func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +2233,7 @@ func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeRequest.ProtoReflect.Descriptor instead.
 func (*TranscribeRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{30}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TranscribeRequest) GetMessage() isTranscribeRequest_Message {
@@ -1940,7 +2290,7 @@ type TranscribeConfig struct {
 
 func (x *TranscribeConfig) Reset() {
 	*x = TranscribeConfig{}
-	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2302,7 @@ func (x *TranscribeConfig) String() string {
 func (*TranscribeConfig) ProtoMessage() {}
 
 func (x *TranscribeConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2315,7 @@ func (x *TranscribeConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeConfig.ProtoReflect.Descriptor instead.
 func (*TranscribeConfig) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{31}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TranscribeConfig) GetInputAudioFormat() *AudioFormat {
@@ -2004,7 +2354,7 @@ type TranscribeResponse struct {
 
 func (x *TranscribeResponse) Reset() {
 	*x = TranscribeResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	mi := &file_avb_v1_voice_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2366,7 @@ func (x *TranscribeResponse) String() string {
 func (*TranscribeResponse) ProtoMessage() {}
 
 func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	mi := &file_avb_v1_voice_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2379,7 @@ func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeResponse.ProtoReflect.Descriptor instead.
 func (*TranscribeResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{32}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TranscribeResponse) GetText() string {
@@ -2073,7 +2423,7 @@ type SynthesizeRequest struct {
 
 func (x *SynthesizeRequest) Reset() {
 	*x = SynthesizeRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	mi := &file_avb_v1_voice_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2435,7 @@ func (x *SynthesizeRequest) String() string {
 func (*SynthesizeRequest) ProtoMessage() {}
 
 func (x *SynthesizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	mi := &file_avb_v1_voice_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2448,7 @@ func (x *SynthesizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeRequest.ProtoReflect.Descriptor instead.
 func (*SynthesizeRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{33}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SynthesizeRequest) GetText() string {
@@ -2133,7 +2483,7 @@ type SynthesizeResponse struct {
 
 func (x *SynthesizeResponse) Reset() {
 	*x = SynthesizeResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	mi := &file_avb_v1_voice_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2495,7 @@ func (x *SynthesizeResponse) String() string {
 func (*SynthesizeResponse) ProtoMessage() {}
 
 func (x *SynthesizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	mi := &file_avb_v1_voice_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2508,7 @@ func (x *SynthesizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeResponse.ProtoReflect.Descriptor instead.
 func (*SynthesizeResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{34}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SynthesizeResponse) GetAudio() []byte {
@@ -2188,7 +2538,7 @@ type CreateClientTokenRequest struct {
 
 func (x *CreateClientTokenRequest) Reset() {
 	*x = CreateClientTokenRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	mi := &file_avb_v1_voice_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2550,7 @@ func (x *CreateClientTokenRequest) String() string {
 func (*CreateClientTokenRequest) ProtoMessage() {}
 
 func (x *CreateClientTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	mi := &file_avb_v1_voice_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2563,7 @@ func (x *CreateClientTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientTokenRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{35}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateClientTokenRequest) GetSessionId() string {
@@ -2241,7 +2591,7 @@ type CreateClientTokenResponse struct {
 
 func (x *CreateClientTokenResponse) Reset() {
 	*x = CreateClientTokenResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[36]
+	mi := &file_avb_v1_voice_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2603,7 @@ func (x *CreateClientTokenResponse) String() string {
 func (*CreateClientTokenResponse) ProtoMessage() {}
 
 func (x *CreateClientTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[36]
+	mi := &file_avb_v1_voice_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2616,7 @@ func (x *CreateClientTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientTokenResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{36}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateClientTokenResponse) GetToken() string {
@@ -2287,7 +2637,7 @@ var File_avb_v1_voice_proto protoreflect.FileDescriptor
 
 const file_avb_v1_voice_proto_rawDesc = "" +
 	"\n" +
-	"\x12avb/v1/voice.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n" +
+	"\x12avb/v1/voice.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x14avb/v1/persona.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n" +
 	"\x0fConverseRequest\x12,\n" +
 	"\x05start\x18\x01 \x01(\v2\x14.avb.v1.SessionStartH\x00R\x05start\x12+\n" +
 	"\x05audio\x18\x02 \x01(\v2\x13.avb.v1.AudioAppendH\x00R\x05audio\x121\n" +
@@ -2298,15 +2648,23 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tsessionId\x12-\n" +
 	"\x06config\x18\x02 \x01(\v2\x15.avb.v1.SessionConfigR\x06config\"#\n" +
 	"\vAudioAppend\x12\x14\n" +
-	"\x05audio\x18\x01 \x01(\fR\x05audio\"\xe5\x02\n" +
+	"\x05audio\x18\x01 \x01(\fR\x05audio\"\x9c\x03\n" +
 	"\rClientControl\x12/\n" +
 	"\x06update\x18\x01 \x01(\v2\x15.avb.v1.SessionConfigH\x00R\x06update\x122\n" +
 	"\x06commit\x18\x02 \x01(\v2\x18.avb.v1.InputAudioCommitH\x00R\x06commit\x12/\n" +
 	"\x05clear\x18\x03 \x01(\v2\x17.avb.v1.InputAudioClearH\x00R\x05clear\x12A\n" +
 	"\x0fcreate_response\x18\x04 \x01(\v2\x16.avb.v1.ResponseCreateH\x00R\x0ecreateResponse\x12A\n" +
 	"\x0fcancel_response\x18\x05 \x01(\v2\x16.avb.v1.ResponseCancelH\x00R\x0ecancelResponse\x12&\n" +
-	"\x03end\x18\x06 \x01(\v2\x12.avb.v1.SessionEndH\x00R\x03endB\x10\n" +
-	"\acontrol\x12\x05\xbaH\x02\b\x01\"\x12\n" +
+	"\x03end\x18\x06 \x01(\v2\x12.avb.v1.SessionEndH\x00R\x03end\x125\n" +
+	"\vtool_result\x18\a \x01(\v2\x12.avb.v1.ToolResultH\x00R\n" +
+	"toolResultB\x10\n" +
+	"\acontrol\x12\x05\xbaH\x02\b\x01\"o\n" +
+	"\n" +
+	"ToolResult\x12#\n" +
+	"\acall_id\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x06callId\x12!\n" +
+	"\x06output\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04R\x06output\x12\x19\n" +
+	"\bis_error\x18\x03 \x01(\bR\aisError\"\x12\n" +
 	"\x10InputAudioCommit\"\x11\n" +
 	"\x0fInputAudioClear\"\x10\n" +
 	"\x0eResponseCreate\"\x10\n" +
@@ -2316,7 +2674,7 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\x10ConverseResponse\x12(\n" +
 	"\x05event\x18\x01 \x01(\v2\x12.avb.v1.VoiceEventR\x05event\"B\n" +
 	"\x16ConverseEventsResponse\x12(\n" +
-	"\x05event\x18\x01 \x01(\v2\x12.avb.v1.VoiceEventR\x05event\"\xaf\x06\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.avb.v1.VoiceEventR\x05event\"\xce\a\n" +
 	"\n" +
 	"VoiceEvent\x12A\n" +
 	"\x0fsession_started\x18\x01 \x01(\v2\x16.avb.v1.SessionStartedH\x00R\x0esessionStarted\x12>\n" +
@@ -2331,8 +2689,29 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\x05error\x18\n" +
 	" \x01(\v2\x12.avb.v1.ErrorEventH\x00R\x05error\x121\n" +
 	"\theartbeat\x18\v \x01(\v2\x11.avb.v1.HeartbeatH\x00R\theartbeat\x12D\n" +
-	"\x10response_resumed\x18\f \x01(\v2\x17.avb.v1.ResponseResumedH\x00R\x0fresponseResumedB\a\n" +
-	"\x05event\";\n" +
+	"\x10response_resumed\x18\f \x01(\v2\x17.avb.v1.ResponseResumedH\x00R\x0fresponseResumed\x12/\n" +
+	"\ttool_call\x18\r \x01(\v2\x10.avb.v1.ToolCallH\x00R\btoolCall\x12<\n" +
+	"\x0etool_call_done\x18\x0e \x01(\v2\x14.avb.v1.ToolCallDoneH\x00R\ftoolCallDone\x12.\n" +
+	"\btransfer\x18\x0f \x01(\v2\x10.avb.v1.TransferH\x00R\btransferB\a\n" +
+	"\x05event\"\x9c\x01\n" +
+	"\bToolCall\x12\x1f\n" +
+	"\vresponse_id\x18\x01 \x01(\x05R\n" +
+	"responseId\x12\x17\n" +
+	"\acall_id\x18\x02 \x01(\tR\x06callId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1c\n" +
+	"\targuments\x18\x04 \x01(\tR\targuments\x12$\n" +
+	"\x04kind\x18\x05 \x01(\x0e2\x10.avb.v1.ToolKindR\x04kind\"\x95\x01\n" +
+	"\fToolCallDone\x12\x1f\n" +
+	"\vresponse_id\x18\x01 \x01(\x05R\n" +
+	"responseId\x12\x17\n" +
+	"\acall_id\x18\x02 \x01(\tR\x06callId\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x18\n" +
+	"\aoutcome\x18\x04 \x01(\tR\aoutcome\x12\x1d\n" +
+	"\n" +
+	"latency_ms\x18\x05 \x01(\x01R\tlatencyMs\";\n" +
+	"\bTransfer\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\";\n" +
 	"\x0eSessionStarted\x12)\n" +
 	"\asession\x18\x01 \x01(\v2\x0f.avb.v1.SessionR\asession\"*\n" +
 	"\rSpeechStarted\x12\x19\n" +
@@ -2354,7 +2733,7 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\vresponse_id\x18\x01 \x01(\x05R\n" +
 	"responseId\x12\x14\n" +
 	"\x05audio\x18\x02 \x01(\fR\x05audio\x12\x19\n" +
-	"\baudio_ms\x18\x03 \x01(\x01R\aaudioMs\"\xeb\x01\n" +
+	"\baudio_ms\x18\x03 \x01(\x01R\aaudioMs\"\x84\x02\n" +
 	"\vTurnLatency\x12 \n" +
 	"\fstt_final_ms\x18\x01 \x01(\x01R\n" +
 	"sttFinalMs\x12+\n" +
@@ -2365,7 +2744,8 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"vad_end_ms\x18\x05 \x01(\x01R\bvadEndMs\x12\x1e\n" +
 	"\n" +
 	"preemptive\x18\x06 \x01(\bR\n" +
-	"preemptive\"O\n" +
+	"preemptive\x12\x17\n" +
+	"\atool_ms\x18\a \x01(\x01R\x06toolMs\"O\n" +
 	"\x0fResponseResumed\x12\x1f\n" +
 	"\vresponse_id\x18\x01 \x01(\x05R\n" +
 	"responseId\x12\x1b\n" +
@@ -2462,104 +2842,114 @@ func file_avb_v1_voice_proto_rawDescGZIP() []byte {
 	return file_avb_v1_voice_proto_rawDescData
 }
 
-var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_avb_v1_voice_proto_goTypes = []any{
 	(*ConverseRequest)(nil),           // 0: avb.v1.ConverseRequest
 	(*SessionStart)(nil),              // 1: avb.v1.SessionStart
 	(*AudioAppend)(nil),               // 2: avb.v1.AudioAppend
 	(*ClientControl)(nil),             // 3: avb.v1.ClientControl
-	(*InputAudioCommit)(nil),          // 4: avb.v1.InputAudioCommit
-	(*InputAudioClear)(nil),           // 5: avb.v1.InputAudioClear
-	(*ResponseCreate)(nil),            // 6: avb.v1.ResponseCreate
-	(*ResponseCancel)(nil),            // 7: avb.v1.ResponseCancel
-	(*SessionEnd)(nil),                // 8: avb.v1.SessionEnd
-	(*ConverseResponse)(nil),          // 9: avb.v1.ConverseResponse
-	(*ConverseEventsResponse)(nil),    // 10: avb.v1.ConverseEventsResponse
-	(*VoiceEvent)(nil),                // 11: avb.v1.VoiceEvent
-	(*SessionStarted)(nil),            // 12: avb.v1.SessionStarted
-	(*SpeechStarted)(nil),             // 13: avb.v1.SpeechStarted
-	(*SpeechStopped)(nil),             // 14: avb.v1.SpeechStopped
-	(*TranscriptPartial)(nil),         // 15: avb.v1.TranscriptPartial
-	(*TranscriptFinal)(nil),           // 16: avb.v1.TranscriptFinal
-	(*ResponseStarted)(nil),           // 17: avb.v1.ResponseStarted
-	(*ResponseTextDelta)(nil),         // 18: avb.v1.ResponseTextDelta
-	(*ResponseAudioDelta)(nil),        // 19: avb.v1.ResponseAudioDelta
-	(*TurnLatency)(nil),               // 20: avb.v1.TurnLatency
-	(*ResponseResumed)(nil),           // 21: avb.v1.ResponseResumed
-	(*ResponseDone)(nil),              // 22: avb.v1.ResponseDone
-	(*ErrorEvent)(nil),                // 23: avb.v1.ErrorEvent
-	(*Heartbeat)(nil),                 // 24: avb.v1.Heartbeat
-	(*ConverseEventsRequest)(nil),     // 25: avb.v1.ConverseEventsRequest
-	(*SendAudioRequest)(nil),          // 26: avb.v1.SendAudioRequest
-	(*SendAudioResponse)(nil),         // 27: avb.v1.SendAudioResponse
-	(*SendControlRequest)(nil),        // 28: avb.v1.SendControlRequest
-	(*SendControlResponse)(nil),       // 29: avb.v1.SendControlResponse
-	(*TranscribeRequest)(nil),         // 30: avb.v1.TranscribeRequest
-	(*TranscribeConfig)(nil),          // 31: avb.v1.TranscribeConfig
-	(*TranscribeResponse)(nil),        // 32: avb.v1.TranscribeResponse
-	(*SynthesizeRequest)(nil),         // 33: avb.v1.SynthesizeRequest
-	(*SynthesizeResponse)(nil),        // 34: avb.v1.SynthesizeResponse
-	(*CreateClientTokenRequest)(nil),  // 35: avb.v1.CreateClientTokenRequest
-	(*CreateClientTokenResponse)(nil), // 36: avb.v1.CreateClientTokenResponse
-	(*SessionConfig)(nil),             // 37: avb.v1.SessionConfig
-	(*Session)(nil),                   // 38: avb.v1.Session
-	(*AudioFormat)(nil),               // 39: avb.v1.AudioFormat
-	(*TurnDetection)(nil),             // 40: avb.v1.TurnDetection
-	(*timestamppb.Timestamp)(nil),     // 41: google.protobuf.Timestamp
+	(*ToolResult)(nil),                // 4: avb.v1.ToolResult
+	(*InputAudioCommit)(nil),          // 5: avb.v1.InputAudioCommit
+	(*InputAudioClear)(nil),           // 6: avb.v1.InputAudioClear
+	(*ResponseCreate)(nil),            // 7: avb.v1.ResponseCreate
+	(*ResponseCancel)(nil),            // 8: avb.v1.ResponseCancel
+	(*SessionEnd)(nil),                // 9: avb.v1.SessionEnd
+	(*ConverseResponse)(nil),          // 10: avb.v1.ConverseResponse
+	(*ConverseEventsResponse)(nil),    // 11: avb.v1.ConverseEventsResponse
+	(*VoiceEvent)(nil),                // 12: avb.v1.VoiceEvent
+	(*ToolCall)(nil),                  // 13: avb.v1.ToolCall
+	(*ToolCallDone)(nil),              // 14: avb.v1.ToolCallDone
+	(*Transfer)(nil),                  // 15: avb.v1.Transfer
+	(*SessionStarted)(nil),            // 16: avb.v1.SessionStarted
+	(*SpeechStarted)(nil),             // 17: avb.v1.SpeechStarted
+	(*SpeechStopped)(nil),             // 18: avb.v1.SpeechStopped
+	(*TranscriptPartial)(nil),         // 19: avb.v1.TranscriptPartial
+	(*TranscriptFinal)(nil),           // 20: avb.v1.TranscriptFinal
+	(*ResponseStarted)(nil),           // 21: avb.v1.ResponseStarted
+	(*ResponseTextDelta)(nil),         // 22: avb.v1.ResponseTextDelta
+	(*ResponseAudioDelta)(nil),        // 23: avb.v1.ResponseAudioDelta
+	(*TurnLatency)(nil),               // 24: avb.v1.TurnLatency
+	(*ResponseResumed)(nil),           // 25: avb.v1.ResponseResumed
+	(*ResponseDone)(nil),              // 26: avb.v1.ResponseDone
+	(*ErrorEvent)(nil),                // 27: avb.v1.ErrorEvent
+	(*Heartbeat)(nil),                 // 28: avb.v1.Heartbeat
+	(*ConverseEventsRequest)(nil),     // 29: avb.v1.ConverseEventsRequest
+	(*SendAudioRequest)(nil),          // 30: avb.v1.SendAudioRequest
+	(*SendAudioResponse)(nil),         // 31: avb.v1.SendAudioResponse
+	(*SendControlRequest)(nil),        // 32: avb.v1.SendControlRequest
+	(*SendControlResponse)(nil),       // 33: avb.v1.SendControlResponse
+	(*TranscribeRequest)(nil),         // 34: avb.v1.TranscribeRequest
+	(*TranscribeConfig)(nil),          // 35: avb.v1.TranscribeConfig
+	(*TranscribeResponse)(nil),        // 36: avb.v1.TranscribeResponse
+	(*SynthesizeRequest)(nil),         // 37: avb.v1.SynthesizeRequest
+	(*SynthesizeResponse)(nil),        // 38: avb.v1.SynthesizeResponse
+	(*CreateClientTokenRequest)(nil),  // 39: avb.v1.CreateClientTokenRequest
+	(*CreateClientTokenResponse)(nil), // 40: avb.v1.CreateClientTokenResponse
+	(*SessionConfig)(nil),             // 41: avb.v1.SessionConfig
+	(ToolKind)(0),                     // 42: avb.v1.ToolKind
+	(*Session)(nil),                   // 43: avb.v1.Session
+	(*AudioFormat)(nil),               // 44: avb.v1.AudioFormat
+	(*TurnDetection)(nil),             // 45: avb.v1.TurnDetection
+	(*timestamppb.Timestamp)(nil),     // 46: google.protobuf.Timestamp
 }
 var file_avb_v1_voice_proto_depIdxs = []int32{
 	1,  // 0: avb.v1.ConverseRequest.start:type_name -> avb.v1.SessionStart
 	2,  // 1: avb.v1.ConverseRequest.audio:type_name -> avb.v1.AudioAppend
 	3,  // 2: avb.v1.ConverseRequest.control:type_name -> avb.v1.ClientControl
-	37, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
-	37, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
-	4,  // 5: avb.v1.ClientControl.commit:type_name -> avb.v1.InputAudioCommit
-	5,  // 6: avb.v1.ClientControl.clear:type_name -> avb.v1.InputAudioClear
-	6,  // 7: avb.v1.ClientControl.create_response:type_name -> avb.v1.ResponseCreate
-	7,  // 8: avb.v1.ClientControl.cancel_response:type_name -> avb.v1.ResponseCancel
-	8,  // 9: avb.v1.ClientControl.end:type_name -> avb.v1.SessionEnd
-	11, // 10: avb.v1.ConverseResponse.event:type_name -> avb.v1.VoiceEvent
-	11, // 11: avb.v1.ConverseEventsResponse.event:type_name -> avb.v1.VoiceEvent
-	12, // 12: avb.v1.VoiceEvent.session_started:type_name -> avb.v1.SessionStarted
-	13, // 13: avb.v1.VoiceEvent.speech_started:type_name -> avb.v1.SpeechStarted
-	14, // 14: avb.v1.VoiceEvent.speech_stopped:type_name -> avb.v1.SpeechStopped
-	15, // 15: avb.v1.VoiceEvent.transcript_partial:type_name -> avb.v1.TranscriptPartial
-	16, // 16: avb.v1.VoiceEvent.transcript_final:type_name -> avb.v1.TranscriptFinal
-	17, // 17: avb.v1.VoiceEvent.response_started:type_name -> avb.v1.ResponseStarted
-	18, // 18: avb.v1.VoiceEvent.response_text_delta:type_name -> avb.v1.ResponseTextDelta
-	19, // 19: avb.v1.VoiceEvent.response_audio_delta:type_name -> avb.v1.ResponseAudioDelta
-	22, // 20: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
-	23, // 21: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
-	24, // 22: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
-	21, // 23: avb.v1.VoiceEvent.response_resumed:type_name -> avb.v1.ResponseResumed
-	38, // 24: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
-	20, // 25: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
-	1,  // 26: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
-	3,  // 27: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
-	31, // 28: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
-	39, // 29: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
-	40, // 30: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
-	39, // 31: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
-	41, // 32: avb.v1.CreateClientTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 33: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
-	25, // 34: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
-	26, // 35: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
-	30, // 36: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
-	33, // 37: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
-	35, // 38: avb.v1.VoiceService.CreateClientToken:input_type -> avb.v1.CreateClientTokenRequest
-	28, // 39: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
-	9,  // 40: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
-	10, // 41: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
-	27, // 42: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
-	32, // 43: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
-	34, // 44: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
-	36, // 45: avb.v1.VoiceService.CreateClientToken:output_type -> avb.v1.CreateClientTokenResponse
-	29, // 46: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
-	40, // [40:47] is the sub-list for method output_type
-	33, // [33:40] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	41, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
+	41, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
+	5,  // 5: avb.v1.ClientControl.commit:type_name -> avb.v1.InputAudioCommit
+	6,  // 6: avb.v1.ClientControl.clear:type_name -> avb.v1.InputAudioClear
+	7,  // 7: avb.v1.ClientControl.create_response:type_name -> avb.v1.ResponseCreate
+	8,  // 8: avb.v1.ClientControl.cancel_response:type_name -> avb.v1.ResponseCancel
+	9,  // 9: avb.v1.ClientControl.end:type_name -> avb.v1.SessionEnd
+	4,  // 10: avb.v1.ClientControl.tool_result:type_name -> avb.v1.ToolResult
+	12, // 11: avb.v1.ConverseResponse.event:type_name -> avb.v1.VoiceEvent
+	12, // 12: avb.v1.ConverseEventsResponse.event:type_name -> avb.v1.VoiceEvent
+	16, // 13: avb.v1.VoiceEvent.session_started:type_name -> avb.v1.SessionStarted
+	17, // 14: avb.v1.VoiceEvent.speech_started:type_name -> avb.v1.SpeechStarted
+	18, // 15: avb.v1.VoiceEvent.speech_stopped:type_name -> avb.v1.SpeechStopped
+	19, // 16: avb.v1.VoiceEvent.transcript_partial:type_name -> avb.v1.TranscriptPartial
+	20, // 17: avb.v1.VoiceEvent.transcript_final:type_name -> avb.v1.TranscriptFinal
+	21, // 18: avb.v1.VoiceEvent.response_started:type_name -> avb.v1.ResponseStarted
+	22, // 19: avb.v1.VoiceEvent.response_text_delta:type_name -> avb.v1.ResponseTextDelta
+	23, // 20: avb.v1.VoiceEvent.response_audio_delta:type_name -> avb.v1.ResponseAudioDelta
+	26, // 21: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
+	27, // 22: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
+	28, // 23: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
+	25, // 24: avb.v1.VoiceEvent.response_resumed:type_name -> avb.v1.ResponseResumed
+	13, // 25: avb.v1.VoiceEvent.tool_call:type_name -> avb.v1.ToolCall
+	14, // 26: avb.v1.VoiceEvent.tool_call_done:type_name -> avb.v1.ToolCallDone
+	15, // 27: avb.v1.VoiceEvent.transfer:type_name -> avb.v1.Transfer
+	42, // 28: avb.v1.ToolCall.kind:type_name -> avb.v1.ToolKind
+	43, // 29: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
+	24, // 30: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
+	1,  // 31: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
+	3,  // 32: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
+	35, // 33: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
+	44, // 34: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
+	45, // 35: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
+	44, // 36: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
+	46, // 37: avb.v1.CreateClientTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 38: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
+	29, // 39: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
+	30, // 40: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
+	34, // 41: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
+	37, // 42: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
+	39, // 43: avb.v1.VoiceService.CreateClientToken:input_type -> avb.v1.CreateClientTokenRequest
+	32, // 44: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
+	10, // 45: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
+	11, // 46: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
+	31, // 47: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
+	36, // 48: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
+	38, // 49: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
+	40, // 50: avb.v1.VoiceService.CreateClientToken:output_type -> avb.v1.CreateClientTokenResponse
+	33, // 51: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
+	45, // [45:52] is the sub-list for method output_type
+	38, // [38:45] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_voice_proto_init() }
@@ -2568,6 +2958,7 @@ func file_avb_v1_voice_proto_init() {
 		return
 	}
 	file_avb_v1_options_proto_init()
+	file_avb_v1_persona_proto_init()
 	file_avb_v1_session_proto_init()
 	file_avb_v1_voice_proto_msgTypes[0].OneofWrappers = []any{
 		(*ConverseRequest_Start)(nil),
@@ -2581,8 +2972,9 @@ func file_avb_v1_voice_proto_init() {
 		(*ClientControl_CreateResponse)(nil),
 		(*ClientControl_CancelResponse)(nil),
 		(*ClientControl_End)(nil),
+		(*ClientControl_ToolResult)(nil),
 	}
-	file_avb_v1_voice_proto_msgTypes[11].OneofWrappers = []any{
+	file_avb_v1_voice_proto_msgTypes[12].OneofWrappers = []any{
 		(*VoiceEvent_SessionStarted)(nil),
 		(*VoiceEvent_SpeechStarted)(nil),
 		(*VoiceEvent_SpeechStopped)(nil),
@@ -2595,8 +2987,11 @@ func file_avb_v1_voice_proto_init() {
 		(*VoiceEvent_Error)(nil),
 		(*VoiceEvent_Heartbeat)(nil),
 		(*VoiceEvent_ResponseResumed)(nil),
+		(*VoiceEvent_ToolCall)(nil),
+		(*VoiceEvent_ToolCallDone)(nil),
+		(*VoiceEvent_Transfer)(nil),
 	}
-	file_avb_v1_voice_proto_msgTypes[30].OneofWrappers = []any{
+	file_avb_v1_voice_proto_msgTypes[34].OneofWrappers = []any{
 		(*TranscribeRequest_Config)(nil),
 		(*TranscribeRequest_Audio)(nil),
 	}
@@ -2606,7 +3001,7 @@ func file_avb_v1_voice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_voice_proto_rawDesc), len(file_avb_v1_voice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

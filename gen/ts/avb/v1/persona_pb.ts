@@ -2,8 +2,8 @@
 // @generated from file avb/v1/persona.proto (package avb.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { ResourceOrder } from "./common_pb";
 import { file_avb_v1_common } from "./common_pb";
 import { file_avb_v1_options } from "./options_pb";
@@ -18,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/persona.proto.
  */
 export const file_avb_v1_persona: GenFile = /*@__PURE__*/
-  fileDesc("ChRhdmIvdjEvcGVyc29uYS5wcm90bxIGYXZiLnYxIocBCgRUb29sEjMKBG5hbWUYASABKAlCJbpIInIgMh5eW0EtWmEtel9dW0EtWmEtejAtOV8tXXswLDYzfSQSHQoLZGVzY3JpcHRpb24YAiABKAlCCLpIBXIDGIAIEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IuACCgdQZXJzb25hEgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIfCgpwcm9qZWN0X2lkGAMgASgJQgu6SAjYAQFyA7ABARIcCgRuYW1lGAQgASgJQg66SAvYAQFyBtDzGAEYZBIdCgtkZXNjcmlwdGlvbhgFIAEoCUIIukgFcgMY6AcSHwoMaW5zdHJ1Y3Rpb25zGAYgASgJQgm6SAZyBBignAESFgoFdm9pY2UYByABKAlCB7pIBHICGGQSFgoFbW9kZWwYCCABKAlCB7pIBHICGGQSJQoFdG9vbHMYCSADKAsyDC5hdmIudjEuVG9vbEIIukgFkgECEEASLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJpChRDcmVhdGVQZXJzb25hUmVxdWVzdBIfCgpyZXF1ZXN0X2lkGAEgASgJQgu6SAjYAQFyA7ABARIwCgdwZXJzb25hGAIgASgLMg8uYXZiLnYxLlBlcnNvbmFCDrpIA8gBAcrzGARuYW1lIjkKFUNyZWF0ZVBlcnNvbmFSZXNwb25zZRIgCgdwZXJzb25hGAEgASgLMg8uYXZiLnYxLlBlcnNvbmEiMQoRR2V0UGVyc29uYVJlcXVlc3QSHAoKcGVyc29uYV9pZBgBIAEoCUIIukgFcgOwAQEiNgoSR2V0UGVyc29uYVJlc3BvbnNlEiAKB3BlcnNvbmEYASABKAsyDy5hdmIudjEuUGVyc29uYSLGAQoTTGlzdFBlcnNvbmFzUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAgSHwoKcHJvamVjdF9pZBgDIAEoCUILukgI2AEBcgOwAQESHgoNbmFtZV9jb250YWlucxgEIAEoCUIHukgEcgIYZBIxCghvcmRlcl9ieRgFIAEoDjIVLmF2Yi52MS5SZXNvdXJjZU9yZGVyQgi6SAWCAQIQASJSChRMaXN0UGVyc29uYXNSZXNwb25zZRIhCghwZXJzb25hcxgBIAMoCzIPLmF2Yi52MS5QZXJzb25hEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKPAQoUVXBkYXRlUGVyc29uYVJlcXVlc3QSHAoKcGVyc29uYV9pZBgBIAEoCUIIukgFcgOwAQESKAoHcGVyc29uYRgCIAEoCzIPLmF2Yi52MS5QZXJzb25hQga6SAPIAQESLwoLdXBkYXRlX21hc2sYAyABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIjkKFVVwZGF0ZVBlcnNvbmFSZXNwb25zZRIgCgdwZXJzb25hGAEgASgLMg8uYXZiLnYxLlBlcnNvbmEiNAoURGVsZXRlUGVyc29uYVJlcXVlc3QSHAoKcGVyc29uYV9pZBgBIAEoCUIIukgFcgOwAQEiFwoVRGVsZXRlUGVyc29uYVJlc3BvbnNlMo4GCg5QZXJzb25hU2VydmljZRKRAQoNQ3JlYXRlUGVyc29uYRIcLmF2Yi52MS5DcmVhdGVQZXJzb25hUmVxdWVzdBodLmF2Yi52MS5DcmVhdGVQZXJzb25hUmVzcG9uc2UiQ8LzGBMaEQoGdGVuYW50EgdkZXZlbG9w0vMYDQoLCAESB3BlcnNvbmGC0+STAhU6ASoiEC9hcGkvdjIvcGVyc29uYXMSjgEKCkdldFBlcnNvbmESGS5hdmIudjEuR2V0UGVyc29uYVJlcXVlc3QaGi5hdmIudjEuR2V0UGVyc29uYVJlc3BvbnNlIkmQAgHC8xgdGhsKB3BlcnNvbmESBHZpZXcaCnBlcnNvbmFfaWSC0+STAh8SHS9hcGkvdjIvcGVyc29uYXMve3BlcnNvbmFfaWR9EnoKDExpc3RQZXJzb25hcxIbLmF2Yi52MS5MaXN0UGVyc29uYXNSZXF1ZXN0GhwuYXZiLnYxLkxpc3RQZXJzb25hc1Jlc3BvbnNlIi+QAgHC8xgQGg4KBnRlbmFudBIEdmlld4LT5JMCEhIQL2FwaS92Mi9wZXJzb25hcxKwAQoNVXBkYXRlUGVyc29uYRIcLmF2Yi52MS5VcGRhdGVQZXJzb25hUmVxdWVzdBodLmF2Yi52MS5VcGRhdGVQZXJzb25hUmVzcG9uc2UiYsLzGB8aHQoHcGVyc29uYRIGbWFuYWdlGgpwZXJzb25hX2lk0vMYDQoLCAISB3BlcnNvbmGC0+STAig6B3BlcnNvbmEyHS9hcGkvdjIvcGVyc29uYXMve3BlcnNvbmFfaWR9EqcBCg1EZWxldGVQZXJzb25hEhwuYXZiLnYxLkRlbGV0ZVBlcnNvbmFSZXF1ZXN0Gh0uYXZiLnYxLkRlbGV0ZVBlcnNvbmFSZXNwb25zZSJZwvMYHxodCgdwZXJzb25hEgZtYW5hZ2UaCnBlcnNvbmFfaWTS8xgNCgsIAxIHcGVyc29uYYLT5JMCHyodL2FwaS92Mi9wZXJzb25hcy97cGVyc29uYV9pZH1CMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_avb_v1_common, file_avb_v1_options, file_avb_v1_rules, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChRhdmIvdjEvcGVyc29uYS5wcm90bxIGYXZiLnYxIqACCgRUb29sEjMKBG5hbWUYASABKAlCJbpIInIgMh5eW0EtWmEtel9dW0EtWmEtejAtOV8tXXswLDYzfSQSHQoLZGVzY3JpcHRpb24YAiABKAlCCLpIBXIDGIAIEisKCnBhcmFtZXRlcnMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKBGtpbmQYBCABKA4yEC5hdmIudjEuVG9vbEtpbmRCCLpIBYIBAhABEhUKA3VybBgFIAEoCUIIukgFcgMYgBASHwoKdGltZW91dF9tcxgGIAEoBUILukgIGgYYwKkHKAASEgoKaWRlbXBvdGVudBgHIAEoCBIhCg90cmFuc2Zlcl90YXJnZXQYCCABKAlCCLpIBXIDGIACIqoDCgdQZXJzb25hEgoKAmlkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIfCgpwcm9qZWN0X2lkGAMgASgJQgu6SAjYAQFyA7ABARIcCgRuYW1lGAQgASgJQg66SAvYAQFyBtDzGAEYZBIdCgtkZXNjcmlwdGlvbhgFIAEoCUIIukgFcgMY6AcSHwoMaW5zdHJ1Y3Rpb25zGAYgASgJQgm6SAZyBBignAESFgoFdm9pY2UYByABKAlCB7pIBHICGGQSFgoFbW9kZWwYCCABKAlCB7pIBHICGGQSJQoFdG9vbHMYCSADKAsyDC5hdmIudjEuVG9vbEIIukgFkgECEEASLwoLY3JlYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdCgt0b29sX2ZpbGxlchgMIAEoCUIIukgFcgMYrAISKQoUdG9vbF9maWxsZXJfZGVsYXlfbXMYDSABKAVCC7pICBoGGODUAygAImkKFENyZWF0ZVBlcnNvbmFSZXF1ZXN0Eh8KCnJlcXVlc3RfaWQYASABKAlCC7pICNgBAXIDsAEBEjAKB3BlcnNvbmEYAiABKAsyDy5hdmIudjEuUGVyc29uYUIOukgDyAEByvMYBG5hbWUiOQoVQ3JlYXRlUGVyc29uYVJlc3BvbnNlEiAKB3BlcnNvbmEYASABKAsyDy5hdmIudjEuUGVyc29uYSIxChFHZXRQZXJzb25hUmVxdWVzdBIcCgpwZXJzb25hX2lkGAEgASgJQgi6SAVyA7ABASI2ChJHZXRQZXJzb25hUmVzcG9uc2USIAoHcGVyc29uYRgBIAEoCzIPLmF2Yi52MS5QZXJzb25hIsYBChNMaXN0UGVyc29uYXNSZXF1ZXN0Eh0KCXBhZ2Vfc2l6ZRgBIAEoBUIKukgHGgUY9AMoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiACBIfCgpwcm9qZWN0X2lkGAMgASgJQgu6SAjYAQFyA7ABARIeCg1uYW1lX2NvbnRhaW5zGAQgASgJQge6SARyAhhkEjEKCG9yZGVyX2J5GAUgASgOMhUuYXZiLnYxLlJlc291cmNlT3JkZXJCCLpIBYIBAhABIlIKFExpc3RQZXJzb25hc1Jlc3BvbnNlEiEKCHBlcnNvbmFzGAEgAygLMg8uYXZiLnYxLlBlcnNvbmESFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIo8BChRVcGRhdGVQZXJzb25hUmVxdWVzdBIcCgpwZXJzb25hX2lkGAEgASgJQgi6SAVyA7ABARIoCgdwZXJzb25hGAIgASgLMg8uYXZiLnYxLlBlcnNvbmFCBrpIA8gBARIvCgt1cGRhdGVfbWFzaxgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2siOQoVVXBkYXRlUGVyc29uYVJlc3BvbnNlEiAKB3BlcnNvbmEYASABKAsyDy5hdmIudjEuUGVyc29uYSI0ChREZWxldGVQZXJzb25hUmVxdWVzdBIcCgpwZXJzb25hX2lkGAEgASgJQgi6SAVyA7ABASIXChVEZWxldGVQZXJzb25hUmVzcG9uc2UqggEKCFRvb2xLaW5kEhkKFVRPT0xfS0lORF9VTlNQRUNJRklFRBAAEhQKEFRPT0xfS0lORF9DTElFTlQQARIVChFUT09MX0tJTkRfV0VCSE9PSxACEhYKElRPT0xfS0lORF9FTkRfQ0FMTBADEhYKElRPT0xfS0lORF9UUkFOU0ZFUhAEMo4GCg5QZXJzb25hU2VydmljZRKRAQoNQ3JlYXRlUGVyc29uYRIcLmF2Yi52MS5DcmVhdGVQZXJzb25hUmVxdWVzdBodLmF2Yi52MS5DcmVhdGVQZXJzb25hUmVzcG9uc2UiQ8LzGBMaEQoGdGVuYW50EgdkZXZlbG9w0vMYDQoLCAESB3BlcnNvbmGC0+STAhU6ASoiEC9hcGkvdjIvcGVyc29uYXMSjgEKCkdldFBlcnNvbmESGS5hdmIudjEuR2V0UGVyc29uYVJlcXVlc3QaGi5hdmIudjEuR2V0UGVyc29uYVJlc3BvbnNlIkmQAgHC8xgdGhsKB3BlcnNvbmESBHZpZXcaCnBlcnNvbmFfaWSC0+STAh8SHS9hcGkvdjIvcGVyc29uYXMve3BlcnNvbmFfaWR9EnoKDExpc3RQZXJzb25hcxIbLmF2Yi52MS5MaXN0UGVyc29uYXNSZXF1ZXN0GhwuYXZiLnYxLkxpc3RQZXJzb25hc1Jlc3BvbnNlIi+QAgHC8xgQGg4KBnRlbmFudBIEdmlld4LT5JMCEhIQL2FwaS92Mi9wZXJzb25hcxKwAQoNVXBkYXRlUGVyc29uYRIcLmF2Yi52MS5VcGRhdGVQZXJzb25hUmVxdWVzdBodLmF2Yi52MS5VcGRhdGVQZXJzb25hUmVzcG9uc2UiYsLzGB8aHQoHcGVyc29uYRIGbWFuYWdlGgpwZXJzb25hX2lk0vMYDQoLCAISB3BlcnNvbmGC0+STAig6B3BlcnNvbmEyHS9hcGkvdjIvcGVyc29uYXMve3BlcnNvbmFfaWR9EqcBCg1EZWxldGVQZXJzb25hEhwuYXZiLnYxLkRlbGV0ZVBlcnNvbmFSZXF1ZXN0Gh0uYXZiLnYxLkRlbGV0ZVBlcnNvbmFSZXNwb25zZSJZwvMYHxodCgdwZXJzb25hEgZtYW5hZ2UaCnBlcnNvbmFfaWTS8xgNCgsIAxIHcGVyc29uYYLT5JMCHyodL2FwaS92Mi9wZXJzb25hcy97cGVyc29uYV9pZH1CMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_avb_v1_common, file_avb_v1_options, file_avb_v1_rules, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Tool is a function the model may call.
@@ -39,11 +39,48 @@ export type Tool = Message<"avb.v1.Tool"> & {
   description: string;
 
   /**
-   * parameters is the JSON Schema of the tool's arguments.
+   * parameters is the JSON Schema of the tool's arguments (empty: any
+   * object). Arguments that do not match never reach the tool: the model
+   * gets the error instead.
    *
    * @generated from field: google.protobuf.Struct parameters = 3;
    */
   parameters?: JsonObject | undefined;
+
+  /**
+   * @generated from field: avb.v1.ToolKind kind = 4;
+   */
+  kind: ToolKind;
+
+  /**
+   * url is where a webhook tool is called: https (http only outside the
+   * prod profile), on a public address.
+   *
+   * @generated from field: string url = 5;
+   */
+  url: string;
+
+  /**
+   * timeout_ms bounds one call (0: 10 s).
+   *
+   * @generated from field: int32 timeout_ms = 6;
+   */
+  timeoutMs: number;
+
+  /**
+   * idempotent lets a failed webhook call be retried.
+   *
+   * @generated from field: bool idempotent = 7;
+   */
+  idempotent: boolean;
+
+  /**
+   * transfer_target is where a transfer tool sends the caller (a phone
+   * number or a SIP URI).
+   *
+   * @generated from field: string transfer_target = 8;
+   */
+  transferTarget: string;
 };
 
 /**
@@ -110,8 +147,7 @@ export type Persona = Message<"avb.v1.Persona"> & {
   model: string;
 
   /**
-   * tools are the functions the persona's model may call. They are stored
-   * with the persona; calls do not invoke tools yet.
+   * tools are the functions the persona's model may call during a call.
    *
    * @generated from field: repeated avb.v1.Tool tools = 9;
    */
@@ -126,6 +162,22 @@ export type Persona = Message<"avb.v1.Persona"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 11;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * tool_filler is said when a tool call takes longer than
+   * tool_filler_delay_ms ("One moment, please."); empty: silence.
+   *
+   * @generated from field: string tool_filler = 12;
+   */
+  toolFiller: string;
+
+  /**
+   * tool_filler_delay_ms is how long a tool may run before the filler
+   * (0: 700 ms).
+   *
+   * @generated from field: int32 tool_filler_delay_ms = 13;
+   */
+  toolFillerDelayMs: number;
 };
 
 /**
@@ -368,6 +420,56 @@ export type DeletePersonaResponse = Message<"avb.v1.DeletePersonaResponse"> & {
  */
 export const DeletePersonaResponseSchema: GenMessage<DeletePersonaResponse> = /*@__PURE__*/
   messageDesc(file_avb_v1_persona, 11);
+
+/**
+ * ToolKind says who runs a tool when the model calls it.
+ *
+ * @generated from enum avb.v1.ToolKind
+ */
+export enum ToolKind {
+  /**
+   * TOOL_KIND_UNSPECIFIED runs as TOOL_KIND_CLIENT.
+   *
+   * @generated from enum value: TOOL_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * TOOL_KIND_CLIENT: the client gets a tool_call event and answers with a
+   * tool_result control message.
+   *
+   * @generated from enum value: TOOL_KIND_CLIENT = 1;
+   */
+  CLIENT = 1,
+
+  /**
+   * TOOL_KIND_WEBHOOK: avb POSTs the call to url, signed with the tenant's
+   * webhook_signing_secret (header Avb-Signature).
+   *
+   * @generated from enum value: TOOL_KIND_WEBHOOK = 2;
+   */
+  WEBHOOK = 2,
+
+  /**
+   * TOOL_KIND_END_CALL: the session ends after the reply.
+   *
+   * @generated from enum value: TOOL_KIND_END_CALL = 3;
+   */
+  END_CALL = 3,
+
+  /**
+   * TOOL_KIND_TRANSFER: a transfer event names transfer_target.
+   *
+   * @generated from enum value: TOOL_KIND_TRANSFER = 4;
+   */
+  TRANSFER = 4,
+}
+
+/**
+ * Describes the enum avb.v1.ToolKind.
+ */
+export const ToolKindSchema: GenEnum<ToolKind> = /*@__PURE__*/
+  enumDesc(file_avb_v1_persona, 0);
 
 /**
  * PersonaService manages agent personas: who the agent is (instructions,

@@ -5,6 +5,8 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_avb_v1_options } from "./options_pb";
+import type { ToolKind } from "./persona_pb";
+import { file_avb_v1_persona } from "./persona_pb";
 import type { AudioFormat, Session, SessionConfig, TurnDetection } from "./session_pb";
 import { file_avb_v1_session } from "./session_pb";
 import { file_buf_validate_validate } from "../../buf/validate/validate_pb";
@@ -17,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/voice.proto.
  */
 export const file_avb_v1_voice: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdmIvdjEvdm9pY2UucHJvdG8SBmF2Yi52MSKaAQoPQ29udmVyc2VSZXF1ZXN0EiUKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEgAEiQKBWF1ZGlvGAIgASgLMhMuYXZiLnYxLkF1ZGlvQXBwZW5kSAASKAoHY29udHJvbBgDIAEoCzIVLmF2Yi52MS5DbGllbnRDb250cm9sSABCEAoHbWVzc2FnZRIFukgCCAEiVgoMU2Vzc2lvblN0YXJ0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEiUKBmNvbmZpZxgCIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnIhwKC0F1ZGlvQXBwZW5kEg0KBWF1ZGlvGAEgASgMIqkCCg1DbGllbnRDb250cm9sEicKBnVwZGF0ZRgBIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnSAASKgoGY29tbWl0GAIgASgLMhguYXZiLnYxLklucHV0QXVkaW9Db21taXRIABIoCgVjbGVhchgDIAEoCzIXLmF2Yi52MS5JbnB1dEF1ZGlvQ2xlYXJIABIxCg9jcmVhdGVfcmVzcG9uc2UYBCABKAsyFi5hdmIudjEuUmVzcG9uc2VDcmVhdGVIABIxCg9jYW5jZWxfcmVzcG9uc2UYBSABKAsyFi5hdmIudjEuUmVzcG9uc2VDYW5jZWxIABIhCgNlbmQYBiABKAsyEi5hdmIudjEuU2Vzc2lvbkVuZEgAQhAKB2NvbnRyb2wSBbpIAggBIhIKEElucHV0QXVkaW9Db21taXQiEQoPSW5wdXRBdWRpb0NsZWFyIhAKDlJlc3BvbnNlQ3JlYXRlIhAKDlJlc3BvbnNlQ2FuY2VsIgwKClNlc3Npb25FbmQiNQoQQ29udmVyc2VSZXNwb25zZRIhCgVldmVudBgBIAEoCzISLmF2Yi52MS5Wb2ljZUV2ZW50IjsKFkNvbnZlcnNlRXZlbnRzUmVzcG9uc2USIQoFZXZlbnQYASABKAsyEi5hdmIudjEuVm9pY2VFdmVudCL0BAoKVm9pY2VFdmVudBIxCg9zZXNzaW9uX3N0YXJ0ZWQYASABKAsyFi5hdmIudjEuU2Vzc2lvblN0YXJ0ZWRIABIvCg5zcGVlY2hfc3RhcnRlZBgCIAEoCzIVLmF2Yi52MS5TcGVlY2hTdGFydGVkSAASLwoOc3BlZWNoX3N0b3BwZWQYAyABKAsyFS5hdmIudjEuU3BlZWNoU3RvcHBlZEgAEjcKEnRyYW5zY3JpcHRfcGFydGlhbBgEIAEoCzIZLmF2Yi52MS5UcmFuc2NyaXB0UGFydGlhbEgAEjMKEHRyYW5zY3JpcHRfZmluYWwYBSABKAsyFy5hdmIudjEuVHJhbnNjcmlwdEZpbmFsSAASMwoQcmVzcG9uc2Vfc3RhcnRlZBgGIAEoCzIXLmF2Yi52MS5SZXNwb25zZVN0YXJ0ZWRIABI4ChNyZXNwb25zZV90ZXh0X2RlbHRhGAcgASgLMhkuYXZiLnYxLlJlc3BvbnNlVGV4dERlbHRhSAASOgoUcmVzcG9uc2VfYXVkaW9fZGVsdGEYCCABKAsyGi5hdmIudjEuUmVzcG9uc2VBdWRpb0RlbHRhSAASLQoNcmVzcG9uc2VfZG9uZRgJIAEoCzIULmF2Yi52MS5SZXNwb25zZURvbmVIABIjCgVlcnJvchgKIAEoCzISLmF2Yi52MS5FcnJvckV2ZW50SAASJgoJaGVhcnRiZWF0GAsgASgLMhEuYXZiLnYxLkhlYXJ0YmVhdEgAEjMKEHJlc3BvbnNlX3Jlc3VtZWQYDCABKAsyFy5hdmIudjEuUmVzcG9uc2VSZXN1bWVkSABCBwoFZXZlbnQiMgoOU2Vzc2lvblN0YXJ0ZWQSIAoHc2Vzc2lvbhgBIAEoCzIPLmF2Yi52MS5TZXNzaW9uIiEKDVNwZWVjaFN0YXJ0ZWQSEAoIYXVkaW9fbXMYASABKAEiIQoNU3BlZWNoU3RvcHBlZBIQCghhdWRpb19tcxgBIAEoASIhChFUcmFuc2NyaXB0UGFydGlhbBIMCgR0ZXh0GAEgASgJIh8KD1RyYW5zY3JpcHRGaW5hbBIMCgR0ZXh0GAEgASgJIiYKD1Jlc3BvbnNlU3RhcnRlZBITCgtyZXNwb25zZV9pZBgBIAEoBSI2ChFSZXNwb25zZVRleHREZWx0YRITCgtyZXNwb25zZV9pZBgBIAEoBRIMCgR0ZXh0GAIgASgJIkoKElJlc3BvbnNlQXVkaW9EZWx0YRITCgtyZXNwb25zZV9pZBgBIAEoBRINCgVhdWRpbxgCIAEoDBIQCghhdWRpb19tcxgDIAEoASKaAQoLVHVybkxhdGVuY3kSFAoMc3R0X2ZpbmFsX21zGAEgASgBEhoKEmxsbV9maXJzdF90b2tlbl9tcxgCIAEoARIaChJ0dHNfZmlyc3RfYXVkaW9fbXMYAyABKAESFQoNZmlyc3RfYnl0ZV9tcxgEIAEoARISCgp2YWRfZW5kX21zGAUgASgBEhIKCnByZWVtcHRpdmUYBiABKAgiOQoPUmVzcG9uc2VSZXN1bWVkEhMKC3Jlc3BvbnNlX2lkGAEgASgFEhEKCXBsYXllZF9tcxgCIAEoASK+AQoMUmVzcG9uc2VEb25lEhMKC3Jlc3BvbnNlX2lkGAEgASgFEgwKBHRleHQYAiABKAkSEwoLaW50ZXJydXB0ZWQYAyABKAgSEQoJcGxheWVkX21zGAQgASgBEhAKCGF1ZGlvX21zGAUgASgBEhQKDGlucHV0X3Rva2VucxgGIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAcgASgDEiQKB2xhdGVuY3kYCCABKAsyEy5hdmIudjEuVHVybkxhdGVuY3kiLQoKRXJyb3JFdmVudBIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCSILCglIZWFydGJlYXQiRAoVQ29udmVyc2VFdmVudHNSZXF1ZXN0EisKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEIGukgDyAEBIj8KEFNlbmRBdWRpb1JlcXVlc3QSHAoKc2Vzc2lvbl9pZBgBIAEoCUIIukgFcgOwAQESDQoFYXVkaW8YAiABKAwiEwoRU2VuZEF1ZGlvUmVzcG9uc2UiYgoSU2VuZENvbnRyb2xSZXF1ZXN0EhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDsAEBEi4KB2NvbnRyb2wYAiABKAsyFS5hdmIudjEuQ2xpZW50Q29udHJvbEIGukgDyAEBIhUKE1NlbmRDb250cm9sUmVzcG9uc2UiYgoRVHJhbnNjcmliZVJlcXVlc3QSKgoGY29uZmlnGAEgASgLMhguYXZiLnYxLlRyYW5zY3JpYmVDb25maWdIABIPCgVhdWRpbxgCIAEoDEgAQhAKB21lc3NhZ2USBbpIAggBIpoBChBUcmFuc2NyaWJlQ29uZmlnEi8KEmlucHV0X2F1ZGlvX2Zvcm1hdBgBIAEoCzITLmF2Yi52MS5BdWRpb0Zvcm1hdBImCgxwaHJhc2VfaGludHMYAiADKAlCELpIDZIBChD0AyIFcgMYyAESLQoOdHVybl9kZXRlY3Rpb24YAyABKAsyFS5hdmIudjEuVHVybkRldGVjdGlvbiJWChJUcmFuc2NyaWJlUmVzcG9uc2USDAoEdGV4dBgBIAEoCRIQCghpc19maW5hbBgCIAEoCBIQCghzdGFydF9tcxgDIAEoARIOCgZlbmRfbXMYBCABKAEidwoRU3ludGhlc2l6ZVJlcXVlc3QSGAoEdGV4dBgBIAEoCUIKukgHcgUQARiIJxIWCgV2b2ljZRgCIAEoCUIHukgEcgIYZBIwChNvdXRwdXRfYXVkaW9fZm9ybWF0GAMgASgLMhMuYXZiLnYxLkF1ZGlvRm9ybWF0IjUKElN5bnRoZXNpemVSZXNwb25zZRINCgVhdWRpbxgBIAEoDBIQCghhdWRpb19tcxgCIAEoASJcChhDcmVhdGVDbGllbnRUb2tlblJlcXVlc3QSHwoKc2Vzc2lvbl9pZBgBIAEoCUILukgI2AEBcgOwAQESHwoLdHRsX3NlY29uZHMYAiABKAVCCrpIBxoFGIQHKAAiWwoZQ3JlYXRlQ2xpZW50VG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyogkKDFZvaWNlU2VydmljZRJrCghDb252ZXJzZRIXLmF2Yi52MS5Db252ZXJzZVJlcXVlc3QaGC5hdmIudjEuQ29udmVyc2VSZXNwb25zZSIowvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xgNCgsIBhIHc2Vzc2lvbigBMAESewoOQ29udmVyc2VFdmVudHMSHS5hdmIudjEuQ29udmVyc2VFdmVudHNSZXF1ZXN0Gh4uYXZiLnYxLkNvbnZlcnNlRXZlbnRzUmVzcG9uc2UiKMLzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYDQoLCAYSB3Nlc3Npb24wARLpAQoJU2VuZEF1ZGlvEhguYXZiLnYxLlNlbmRBdWRpb1JlcXVlc3QaGS5hdmIudjEuU2VuZEF1ZGlvUmVzcG9uc2UipgHC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZdLzGFcSVWF1ZGlvIG9mIGEgbGl2ZSBjYWxsOiB0aGUgY2FsbCB3YXMgcmVjb3JkZWQgd2hlbiBpdCBvcGVuZWQgKENvbnZlcnNlLCBDb252ZXJzZUV2ZW50cymC0+STAi46ASoiKS9hcGkvdjIvdm9pY2Uvc2Vzc2lvbnMve3Nlc3Npb25faWR9L2F1ZGlvEo4BCgpUcmFuc2NyaWJlEhkuYXZiLnYxLlRyYW5zY3JpYmVSZXF1ZXN0GhouYXZiLnYxLlRyYW5zY3JpYmVSZXNwb25zZSJFwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xgqEihjb21wdXRlcyBhIHRyYW5zY3JpcHQgYW5kIHN0b3JlcyBub3RoaW5nKAEwARKGAQoKU3ludGhlc2l6ZRIZLmF2Yi52MS5TeW50aGVzaXplUmVxdWVzdBoaLmF2Yi52MS5TeW50aGVzaXplUmVzcG9uc2UiP8LzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYJBIiY29tcHV0ZXMgc3BlZWNoIGFuZCBzdG9yZXMgbm90aGluZzABEq0BChFDcmVhdGVDbGllbnRUb2tlbhIgLmF2Yi52MS5DcmVhdGVDbGllbnRUb2tlblJlcXVlc3QaIS5hdmIudjEuQ3JlYXRlQ2xpZW50VG9rZW5SZXNwb25zZSJTwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xgSChAIARIMY2xpZW50X3Rva2VugtPkkwIgOgEqIhsvYXBpL3YyL3ZvaWNlL2NsaWVudC10b2tlbnMS8QEKC1NlbmRDb250cm9sEhouYXZiLnYxLlNlbmRDb250cm9sUmVxdWVzdBobLmF2Yi52MS5TZW5kQ29udHJvbFJlc3BvbnNlIqgBwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xhXElVjb250cm9scyBhIGxpdmUgY2FsbDogdGhlIGNhbGwgd2FzIHJlY29yZGVkIHdoZW4gaXQgb3BlbmVkIChDb252ZXJzZSwgQ29udmVyc2VFdmVudHMpgtPkkwIwOgEqIisvYXBpL3YyL3ZvaWNlL3Nlc3Npb25zL3tzZXNzaW9uX2lkfS9jb250cm9sQjJaMGdpdGh1Yi5jb20vYWdlbnR2b2ljZWJveC9hdmIvZ2VuL2dvL2F2Yi92MTthdmJ2MWIGcHJvdG8z", [file_avb_v1_options, file_avb_v1_session, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChJhdmIvdjEvdm9pY2UucHJvdG8SBmF2Yi52MSKaAQoPQ29udmVyc2VSZXF1ZXN0EiUKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEgAEiQKBWF1ZGlvGAIgASgLMhMuYXZiLnYxLkF1ZGlvQXBwZW5kSAASKAoHY29udHJvbBgDIAEoCzIVLmF2Yi52MS5DbGllbnRDb250cm9sSABCEAoHbWVzc2FnZRIFukgCCAEiVgoMU2Vzc2lvblN0YXJ0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEiUKBmNvbmZpZxgCIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnIhwKC0F1ZGlvQXBwZW5kEg0KBWF1ZGlvGAEgASgMItQCCg1DbGllbnRDb250cm9sEicKBnVwZGF0ZRgBIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnSAASKgoGY29tbWl0GAIgASgLMhguYXZiLnYxLklucHV0QXVkaW9Db21taXRIABIoCgVjbGVhchgDIAEoCzIXLmF2Yi52MS5JbnB1dEF1ZGlvQ2xlYXJIABIxCg9jcmVhdGVfcmVzcG9uc2UYBCABKAsyFi5hdmIudjEuUmVzcG9uc2VDcmVhdGVIABIxCg9jYW5jZWxfcmVzcG9uc2UYBSABKAsyFi5hdmIudjEuUmVzcG9uc2VDYW5jZWxIABIhCgNlbmQYBiABKAsyEi5hdmIudjEuU2Vzc2lvbkVuZEgAEikKC3Rvb2xfcmVzdWx0GAcgASgLMhIuYXZiLnYxLlRvb2xSZXN1bHRIAEIQCgdjb250cm9sEgW6SAIIASJWCgpUb29sUmVzdWx0EhsKB2NhbGxfaWQYASABKAlCCrpIB3IFEAEYgAESGQoGb3V0cHV0GAIgASgJQgm6SAZyBBiAgAQSEAoIaXNfZXJyb3IYAyABKAgiEgoQSW5wdXRBdWRpb0NvbW1pdCIRCg9JbnB1dEF1ZGlvQ2xlYXIiEAoOUmVzcG9uc2VDcmVhdGUiEAoOUmVzcG9uc2VDYW5jZWwiDAoKU2Vzc2lvbkVuZCI1ChBDb252ZXJzZVJlc3BvbnNlEiEKBWV2ZW50GAEgASgLMhIuYXZiLnYxLlZvaWNlRXZlbnQiOwoWQ29udmVyc2VFdmVudHNSZXNwb25zZRIhCgVldmVudBgBIAEoCzISLmF2Yi52MS5Wb2ljZUV2ZW50IvEFCgpWb2ljZUV2ZW50EjEKD3Nlc3Npb25fc3RhcnRlZBgBIAEoCzIWLmF2Yi52MS5TZXNzaW9uU3RhcnRlZEgAEi8KDnNwZWVjaF9zdGFydGVkGAIgASgLMhUuYXZiLnYxLlNwZWVjaFN0YXJ0ZWRIABIvCg5zcGVlY2hfc3RvcHBlZBgDIAEoCzIVLmF2Yi52MS5TcGVlY2hTdG9wcGVkSAASNwoSdHJhbnNjcmlwdF9wYXJ0aWFsGAQgASgLMhkuYXZiLnYxLlRyYW5zY3JpcHRQYXJ0aWFsSAASMwoQdHJhbnNjcmlwdF9maW5hbBgFIAEoCzIXLmF2Yi52MS5UcmFuc2NyaXB0RmluYWxIABIzChByZXNwb25zZV9zdGFydGVkGAYgASgLMhcuYXZiLnYxLlJlc3BvbnNlU3RhcnRlZEgAEjgKE3Jlc3BvbnNlX3RleHRfZGVsdGEYByABKAsyGS5hdmIudjEuUmVzcG9uc2VUZXh0RGVsdGFIABI6ChRyZXNwb25zZV9hdWRpb19kZWx0YRgIIAEoCzIaLmF2Yi52MS5SZXNwb25zZUF1ZGlvRGVsdGFIABItCg1yZXNwb25zZV9kb25lGAkgASgLMhQuYXZiLnYxLlJlc3BvbnNlRG9uZUgAEiMKBWVycm9yGAogASgLMhIuYXZiLnYxLkVycm9yRXZlbnRIABImCgloZWFydGJlYXQYCyABKAsyES5hdmIudjEuSGVhcnRiZWF0SAASMwoQcmVzcG9uc2VfcmVzdW1lZBgMIAEoCzIXLmF2Yi52MS5SZXNwb25zZVJlc3VtZWRIABIlCgl0b29sX2NhbGwYDSABKAsyEC5hdmIudjEuVG9vbENhbGxIABIuCg50b29sX2NhbGxfZG9uZRgOIAEoCzIULmF2Yi52MS5Ub29sQ2FsbERvbmVIABIkCgh0cmFuc2ZlchgPIAEoCzIQLmF2Yi52MS5UcmFuc2ZlckgAQgcKBWV2ZW50InEKCFRvb2xDYWxsEhMKC3Jlc3BvbnNlX2lkGAEgASgFEg8KB2NhbGxfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIRCglhcmd1bWVudHMYBCABKAkSHgoEa2luZBgFIAEoDjIQLmF2Yi52MS5Ub29sS2luZCJnCgxUb29sQ2FsbERvbmUSEwoLcmVzcG9uc2VfaWQYASABKAUSDwoHY2FsbF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEg8KB291dGNvbWUYBCABKAkSEgoKbGF0ZW5jeV9tcxgFIAEoASIrCghUcmFuc2ZlchIPCgdjYWxsX2lkGAEgASgJEg4KBnRhcmdldBgCIAEoCSIyCg5TZXNzaW9uU3RhcnRlZBIgCgdzZXNzaW9uGAEgASgLMg8uYXZiLnYxLlNlc3Npb24iIQoNU3BlZWNoU3RhcnRlZBIQCghhdWRpb19tcxgBIAEoASIhCg1TcGVlY2hTdG9wcGVkEhAKCGF1ZGlvX21zGAEgASgBIiEKEVRyYW5zY3JpcHRQYXJ0aWFsEgwKBHRleHQYASABKAkiHwoPVHJhbnNjcmlwdEZpbmFsEgwKBHRleHQYASABKAkiJgoPUmVzcG9uc2VTdGFydGVkEhMKC3Jlc3BvbnNlX2lkGAEgASgFIjYKEVJlc3BvbnNlVGV4dERlbHRhEhMKC3Jlc3BvbnNlX2lkGAEgASgFEgwKBHRleHQYAiABKAkiSgoSUmVzcG9uc2VBdWRpb0RlbHRhEhMKC3Jlc3BvbnNlX2lkGAEgASgFEg0KBWF1ZGlvGAIgASgMEhAKCGF1ZGlvX21zGAMgASgBIqsBCgtUdXJuTGF0ZW5jeRIUCgxzdHRfZmluYWxfbXMYASABKAESGgoSbGxtX2ZpcnN0X3Rva2VuX21zGAIgASgBEhoKEnR0c19maXJzdF9hdWRpb19tcxgDIAEoARIVCg1maXJzdF9ieXRlX21zGAQgASgBEhIKCnZhZF9lbmRfbXMYBSABKAESEgoKcHJlZW1wdGl2ZRgGIAEoCBIPCgd0b29sX21zGAcgASgBIjkKD1Jlc3BvbnNlUmVzdW1lZBITCgtyZXNwb25zZV9pZBgBIAEoBRIRCglwbGF5ZWRfbXMYAiABKAEivgEKDFJlc3BvbnNlRG9uZRITCgtyZXNwb25zZV9pZBgBIAEoBRIMCgR0ZXh0GAIgASgJEhMKC2ludGVycnVwdGVkGAMgASgIEhEKCXBsYXllZF9tcxgEIAEoARIQCghhdWRpb19tcxgFIAEoARIUCgxpbnB1dF90b2tlbnMYBiABKAMSFQoNb3V0cHV0X3Rva2VucxgHIAEoAxIkCgdsYXRlbmN5GAggASgLMhMuYXZiLnYxLlR1cm5MYXRlbmN5Ii0KCkVycm9yRXZlbnQSDgoGcmVhc29uGAEgASgJEg8KB21lc3NhZ2UYAiABKAkiCwoJSGVhcnRiZWF0IkQKFUNvbnZlcnNlRXZlbnRzUmVxdWVzdBIrCgVzdGFydBgBIAEoCzIULmF2Yi52MS5TZXNzaW9uU3RhcnRCBrpIA8gBASI/ChBTZW5kQXVkaW9SZXF1ZXN0EhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDsAEBEg0KBWF1ZGlvGAIgASgMIhMKEVNlbmRBdWRpb1Jlc3BvbnNlImIKElNlbmRDb250cm9sUmVxdWVzdBIcCgpzZXNzaW9uX2lkGAEgASgJQgi6SAVyA7ABARIuCgdjb250cm9sGAIgASgLMhUuYXZiLnYxLkNsaWVudENvbnRyb2xCBrpIA8gBASIVChNTZW5kQ29udHJvbFJlc3BvbnNlImIKEVRyYW5zY3JpYmVSZXF1ZXN0EioKBmNvbmZpZxgBIAEoCzIYLmF2Yi52MS5UcmFuc2NyaWJlQ29uZmlnSAASDwoFYXVkaW8YAiABKAxIAEIQCgdtZXNzYWdlEgW6SAIIASKaAQoQVHJhbnNjcmliZUNvbmZpZxIvChJpbnB1dF9hdWRpb19mb3JtYXQYASABKAsyEy5hdmIudjEuQXVkaW9Gb3JtYXQSJgoMcGhyYXNlX2hpbnRzGAIgAygJQhC6SA2SAQoQ9AMiBXIDGMgBEi0KDnR1cm5fZGV0ZWN0aW9uGAMgASgLMhUuYXZiLnYxLlR1cm5EZXRlY3Rpb24iVgoSVHJhbnNjcmliZVJlc3BvbnNlEgwKBHRleHQYASABKAkSEAoIaXNfZmluYWwYAiABKAgSEAoIc3RhcnRfbXMYAyABKAESDgoGZW5kX21zGAQgASgBIncKEVN5bnRoZXNpemVSZXF1ZXN0EhgKBHRleHQYASABKAlCCrpIB3IFEAEYiCcSFgoFdm9pY2UYAiABKAlCB7pIBHICGGQSMAoTb3V0cHV0X2F1ZGlvX2Zvcm1hdBgDIAEoCzITLmF2Yi52MS5BdWRpb0Zvcm1hdCI1ChJTeW50aGVzaXplUmVzcG9uc2USDQoFYXVkaW8YASABKAwSEAoIYXVkaW9fbXMYAiABKAEiXAoYQ3JlYXRlQ2xpZW50VG9rZW5SZXF1ZXN0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEh8KC3R0bF9zZWNvbmRzGAIgASgFQgq6SAcaBRiEBygAIlsKGUNyZWF0ZUNsaWVudFRva2VuUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMqIJCgxWb2ljZVNlcnZpY2USawoIQ29udmVyc2USFy5hdmIudjEuQ29udmVyc2VSZXF1ZXN0GhguYXZiLnYxLkNvbnZlcnNlUmVzcG9uc2UiKMLzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYDQoLCAYSB3Nlc3Npb24oATABEnsKDkNvbnZlcnNlRXZlbnRzEh0uYXZiLnYxLkNvbnZlcnNlRXZlbnRzUmVxdWVzdBoeLmF2Yi52MS5Db252ZXJzZUV2ZW50c1Jlc3BvbnNlIijC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZdLzGA0KCwgGEgdzZXNzaW9uMAES6QEKCVNlbmRBdWRpbxIYLmF2Yi52MS5TZW5kQXVkaW9SZXF1ZXN0GhkuYXZiLnYxLlNlbmRBdWRpb1Jlc3BvbnNlIqYBwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xhXElVhdWRpbyBvZiBhIGxpdmUgY2FsbDogdGhlIGNhbGwgd2FzIHJlY29yZGVkIHdoZW4gaXQgb3BlbmVkIChDb252ZXJzZSwgQ29udmVyc2VFdmVudHMpgtPkkwIuOgEqIikvYXBpL3YyL3ZvaWNlL3Nlc3Npb25zL3tzZXNzaW9uX2lkfS9hdWRpbxKOAQoKVHJhbnNjcmliZRIZLmF2Yi52MS5UcmFuc2NyaWJlUmVxdWVzdBoaLmF2Yi52MS5UcmFuc2NyaWJlUmVzcG9uc2UiRcLzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYKhIoY29tcHV0ZXMgYSB0cmFuc2NyaXB0IGFuZCBzdG9yZXMgbm90aGluZygBMAEShgEKClN5bnRoZXNpemUSGS5hdmIudjEuU3ludGhlc2l6ZVJlcXVlc3QaGi5hdmIudjEuU3ludGhlc2l6ZVJlc3BvbnNlIj/C8xgTGhEKBnRlbmFudBIHb3BlcmF0ZdLzGCQSImNvbXB1dGVzIHNwZWVjaCBhbmQgc3RvcmVzIG5vdGhpbmcwARKtAQoRQ3JlYXRlQ2xpZW50VG9rZW4SIC5hdmIudjEuQ3JlYXRlQ2xpZW50VG9rZW5SZXF1ZXN0GiEuYXZiLnYxLkNyZWF0ZUNsaWVudFRva2VuUmVzcG9uc2UiU8LzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYEgoQCAESDGNsaWVudF90b2tlboLT5JMCIDoBKiIbL2FwaS92Mi92b2ljZS9jbGllbnQtdG9rZW5zEvEBCgtTZW5kQ29udHJvbBIaLmF2Yi52MS5TZW5kQ29udHJvbFJlcXVlc3QaGy5hdmIudjEuU2VuZENvbnRyb2xSZXNwb25zZSKoAcLzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYVxJVY29udHJvbHMgYSBsaXZlIGNhbGw6IHRoZSBjYWxsIHdhcyByZWNvcmRlZCB3aGVuIGl0IG9wZW5lZCAoQ29udmVyc2UsIENvbnZlcnNlRXZlbnRzKYLT5JMCMDoBKiIrL2FwaS92Mi92b2ljZS9zZXNzaW9ucy97c2Vzc2lvbl9pZH0vY29udHJvbEIyWjBnaXRodWIuY29tL2FnZW50dm9pY2Vib3gvYXZiL2dlbi9nby9hdmIvdjE7YXZidjFiBnByb3RvMw", [file_avb_v1_options, file_avb_v1_persona, file_avb_v1_session, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * ConverseRequest is one message from the client.
@@ -165,6 +167,14 @@ export type ClientControl = Message<"avb.v1.ClientControl"> & {
      */
     value: SessionEnd;
     case: "end";
+  } | {
+    /**
+     * tool_result answers a tool_call event of this session.
+     *
+     * @generated from field: avb.v1.ToolResult tool_result = 7;
+     */
+    value: ToolResult;
+    case: "toolResult";
   } | { case: undefined; value?: undefined };
 };
 
@@ -174,6 +184,41 @@ export type ClientControl = Message<"avb.v1.ClientControl"> & {
  */
 export const ClientControlSchema: GenMessage<ClientControl> = /*@__PURE__*/
   messageDesc(file_avb_v1_voice, 3);
+
+/**
+ * ToolResult is the client's answer to a tool_call.
+ *
+ * @generated from message avb.v1.ToolResult
+ */
+export type ToolResult = Message<"avb.v1.ToolResult"> & {
+  /**
+   * call_id is the tool_call's; a call that is not open is refused.
+   *
+   * @generated from field: string call_id = 1;
+   */
+  callId: string;
+
+  /**
+   * output goes to the model as the tool's result (JSON or text).
+   *
+   * @generated from field: string output = 2;
+   */
+  output: string;
+
+  /**
+   * is_error says the tool failed; output says why.
+   *
+   * @generated from field: bool is_error = 3;
+   */
+  isError: boolean;
+};
+
+/**
+ * Describes the message avb.v1.ToolResult.
+ * Use `create(ToolResultSchema)` to create a new message.
+ */
+export const ToolResultSchema: GenMessage<ToolResult> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 4);
 
 /**
  * InputAudioCommit has no fields.
@@ -188,7 +233,7 @@ export type InputAudioCommit = Message<"avb.v1.InputAudioCommit"> & {
  * Use `create(InputAudioCommitSchema)` to create a new message.
  */
 export const InputAudioCommitSchema: GenMessage<InputAudioCommit> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 4);
+  messageDesc(file_avb_v1_voice, 5);
 
 /**
  * InputAudioClear has no fields.
@@ -203,7 +248,7 @@ export type InputAudioClear = Message<"avb.v1.InputAudioClear"> & {
  * Use `create(InputAudioClearSchema)` to create a new message.
  */
 export const InputAudioClearSchema: GenMessage<InputAudioClear> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 5);
+  messageDesc(file_avb_v1_voice, 6);
 
 /**
  * ResponseCreate has no fields.
@@ -218,7 +263,7 @@ export type ResponseCreate = Message<"avb.v1.ResponseCreate"> & {
  * Use `create(ResponseCreateSchema)` to create a new message.
  */
 export const ResponseCreateSchema: GenMessage<ResponseCreate> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 6);
+  messageDesc(file_avb_v1_voice, 7);
 
 /**
  * ResponseCancel has no fields.
@@ -233,7 +278,7 @@ export type ResponseCancel = Message<"avb.v1.ResponseCancel"> & {
  * Use `create(ResponseCancelSchema)` to create a new message.
  */
 export const ResponseCancelSchema: GenMessage<ResponseCancel> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 7);
+  messageDesc(file_avb_v1_voice, 8);
 
 /**
  * SessionEnd has no fields.
@@ -248,7 +293,7 @@ export type SessionEnd = Message<"avb.v1.SessionEnd"> & {
  * Use `create(SessionEndSchema)` to create a new message.
  */
 export const SessionEndSchema: GenMessage<SessionEnd> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 8);
+  messageDesc(file_avb_v1_voice, 9);
 
 /**
  * ConverseResponse is one event for the client.
@@ -267,7 +312,7 @@ export type ConverseResponse = Message<"avb.v1.ConverseResponse"> & {
  * Use `create(ConverseResponseSchema)` to create a new message.
  */
 export const ConverseResponseSchema: GenMessage<ConverseResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 9);
+  messageDesc(file_avb_v1_voice, 10);
 
 /**
  * ConverseEventsResponse is one event for the client on the browser path.
@@ -286,7 +331,7 @@ export type ConverseEventsResponse = Message<"avb.v1.ConverseEventsResponse"> & 
  * Use `create(ConverseEventsResponseSchema)` to create a new message.
  */
 export const ConverseEventsResponseSchema: GenMessage<ConverseEventsResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 10);
+  messageDesc(file_avb_v1_voice, 11);
 
 /**
  * VoiceEvent is what happened in a live session.
@@ -369,6 +414,24 @@ export type VoiceEvent = Message<"avb.v1.VoiceEvent"> & {
      */
     value: ResponseResumed;
     case: "responseResumed";
+  } | {
+    /**
+     * @generated from field: avb.v1.ToolCall tool_call = 13;
+     */
+    value: ToolCall;
+    case: "toolCall";
+  } | {
+    /**
+     * @generated from field: avb.v1.ToolCallDone tool_call_done = 14;
+     */
+    value: ToolCallDone;
+    case: "toolCallDone";
+  } | {
+    /**
+     * @generated from field: avb.v1.Transfer transfer = 15;
+     */
+    value: Transfer;
+    case: "transfer";
   } | { case: undefined; value?: undefined };
 };
 
@@ -377,7 +440,115 @@ export type VoiceEvent = Message<"avb.v1.VoiceEvent"> & {
  * Use `create(VoiceEventSchema)` to create a new message.
  */
 export const VoiceEventSchema: GenMessage<VoiceEvent> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 11);
+  messageDesc(file_avb_v1_voice, 12);
+
+/**
+ * ToolCall: the model called a tool. For a client tool, answer with a
+ * tool_result control message naming call_id; other kinds are announced
+ * for the client's information.
+ *
+ * @generated from message avb.v1.ToolCall
+ */
+export type ToolCall = Message<"avb.v1.ToolCall"> & {
+  /**
+   * @generated from field: int32 response_id = 1;
+   */
+  responseId: number;
+
+  /**
+   * @generated from field: string call_id = 2;
+   */
+  callId: string;
+
+  /**
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * arguments are JSON, already checked against the tool's parameters.
+   *
+   * @generated from field: string arguments = 4;
+   */
+  arguments: string;
+
+  /**
+   * @generated from field: avb.v1.ToolKind kind = 5;
+   */
+  kind: ToolKind;
+};
+
+/**
+ * Describes the message avb.v1.ToolCall.
+ * Use `create(ToolCallSchema)` to create a new message.
+ */
+export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 13);
+
+/**
+ * ToolCallDone: a tool call ended. outcome is ok, error, timeout,
+ * invalid_arguments or cancelled (the caller barged in: a client tool's
+ * result is no longer wanted).
+ *
+ * @generated from message avb.v1.ToolCallDone
+ */
+export type ToolCallDone = Message<"avb.v1.ToolCallDone"> & {
+  /**
+   * @generated from field: int32 response_id = 1;
+   */
+  responseId: number;
+
+  /**
+   * @generated from field: string call_id = 2;
+   */
+  callId: string;
+
+  /**
+   * @generated from field: string name = 3;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string outcome = 4;
+   */
+  outcome: string;
+
+  /**
+   * @generated from field: double latency_ms = 5;
+   */
+  latencyMs: number;
+};
+
+/**
+ * Describes the message avb.v1.ToolCallDone.
+ * Use `create(ToolCallDoneSchema)` to create a new message.
+ */
+export const ToolCallDoneSchema: GenMessage<ToolCallDone> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 14);
+
+/**
+ * Transfer: the agent asked to transfer the caller to target.
+ *
+ * @generated from message avb.v1.Transfer
+ */
+export type Transfer = Message<"avb.v1.Transfer"> & {
+  /**
+   * @generated from field: string call_id = 1;
+   */
+  callId: string;
+
+  /**
+   * @generated from field: string target = 2;
+   */
+  target: string;
+};
+
+/**
+ * Describes the message avb.v1.Transfer.
+ * Use `create(TransferSchema)` to create a new message.
+ */
+export const TransferSchema: GenMessage<Transfer> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 15);
 
 /**
  * SessionStarted confirms the session and its effective configuration.
@@ -396,7 +567,7 @@ export type SessionStarted = Message<"avb.v1.SessionStarted"> & {
  * Use `create(SessionStartedSchema)` to create a new message.
  */
 export const SessionStartedSchema: GenMessage<SessionStarted> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 12);
+  messageDesc(file_avb_v1_voice, 16);
 
 /**
  * SpeechStarted: the caller began speaking at audio_ms into their audio.
@@ -415,7 +586,7 @@ export type SpeechStarted = Message<"avb.v1.SpeechStarted"> & {
  * Use `create(SpeechStartedSchema)` to create a new message.
  */
 export const SpeechStartedSchema: GenMessage<SpeechStarted> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 13);
+  messageDesc(file_avb_v1_voice, 17);
 
 /**
  * SpeechStopped: the caller stopped speaking at audio_ms.
@@ -434,7 +605,7 @@ export type SpeechStopped = Message<"avb.v1.SpeechStopped"> & {
  * Use `create(SpeechStoppedSchema)` to create a new message.
  */
 export const SpeechStoppedSchema: GenMessage<SpeechStopped> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 14);
+  messageDesc(file_avb_v1_voice, 18);
 
 /**
  * TranscriptPartial is the current guess while the caller speaks.
@@ -453,7 +624,7 @@ export type TranscriptPartial = Message<"avb.v1.TranscriptPartial"> & {
  * Use `create(TranscriptPartialSchema)` to create a new message.
  */
 export const TranscriptPartialSchema: GenMessage<TranscriptPartial> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 15);
+  messageDesc(file_avb_v1_voice, 19);
 
 /**
  * TranscriptFinal is the caller's turn, transcribed.
@@ -472,7 +643,7 @@ export type TranscriptFinal = Message<"avb.v1.TranscriptFinal"> & {
  * Use `create(TranscriptFinalSchema)` to create a new message.
  */
 export const TranscriptFinalSchema: GenMessage<TranscriptFinal> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 16);
+  messageDesc(file_avb_v1_voice, 20);
 
 /**
  * ResponseStarted: the agent begins a reply.
@@ -491,7 +662,7 @@ export type ResponseStarted = Message<"avb.v1.ResponseStarted"> & {
  * Use `create(ResponseStartedSchema)` to create a new message.
  */
 export const ResponseStartedSchema: GenMessage<ResponseStarted> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 17);
+  messageDesc(file_avb_v1_voice, 21);
 
 /**
  * ResponseTextDelta is the next piece of the reply's text.
@@ -515,7 +686,7 @@ export type ResponseTextDelta = Message<"avb.v1.ResponseTextDelta"> & {
  * Use `create(ResponseTextDeltaSchema)` to create a new message.
  */
 export const ResponseTextDeltaSchema: GenMessage<ResponseTextDelta> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 18);
+  messageDesc(file_avb_v1_voice, 22);
 
 /**
  * ResponseAudioDelta is the next piece of the reply's audio, in the output format.
@@ -544,7 +715,7 @@ export type ResponseAudioDelta = Message<"avb.v1.ResponseAudioDelta"> & {
  * Use `create(ResponseAudioDeltaSchema)` to create a new message.
  */
 export const ResponseAudioDeltaSchema: GenMessage<ResponseAudioDelta> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 19);
+  messageDesc(file_avb_v1_voice, 23);
 
 /**
  * TurnLatency is one turn's timing, in milliseconds after the end of the
@@ -586,6 +757,13 @@ export type TurnLatency = Message<"avb.v1.TurnLatency"> & {
    * @generated from field: bool preemptive = 6;
    */
   preemptive: boolean;
+
+  /**
+   * tool_ms is the time spent waiting on tools in the turn.
+   *
+   * @generated from field: double tool_ms = 7;
+   */
+  toolMs: number;
 };
 
 /**
@@ -593,7 +771,7 @@ export type TurnLatency = Message<"avb.v1.TurnLatency"> & {
  * Use `create(TurnLatencySchema)` to create a new message.
  */
 export const TurnLatencySchema: GenMessage<TurnLatency> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 20);
+  messageDesc(file_avb_v1_voice, 24);
 
 /**
  * ResponseResumed: a false interruption (no words) ended; the paused reply
@@ -618,7 +796,7 @@ export type ResponseResumed = Message<"avb.v1.ResponseResumed"> & {
  * Use `create(ResponseResumedSchema)` to create a new message.
  */
 export const ResponseResumedSchema: GenMessage<ResponseResumed> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 21);
+  messageDesc(file_avb_v1_voice, 25);
 
 /**
  * ResponseDone ends a reply.
@@ -676,7 +854,7 @@ export type ResponseDone = Message<"avb.v1.ResponseDone"> & {
  * Use `create(ResponseDoneSchema)` to create a new message.
  */
 export const ResponseDoneSchema: GenMessage<ResponseDone> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 22);
+  messageDesc(file_avb_v1_voice, 26);
 
 /**
  * ErrorEvent reports a problem; the stream goes on unless it ends with an error status.
@@ -702,7 +880,7 @@ export type ErrorEvent = Message<"avb.v1.ErrorEvent"> & {
  * Use `create(ErrorEventSchema)` to create a new message.
  */
 export const ErrorEventSchema: GenMessage<ErrorEvent> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 23);
+  messageDesc(file_avb_v1_voice, 27);
 
 /**
  * Heartbeat is sent when nothing else has been for 15 seconds.
@@ -717,7 +895,7 @@ export type Heartbeat = Message<"avb.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 24);
+  messageDesc(file_avb_v1_voice, 28);
 
 /**
  * ConverseEventsRequest starts or joins a session on the browser path.
@@ -736,7 +914,7 @@ export type ConverseEventsRequest = Message<"avb.v1.ConverseEventsRequest"> & {
  * Use `create(ConverseEventsRequestSchema)` to create a new message.
  */
 export const ConverseEventsRequestSchema: GenMessage<ConverseEventsRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 25);
+  messageDesc(file_avb_v1_voice, 29);
 
 /**
  * SendAudioRequest appends audio to a live session.
@@ -762,7 +940,7 @@ export type SendAudioRequest = Message<"avb.v1.SendAudioRequest"> & {
  * Use `create(SendAudioRequestSchema)` to create a new message.
  */
 export const SendAudioRequestSchema: GenMessage<SendAudioRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 26);
+  messageDesc(file_avb_v1_voice, 30);
 
 /**
  * SendAudioResponse has no fields.
@@ -777,7 +955,7 @@ export type SendAudioResponse = Message<"avb.v1.SendAudioResponse"> & {
  * Use `create(SendAudioResponseSchema)` to create a new message.
  */
 export const SendAudioResponseSchema: GenMessage<SendAudioResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 27);
+  messageDesc(file_avb_v1_voice, 31);
 
 /**
  * SendControlRequest sends a control message to a live session.
@@ -801,7 +979,7 @@ export type SendControlRequest = Message<"avb.v1.SendControlRequest"> & {
  * Use `create(SendControlRequestSchema)` to create a new message.
  */
 export const SendControlRequestSchema: GenMessage<SendControlRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 28);
+  messageDesc(file_avb_v1_voice, 32);
 
 /**
  * SendControlResponse has no fields.
@@ -816,7 +994,7 @@ export type SendControlResponse = Message<"avb.v1.SendControlResponse"> & {
  * Use `create(SendControlResponseSchema)` to create a new message.
  */
 export const SendControlResponseSchema: GenMessage<SendControlResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 29);
+  messageDesc(file_avb_v1_voice, 33);
 
 /**
  * TranscribeRequest is a configuration (first message) or audio.
@@ -849,7 +1027,7 @@ export type TranscribeRequest = Message<"avb.v1.TranscribeRequest"> & {
  * Use `create(TranscribeRequestSchema)` to create a new message.
  */
 export const TranscribeRequestSchema: GenMessage<TranscribeRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 30);
+  messageDesc(file_avb_v1_voice, 34);
 
 /**
  * TranscribeConfig configures transcription.
@@ -878,7 +1056,7 @@ export type TranscribeConfig = Message<"avb.v1.TranscribeConfig"> & {
  * Use `create(TranscribeConfigSchema)` to create a new message.
  */
 export const TranscribeConfigSchema: GenMessage<TranscribeConfig> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 31);
+  messageDesc(file_avb_v1_voice, 35);
 
 /**
  * TranscribeResponse is a partial or final transcript.
@@ -916,7 +1094,7 @@ export type TranscribeResponse = Message<"avb.v1.TranscribeResponse"> & {
  * Use `create(TranscribeResponseSchema)` to create a new message.
  */
 export const TranscribeResponseSchema: GenMessage<TranscribeResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 32);
+  messageDesc(file_avb_v1_voice, 36);
 
 /**
  * SynthesizeRequest is text to speak.
@@ -947,7 +1125,7 @@ export type SynthesizeRequest = Message<"avb.v1.SynthesizeRequest"> & {
  * Use `create(SynthesizeRequestSchema)` to create a new message.
  */
 export const SynthesizeRequestSchema: GenMessage<SynthesizeRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 33);
+  messageDesc(file_avb_v1_voice, 37);
 
 /**
  * SynthesizeResponse is the next chunk of speech.
@@ -971,7 +1149,7 @@ export type SynthesizeResponse = Message<"avb.v1.SynthesizeResponse"> & {
  * Use `create(SynthesizeResponseSchema)` to create a new message.
  */
 export const SynthesizeResponseSchema: GenMessage<SynthesizeResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 34);
+  messageDesc(file_avb_v1_voice, 38);
 
 /**
  * CreateClientTokenRequest scopes the token.
@@ -999,7 +1177,7 @@ export type CreateClientTokenRequest = Message<"avb.v1.CreateClientTokenRequest"
  * Use `create(CreateClientTokenRequestSchema)` to create a new message.
  */
 export const CreateClientTokenRequestSchema: GenMessage<CreateClientTokenRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 35);
+  messageDesc(file_avb_v1_voice, 39);
 
 /**
  * CreateClientTokenResponse holds the token.
@@ -1023,7 +1201,7 @@ export type CreateClientTokenResponse = Message<"avb.v1.CreateClientTokenRespons
  * Use `create(CreateClientTokenResponseSchema)` to create a new message.
  */
 export const CreateClientTokenResponseSchema: GenMessage<CreateClientTokenResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 36);
+  messageDesc(file_avb_v1_voice, 40);
 
 /**
  * VoiceService carries live conversations. Converse is one bidirectional
