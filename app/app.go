@@ -5,12 +5,14 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -32,6 +34,7 @@ import (
 	"github.com/agentvoicebox/avb/platform/cache"
 	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/platform/dependency"
+	"github.com/agentvoicebox/avb/platform/egress"
 	"github.com/agentvoicebox/avb/platform/events"
 	"github.com/agentvoicebox/avb/platform/invalidation"
 	"github.com/agentvoicebox/avb/platform/metrics"
@@ -47,6 +50,7 @@ import (
 	"github.com/agentvoicebox/avb/voice/calllimit"
 	"github.com/agentvoicebox/avb/voice/llm"
 	"github.com/agentvoicebox/avb/voice/stt"
+	"github.com/agentvoicebox/avb/voice/tools"
 	"github.com/agentvoicebox/avb/voice/tts"
 	"github.com/agentvoicebox/avb/web"
 	"github.com/agentvoicebox/avb/workflows"
@@ -226,6 +230,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	}
 	identity.BillingChanged = a.billingChanged
 	identity.Sealer = a.secrets.Sealer()
+	identity.ToolsRequireHTTPS = cfg.Tools.RequireHTTPS
 	readiness.Degraded("rate_limits", func() string {
 		if a.limiter.Local() {
 			return "decided by each instance on its own: Redis does not answer"
@@ -428,6 +433,32 @@ func Providers(vc config.Voice, key *secret.Value, deps *dependency.Set) (voice.
 	return prov, nil
 }
 
+// tools builds the webhook tool caller: public addresses only (but for
+// AVB_TOOLS_EGRESS_ALLOW), signed with the tenant's secret.
+func (a *App) tools(cfg *config.Config) (server.Tools, error) {
+	g := &egress.Guard{}
+	for _, p := range cfg.Tools.EgressAllow {
+		if prefix, err := config.ParsePrefix(p); err == nil {
+			g.Allow = append(g.Allow, prefix)
+		}
+	}
+	var roots *x509.CertPool
+	if cfg.Tools.CAFile != "" {
+		pem, err := os.ReadFile(cfg.Tools.CAFile)
+		if err != nil {
+			return server.Tools{}, fmt.Errorf("AVB_TOOLS_CA_FILE: %w", err)
+		}
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return server.Tools{}, fmt.Errorf("AVB_TOOLS_CA_FILE: no PEM certificate in %s", cfg.Tools.CAFile)
+		}
+	}
+	return server.Tools{Webhooks: tools.NewWebhooks(g, cfg.Tools.RequireHTTPS, roots), Secrets: a.secrets.WebhookSecrets(a.db),
+		RequireHTTPS: cfg.Tools.RequireHTTPS}, nil
+}
+
 // voice builds the speech providers, the model choice and the call limiter.
 func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	vc := cfg.Voice
@@ -466,6 +497,10 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 			key = secret.New(own)
 		}
 		return voice.MeteredModel(&llm.OpenAI{BaseURL: vc.OpenAIBaseURL, APIKey: key, Model: name, Client: llmClient}, "openai", meter), nil
+	}
+	toolDeps, err := a.tools(cfg)
+	if err != nil {
+		return server.Voice{}, err
 	}
 	limiter := calllimit.New(a.redis, vc.MaxCallsPerTenant)
 	// A call's slot outlives its server by at most the heartbeat timeout.
@@ -526,6 +561,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 			return a.tenants.Lookup(ctx, id.String())
 		},
 		Quotas: a.billing.Quotas,
+		Tools:  toolDeps,
 	}
 	go v.RunWorkflowOutbox(a.runCtx, 2*time.Second)
 	return v, nil

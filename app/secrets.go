@@ -265,6 +265,29 @@ func (s *Secrets) TenantKey(ctx context.Context, db *store.DB, name string) (str
 	return string(plain), nil
 }
 
+// WebhookSecrets returns the tenant's webhook signing secrets: the current
+// one, and the one it replaced while that is in its grace period.
+func (s *Secrets) WebhookSecrets(db *store.DB) func(ctx context.Context) ([]string, error) {
+	const name = "webhook_signing_secret"
+	return func(ctx context.Context) ([]string, error) {
+		if s.Transit == nil {
+			return nil, errors.New("webhook tools sign their calls with a tenant secret, and this server has no secret store (Vault Transit)")
+		}
+		cur, err := s.TenantKey(ctx, db, name)
+		if err != nil || cur == "" {
+			return nil, err
+		}
+		out := []string{cur}
+		prev, err := db.TenantSecrets().Get(ctx, name+store.PreviousSuffix)
+		if err == nil && time.Since(prev.UpdatedAt) < server.WebhookSecretGrace {
+			if old, err := s.TenantKey(ctx, db, name+store.PreviousSuffix); err == nil && old != "" {
+				out = append(out, old)
+			}
+		}
+		return out, nil
+	}
+}
+
 // rewrapEvery rewraps the tenant secrets made under an older version of the
 // Transit key, every AVB_VAULT_TRANSIT_REWRAP_EVERY.
 func (s *Secrets) rewrapEvery(ctx context.Context, db *store.DB) {

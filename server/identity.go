@@ -35,6 +35,8 @@ type Identity struct {
 	// Sealer encrypts tenant secrets (nil: no secret store, and tenant
 	// secrets are refused).
 	Sealer Sealer
+	// ToolsRequireHTTPS refuses personas with http webhook tools (prod).
+	ToolsRequireHTTPS bool
 }
 
 // publish tells the tenant's subscribers that a resource changed. It is

@@ -13,7 +13,11 @@ import (
 // NewPersonaServer returns the PersonaService handler.
 func NewPersonaServer(deps Identity) avbv1connect.PersonaServiceHandler {
 	return &personaServer{named[*avbv1.Persona]{Identity: deps, kind: store.Personas, objType: "persona",
-		field: "persona", new: func() *avbv1.Persona { return &avbv1.Persona{} }}}
+		field: "persona", new: func() *avbv1.Persona { return &avbv1.Persona{} },
+		check: func(p *avbv1.Persona) error {
+			_, err := compileTools("persona.tools", p.GetTools(), deps.ToolsRequireHTTPS)
+			return err
+		}}}
 }
 
 type personaServer struct{ named[*avbv1.Persona] }

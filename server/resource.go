@@ -34,6 +34,9 @@ type named[M proto.Message] struct {
 	// field is the request field holding M, for error paths ("persona").
 	field string
 	new   func() M
+	// check, when set, refuses a resource whose fields do not go together
+	// (with field violations), on create and on update.
+	check func(M) error
 }
 
 func fieldOf(m protoreflect.Message, name protoreflect.Name) protoreflect.FieldDescriptor {
@@ -118,6 +121,11 @@ func (n named[M]) create(ctx context.Context, requestID string, m M) (M, error) 
 	tenantID, err := callerTenant(ctx)
 	if err != nil {
 		return zero, err
+	}
+	if n.check != nil {
+		if err := n.check(m); err != nil {
+			return zero, err
+		}
 	}
 	row, err := n.toRow(m)
 	if err != nil {
@@ -228,6 +236,11 @@ func (n named[M]) update(ctx context.Context, id string, m M, mask *fieldmaskpb.
 		cur := n.fromRow(row)
 		if err := applyMask(cur, m, paths); err != nil {
 			return apierror.Field("update_mask", err.Error())
+		}
+		if n.check != nil {
+			if err := n.check(cur); err != nil {
+				return err
+			}
 		}
 		next, err := n.toRow(cur)
 		if err != nil {

@@ -40,6 +40,7 @@ func sessionToProto(s *store.Session) *avbv1.Session {
 		Metrics: &avbv1.SessionMetrics{
 			DurationSeconds: s.DurationSeconds, InputTokens: s.InputTokens, OutputTokens: s.OutputTokens,
 			InputAudioSeconds: s.InputAudioSeconds, OutputAudioSeconds: s.OutputAudioSeconds, Turns: int32(s.Turns),
+			ToolCalls: int32(s.ToolCalls),
 		},
 		CreateTime: ts(s.CreatedAt), StartTime: tsp(s.StartedAt), EndTime: tsp(s.EndedAt),
 	}
@@ -50,8 +51,8 @@ func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
-	if _, err := callConfig(cfg); err != nil {
-		return nil, invalidArgument(err.Error())
+	if _, err := (&voiceServer{Voice: s.Voice}).callConfig(cfg); err != nil {
+		return nil, err
 	}
 	raw, err := protojson.Marshal(cfg)
 	if err != nil {

@@ -84,6 +84,21 @@ func callConfig(pc *avbv1.SessionConfig) (voice.Config, error) {
 	return c, nil
 }
 
+// callConfig is a session's call configuration with its tools compiled
+// (a bad tool is a field violation under config.tools).
+func (s *voiceServer) callConfig(pc *avbv1.SessionConfig) (voice.Config, error) {
+	c, err := callConfig(pc)
+	if err != nil {
+		return c, invalidArgument(err.Error())
+	}
+	if c.Tools, err = compileTools("config.tools", pc.GetTools(), s.Tools.RequireHTTPS); err != nil {
+		return c, err
+	}
+	c.Filler = pc.GetToolFiller()
+	c.FillerDelay = time.Duration(pc.GetToolFillerDelayMs()) * time.Millisecond
+	return c, nil
+}
+
 // overlay copies every field set in src onto dst; message fields are laid
 // over field by field, lists replace lists.
 func overlay(dst, src proto.Message) {
@@ -140,7 +155,8 @@ func layeredConfig(ctx context.Context, db *store.DB, m *avbv1.CreateSessionRequ
 		if err := load(store.Personas, "persona_id", m.GetPersonaId(), &p); err != nil {
 			return nil, err
 		}
-		overlay(cfg, &avbv1.SessionConfig{Instructions: p.GetInstructions(), Voice: p.GetVoice(), Model: p.GetModel()})
+		overlay(cfg, &avbv1.SessionConfig{Instructions: p.GetInstructions(), Voice: p.GetVoice(), Model: p.GetModel(),
+			Tools: p.GetTools(), ToolFiller: p.GetToolFiller(), ToolFillerDelayMs: p.GetToolFillerDelayMs()})
 	}
 	overlay(cfg, m.GetConfig())
 	return cfg, nil

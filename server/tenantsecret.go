@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -86,4 +89,44 @@ func (s *tenantServer) DeleteTenantSecret(ctx context.Context, req *connect.Requ
 		return nil, err
 	}
 	return connect.NewResponse(&avbv1.DeleteTenantSecretResponse{}), nil
+}
+
+// WebhookSecretGrace is how long a rotated webhook signing secret goes on
+// signing next to its successor.
+const WebhookSecretGrace = 24 * time.Hour
+
+func (s *tenantServer) RotateTenantSecret(ctx context.Context, req *connect.Request[avbv1.RotateTenantSecretRequest]) (*connect.Response[avbv1.RotateTenantSecretResponse], error) {
+	tenantID, err := callerTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := s.sealer()
+	if err != nil {
+		return nil, err
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, err
+	}
+	value := "whsec_" + base64.RawURLEncoding.EncodeToString(raw[:])
+	c, v, err := sealer.Encrypt(ctx, []byte(value), tenantID.String())
+	if err != nil {
+		if s.Log != nil {
+			s.Log.WarnContext(ctx, "tenant secret not encrypted: the secret store does not answer", "error", err.Error())
+		}
+		return nil, SecretStoreUnavailable()
+	}
+	name := req.Msg.GetName()
+	_, hadOne := s.DB.TenantSecrets().Get(ctx, name)
+	store.DescribeAudit(ctx, name, "rotated tenant secret "+name, nil, map[string]any{"name": name, "key_version": v})
+	row, err := s.DB.TenantSecrets().Rotate(ctx, name, c, v)
+	if err != nil {
+		return nil, err
+	}
+	s.publish(ctx, "tenant_secret.rotated", map[string]any{"name": row.Name})
+	out := &avbv1.RotateTenantSecretResponse{Secret: tenantSecretToProto(*row), Value: value}
+	if hadOne == nil {
+		out.PreviousExpireTime = timestamppb.New(row.UpdatedAt.Add(WebhookSecretGrace))
+	}
+	return connect.NewResponse(out), nil
 }

@@ -59,6 +59,8 @@ type Voice struct {
 	// Quotas, when set, refuses new sessions past a monthly quota (per the
 	// tier's policy) and fires usage alerts.
 	Quotas *billing.Quotas
+	// Tools runs webhook tools and says whether their URLs must be https.
+	Tools Tools
 }
 
 // tenant reads a tenant, through the cache when there is one.
@@ -166,6 +168,8 @@ type liveCall struct {
 	// requestID names the stream in what the client is told instead.
 	expose    bool
 	requestID string
+	// configure checks a configuration update.
+	configure func(*avbv1.SessionConfig) (voice.Config, error)
 }
 
 func voiceError(err error) error {
@@ -178,6 +182,8 @@ func voiceError(err error) error {
 		return apierror.New(connect.CodeResourceExhausted, avbv1.ErrorReason_ERROR_REASON_CLIENT_TOO_SLOW, err.Error())
 	case errors.Is(err, calllimit.ErrLimit):
 		return apierror.New(connect.CodeResourceExhausted, avbv1.ErrorReason_ERROR_REASON_CALL_LIMIT_EXCEEDED, err.Error())
+	case errors.Is(err, voice.ErrToolCallNotOpen):
+		return apierror.New(connect.CodeFailedPrecondition, avbv1.ErrorReason_ERROR_REASON_TOOL_CALL_NOT_OPEN, err.Error())
 	case errors.Is(err, store.ErrSessionEnded), errors.Is(err, voice.ErrClosed):
 		return apierror.New(connect.CodeFailedPrecondition, avbv1.ErrorReason_ERROR_REASON_SESSION_NOT_LIVE, "the session has ended")
 	}
@@ -226,9 +232,9 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		}
 	}
 	cfg = s.withTenantDefaults(ctx, tenantID, orEmpty(cfg))
-	callCfg, err := callConfig(cfg)
+	callCfg, err := s.callConfig(cfg)
 	if err != nil {
-		return nil, invalidArgument(err.Error())
+		return nil, err
 	}
 	prov := s.Providers
 	if s.Models != nil {
@@ -276,6 +282,7 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		return nil, voiceError(err)
 	}
 	sess = started
+	prov.Tools = sessionTools{deps: s.Tools, sessionID: sess.ID.String()}
 	// The call outlives the request context of the browser path's RPCs, but
 	// not the stream that owns it.
 	call, err := voice.New(ctx, callCfg, prov)
@@ -285,7 +292,7 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		return nil, invalidArgument(err.Error())
 	}
 	l := &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now(),
-		expose: s.ExposeInternal, requestID: logging.RequestID(ctx)}
+		expose: s.ExposeInternal, requestID: logging.RequestID(ctx), configure: s.callConfig}
 	if s.Metrics != nil {
 		s.Metrics.ActiveSessions.Inc()
 	}
@@ -398,6 +405,15 @@ func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.Vo
 			if ev.Type == voice.Error {
 				s.Log.WarnContext(ctx, "call error", "session_id", l.session.ID.String(), "error", ev.Err.Error())
 			}
+			if ev.Type == voice.EndRequested {
+				return errAgentEnd // the reply before it was sent
+			}
+			if ev.Tool != nil {
+				if err := send(s.observeTool(l, ev, record)); err != nil {
+					return err
+				}
+				continue
+			}
 			if ev.Type == voice.ResponseDone {
 				if l.workflow {
 					s.Workflows.Turn(l.wf, l.turnReport(ev))
@@ -452,7 +468,7 @@ func (l *liveCall) observe(ev voice.Event, record func(string, map[string]any)) 
 		l.metrics.OutputAudioSeconds += m.AudioOutMS / 1000
 		l.mu.Unlock()
 		lat := &avbv1.TurnLatency{VadEndMs: ms(m.VADEnd), SttFinalMs: ms(m.STTFinal), LlmFirstTokenMs: ms(m.LLMFirstToken),
-			TtsFirstAudioMs: ms(m.TTSFirstAudio), FirstByteMs: ms(m.FirstByteSent), Preemptive: m.Preemptive}
+			TtsFirstAudioMs: ms(m.TTSFirstAudio), FirstByteMs: ms(m.FirstByteSent), Preemptive: m.Preemptive, ToolMs: ms(m.Tool)}
 		record("response", map[string]any{"text": ev.Text, "interrupted": ev.Interrupted, "played_ms": ev.PlayedMS,
 			"first_byte_ms": lat.FirstByteMs, "input_tokens": ev.Usage.InputTokens, "output_tokens": ev.Usage.OutputTokens})
 		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_ResponseDone{ResponseDone: &avbv1.ResponseDone{
@@ -497,7 +513,7 @@ func (s *voiceServer) observeTurn(ev voice.Event) {
 	}
 	m := ev.Metrics
 	for stage, d := range map[string]time.Duration{"vad_end": m.VADEnd, "stt_final": m.STTFinal, "llm_first_token": m.LLMFirstToken,
-		"tts_first_audio": m.TTSFirstAudio, "first_byte": m.FirstByteSent} {
+		"tts_first_audio": m.TTSFirstAudio, "first_byte": m.FirstByteSent, "tool": m.Tool} {
 		if d > 0 {
 			s.Metrics.TurnLatency.WithLabelValues(stage).Observe(d.Seconds())
 		}
@@ -517,7 +533,7 @@ func (l *liveCall) turnReport(ev voice.Event) workflows.Turn {
 	return workflows.Turn{Call: l.callID, Seq: seq, Transcript: l.lastTranscript, Reply: ev.Text, InputTokens: int64(ev.Usage.InputTokens), OutputTokens: int64(ev.Usage.OutputTokens),
 		InputAudioSec: in / 1000, OutputAudioSec: m.AudioOutMS / 1000, Interrupted: ev.Interrupted,
 		FirstByteMS: ms(m.FirstByteSent), LLMFirstTokenMS: ms(m.LLMFirstToken), TTSFirstAudioMS: ms(m.TTSFirstAudio),
-		STTFinalMS: ms(m.STTFinal), At: time.Now()}
+		STTFinalMS: ms(m.STTFinal), ToolCalls: m.ToolCalls, ToolMS: ms(m.Tool), At: time.Now()}
 }
 
 // audio passes caller audio to the call.
@@ -533,13 +549,16 @@ func (l *liveCall) audio(b []byte) error {
 
 var errEnd = errors.New("session end requested")
 
+// errAgentEnd: the agent ended the call (its end_call tool).
+var errAgentEnd = errors.New("the agent ended the call")
+
 // control applies a client control message.
 func (l *liveCall) control(c *avbv1.ClientControl) error {
 	switch c.GetControl().(type) {
 	case *avbv1.ClientControl_Update:
-		cfg, err := callConfig(c.GetUpdate())
+		cfg, err := l.configure(c.GetUpdate())
 		if err != nil {
-			return invalidArgument(err.Error())
+			return err
 		}
 		if err := l.call.Update(cfg); err != nil {
 			return invalidArgument(err.Error())
@@ -554,6 +573,9 @@ func (l *liveCall) control(c *avbv1.ClientControl) error {
 		return l.call.CancelResponse()
 	case *avbv1.ClientControl_End:
 		return errEnd
+	case *avbv1.ClientControl_ToolResult:
+		r := c.GetToolResult()
+		return l.call.ToolResult(r.GetCallId(), r.GetOutput(), r.GetIsError())
 	}
 	return nil
 }
@@ -598,6 +620,9 @@ func (s *voiceServer) finish(ctx context.Context, l *liveCall, status, reason st
 func endStatus(err error) (string, string) {
 	if err == nil || errors.Is(err, errEnd) || errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
 		return store.SessionCompleted, ""
+	}
+	if errors.Is(err, errAgentEnd) {
+		return store.SessionCompleted, err.Error()
 	}
 	return store.SessionError, err.Error()
 }
@@ -646,7 +671,11 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 		case <-pumped:
 		case <-time.After(voice.SlowClientTimeout):
 		}
-	case <-pumped:
+	case err = <-pumped:
+		if errors.Is(err, errAgentEnd) {
+			s.finish(ctx, l, store.SessionCompleted, err.Error())
+			return nil
+		}
 		// The call ended on the server's side: terminated, or a limit broken.
 		if err = l.call.Err(); err == nil {
 			err = l.platformEnd()
@@ -696,7 +725,9 @@ func (s *voiceServer) receive(l *liveCall, next func() (*avbv1.ConverseRequest, 
 				return invalidAudio(err)
 			}
 		case *avbv1.ConverseRequest_Control:
-			if err := l.control(m.Control); err != nil {
+			// A result for a call no longer open is told as an error
+			// event; the call goes on.
+			if err := l.control(m.Control); err != nil && !errors.Is(err, voice.ErrToolCallNotOpen) {
 				return err
 			}
 		case *avbv1.ConverseRequest_Start:
@@ -726,6 +757,9 @@ func (s *voiceServer) ConverseEvents(ctx context.Context, req *connect.Request[a
 	l.mu.Unlock()
 	status, reason := endStatus(err)
 	s.finish(ctx, l, status, reason)
+	if errors.Is(err, errAgentEnd) {
+		return nil
+	}
 	return voiceError(err)
 }
 

@@ -29,6 +29,7 @@ type SessionMetrics struct {
 	InputAudioSeconds  float64 `bun:"input_audio_seconds"`
 	OutputAudioSeconds float64 `bun:"output_audio_seconds"`
 	Turns              int     `bun:"turns"`
+	ToolCalls          int     `bun:"tool_calls"`
 }
 
 // Session is one voice conversation.
@@ -189,7 +190,7 @@ func (r Sessions) Finish(ctx context.Context, id uuid.UUID, status, reason strin
 	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
 		err := tx.NewUpdate().Model(s).Set("status = ?", status).Set("error = ?", reason).
 			Set("duration_seconds = ?, input_tokens = ?, output_tokens = ?", m.DurationSeconds, m.InputTokens, m.OutputTokens).
-			Set("input_audio_seconds = ?, output_audio_seconds = ?, turns = ?", m.InputAudioSeconds, m.OutputAudioSeconds, m.Turns).
+			Set("input_audio_seconds = ?, output_audio_seconds = ?, turns = ?, tool_calls = ?", m.InputAudioSeconds, m.OutputAudioSeconds, m.Turns, m.ToolCalls).
 			Set("ended_at = now()").
 			Where("id = ? AND status IN (?, ?)", id, SessionCreated, SessionActive).Returning("*").Scan(ctx)
 		if errors.Is(err, sql.ErrNoRows) {

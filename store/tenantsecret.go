@@ -43,6 +43,30 @@ func (r TenantSecrets) Put(ctx context.Context, name, ciphertext string, keyVers
 	return s, nil
 }
 
+// PreviousSuffix names where Rotate keeps the secret it replaced.
+const PreviousSuffix = "_previous"
+
+// Rotate stores a new value of a secret and keeps the one it replaces as
+// name+PreviousSuffix (its updated_at is when it was replaced), dropping
+// any older one: a receiver has the grace period to switch over.
+func (r TenantSecrets) Rotate(ctx context.Context, name, ciphertext string, keyVersion int) (*TenantSecret, error) {
+	s := &TenantSecret{Name: name, Ciphertext: ciphertext, KeyVersion: keyVersion}
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewRaw(`DELETE FROM tenant_secrets WHERE name = ?`, name+PreviousSuffix).Exec(ctx); err != nil {
+			return err
+		}
+		if _, err := tx.NewRaw(`UPDATE tenant_secrets SET name = ?, updated_at = now() WHERE name = ?`, name+PreviousSuffix, name).Exec(ctx); err != nil {
+			return err
+		}
+		return tx.NewRaw(`INSERT INTO tenant_secrets (name, ciphertext, key_version) VALUES (?, ?, ?)
+			RETURNING tenant_id, name, key_version, created_at, updated_at`, name, ciphertext, keyVersion).Scan(ctx, s)
+	})
+	if err != nil {
+		return nil, mapWriteErr(err)
+	}
+	return s, nil
+}
+
 // Get returns a secret (ErrNotFound when the tenant has not set it).
 func (r TenantSecrets) Get(ctx context.Context, name string) (*TenantSecret, error) {
 	s := new(TenantSecret)

@@ -105,6 +105,7 @@ func (a *Activities) FinalizeSession(ctx context.Context, in FinalizeInput) erro
 		_, err := a.DB.Sessions().Finish(ctx, id, in.Outcome.Status, in.Outcome.Reason, store.SessionMetrics{
 			DurationSeconds: m.DurationSeconds, InputTokens: m.InputTokens, OutputTokens: m.OutputTokens,
 			InputAudioSeconds: m.InputAudioSeconds, OutputAudioSeconds: m.OutputAudioSeconds, Turns: m.Turns,
+			ToolCalls: m.ToolCalls,
 		})
 		return err
 	})

@@ -78,7 +78,11 @@ type Turn struct {
 	LLMFirstTokenMS float64
 	TTSFirstAudioMS float64
 	STTFinalMS      float64
-	At              time.Time
+	// ToolCalls is how many tools the model called in the turn; ToolMS the
+	// time spent waiting on them.
+	ToolCalls int
+	ToolMS    float64
+	At        time.Time
 }
 
 // End is how the call ended, reported by the call loop.
@@ -92,6 +96,7 @@ type End struct {
 // Metrics are the session's totals, kept by the workflow.
 type Metrics struct {
 	Turns              int
+	ToolCalls          int
 	InputTokens        int64
 	OutputTokens       int64
 	InputAudioSeconds  float64
@@ -218,6 +223,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 				return
 			}
 			m.Turns++
+			m.ToolCalls += t.ToolCalls
 			m.InputTokens += t.InputTokens
 			m.OutputTokens += t.OutputTokens
 			m.InputAudioSeconds += t.InputAudioSec
@@ -273,6 +279,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 			continue
 		}
 		m.Turns++
+		m.ToolCalls += t.ToolCalls
 		m.InputTokens += t.InputTokens
 		m.OutputTokens += t.OutputTokens
 		m.InputAudioSeconds += t.InputAudioSec

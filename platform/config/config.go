@@ -34,8 +34,19 @@ type Config struct {
 	Audit     Audit
 	Billing   Billing
 	Vault     Vault
+	Tools     Tools
 	Worker    Worker
 	Dev       Dev
+}
+
+// Tools governs the tools a model calls during a call. Webhook tools are
+// called only on public addresses: a host that resolves to a loopback,
+// private, link-local (cloud metadata), multicast or reserved address is
+// refused when dialed, unless AVB_TOOLS_EGRESS_ALLOW names it.
+type Tools struct {
+	RequireHTTPS bool     `env:"AVB_TOOLS_REQUIRE_HTTPS" default:"false" prod:"true" desc:"webhook tool URLs must be https (always in prod)"`
+	CAFile       string   `env:"AVB_TOOLS_CA_FILE" default:"" file:"" desc:"PEM file of extra certificate authorities webhook tools' servers may be signed by (a private PKI); empty: the system's"`
+	EgressAllow  []string `env:"AVB_TOOLS_EGRESS_ALLOW" default:"" dev:"127.0.0.0/8,::1" cidr:"" desc:"comma-separated CIDRs or addresses webhook tools may reach although not public (development: a tool server on this machine); empty in production"`
 }
 
 // Vault makes HashiCorp Vault the source of avb's secrets. Without

@@ -24,6 +24,9 @@ type Metrics struct {
 	SessionDuration prometheus.Histogram     // session_duration_seconds
 	ActiveSessions  prometheus.Gauge         // active_sessions
 	TurnLatency     *prometheus.HistogramVec // voice_turn_latency_seconds{stage}
+	// Tools called during calls; kind and outcome are closed sets.
+	ToolCalls        *prometheus.CounterVec   // tool_calls_total{kind,outcome}
+	ToolCallDuration *prometheus.HistogramVec // tool_call_duration_seconds{kind}
 
 	// Speech and language providers.
 	STTRequests *prometheus.CounterVec // stt_requests_total{provider,outcome}
@@ -89,6 +92,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		TurnLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "voice_turn_latency_seconds", Help: "Per-turn latency from end of user speech to each stage (uninterrupted turns only).", Buckets: latencyBuckets,
 		}, []string{"stage"}),
+		ToolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tool_calls_total", Help: "Tool calls made by models during calls, by tool kind and outcome.",
+		}, []string{"kind", "outcome"}),
+		ToolCallDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tool_call_duration_seconds", Help: "Time from a model's tool call to its result, by tool kind.", Buckets: latencyBuckets,
+		}, []string{"kind"}),
 		STTRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stt_requests_total", Help: "Speech-to-text requests, by provider and outcome.",
 		}, []string{"provider", "outcome"}),
@@ -149,7 +158,7 @@ func New(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.HTTPRequests, m.HTTPRequestDuration, m.RPCRequests, m.StreamConnections, m.StreamMessages,
-		m.Tenants, m.Sessions, m.SessionDuration, m.ActiveSessions, m.TurnLatency,
+		m.Tenants, m.Sessions, m.SessionDuration, m.ActiveSessions, m.TurnLatency, m.ToolCalls, m.ToolCallDuration,
 		m.STTRequests, m.TTSRequests, m.LLMRequests, m.LLMTokens,
 		m.DBQueryDuration, m.CacheHits, m.CacheMisses, m.TemporalWorkflows, m.DependencyUp,
 		m.RateLimitRejections, m.RateLimitLocal,

@@ -3,6 +3,8 @@ package tools
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,9 +48,14 @@ type Webhooks struct {
 	Backoff []time.Duration
 }
 
-// NewWebhooks returns a webhook caller dialing through g.
-func NewWebhooks(g *egress.Guard, requireHTTPS bool) *Webhooks {
-	return &Webhooks{Client: g.Client(2*time.Minute, requireHTTPS), Guard: g, RequireHTTPS: requireHTTPS}
+// NewWebhooks returns a webhook caller dialing through g, trusting roots
+// (nil: the system's certificate authorities).
+func NewWebhooks(g *egress.Guard, requireHTTPS bool, roots *x509.CertPool) *Webhooks {
+	c := g.Client(2*time.Minute, requireHTTPS)
+	if roots != nil {
+		c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	return &Webhooks{Client: c, Guard: g, RequireHTTPS: requireHTTPS}
 }
 
 // errRetryable marks a failure worth another attempt.
@@ -56,11 +63,12 @@ type errRetryable struct{ error }
 
 func (e errRetryable) Unwrap() error { return e.error }
 
-// Call POSTs call to t.URL signed with secret, within ctx (which carries
+// Call POSTs call to t.URL signed with each of secrets (the current one,
+// and a rotated one during its grace period), within ctx (which carries
 // the tool's deadline), and returns the answer. An idempotent tool is
 // tried again after a network failure, a 429 or a 5xx, while time is left.
-func (w *Webhooks) Call(ctx context.Context, t Tool, secret string, call WebhookCall) (string, error) {
-	if secret == "" {
+func (w *Webhooks) Call(ctx context.Context, t Tool, secrets []string, call WebhookCall) (string, error) {
+	if len(secrets) == 0 || secrets[0] == "" {
 		return "", errors.New("the tenant has no webhook_signing_secret: create one (TenantService.RotateTenantSecret) before using webhook tools")
 	}
 	if _, err := w.Guard.CheckURL(t.URL, w.RequireHTTPS); err != nil {
@@ -79,7 +87,7 @@ func (w *Webhooks) Call(ctx context.Context, t Tool, secret string, call Webhook
 		backoff = []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}
 	}
 	for attempt := 0; ; attempt++ {
-		out, err := w.post(ctx, t.URL, secret, call.CallID, body)
+		out, err := w.post(ctx, t.URL, secrets, call.CallID, body)
 		var re errRetryable
 		if err == nil || !t.Idempotent || attempt >= len(backoff) || !errors.As(err, &re) {
 			return out, err
@@ -92,7 +100,7 @@ func (w *Webhooks) Call(ctx context.Context, t Tool, secret string, call Webhook
 	}
 }
 
-func (w *Webhooks) post(ctx context.Context, url, secret, callID string, body []byte) (string, error) {
+func (w *Webhooks) post(ctx context.Context, url string, secrets []string, callID string, body []byte) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return "", err
@@ -101,7 +109,7 @@ func (w *Webhooks) post(ctx context.Context, url, secret, callID string, body []
 	req.Header.Set("User-Agent", "avb-tools/1")
 	req.Header.Set("Idempotency-Key", callID)
 	// Signed per attempt: a retry carries a fresh timestamp.
-	req.Header.Set(signature.Header, signature.Sign(body, time.Now(), secret))
+	req.Header.Set(signature.Header, signature.Sign(body, time.Now(), secrets...))
 	res, err := w.Client.Do(req)
 	if err != nil {
 		if errors.Is(err, egress.ErrRefused) || ctx.Err() != nil {

@@ -113,6 +113,9 @@ const (
 	// without Vault Transit (AVB_VAULT_TRANSIT_KEY): it is never stored in
 	// plain text instead.
 	ErrorReason_ERROR_REASON_SECRET_STORE_NOT_CONFIGURED ErrorReason = 80
+	// A tool_result named a call id the session is not waiting on (it ended,
+	// timed out, was cancelled, or was never asked).
+	ErrorReason_ERROR_REASON_TOOL_CALL_NOT_OPEN ErrorReason = 81
 )
 
 // Enum value maps for ErrorReason.
@@ -154,6 +157,7 @@ var (
 		78: "ERROR_REASON_QUOTA_EXCEEDED",
 		79: "ERROR_REASON_INVALID_SIGNATURE",
 		80: "ERROR_REASON_SECRET_STORE_NOT_CONFIGURED",
+		81: "ERROR_REASON_TOOL_CALL_NOT_OPEN",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                 0,
@@ -192,6 +196,7 @@ var (
 		"ERROR_REASON_QUOTA_EXCEEDED":              78,
 		"ERROR_REASON_INVALID_SIGNATURE":           79,
 		"ERROR_REASON_SECRET_STORE_NOT_CONFIGURED": 80,
+		"ERROR_REASON_TOOL_CALL_NOT_OPEN":          81,
 	}
 )
 
@@ -359,7 +364,8 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\tafter_key\x18\x01 \x01(\tR\bafterKey\x12\x19\n" +
 	"\bafter_id\x18\x02 \x01(\tR\aafterId\x12\x1d\n" +
 	"\n" +
-	"query_hash\x18\x03 \x01(\fR\tqueryHash*\xe7\t\n" +
+	"query_hash\x18\x03 \x01(\fR\tqueryHash*\x8c\n" +
+	"\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eERROR_REASON_VALIDATION_FAILED\x10\x01\x12#\n" +
@@ -397,7 +403,8 @@ const file_avb_v1_common_proto_rawDesc = "" +
 	"\x1fERROR_REASON_SESSION_LOGGED_OUT\x10M\x12\x1f\n" +
 	"\x1bERROR_REASON_QUOTA_EXCEEDED\x10N\x12\"\n" +
 	"\x1eERROR_REASON_INVALID_SIGNATURE\x10O\x12,\n" +
-	"(ERROR_REASON_SECRET_STORE_NOT_CONFIGURED\x10P*\xb3\x01\n" +
+	"(ERROR_REASON_SECRET_STORE_NOT_CONFIGURED\x10P\x12#\n" +
+	"\x1fERROR_REASON_TOOL_CALL_NOT_OPEN\x10Q*\xb3\x01\n" +
 	"\rResourceOrder\x12\x1e\n" +
 	"\x1aRESOURCE_ORDER_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fRESOURCE_ORDER_CREATE_TIME_DESC\x10\x01\x12\"\n" +

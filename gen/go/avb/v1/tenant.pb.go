@@ -313,6 +313,116 @@ func (x *SetTenantSecretResponse) GetSecret() *TenantSecret {
 	return nil
 }
 
+// RotateTenantSecretRequest names the secret.
+type RotateTenantSecretRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is webhook_signing_secret.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateTenantSecretRequest) Reset() {
+	*x = RotateTenantSecretRequest{}
+	mi := &file_avb_v1_tenant_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateTenantSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateTenantSecretRequest) ProtoMessage() {}
+
+func (x *RotateTenantSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_tenant_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateTenantSecretRequest.ProtoReflect.Descriptor instead.
+func (*RotateTenantSecretRequest) Descriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RotateTenantSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RotateTenantSecretResponse carries the new secret, shown only here.
+type RotateTenantSecretResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Secret *TenantSecret          `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	// value is the new secret ("whsec_..."): keep it now.
+	Value string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// previous_expire_time is when the replaced secret stops signing (unset
+	// when there was none).
+	PreviousExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=previous_expire_time,json=previousExpireTime,proto3" json:"previous_expire_time,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *RotateTenantSecretResponse) Reset() {
+	*x = RotateTenantSecretResponse{}
+	mi := &file_avb_v1_tenant_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateTenantSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateTenantSecretResponse) ProtoMessage() {}
+
+func (x *RotateTenantSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_tenant_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateTenantSecretResponse.ProtoReflect.Descriptor instead.
+func (*RotateTenantSecretResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RotateTenantSecretResponse) GetSecret() *TenantSecret {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *RotateTenantSecretResponse) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *RotateTenantSecretResponse) GetPreviousExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PreviousExpireTime
+	}
+	return nil
+}
+
 // ListTenantSecretsRequest has no fields: the tenant is the caller's.
 type ListTenantSecretsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -322,7 +432,7 @@ type ListTenantSecretsRequest struct {
 
 func (x *ListTenantSecretsRequest) Reset() {
 	*x = ListTenantSecretsRequest{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[3]
+	mi := &file_avb_v1_tenant_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +444,7 @@ func (x *ListTenantSecretsRequest) String() string {
 func (*ListTenantSecretsRequest) ProtoMessage() {}
 
 func (x *ListTenantSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[3]
+	mi := &file_avb_v1_tenant_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +457,7 @@ func (x *ListTenantSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{3}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{5}
 }
 
 // ListTenantSecretsResponse lists the tenant's secrets.
@@ -360,7 +470,7 @@ type ListTenantSecretsResponse struct {
 
 func (x *ListTenantSecretsResponse) Reset() {
 	*x = ListTenantSecretsResponse{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[4]
+	mi := &file_avb_v1_tenant_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +482,7 @@ func (x *ListTenantSecretsResponse) String() string {
 func (*ListTenantSecretsResponse) ProtoMessage() {}
 
 func (x *ListTenantSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[4]
+	mi := &file_avb_v1_tenant_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +495,7 @@ func (x *ListTenantSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{4}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListTenantSecretsResponse) GetSecrets() []*TenantSecret {
@@ -406,7 +516,7 @@ type DeleteTenantSecretRequest struct {
 
 func (x *DeleteTenantSecretRequest) Reset() {
 	*x = DeleteTenantSecretRequest{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[5]
+	mi := &file_avb_v1_tenant_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +528,7 @@ func (x *DeleteTenantSecretRequest) String() string {
 func (*DeleteTenantSecretRequest) ProtoMessage() {}
 
 func (x *DeleteTenantSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[5]
+	mi := &file_avb_v1_tenant_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +541,7 @@ func (x *DeleteTenantSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTenantSecretRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{5}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteTenantSecretRequest) GetName() string {
@@ -450,7 +560,7 @@ type DeleteTenantSecretResponse struct {
 
 func (x *DeleteTenantSecretResponse) Reset() {
 	*x = DeleteTenantSecretResponse{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[6]
+	mi := &file_avb_v1_tenant_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +572,7 @@ func (x *DeleteTenantSecretResponse) String() string {
 func (*DeleteTenantSecretResponse) ProtoMessage() {}
 
 func (x *DeleteTenantSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[6]
+	mi := &file_avb_v1_tenant_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +585,7 @@ func (x *DeleteTenantSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTenantSecretResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{6}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{8}
 }
 
 // TenantLimits caps what a tenant may create.
@@ -491,7 +601,7 @@ type TenantLimits struct {
 
 func (x *TenantLimits) Reset() {
 	*x = TenantLimits{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[7]
+	mi := &file_avb_v1_tenant_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +613,7 @@ func (x *TenantLimits) String() string {
 func (*TenantLimits) ProtoMessage() {}
 
 func (x *TenantLimits) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[7]
+	mi := &file_avb_v1_tenant_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +626,7 @@ func (x *TenantLimits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantLimits.ProtoReflect.Descriptor instead.
 func (*TenantLimits) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{7}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TenantLimits) GetMaxUsers() int32 {
@@ -560,7 +670,7 @@ type Branding struct {
 
 func (x *Branding) Reset() {
 	*x = Branding{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[8]
+	mi := &file_avb_v1_tenant_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +682,7 @@ func (x *Branding) String() string {
 func (*Branding) ProtoMessage() {}
 
 func (x *Branding) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[8]
+	mi := &file_avb_v1_tenant_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +695,7 @@ func (x *Branding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Branding.ProtoReflect.Descriptor instead.
 func (*Branding) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{8}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Branding) GetDisplayName() string {
@@ -626,7 +736,7 @@ type VoiceDefaults struct {
 
 func (x *VoiceDefaults) Reset() {
 	*x = VoiceDefaults{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[9]
+	mi := &file_avb_v1_tenant_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +748,7 @@ func (x *VoiceDefaults) String() string {
 func (*VoiceDefaults) ProtoMessage() {}
 
 func (x *VoiceDefaults) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[9]
+	mi := &file_avb_v1_tenant_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +761,7 @@ func (x *VoiceDefaults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VoiceDefaults.ProtoReflect.Descriptor instead.
 func (*VoiceDefaults) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{9}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *VoiceDefaults) GetVoice() string {
@@ -702,7 +812,7 @@ type SecuritySettings struct {
 
 func (x *SecuritySettings) Reset() {
 	*x = SecuritySettings{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[10]
+	mi := &file_avb_v1_tenant_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +824,7 @@ func (x *SecuritySettings) String() string {
 func (*SecuritySettings) ProtoMessage() {}
 
 func (x *SecuritySettings) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[10]
+	mi := &file_avb_v1_tenant_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +837,7 @@ func (x *SecuritySettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecuritySettings.ProtoReflect.Descriptor instead.
 func (*SecuritySettings) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{10}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SecuritySettings) GetAllowedOrigins() []string {
@@ -770,7 +880,7 @@ type TenantSettings struct {
 
 func (x *TenantSettings) Reset() {
 	*x = TenantSettings{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[11]
+	mi := &file_avb_v1_tenant_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +892,7 @@ func (x *TenantSettings) String() string {
 func (*TenantSettings) ProtoMessage() {}
 
 func (x *TenantSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[11]
+	mi := &file_avb_v1_tenant_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +905,7 @@ func (x *TenantSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantSettings.ProtoReflect.Descriptor instead.
 func (*TenantSettings) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{11}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TenantSettings) GetBranding() *Branding {
@@ -840,7 +950,7 @@ type Tenant struct {
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[12]
+	mi := &file_avb_v1_tenant_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +962,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[12]
+	mi := &file_avb_v1_tenant_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +975,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{12}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Tenant) GetId() string {
@@ -947,7 +1057,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[13]
+	mi := &file_avb_v1_tenant_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1069,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[13]
+	mi := &file_avb_v1_tenant_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1082,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{13}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{15}
 }
 
 // GetTenantResponse holds the tenant.
@@ -985,7 +1095,7 @@ type GetTenantResponse struct {
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[14]
+	mi := &file_avb_v1_tenant_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1107,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[14]
+	mi := &file_avb_v1_tenant_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1120,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{14}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -1033,7 +1143,7 @@ type UpdateTenantSettingsRequest struct {
 
 func (x *UpdateTenantSettingsRequest) Reset() {
 	*x = UpdateTenantSettingsRequest{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[15]
+	mi := &file_avb_v1_tenant_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1155,7 @@ func (x *UpdateTenantSettingsRequest) String() string {
 func (*UpdateTenantSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateTenantSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[15]
+	mi := &file_avb_v1_tenant_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1168,7 @@ func (x *UpdateTenantSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTenantSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{15}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateTenantSettingsRequest) GetSettings() *TenantSettings {
@@ -1085,7 +1195,7 @@ type UpdateTenantSettingsResponse struct {
 
 func (x *UpdateTenantSettingsResponse) Reset() {
 	*x = UpdateTenantSettingsResponse{}
-	mi := &file_avb_v1_tenant_proto_msgTypes[16]
+	mi := &file_avb_v1_tenant_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1207,7 @@ func (x *UpdateTenantSettingsResponse) String() string {
 func (*UpdateTenantSettingsResponse) ProtoMessage() {}
 
 func (x *UpdateTenantSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_tenant_proto_msgTypes[16]
+	mi := &file_avb_v1_tenant_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1220,7 @@ func (x *UpdateTenantSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTenantSettingsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateTenantSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{16}
+	return file_avb_v1_tenant_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateTenantSettingsResponse) GetTenant() *Tenant {
@@ -1136,7 +1246,13 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\x06secret\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\b\x18\x80 R\x06secret\"G\n" +
 	"\x17SetTenantSecretResponse\x12,\n" +
-	"\x06secret\x18\x01 \x01(\v2\x14.avb.v1.TenantSecretR\x06secret\"\x1a\n" +
+	"\x06secret\x18\x01 \x01(\v2\x14.avb.v1.TenantSecretR\x06secret\"N\n" +
+	"\x19RotateTenantSecretRequest\x121\n" +
+	"\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18R\x16webhook_signing_secretR\x04name\"\xae\x01\n" +
+	"\x1aRotateTenantSecretResponse\x12,\n" +
+	"\x06secret\x18\x01 \x01(\v2\x14.avb.v1.TenantSecretR\x06secret\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12L\n" +
+	"\x14previous_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x12previousExpireTime\"\x1a\n" +
 	"\x18ListTenantSecretsRequest\"K\n" +
 	"\x19ListTenantSecretsResponse\x12.\n" +
 	"\asecrets\x18\x01 \x03(\v2\x14.avb.v1.TenantSecretR\asecrets\"^\n" +
@@ -1205,7 +1321,7 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\x14TENANT_STATUS_ACTIVE\x10\x01\x12\x1b\n" +
 	"\x17TENANT_STATUS_SUSPENDED\x10\x02\x12\x19\n" +
 	"\x15TENANT_STATUS_PENDING\x10\x03\x12\x19\n" +
-	"\x15TENANT_STATUS_DELETED\x10\x042\xa6\x06\n" +
+	"\x15TENANT_STATUS_DELETED\x10\x042\xe2\a\n" +
 	"\rTenantService\x12o\n" +
 	"\tGetTenant\x12\x18.avb.v1.GetTenantRequest\x1a\x19.avb.v1.GetTenantResponse\"-\xc2\xf3\x18\x10\x1a\x0e\n" +
 	"\x06tenant\x12\x04view\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v2/tenant\x90\x02\x01\x12\xab\x01\n" +
@@ -1215,7 +1331,10 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\b\b\x12\x06tenant\x82\xd3\xe4\x93\x02\x1c:\x01*2\x17/api/v2/tenant/settings\x12\xac\x01\n" +
 	"\x0fSetTenantSecret\x12\x1e.avb.v1.SetTenantSecretRequest\x1a\x1f.avb.v1.SetTenantSecretResponse\"X\xc2\xf3\x18\x12\x1a\x10\n" +
 	"\x06tenant\x12\x06manage\xd2\xf3\x18\x13\n" +
-	"\x11\b\b\x12\rtenant_secret\x82\xd3\xe4\x93\x02\":\x01*\x1a\x1d/api/v2/tenant/secrets/{name}\x90\x02\x02\x12\x91\x01\n" +
+	"\x11\b\b\x12\rtenant_secret\x82\xd3\xe4\x93\x02\":\x01*\x1a\x1d/api/v2/tenant/secrets/{name}\x90\x02\x02\x12\xb9\x01\n" +
+	"\x12RotateTenantSecret\x12!.avb.v1.RotateTenantSecretRequest\x1a\".avb.v1.RotateTenantSecretResponse\"\\\xc2\xf3\x18\x12\x1a\x10\n" +
+	"\x06tenant\x12\x06manage\xd2\xf3\x18\x13\n" +
+	"\x11\b\b\x12\rtenant_secret\x82\xd3\xe4\x93\x02):\x01*\"$/api/v2/tenant/secrets/{name}/rotate\x12\x91\x01\n" +
 	"\x11ListTenantSecrets\x12 .avb.v1.ListTenantSecretsRequest\x1a!.avb.v1.ListTenantSecretsResponse\"7\xc2\xf3\x18\x12\x1a\x10\n" +
 	"\x06tenant\x12\x06manage\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v2/tenant/secrets\x90\x02\x01\x12\xb2\x01\n" +
 	"\x12DeleteTenantSecret\x12!.avb.v1.DeleteTenantSecretRequest\x1a\".avb.v1.DeleteTenantSecretResponse\"U\xc2\xf3\x18\x12\x1a\x10\n" +
@@ -1235,62 +1354,68 @@ func file_avb_v1_tenant_proto_rawDescGZIP() []byte {
 }
 
 var file_avb_v1_tenant_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_avb_v1_tenant_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_avb_v1_tenant_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_avb_v1_tenant_proto_goTypes = []any{
 	(TenantTier)(0),                      // 0: avb.v1.TenantTier
 	(TenantStatus)(0),                    // 1: avb.v1.TenantStatus
 	(*TenantSecret)(nil),                 // 2: avb.v1.TenantSecret
 	(*SetTenantSecretRequest)(nil),       // 3: avb.v1.SetTenantSecretRequest
 	(*SetTenantSecretResponse)(nil),      // 4: avb.v1.SetTenantSecretResponse
-	(*ListTenantSecretsRequest)(nil),     // 5: avb.v1.ListTenantSecretsRequest
-	(*ListTenantSecretsResponse)(nil),    // 6: avb.v1.ListTenantSecretsResponse
-	(*DeleteTenantSecretRequest)(nil),    // 7: avb.v1.DeleteTenantSecretRequest
-	(*DeleteTenantSecretResponse)(nil),   // 8: avb.v1.DeleteTenantSecretResponse
-	(*TenantLimits)(nil),                 // 9: avb.v1.TenantLimits
-	(*Branding)(nil),                     // 10: avb.v1.Branding
-	(*VoiceDefaults)(nil),                // 11: avb.v1.VoiceDefaults
-	(*SecuritySettings)(nil),             // 12: avb.v1.SecuritySettings
-	(*TenantSettings)(nil),               // 13: avb.v1.TenantSettings
-	(*Tenant)(nil),                       // 14: avb.v1.Tenant
-	(*GetTenantRequest)(nil),             // 15: avb.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),            // 16: avb.v1.GetTenantResponse
-	(*UpdateTenantSettingsRequest)(nil),  // 17: avb.v1.UpdateTenantSettingsRequest
-	(*UpdateTenantSettingsResponse)(nil), // 18: avb.v1.UpdateTenantSettingsResponse
-	(*timestamppb.Timestamp)(nil),        // 19: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),        // 20: google.protobuf.FieldMask
+	(*RotateTenantSecretRequest)(nil),    // 5: avb.v1.RotateTenantSecretRequest
+	(*RotateTenantSecretResponse)(nil),   // 6: avb.v1.RotateTenantSecretResponse
+	(*ListTenantSecretsRequest)(nil),     // 7: avb.v1.ListTenantSecretsRequest
+	(*ListTenantSecretsResponse)(nil),    // 8: avb.v1.ListTenantSecretsResponse
+	(*DeleteTenantSecretRequest)(nil),    // 9: avb.v1.DeleteTenantSecretRequest
+	(*DeleteTenantSecretResponse)(nil),   // 10: avb.v1.DeleteTenantSecretResponse
+	(*TenantLimits)(nil),                 // 11: avb.v1.TenantLimits
+	(*Branding)(nil),                     // 12: avb.v1.Branding
+	(*VoiceDefaults)(nil),                // 13: avb.v1.VoiceDefaults
+	(*SecuritySettings)(nil),             // 14: avb.v1.SecuritySettings
+	(*TenantSettings)(nil),               // 15: avb.v1.TenantSettings
+	(*Tenant)(nil),                       // 16: avb.v1.Tenant
+	(*GetTenantRequest)(nil),             // 17: avb.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),            // 18: avb.v1.GetTenantResponse
+	(*UpdateTenantSettingsRequest)(nil),  // 19: avb.v1.UpdateTenantSettingsRequest
+	(*UpdateTenantSettingsResponse)(nil), // 20: avb.v1.UpdateTenantSettingsResponse
+	(*timestamppb.Timestamp)(nil),        // 21: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),        // 22: google.protobuf.FieldMask
 }
 var file_avb_v1_tenant_proto_depIdxs = []int32{
-	19, // 0: avb.v1.TenantSecret.update_time:type_name -> google.protobuf.Timestamp
+	21, // 0: avb.v1.TenantSecret.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: avb.v1.SetTenantSecretResponse.secret:type_name -> avb.v1.TenantSecret
-	2,  // 2: avb.v1.ListTenantSecretsResponse.secrets:type_name -> avb.v1.TenantSecret
-	10, // 3: avb.v1.TenantSettings.branding:type_name -> avb.v1.Branding
-	11, // 4: avb.v1.TenantSettings.voice_defaults:type_name -> avb.v1.VoiceDefaults
-	12, // 5: avb.v1.TenantSettings.security:type_name -> avb.v1.SecuritySettings
-	0,  // 6: avb.v1.Tenant.tier:type_name -> avb.v1.TenantTier
-	1,  // 7: avb.v1.Tenant.status:type_name -> avb.v1.TenantStatus
-	13, // 8: avb.v1.Tenant.settings:type_name -> avb.v1.TenantSettings
-	9,  // 9: avb.v1.Tenant.limits:type_name -> avb.v1.TenantLimits
-	19, // 10: avb.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	19, // 11: avb.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	14, // 12: avb.v1.GetTenantResponse.tenant:type_name -> avb.v1.Tenant
-	13, // 13: avb.v1.UpdateTenantSettingsRequest.settings:type_name -> avb.v1.TenantSettings
-	20, // 14: avb.v1.UpdateTenantSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
-	14, // 15: avb.v1.UpdateTenantSettingsResponse.tenant:type_name -> avb.v1.Tenant
-	15, // 16: avb.v1.TenantService.GetTenant:input_type -> avb.v1.GetTenantRequest
-	17, // 17: avb.v1.TenantService.UpdateTenantSettings:input_type -> avb.v1.UpdateTenantSettingsRequest
-	3,  // 18: avb.v1.TenantService.SetTenantSecret:input_type -> avb.v1.SetTenantSecretRequest
-	5,  // 19: avb.v1.TenantService.ListTenantSecrets:input_type -> avb.v1.ListTenantSecretsRequest
-	7,  // 20: avb.v1.TenantService.DeleteTenantSecret:input_type -> avb.v1.DeleteTenantSecretRequest
-	16, // 21: avb.v1.TenantService.GetTenant:output_type -> avb.v1.GetTenantResponse
-	18, // 22: avb.v1.TenantService.UpdateTenantSettings:output_type -> avb.v1.UpdateTenantSettingsResponse
-	4,  // 23: avb.v1.TenantService.SetTenantSecret:output_type -> avb.v1.SetTenantSecretResponse
-	6,  // 24: avb.v1.TenantService.ListTenantSecrets:output_type -> avb.v1.ListTenantSecretsResponse
-	8,  // 25: avb.v1.TenantService.DeleteTenantSecret:output_type -> avb.v1.DeleteTenantSecretResponse
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	2,  // 2: avb.v1.RotateTenantSecretResponse.secret:type_name -> avb.v1.TenantSecret
+	21, // 3: avb.v1.RotateTenantSecretResponse.previous_expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 4: avb.v1.ListTenantSecretsResponse.secrets:type_name -> avb.v1.TenantSecret
+	12, // 5: avb.v1.TenantSettings.branding:type_name -> avb.v1.Branding
+	13, // 6: avb.v1.TenantSettings.voice_defaults:type_name -> avb.v1.VoiceDefaults
+	14, // 7: avb.v1.TenantSettings.security:type_name -> avb.v1.SecuritySettings
+	0,  // 8: avb.v1.Tenant.tier:type_name -> avb.v1.TenantTier
+	1,  // 9: avb.v1.Tenant.status:type_name -> avb.v1.TenantStatus
+	15, // 10: avb.v1.Tenant.settings:type_name -> avb.v1.TenantSettings
+	11, // 11: avb.v1.Tenant.limits:type_name -> avb.v1.TenantLimits
+	21, // 12: avb.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	21, // 13: avb.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	16, // 14: avb.v1.GetTenantResponse.tenant:type_name -> avb.v1.Tenant
+	15, // 15: avb.v1.UpdateTenantSettingsRequest.settings:type_name -> avb.v1.TenantSettings
+	22, // 16: avb.v1.UpdateTenantSettingsRequest.update_mask:type_name -> google.protobuf.FieldMask
+	16, // 17: avb.v1.UpdateTenantSettingsResponse.tenant:type_name -> avb.v1.Tenant
+	17, // 18: avb.v1.TenantService.GetTenant:input_type -> avb.v1.GetTenantRequest
+	19, // 19: avb.v1.TenantService.UpdateTenantSettings:input_type -> avb.v1.UpdateTenantSettingsRequest
+	3,  // 20: avb.v1.TenantService.SetTenantSecret:input_type -> avb.v1.SetTenantSecretRequest
+	5,  // 21: avb.v1.TenantService.RotateTenantSecret:input_type -> avb.v1.RotateTenantSecretRequest
+	7,  // 22: avb.v1.TenantService.ListTenantSecrets:input_type -> avb.v1.ListTenantSecretsRequest
+	9,  // 23: avb.v1.TenantService.DeleteTenantSecret:input_type -> avb.v1.DeleteTenantSecretRequest
+	18, // 24: avb.v1.TenantService.GetTenant:output_type -> avb.v1.GetTenantResponse
+	20, // 25: avb.v1.TenantService.UpdateTenantSettings:output_type -> avb.v1.UpdateTenantSettingsResponse
+	4,  // 26: avb.v1.TenantService.SetTenantSecret:output_type -> avb.v1.SetTenantSecretResponse
+	6,  // 27: avb.v1.TenantService.RotateTenantSecret:output_type -> avb.v1.RotateTenantSecretResponse
+	8,  // 28: avb.v1.TenantService.ListTenantSecrets:output_type -> avb.v1.ListTenantSecretsResponse
+	10, // 29: avb.v1.TenantService.DeleteTenantSecret:output_type -> avb.v1.DeleteTenantSecretResponse
+	24, // [24:30] is the sub-list for method output_type
+	18, // [18:24] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_tenant_proto_init() }
@@ -1305,7 +1430,7 @@ func file_avb_v1_tenant_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_tenant_proto_rawDesc), len(file_avb_v1_tenant_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

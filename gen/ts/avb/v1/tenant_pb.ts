@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/tenant.proto.
  */
 export const file_avb_v1_tenant: GenFile = /*@__PURE__*/
-  fileDesc("ChNhdmIvdjEvdGVuYW50LnByb3RvEgZhdmIudjEiYgoMVGVuYW50U2VjcmV0EgwKBG5hbWUYASABKAkSEwoLa2V5X3ZlcnNpb24YAiABKAUSLwoLdXBkYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInEKFlNldFRlbmFudFNlY3JldFJlcXVlc3QSOwoEbmFtZRgBIAEoCUItukgqcihSDm9wZW5haV9hcGlfa2V5UhZ3ZWJob29rX3NpZ25pbmdfc2VjcmV0EhoKBnNlY3JldBgCIAEoCUIKukgHcgUQCBiAICI/ChdTZXRUZW5hbnRTZWNyZXRSZXNwb25zZRIkCgZzZWNyZXQYASABKAsyFC5hdmIudjEuVGVuYW50U2VjcmV0IhoKGExpc3RUZW5hbnRTZWNyZXRzUmVxdWVzdCJCChlMaXN0VGVuYW50U2VjcmV0c1Jlc3BvbnNlEiUKB3NlY3JldHMYASADKAsyFC5hdmIudjEuVGVuYW50U2VjcmV0IlgKGURlbGV0ZVRlbmFudFNlY3JldFJlcXVlc3QSOwoEbmFtZRgBIAEoCUItukgqcihSDm9wZW5haV9hcGlfa2V5UhZ3ZWJob29rX3NpZ25pbmdfc2VjcmV0IhwKGkRlbGV0ZVRlbmFudFNlY3JldFJlc3BvbnNlIpEBCgxUZW5hbnRMaW1pdHMSGgoJbWF4X3VzZXJzGAEgASgFQge6SAQaAigAEh0KDG1heF9wcm9qZWN0cxgCIAEoBUIHukgEGgIoABIdCgxtYXhfYXBpX2tleXMYAyABKAVCB7pIBBoCKAASJwoWbWF4X3Nlc3Npb25zX3Blcl9tb250aBgEIAEoBUIHukgEGgIoACKAAQoIQnJhbmRpbmcSHgoMZGlzcGxheV9uYW1lGAEgASgJQgi6SAVyAxjIARIgCghsb2dvX3VybBgCIAEoCUIOukgL2AEBcgYYgBCIAQESMgoNcHJpbWFyeV9jb2xvchgDIAEoCUIbukgYchYyFF4oI1swLTlhLWZBLUZdezZ9KT8kInsKDVZvaWNlRGVmYXVsdHMSFgoFdm9pY2UYASABKAlCB7pIBHICGGQSFgoFbW9kZWwYAiABKAlCB7pIBHICGGQSGQoIbGFuZ3VhZ2UYAyABKAlCB7pIBHICGCMSHwoMaW5zdHJ1Y3Rpb25zGAQgASgJQgm6SAZyBBignAEisAEKEFNlY3VyaXR5U2V0dGluZ3MSKAoPYWxsb3dlZF9vcmlnaW5zGAEgAygJQg+6SAySAQkQMiIFcgMYrAISKAoUYXBpX2tleV9tYXhfdHRsX2RheXMYAiABKAVCCrpIBxoFGMIcKAASHgoWcmVxdWlyZV9hcGlfa2V5X2V4cGlyeRgDIAEoCBIoChRhdWRpdF9yZXRlbnRpb25fZGF5cxgEIAEoBUIKukgHGgUYwhwoACKPAQoOVGVuYW50U2V0dGluZ3MSIgoIYnJhbmRpbmcYASABKAsyEC5hdmIudjEuQnJhbmRpbmcSLQoOdm9pY2VfZGVmYXVsdHMYAiABKAsyFS5hdmIudjEuVm9pY2VEZWZhdWx0cxIqCghzZWN1cml0eRgDIAEoCzIYLmF2Yi52MS5TZWN1cml0eVNldHRpbmdzIr4CCgZUZW5hbnQSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRzbHVnGAMgASgJEiAKBHRpZXIYBCABKA4yEi5hdmIudjEuVGVuYW50VGllchIkCgZzdGF0dXMYBSABKA4yFC5hdmIudjEuVGVuYW50U3RhdHVzEhIKCmJpbGxpbmdfaWQYBiABKAkSKAoIc2V0dGluZ3MYByABKAsyFi5hdmIudjEuVGVuYW50U2V0dGluZ3MSJAoGbGltaXRzGAggASgLMhQuYXZiLnYxLlRlbmFudExpbWl0cxIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhIKEEdldFRlbmFudFJlcXVlc3QiMwoRR2V0VGVuYW50UmVzcG9uc2USHgoGdGVuYW50GAEgASgLMg4uYXZiLnYxLlRlbmFudCKAAQobVXBkYXRlVGVuYW50U2V0dGluZ3NSZXF1ZXN0EjAKCHNldHRpbmdzGAEgASgLMhYuYXZiLnYxLlRlbmFudFNldHRpbmdzQga6SAPIAQESLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIj4KHFVwZGF0ZVRlbmFudFNldHRpbmdzUmVzcG9uc2USHgoGdGVuYW50GAEgASgLMg4uYXZiLnYxLlRlbmFudCqJAQoKVGVuYW50VGllchIbChdURU5BTlRfVElFUl9VTlNQRUNJRklFRBAAEhQKEFRFTkFOVF9USUVSX0ZSRUUQARIXChNURU5BTlRfVElFUl9TVEFSVEVSEAISEwoPVEVOQU5UX1RJRVJfUFJPEAMSGgoWVEVOQU5UX1RJRVJfRU5URVJQUklTRRAEKpoBCgxUZW5hbnRTdGF0dXMSHQoZVEVOQU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFFRFTkFOVF9TVEFUVVNfQUNUSVZFEAESGwoXVEVOQU5UX1NUQVRVU19TVVNQRU5ERUQQAhIZChVURU5BTlRfU1RBVFVTX1BFTkRJTkcQAxIZChVURU5BTlRfU1RBVFVTX0RFTEVURUQQBDKmBgoNVGVuYW50U2VydmljZRJvCglHZXRUZW5hbnQSGC5hdmIudjEuR2V0VGVuYW50UmVxdWVzdBoZLmF2Yi52MS5HZXRUZW5hbnRSZXNwb25zZSItkAIBwvMYEBoOCgZ0ZW5hbnQSBHZpZXeC0+STAhASDi9hcGkvdjIvdGVuYW50EqsBChRVcGRhdGVUZW5hbnRTZXR0aW5ncxIjLmF2Yi52MS5VcGRhdGVUZW5hbnRTZXR0aW5nc1JlcXVlc3QaJC5hdmIudjEuVXBkYXRlVGVuYW50U2V0dGluZ3NSZXNwb25zZSJIwvMYEhoQCgZ0ZW5hbnQSBm1hbmFnZdLzGAwKCggIEgZ0ZW5hbnSC0+STAhw6ASoyFy9hcGkvdjIvdGVuYW50L3NldHRpbmdzEqwBCg9TZXRUZW5hbnRTZWNyZXQSHi5hdmIudjEuU2V0VGVuYW50U2VjcmV0UmVxdWVzdBofLmF2Yi52MS5TZXRUZW5hbnRTZWNyZXRSZXNwb25zZSJYkAICwvMYEhoQCgZ0ZW5hbnQSBm1hbmFnZdLzGBMKEQgIEg10ZW5hbnRfc2VjcmV0gtPkkwIiOgEqGh0vYXBpL3YyL3RlbmFudC9zZWNyZXRzL3tuYW1lfRKRAQoRTGlzdFRlbmFudFNlY3JldHMSIC5hdmIudjEuTGlzdFRlbmFudFNlY3JldHNSZXF1ZXN0GiEuYXZiLnYxLkxpc3RUZW5hbnRTZWNyZXRzUmVzcG9uc2UiN5ACAcLzGBIaEAoGdGVuYW50EgZtYW5hZ2WC0+STAhgSFi9hcGkvdjIvdGVuYW50L3NlY3JldHMSsgEKEkRlbGV0ZVRlbmFudFNlY3JldBIhLmF2Yi52MS5EZWxldGVUZW5hbnRTZWNyZXRSZXF1ZXN0GiIuYXZiLnYxLkRlbGV0ZVRlbmFudFNlY3JldFJlc3BvbnNlIlWQAgLC8xgSGhAKBnRlbmFudBIGbWFuYWdl0vMYEwoRCAgSDXRlbmFudF9zZWNyZXSC0+STAh8qHS9hcGkvdjIvdGVuYW50L3NlY3JldHMve25hbWV9QjJaMGdpdGh1Yi5jb20vYWdlbnR2b2ljZWJveC9hdmIvZ2VuL2dvL2F2Yi92MTthdmJ2MWIGcHJvdG8z", [file_avb_v1_options, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
+  fileDesc("ChNhdmIvdjEvdGVuYW50LnByb3RvEgZhdmIudjEiYgoMVGVuYW50U2VjcmV0EgwKBG5hbWUYASABKAkSEwoLa2V5X3ZlcnNpb24YAiABKAUSLwoLdXBkYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInEKFlNldFRlbmFudFNlY3JldFJlcXVlc3QSOwoEbmFtZRgBIAEoCUItukgqcihSDm9wZW5haV9hcGlfa2V5UhZ3ZWJob29rX3NpZ25pbmdfc2VjcmV0EhoKBnNlY3JldBgCIAEoCUIKukgHcgUQCBiAICI/ChdTZXRUZW5hbnRTZWNyZXRSZXNwb25zZRIkCgZzZWNyZXQYASABKAsyFC5hdmIudjEuVGVuYW50U2VjcmV0IkgKGVJvdGF0ZVRlbmFudFNlY3JldFJlcXVlc3QSKwoEbmFtZRgBIAEoCUIdukgachhSFndlYmhvb2tfc2lnbmluZ19zZWNyZXQiiwEKGlJvdGF0ZVRlbmFudFNlY3JldFJlc3BvbnNlEiQKBnNlY3JldBgBIAEoCzIULmF2Yi52MS5UZW5hbnRTZWNyZXQSDQoFdmFsdWUYAiABKAkSOAoUcHJldmlvdXNfZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhoKGExpc3RUZW5hbnRTZWNyZXRzUmVxdWVzdCJCChlMaXN0VGVuYW50U2VjcmV0c1Jlc3BvbnNlEiUKB3NlY3JldHMYASADKAsyFC5hdmIudjEuVGVuYW50U2VjcmV0IlgKGURlbGV0ZVRlbmFudFNlY3JldFJlcXVlc3QSOwoEbmFtZRgBIAEoCUItukgqcihSDm9wZW5haV9hcGlfa2V5UhZ3ZWJob29rX3NpZ25pbmdfc2VjcmV0IhwKGkRlbGV0ZVRlbmFudFNlY3JldFJlc3BvbnNlIpEBCgxUZW5hbnRMaW1pdHMSGgoJbWF4X3VzZXJzGAEgASgFQge6SAQaAigAEh0KDG1heF9wcm9qZWN0cxgCIAEoBUIHukgEGgIoABIdCgxtYXhfYXBpX2tleXMYAyABKAVCB7pIBBoCKAASJwoWbWF4X3Nlc3Npb25zX3Blcl9tb250aBgEIAEoBUIHukgEGgIoACKAAQoIQnJhbmRpbmcSHgoMZGlzcGxheV9uYW1lGAEgASgJQgi6SAVyAxjIARIgCghsb2dvX3VybBgCIAEoCUIOukgL2AEBcgYYgBCIAQESMgoNcHJpbWFyeV9jb2xvchgDIAEoCUIbukgYchYyFF4oI1swLTlhLWZBLUZdezZ9KT8kInsKDVZvaWNlRGVmYXVsdHMSFgoFdm9pY2UYASABKAlCB7pIBHICGGQSFgoFbW9kZWwYAiABKAlCB7pIBHICGGQSGQoIbGFuZ3VhZ2UYAyABKAlCB7pIBHICGCMSHwoMaW5zdHJ1Y3Rpb25zGAQgASgJQgm6SAZyBBignAEisAEKEFNlY3VyaXR5U2V0dGluZ3MSKAoPYWxsb3dlZF9vcmlnaW5zGAEgAygJQg+6SAySAQkQMiIFcgMYrAISKAoUYXBpX2tleV9tYXhfdHRsX2RheXMYAiABKAVCCrpIBxoFGMIcKAASHgoWcmVxdWlyZV9hcGlfa2V5X2V4cGlyeRgDIAEoCBIoChRhdWRpdF9yZXRlbnRpb25fZGF5cxgEIAEoBUIKukgHGgUYwhwoACKPAQoOVGVuYW50U2V0dGluZ3MSIgoIYnJhbmRpbmcYASABKAsyEC5hdmIudjEuQnJhbmRpbmcSLQoOdm9pY2VfZGVmYXVsdHMYAiABKAsyFS5hdmIudjEuVm9pY2VEZWZhdWx0cxIqCghzZWN1cml0eRgDIAEoCzIYLmF2Yi52MS5TZWN1cml0eVNldHRpbmdzIr4CCgZUZW5hbnQSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRzbHVnGAMgASgJEiAKBHRpZXIYBCABKA4yEi5hdmIudjEuVGVuYW50VGllchIkCgZzdGF0dXMYBSABKA4yFC5hdmIudjEuVGVuYW50U3RhdHVzEhIKCmJpbGxpbmdfaWQYBiABKAkSKAoIc2V0dGluZ3MYByABKAsyFi5hdmIudjEuVGVuYW50U2V0dGluZ3MSJAoGbGltaXRzGAggASgLMhQuYXZiLnYxLlRlbmFudExpbWl0cxIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhIKEEdldFRlbmFudFJlcXVlc3QiMwoRR2V0VGVuYW50UmVzcG9uc2USHgoGdGVuYW50GAEgASgLMg4uYXZiLnYxLlRlbmFudCKAAQobVXBkYXRlVGVuYW50U2V0dGluZ3NSZXF1ZXN0EjAKCHNldHRpbmdzGAEgASgLMhYuYXZiLnYxLlRlbmFudFNldHRpbmdzQga6SAPIAQESLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIj4KHFVwZGF0ZVRlbmFudFNldHRpbmdzUmVzcG9uc2USHgoGdGVuYW50GAEgASgLMg4uYXZiLnYxLlRlbmFudCqJAQoKVGVuYW50VGllchIbChdURU5BTlRfVElFUl9VTlNQRUNJRklFRBAAEhQKEFRFTkFOVF9USUVSX0ZSRUUQARIXChNURU5BTlRfVElFUl9TVEFSVEVSEAISEwoPVEVOQU5UX1RJRVJfUFJPEAMSGgoWVEVOQU5UX1RJRVJfRU5URVJQUklTRRAEKpoBCgxUZW5hbnRTdGF0dXMSHQoZVEVOQU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFFRFTkFOVF9TVEFUVVNfQUNUSVZFEAESGwoXVEVOQU5UX1NUQVRVU19TVVNQRU5ERUQQAhIZChVURU5BTlRfU1RBVFVTX1BFTkRJTkcQAxIZChVURU5BTlRfU1RBVFVTX0RFTEVURUQQBDLiBwoNVGVuYW50U2VydmljZRJvCglHZXRUZW5hbnQSGC5hdmIudjEuR2V0VGVuYW50UmVxdWVzdBoZLmF2Yi52MS5HZXRUZW5hbnRSZXNwb25zZSItkAIBwvMYEBoOCgZ0ZW5hbnQSBHZpZXeC0+STAhASDi9hcGkvdjIvdGVuYW50EqsBChRVcGRhdGVUZW5hbnRTZXR0aW5ncxIjLmF2Yi52MS5VcGRhdGVUZW5hbnRTZXR0aW5nc1JlcXVlc3QaJC5hdmIudjEuVXBkYXRlVGVuYW50U2V0dGluZ3NSZXNwb25zZSJIwvMYEhoQCgZ0ZW5hbnQSBm1hbmFnZdLzGAwKCggIEgZ0ZW5hbnSC0+STAhw6ASoyFy9hcGkvdjIvdGVuYW50L3NldHRpbmdzEqwBCg9TZXRUZW5hbnRTZWNyZXQSHi5hdmIudjEuU2V0VGVuYW50U2VjcmV0UmVxdWVzdBofLmF2Yi52MS5TZXRUZW5hbnRTZWNyZXRSZXNwb25zZSJYkAICwvMYEhoQCgZ0ZW5hbnQSBm1hbmFnZdLzGBMKEQgIEg10ZW5hbnRfc2VjcmV0gtPkkwIiOgEqGh0vYXBpL3YyL3RlbmFudC9zZWNyZXRzL3tuYW1lfRK5AQoSUm90YXRlVGVuYW50U2VjcmV0EiEuYXZiLnYxLlJvdGF0ZVRlbmFudFNlY3JldFJlcXVlc3QaIi5hdmIudjEuUm90YXRlVGVuYW50U2VjcmV0UmVzcG9uc2UiXMLzGBIaEAoGdGVuYW50EgZtYW5hZ2XS8xgTChEICBINdGVuYW50X3NlY3JldILT5JMCKToBKiIkL2FwaS92Mi90ZW5hbnQvc2VjcmV0cy97bmFtZX0vcm90YXRlEpEBChFMaXN0VGVuYW50U2VjcmV0cxIgLmF2Yi52MS5MaXN0VGVuYW50U2VjcmV0c1JlcXVlc3QaIS5hdmIudjEuTGlzdFRlbmFudFNlY3JldHNSZXNwb25zZSI3kAIBwvMYEhoQCgZ0ZW5hbnQSBm1hbmFnZYLT5JMCGBIWL2FwaS92Mi90ZW5hbnQvc2VjcmV0cxKyAQoSRGVsZXRlVGVuYW50U2VjcmV0EiEuYXZiLnYxLkRlbGV0ZVRlbmFudFNlY3JldFJlcXVlc3QaIi5hdmIudjEuRGVsZXRlVGVuYW50U2VjcmV0UmVzcG9uc2UiVZACAsLzGBIaEAoGdGVuYW50EgZtYW5hZ2XS8xgTChEICBINdGVuYW50X3NlY3JldILT5JMCHyodL2FwaS92Mi90ZW5hbnQvc2VjcmV0cy97bmFtZX1CMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_avb_v1_options, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_field_mask, file_google_protobuf_timestamp]);
 
 /**
  * TenantSecret is what is known of a stored secret: never its value.
@@ -101,6 +101,61 @@ export const SetTenantSecretResponseSchema: GenMessage<SetTenantSecretResponse> 
   messageDesc(file_avb_v1_tenant, 2);
 
 /**
+ * RotateTenantSecretRequest names the secret.
+ *
+ * @generated from message avb.v1.RotateTenantSecretRequest
+ */
+export type RotateTenantSecretRequest = Message<"avb.v1.RotateTenantSecretRequest"> & {
+  /**
+   * name is webhook_signing_secret.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message avb.v1.RotateTenantSecretRequest.
+ * Use `create(RotateTenantSecretRequestSchema)` to create a new message.
+ */
+export const RotateTenantSecretRequestSchema: GenMessage<RotateTenantSecretRequest> = /*@__PURE__*/
+  messageDesc(file_avb_v1_tenant, 3);
+
+/**
+ * RotateTenantSecretResponse carries the new secret, shown only here.
+ *
+ * @generated from message avb.v1.RotateTenantSecretResponse
+ */
+export type RotateTenantSecretResponse = Message<"avb.v1.RotateTenantSecretResponse"> & {
+  /**
+   * @generated from field: avb.v1.TenantSecret secret = 1;
+   */
+  secret?: TenantSecret | undefined;
+
+  /**
+   * value is the new secret ("whsec_..."): keep it now.
+   *
+   * @generated from field: string value = 2;
+   */
+  value: string;
+
+  /**
+   * previous_expire_time is when the replaced secret stops signing (unset
+   * when there was none).
+   *
+   * @generated from field: google.protobuf.Timestamp previous_expire_time = 3;
+   */
+  previousExpireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message avb.v1.RotateTenantSecretResponse.
+ * Use `create(RotateTenantSecretResponseSchema)` to create a new message.
+ */
+export const RotateTenantSecretResponseSchema: GenMessage<RotateTenantSecretResponse> = /*@__PURE__*/
+  messageDesc(file_avb_v1_tenant, 4);
+
+/**
  * ListTenantSecretsRequest has no fields: the tenant is the caller's.
  *
  * @generated from message avb.v1.ListTenantSecretsRequest
@@ -113,7 +168,7 @@ export type ListTenantSecretsRequest = Message<"avb.v1.ListTenantSecretsRequest"
  * Use `create(ListTenantSecretsRequestSchema)` to create a new message.
  */
 export const ListTenantSecretsRequestSchema: GenMessage<ListTenantSecretsRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 3);
+  messageDesc(file_avb_v1_tenant, 5);
 
 /**
  * ListTenantSecretsResponse lists the tenant's secrets.
@@ -132,7 +187,7 @@ export type ListTenantSecretsResponse = Message<"avb.v1.ListTenantSecretsRespons
  * Use `create(ListTenantSecretsResponseSchema)` to create a new message.
  */
 export const ListTenantSecretsResponseSchema: GenMessage<ListTenantSecretsResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 4);
+  messageDesc(file_avb_v1_tenant, 6);
 
 /**
  * DeleteTenantSecretRequest names the secret.
@@ -153,7 +208,7 @@ export type DeleteTenantSecretRequest = Message<"avb.v1.DeleteTenantSecretReques
  * Use `create(DeleteTenantSecretRequestSchema)` to create a new message.
  */
 export const DeleteTenantSecretRequestSchema: GenMessage<DeleteTenantSecretRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 5);
+  messageDesc(file_avb_v1_tenant, 7);
 
 /**
  * DeleteTenantSecretResponse is empty.
@@ -168,7 +223,7 @@ export type DeleteTenantSecretResponse = Message<"avb.v1.DeleteTenantSecretRespo
  * Use `create(DeleteTenantSecretResponseSchema)` to create a new message.
  */
 export const DeleteTenantSecretResponseSchema: GenMessage<DeleteTenantSecretResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 6);
+  messageDesc(file_avb_v1_tenant, 8);
 
 /**
  * TenantLimits caps what a tenant may create.
@@ -202,7 +257,7 @@ export type TenantLimits = Message<"avb.v1.TenantLimits"> & {
  * Use `create(TenantLimitsSchema)` to create a new message.
  */
 export const TenantLimitsSchema: GenMessage<TenantLimits> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 7);
+  messageDesc(file_avb_v1_tenant, 9);
 
 /**
  * Branding is how a tenant's console and widgets look.
@@ -233,7 +288,7 @@ export type Branding = Message<"avb.v1.Branding"> & {
  * Use `create(BrandingSchema)` to create a new message.
  */
 export const BrandingSchema: GenMessage<Branding> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 8);
+  messageDesc(file_avb_v1_tenant, 10);
 
 /**
  * VoiceDefaults apply to sessions that do not set their own.
@@ -275,7 +330,7 @@ export type VoiceDefaults = Message<"avb.v1.VoiceDefaults"> & {
  * Use `create(VoiceDefaultsSchema)` to create a new message.
  */
 export const VoiceDefaultsSchema: GenMessage<VoiceDefaults> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 9);
+  messageDesc(file_avb_v1_tenant, 11);
 
 /**
  * SecuritySettings are a tenant's own security rules.
@@ -320,7 +375,7 @@ export type SecuritySettings = Message<"avb.v1.SecuritySettings"> & {
  * Use `create(SecuritySettingsSchema)` to create a new message.
  */
 export const SecuritySettingsSchema: GenMessage<SecuritySettings> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 10);
+  messageDesc(file_avb_v1_tenant, 12);
 
 /**
  * TenantSettings groups a tenant's editable settings.
@@ -349,7 +404,7 @@ export type TenantSettings = Message<"avb.v1.TenantSettings"> & {
  * Use `create(TenantSettingsSchema)` to create a new message.
  */
 export const TenantSettingsSchema: GenMessage<TenantSettings> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 11);
+  messageDesc(file_avb_v1_tenant, 13);
 
 /**
  * Tenant is a company on the platform.
@@ -417,7 +472,7 @@ export type Tenant = Message<"avb.v1.Tenant"> & {
  * Use `create(TenantSchema)` to create a new message.
  */
 export const TenantSchema: GenMessage<Tenant> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 12);
+  messageDesc(file_avb_v1_tenant, 14);
 
 /**
  * GetTenantRequest has no fields: the tenant is the caller's.
@@ -432,7 +487,7 @@ export type GetTenantRequest = Message<"avb.v1.GetTenantRequest"> & {
  * Use `create(GetTenantRequestSchema)` to create a new message.
  */
 export const GetTenantRequestSchema: GenMessage<GetTenantRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 13);
+  messageDesc(file_avb_v1_tenant, 15);
 
 /**
  * GetTenantResponse holds the tenant.
@@ -451,7 +506,7 @@ export type GetTenantResponse = Message<"avb.v1.GetTenantResponse"> & {
  * Use `create(GetTenantResponseSchema)` to create a new message.
  */
 export const GetTenantResponseSchema: GenMessage<GetTenantResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 14);
+  messageDesc(file_avb_v1_tenant, 16);
 
 /**
  * UpdateTenantSettingsRequest names the settings to change.
@@ -478,7 +533,7 @@ export type UpdateTenantSettingsRequest = Message<"avb.v1.UpdateTenantSettingsRe
  * Use `create(UpdateTenantSettingsRequestSchema)` to create a new message.
  */
 export const UpdateTenantSettingsRequestSchema: GenMessage<UpdateTenantSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 15);
+  messageDesc(file_avb_v1_tenant, 17);
 
 /**
  * UpdateTenantSettingsResponse holds the updated tenant.
@@ -497,7 +552,7 @@ export type UpdateTenantSettingsResponse = Message<"avb.v1.UpdateTenantSettingsR
  * Use `create(UpdateTenantSettingsResponseSchema)` to create a new message.
  */
 export const UpdateTenantSettingsResponseSchema: GenMessage<UpdateTenantSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_tenant, 16);
+  messageDesc(file_avb_v1_tenant, 18);
 
 /**
  * TenantTier is a tenant's plan; it sets the default limits.
@@ -630,6 +685,20 @@ export const TenantService: GenService<{
     methodKind: "unary";
     input: typeof SetTenantSecretRequestSchema;
     output: typeof SetTenantSecretResponseSchema;
+  },
+  /**
+   * RotateTenantSecret makes a new random webhook_signing_secret and
+   * returns its value this once: no call shows it again. The secret it
+   * replaces goes on signing webhook calls, next to the new one (a second
+   * v1 in Avb-Signature), until previous_expire_time, so receivers switch
+   * over without a failed call.
+   *
+   * @generated from rpc avb.v1.TenantService.RotateTenantSecret
+   */
+  rotateTenantSecret: {
+    methodKind: "unary";
+    input: typeof RotateTenantSecretRequestSchema;
+    output: typeof RotateTenantSecretResponseSchema;
   },
   /**
    * ListTenantSecrets lists which secrets the tenant has set, and when;

@@ -41,6 +41,9 @@ const (
 	// TenantServiceSetTenantSecretProcedure is the fully-qualified name of the TenantService's
 	// SetTenantSecret RPC.
 	TenantServiceSetTenantSecretProcedure = "/avb.v1.TenantService/SetTenantSecret"
+	// TenantServiceRotateTenantSecretProcedure is the fully-qualified name of the TenantService's
+	// RotateTenantSecret RPC.
+	TenantServiceRotateTenantSecretProcedure = "/avb.v1.TenantService/RotateTenantSecret"
 	// TenantServiceListTenantSecretsProcedure is the fully-qualified name of the TenantService's
 	// ListTenantSecrets RPC.
 	TenantServiceListTenantSecretsProcedure = "/avb.v1.TenantService/ListTenantSecrets"
@@ -61,6 +64,12 @@ type TenantServiceClient interface {
 	// Without Transit configured it answers failed_precondition; while
 	// Transit does not answer, unavailable.
 	SetTenantSecret(context.Context, *connect.Request[v1.SetTenantSecretRequest]) (*connect.Response[v1.SetTenantSecretResponse], error)
+	// RotateTenantSecret makes a new random webhook_signing_secret and
+	// returns its value this once: no call shows it again. The secret it
+	// replaces goes on signing webhook calls, next to the new one (a second
+	// v1 in Avb-Signature), until previous_expire_time, so receivers switch
+	// over without a failed call.
+	RotateTenantSecret(context.Context, *connect.Request[v1.RotateTenantSecretRequest]) (*connect.Response[v1.RotateTenantSecretResponse], error)
 	// ListTenantSecrets lists which secrets the tenant has set, and when;
 	// never their values.
 	ListTenantSecrets(context.Context, *connect.Request[v1.ListTenantSecretsRequest]) (*connect.Response[v1.ListTenantSecretsResponse], error)
@@ -100,6 +109,12 @@ func NewTenantServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		rotateTenantSecret: connect.NewClient[v1.RotateTenantSecretRequest, v1.RotateTenantSecretResponse](
+			httpClient,
+			baseURL+TenantServiceRotateTenantSecretProcedure,
+			connect.WithSchema(tenantServiceMethods.ByName("RotateTenantSecret")),
+			connect.WithClientOptions(opts...),
+		),
 		listTenantSecrets: connect.NewClient[v1.ListTenantSecretsRequest, v1.ListTenantSecretsResponse](
 			httpClient,
 			baseURL+TenantServiceListTenantSecretsProcedure,
@@ -122,6 +137,7 @@ type tenantServiceClient struct {
 	getTenant            *connect.Client[v1.GetTenantRequest, v1.GetTenantResponse]
 	updateTenantSettings *connect.Client[v1.UpdateTenantSettingsRequest, v1.UpdateTenantSettingsResponse]
 	setTenantSecret      *connect.Client[v1.SetTenantSecretRequest, v1.SetTenantSecretResponse]
+	rotateTenantSecret   *connect.Client[v1.RotateTenantSecretRequest, v1.RotateTenantSecretResponse]
 	listTenantSecrets    *connect.Client[v1.ListTenantSecretsRequest, v1.ListTenantSecretsResponse]
 	deleteTenantSecret   *connect.Client[v1.DeleteTenantSecretRequest, v1.DeleteTenantSecretResponse]
 }
@@ -139,6 +155,11 @@ func (c *tenantServiceClient) UpdateTenantSettings(ctx context.Context, req *con
 // SetTenantSecret calls avb.v1.TenantService.SetTenantSecret.
 func (c *tenantServiceClient) SetTenantSecret(ctx context.Context, req *connect.Request[v1.SetTenantSecretRequest]) (*connect.Response[v1.SetTenantSecretResponse], error) {
 	return c.setTenantSecret.CallUnary(ctx, req)
+}
+
+// RotateTenantSecret calls avb.v1.TenantService.RotateTenantSecret.
+func (c *tenantServiceClient) RotateTenantSecret(ctx context.Context, req *connect.Request[v1.RotateTenantSecretRequest]) (*connect.Response[v1.RotateTenantSecretResponse], error) {
+	return c.rotateTenantSecret.CallUnary(ctx, req)
 }
 
 // ListTenantSecrets calls avb.v1.TenantService.ListTenantSecrets.
@@ -163,6 +184,12 @@ type TenantServiceHandler interface {
 	// Without Transit configured it answers failed_precondition; while
 	// Transit does not answer, unavailable.
 	SetTenantSecret(context.Context, *connect.Request[v1.SetTenantSecretRequest]) (*connect.Response[v1.SetTenantSecretResponse], error)
+	// RotateTenantSecret makes a new random webhook_signing_secret and
+	// returns its value this once: no call shows it again. The secret it
+	// replaces goes on signing webhook calls, next to the new one (a second
+	// v1 in Avb-Signature), until previous_expire_time, so receivers switch
+	// over without a failed call.
+	RotateTenantSecret(context.Context, *connect.Request[v1.RotateTenantSecretRequest]) (*connect.Response[v1.RotateTenantSecretResponse], error)
 	// ListTenantSecrets lists which secrets the tenant has set, and when;
 	// never their values.
 	ListTenantSecrets(context.Context, *connect.Request[v1.ListTenantSecretsRequest]) (*connect.Response[v1.ListTenantSecretsResponse], error)
@@ -198,6 +225,12 @@ func NewTenantServiceHandler(svc TenantServiceHandler, opts ...connect.HandlerOp
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	tenantServiceRotateTenantSecretHandler := connect.NewUnaryHandler(
+		TenantServiceRotateTenantSecretProcedure,
+		svc.RotateTenantSecret,
+		connect.WithSchema(tenantServiceMethods.ByName("RotateTenantSecret")),
+		connect.WithHandlerOptions(opts...),
+	)
 	tenantServiceListTenantSecretsHandler := connect.NewUnaryHandler(
 		TenantServiceListTenantSecretsProcedure,
 		svc.ListTenantSecrets,
@@ -220,6 +253,8 @@ func NewTenantServiceHandler(svc TenantServiceHandler, opts ...connect.HandlerOp
 			tenantServiceUpdateTenantSettingsHandler.ServeHTTP(w, r)
 		case TenantServiceSetTenantSecretProcedure:
 			tenantServiceSetTenantSecretHandler.ServeHTTP(w, r)
+		case TenantServiceRotateTenantSecretProcedure:
+			tenantServiceRotateTenantSecretHandler.ServeHTTP(w, r)
 		case TenantServiceListTenantSecretsProcedure:
 			tenantServiceListTenantSecretsHandler.ServeHTTP(w, r)
 		case TenantServiceDeleteTenantSecretProcedure:
@@ -243,6 +278,10 @@ func (UnimplementedTenantServiceHandler) UpdateTenantSettings(context.Context, *
 
 func (UnimplementedTenantServiceHandler) SetTenantSecret(context.Context, *connect.Request[v1.SetTenantSecretRequest]) (*connect.Response[v1.SetTenantSecretResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.TenantService.SetTenantSecret is not implemented"))
+}
+
+func (UnimplementedTenantServiceHandler) RotateTenantSecret(context.Context, *connect.Request[v1.RotateTenantSecretRequest]) (*connect.Response[v1.RotateTenantSecretResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.TenantService.RotateTenantSecret is not implemented"))
 }
 
 func (UnimplementedTenantServiceHandler) ListTenantSecrets(context.Context, *connect.Request[v1.ListTenantSecretsRequest]) (*connect.Response[v1.ListTenantSecretsResponse], error) {
