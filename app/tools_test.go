@@ -1,0 +1,252 @@
+package app_test
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
+	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/platform/signature"
+	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/voice/audio"
+	"github.com/agentvoicebox/avb/voice/stt"
+)
+
+// toolTurn is one turn over Converse in which the model calls tools.
+type toolTurn struct {
+	sessionID string
+	events    []*avbv1.VoiceEvent
+	reply     string
+	audio     []byte
+	done      *avbv1.ResponseDone
+	took      time.Duration // end of speech (SpeechStopped) -> ResponseDone
+}
+
+// converseTools says the request into a session and lets answer act on
+// each event (send controls) until the reply is done.
+func converseTools(t testing.TB, client avbv1connect.VoiceServiceClient, start *avbv1.SessionStart,
+	answer func(ev *avbv1.VoiceEvent, send func(*avbv1.ClientControl))) toolTurn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream := client.Converse(ctx)
+	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: start}}); err != nil {
+		t.Fatal(err)
+	}
+	go askIn(t, stream, 20*time.Millisecond)
+	send := func(c *avbv1.ClientControl) {
+		if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Control{Control: c}}); err != nil {
+			t.Error(err)
+		}
+	}
+	var tr toolTurn
+	var stopped time.Time
+	for {
+		msg, err := stream.Receive()
+		if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		ev := msg.GetEvent()
+		tr.events = append(tr.events, ev)
+		if answer != nil {
+			answer(ev, send)
+		}
+		switch e := ev.GetEvent().(type) {
+		case *avbv1.VoiceEvent_SessionStarted:
+			tr.sessionID = e.SessionStarted.GetSession().GetId()
+		case *avbv1.VoiceEvent_SpeechStopped:
+			stopped = time.Now()
+		case *avbv1.VoiceEvent_ResponseTextDelta:
+			tr.reply += e.ResponseTextDelta.GetText()
+		case *avbv1.VoiceEvent_ResponseAudioDelta:
+			tr.audio = append(tr.audio, e.ResponseAudioDelta.GetAudio()...)
+		case *avbv1.VoiceEvent_ResponseDone:
+			tr.done, tr.took = e.ResponseDone, time.Since(stopped)
+			_ = stream.CloseRequest()
+			for {
+				if _, err := stream.Receive(); err != nil {
+					if !errors.Is(err, io.EOF) {
+						t.Fatalf("stream ended with %v", err)
+					}
+					return tr
+				}
+			}
+		}
+	}
+}
+
+// recognized is what pocketsphinx hears in 24 kHz reply audio, among phrases.
+func recognized(t testing.TB, pcm24k []byte, phrases ...string) string {
+	t.Helper()
+	s, _ := audio.Decode(audio.Format{Encoding: audio.PCM16, SampleRate: 24000}, pcm24k, nil)
+	s = audio.NewResampler(24000, 16000).Process(s, nil)
+	sess, err := stt.NewPocketsphinx("", 1).Start(context.Background(), stt.Options{Phrases: phrases})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sess.Write(s)
+	text, _ := sess.Finish()
+	return text
+}
+
+const bookMeetingTool = `{"name":"book_meeting","description":"Books a meeting.","kind":"TOOL_KIND_CLIENT","timeoutMs":5000,
+	"parameters":{"type":"object","properties":{"day":{"type":"string"},"time":{"type":"string","pattern":"^[0-9]{2}:[0-9]{2}$"}},"required":["day","time"]}}`
+
+// A persona's client tool over Converse: "please book a meeting for
+// tomorrow at ten" makes the scripted model call book_meeting with
+// {"day":"tomorrow","time":"10:00"}; a result for no open call is an error
+// event and the call goes on; the client's answer is what the agent says.
+// The call and its result are recorded, and counted in the session.
+// Personas whose tools do not compile, or call a refused address, are
+// refused with the field at fault.
+func TestClientToolOverConverse(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("tools", store.TierPro)
+	admin := bearer(p.token("ada", ten.ID.String(), "admin"))
+	for field, tool := range map[string]string{
+		"persona.tools[0].parameters": `{"name":"t","parameters":{"type":"nope"}}`,
+		"persona.tools[0].url":        `{"name":"t","kind":"TOOL_KIND_WEBHOOK","url":"http://169.254.169.254/latest/meta-data"}`,
+	} {
+		r := p.call("/avb.v1.PersonaService/CreatePersona", `{"persona":{"name":"bad","tools":[`+tool+`]}}`, admin...)
+		wantErr(t, r, http.StatusBadRequest, "invalid_argument", "validation_failed")
+		if !strings.Contains(r.raw, field) {
+			t.Fatalf("%s not named: %s", field, r.raw)
+		}
+	}
+	persona := wantOK(t, p.call("/avb.v1.PersonaService/CreatePersona", `{"persona":{"name":"booker","tools":[`+bookMeetingTool+`]}}`, admin...))
+	sess := wantOK(t, p.call("/avb.v1.SessionService/CreateSession", fmt.Sprintf(`{"personaId":%q,"config":{"phraseHints":[%q,"hello"]}}`,
+		str(persona, "persona", "id"), ask), admin...))
+	key, _ := p.realtimeKey(ten)
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	const say = "Booked for tomorrow at ten in room four."
+	var args string
+	var notOpen bool
+	tr := converseTools(t, client, &avbv1.SessionStart{SessionId: str(sess, "session", "id")}, func(ev *avbv1.VoiceEvent, send func(*avbv1.ClientControl)) {
+		if c := ev.GetToolCall(); c != nil {
+			args = c.GetArguments()
+			send(&avbv1.ClientControl{Control: &avbv1.ClientControl_ToolResult{ToolResult: &avbv1.ToolResult{CallId: "call_nobody_asked", Output: "x"}}})
+			send(&avbv1.ClientControl{Control: &avbv1.ClientControl_ToolResult{ToolResult: &avbv1.ToolResult{CallId: c.GetCallId(), Output: `{"say":"` + say + `"}`}}})
+		}
+		if e := ev.GetError(); e != nil {
+			notOpen = notOpen || e.GetReason() == "tool_call_not_open"
+		}
+	})
+	if args != `{"day":"tomorrow","time":"10:00"}` || !notOpen {
+		t.Fatalf("arguments %s, unknown call refused %v", args, notOpen)
+	}
+	if tr.reply != say || tr.done.GetLatency().GetToolMs() <= 0 {
+		t.Fatalf("reply %q latency %v", tr.reply, tr.done.GetLatency())
+	}
+	if got := recognized(t, tr.audio, "booked for tomorrow at ten in room four", "sure i booked the meeting for tomorrow at ten", "hello how can i help you today"); got != "booked for tomorrow at ten in room four" {
+		t.Fatalf("the reply audio says %q", got)
+	}
+	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
+	var got *avbv1.Session
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		res, err := sessions.GetSession(context.Background(), connect.NewRequest(&avbv1.GetSessionRequest{SessionId: tr.sessionID}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got = res.Msg.GetSession(); got.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_ACTIVE || time.Now().After(deadline) {
+			break
+		}
+	}
+	if got.GetMetrics().GetToolCalls() != 1 {
+		t.Fatalf("metrics %v", got.GetMetrics())
+	}
+	evs, err := sessions.ListSessionEvents(context.Background(), connect.NewRequest(&avbv1.ListSessionEventsRequest{SessionId: tr.sessionID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range evs.Msg.GetEvents() {
+		types = append(types, e.GetType())
+		if e.GetType() == "tool_result" && (e.GetData().GetFields()["outcome"].GetStringValue() != "ok" || !strings.Contains(e.GetData().GetFields()["result"].GetStringValue(), "room four")) {
+			t.Fatalf("recorded result %v", e.GetData())
+		}
+	}
+	for _, want := range []string{"tool_call", "tool_result", "response"} {
+		if !slices.Contains(types, want) {
+			t.Fatalf("stored events %v", types)
+		}
+	}
+}
+
+// A webhook tool: avb POSTs the call to an HTTPS server (loopback, allowed
+// for the test) signed with the tenant's rotated secret, which the server
+// verifies as the README shows; its answer is what the agent says.
+func TestWebhookToolSignedOverConverse(t *testing.T) {
+	t.Parallel()
+	var secret atomic.Value
+	secret.Store("")
+	replays := &signature.Replays{}
+	var calls, bad atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		v := signature.Verifier{Secret: secret.Load().(string), Tolerance: 5 * time.Minute, Replays: replays}
+		if err := v.Verify(r.Header.Get(signature.Header), body); err != nil {
+			bad.Add(1)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		calls.Add(1)
+		if !strings.Contains(string(body), `"arguments":{"day":"tomorrow","time":"10:00"}`) || r.Header.Get("Idempotency-Key") == "" {
+			http.Error(w, "unexpected call "+string(body), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, `{"say":"Booked for tomorrow at ten in room four."}`)
+	}))
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := vaultPlatform(t, testenv.VaultOptions{Transit: true, Secrets: map[string]any{"openai_api_key": "sk"}},
+		map[string]string{"AVB_TOOLS_EGRESS_ALLOW": "127.0.0.1", "AVB_TOOLS_CA_FILE": ca, "AVB_TOOLS_REQUIRE_HTTPS": "true"}, &testenv.LogBuffer{})
+	ten := p.tenant("hooks", store.TierPro)
+	admin := bearer(p.token("ada", ten.ID.String(), "admin"))
+	first := wantOK(t, p.call("/avb.v1.TenantService/RotateTenantSecret", `{"name":"webhook_signing_secret"}`, admin...))
+	rotated := wantOK(t, p.call("/avb.v1.TenantService/RotateTenantSecret", `{"name":"webhook_signing_secret"}`, admin...))
+	value := str(rotated, "value")
+	if !strings.HasPrefix(value, "whsec_") || value == str(first, "value") || rotated["previousExpireTime"] == nil {
+		t.Fatalf("rotated %v", rotated)
+	}
+	secret.Store(value)
+	// http is refused under AVB_TOOLS_REQUIRE_HTTPS, as in prod.
+	r := p.call("/avb.v1.PersonaService/CreatePersona", `{"persona":{"name":"plain","tools":[{"name":"t","kind":"TOOL_KIND_WEBHOOK","url":"http://example.com/hook"}]}}`, admin...)
+	wantErr(t, r, http.StatusBadRequest, "invalid_argument", "validation_failed")
+
+	key, _ := p.realtimeKey(ten)
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	cfg := &avbv1.SessionConfig{PhraseHints: []string{ask, "hello"}, Tools: []*avbv1.Tool{{Name: "book_meeting",
+		Kind: avbv1.ToolKind_TOOL_KIND_WEBHOOK, Url: srv.URL + "/tools/book", TimeoutMs: 5000}}}
+	tr := converseTools(t, client, &avbv1.SessionStart{Config: cfg}, nil)
+	if tr.reply != "Booked for tomorrow at ten in room four." || calls.Load() != 1 || bad.Load() != 0 {
+		t.Fatalf("reply %q, %d verified calls, %d refused", tr.reply, calls.Load(), bad.Load())
+	}
+	var outcome string
+	for _, ev := range tr.events {
+		if d := ev.GetToolCallDone(); d != nil {
+			outcome = d.GetOutcome()
+		}
+	}
+	if outcome != "ok" {
+		t.Fatalf("outcome %q", outcome)
+	}
+}
