@@ -230,7 +230,10 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	}
 	identity.BillingChanged = a.billingChanged
 	identity.Sealer = a.secrets.Sealer()
-	identity.ToolsRequireHTTPS = cfg.Tools.RequireHTTPS
+	if identity.Tools, err = a.tools(cfg); err != nil {
+		a.Close()
+		return nil, err
+	}
 	readiness.Degraded("rate_limits", func() string {
 		if a.limiter.Local() {
 			return "decided by each instance on its own: Redis does not answer"

@@ -35,8 +35,9 @@ type Identity struct {
 	// Sealer encrypts tenant secrets (nil: no secret store, and tenant
 	// secrets are refused).
 	Sealer Sealer
-	// ToolsRequireHTTPS refuses personas with http webhook tools (prod).
-	ToolsRequireHTTPS bool
+	// Tools checks personas' webhook tools (https in prod, public or
+	// allowed addresses).
+	Tools Tools
 }
 
 // publish tells the tenant's subscribers that a resource changed. It is

@@ -15,7 +15,7 @@ func NewPersonaServer(deps Identity) avbv1connect.PersonaServiceHandler {
 	return &personaServer{named[*avbv1.Persona]{Identity: deps, kind: store.Personas, objType: "persona",
 		field: "persona", new: func() *avbv1.Persona { return &avbv1.Persona{} },
 		check: func(p *avbv1.Persona) error {
-			_, err := compileTools("persona.tools", p.GetTools(), deps.ToolsRequireHTTPS)
+			_, err := compileTools("persona.tools", p.GetTools(), deps.Tools.RequireHTTPS, deps.Tools.guard())
 			return err
 		}}}
 }

@@ -91,7 +91,7 @@ func (s *voiceServer) callConfig(pc *avbv1.SessionConfig) (voice.Config, error) 
 	if err != nil {
 		return c, invalidArgument(err.Error())
 	}
-	if c.Tools, err = compileTools("config.tools", pc.GetTools(), s.Tools.RequireHTTPS); err != nil {
+	if c.Tools, err = compileTools("config.tools", pc.GetTools(), s.Tools.RequireHTTPS, s.Tools.guard()); err != nil {
 		return c, err
 	}
 	c.Filler = pc.GetToolFiller()

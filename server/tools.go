@@ -32,7 +32,10 @@ type Tools struct {
 // with a field violation (under prefix: "config.tools", "persona.tools")
 // a schema that does not compile, a webhook without a callable URL, or a
 // transfer without a target.
-func compileTools(prefix string, in []*avbv1.Tool, requireHTTPS bool) ([]tools.Tool, error) {
+func compileTools(prefix string, in []*avbv1.Tool, requireHTTPS bool, guard *egress.Guard) ([]tools.Tool, error) {
+	if guard == nil {
+		guard = &egress.Guard{}
+	}
 	var out []tools.Tool
 	seen := map[string]bool{}
 	for i, pt := range in {
@@ -56,7 +59,7 @@ func compileTools(prefix string, in []*avbv1.Tool, requireHTTPS bool) ([]tools.T
 		case avbv1.ToolKind_TOOL_KIND_WEBHOOK:
 			t.Kind = tools.Webhook
 			// Literal addresses are refused here; names when dialed.
-			if _, err := (&egress.Guard{}).CheckURL(t.URL, requireHTTPS); err != nil {
+			if _, err := guard.CheckURL(t.URL, requireHTTPS); err != nil {
 				return nil, apierror.Field(field+".url", strings.TrimPrefix(err.Error(), egress.ErrRefused.Error()+": "))
 			}
 		case avbv1.ToolKind_TOOL_KIND_END_CALL:
@@ -74,6 +77,14 @@ func compileTools(prefix string, in []*avbv1.Tool, requireHTTPS bool) ([]tools.T
 		out = append(out, compiled)
 	}
 	return out, nil
+}
+
+// guard is the egress guard webhook URLs are checked with.
+func (t Tools) guard() *egress.Guard {
+	if t.Webhooks == nil {
+		return nil
+	}
+	return t.Webhooks.Guard
 }
 
 // sessionTools runs one session's webhook tools, signed with its tenant's
