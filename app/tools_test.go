@@ -424,3 +424,33 @@ func TestToolFillerBargeInAndTimeout(t *testing.T) {
 		t.Fatalf("invalid arguments: outcomes %v, reply %q", outcomes, tr.reply)
 	}
 }
+
+// The README's webhook receivers are the ones the tests run, word for word.
+func TestReadmeWebhookReceivers(t *testing.T) {
+	root := repoRoot(t)
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"platform/signature/example_test.go", "sdk/ts/test/webhook.test.ts"} {
+		src, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, ok := strings.Cut(string(src), "// receiver:start\n")
+		body, _, ok2 := strings.Cut(rest, "// receiver:end")
+		if !ok || !ok2 {
+			t.Fatalf("%s has no receiver markers", f)
+		}
+		var lines []string
+		for _, l := range strings.Split(strings.TrimRight(body, " \n"), "\n") {
+			if strings.HasSuffix(f, ".ts") {
+				l = strings.TrimPrefix(l, "  ")
+			}
+			lines = append(lines, l)
+		}
+		if snippet := strings.Join(lines, "\n"); !strings.Contains(string(readme), snippet) {
+			t.Errorf("README.md does not show the receiver of %s:\n%s", f, snippet)
+		}
+	}
+}

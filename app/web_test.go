@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentvoicebox/avb/platform/signature"
 	"github.com/agentvoicebox/avb/store"
 )
 
@@ -169,4 +171,26 @@ func TestDocsAndConsoleAreServedOffline(t *testing.T) {
 	if res.Request.URL.Path != "/docs/" {
 		t.Fatalf("/docs went to %s", res.Request.URL.Path)
 	}
+}
+
+// The TypeScript webhook verifier (sdk/ts) against signatures avb made: the
+// README's receiver accepts a call once, and refuses it tampered, replayed,
+// expired or signed with another secret.
+func TestTypeScriptWebhookVerifier(t *testing.T) {
+	t.Parallel()
+	root := builtWeb(t, "sdk/ts/dist-test/webhook.test.mjs")
+	const secret = "whsec_fixture_secret"
+	body := `{"type":"tool_call","session_id":"s1","call_id":"call_1","name":"book_meeting","arguments":{"day":"tomorrow","time":"10:00"}}`
+	now := time.Now()
+	fixtures, _ := json.Marshal(map[string]string{
+		"secret": secret, "body": body,
+		"header":        signature.Sign([]byte(body), now, secret),
+		"oldHeader":     signature.Sign([]byte(body), now.Add(-10*time.Minute), secret),
+		"rotatedHeader": signature.Sign([]byte(body), now.Add(-time.Second), "whsec_next", secret),
+	})
+	file := filepath.Join(t.TempDir(), "fixtures.json")
+	if err := os.WriteFile(file, fixtures, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runNodeTests(t, root, "sdk/ts/dist-test/webhook.test.mjs", map[string]string{"AVB_WEBHOOK_FIXTURES": file})
 }
