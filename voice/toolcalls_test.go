@@ -314,3 +314,29 @@ func TestBuiltInTools(t *testing.T) {
 		t.Fatalf("reply %q", rd.Text)
 	}
 }
+
+// A tool result is taken only by the call that asked, for an open call id:
+// another call (another session, another tenant) cannot answer it.
+func TestToolResultOnlyOnTheAskingCall(t *testing.T) {
+	t.Parallel()
+	other, err := voice.New(context.Background(), toolConf(), providers(t, llm.DefaultScript))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conf := toolConf(tool(t, tools.Tool{Name: "book_meeting"}))
+	evs := toolCall(t, conf, providers(t, llm.DefaultScript), ask, func(c *voice.Call, ev voice.Event) {
+		if ev.Type != voice.ToolCallStarted {
+			return
+		}
+		if err := other.ToolResult(ev.Tool.ID, `{"say":"hijacked"}`, false); !errors.Is(err, voice.ErrToolCallNotOpen) {
+			t.Errorf("another call answered: %v", err)
+		}
+		if err := c.ToolResult(ev.Tool.ID, `{"say":"Booked."}`, false); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, rd := first(evs, voice.ResponseDone); rd.Text != "Booked." {
+		t.Fatalf("reply %q", rd.Text)
+	}
+}

@@ -2,6 +2,7 @@ package llm_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -53,4 +54,31 @@ func TestPropertySentencesAreChunkingIndependent(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The scripted model's slot reader takes what it understands from any
+// words and never fails on the rest.
+func FuzzWhen(f *testing.F) {
+	for _, s := range []string{"please book a meeting for tomorrow at ten", "at 3 pm on friday", "at", "at 99", "at ten thirty"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, user string) {
+		got := llm.When(user)
+		if tm, ok := got["time"].(string); ok && (len(tm) != 5 || tm[2] != ':') {
+			t.Fatalf("time %q from %q", tm, user)
+		}
+	})
+}
+
+func TestWhen(t *testing.T) {
+	for in, want := range map[string]string{
+		"please book a meeting for tomorrow at ten": `map[day:tomorrow time:10:00]`,
+		"book it at ten thirty on friday":           `map[day:friday time:10:30]`,
+		"at 3 pm today":                             `map[day:today time:15:00]`,
+		"sometime":                                  `map[]`,
+	} {
+		if got := fmt.Sprint(llm.When(in)); got != want {
+			t.Errorf("%q: %s, want %s", in, got, want)
+		}
+	}
 }
