@@ -21,7 +21,6 @@ import (
 	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/voice/audio"
-	"github.com/agentvoicebox/avb/voice/stt"
 	"github.com/agentvoicebox/avb/voice/tts"
 )
 
@@ -89,15 +88,7 @@ func spokenPCM(t testing.TB, text string, silenceMS int) []int16 {
 
 func heard(t testing.TB, pcm24k []byte) string {
 	t.Helper()
-	s, _ := audio.Decode(audio.Format{Encoding: audio.PCM16, SampleRate: 24000}, pcm24k, nil)
-	s = audio.NewResampler(24000, 16000).Process(s, nil)
-	sess, err := stt.NewPocketsphinx("", 1).Start(context.Background(), stt.Options{Phrases: replyHints})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = sess.Write(s)
-	text, _ := sess.Finish()
-	return text
+	return recognized(t, pcm24k, replyHints...)
 }
 
 var callConfig = &avbv1.SessionConfig{

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentvoicebox/avb/apierror"
@@ -41,6 +42,19 @@ func (s *tenantServer) sealer() (Sealer, error) {
 	return s.Sealer, nil
 }
 
+// seal encrypts a tenant's secret for storage; the secret store not
+// answering is unavailable.
+func (s *tenantServer) seal(ctx context.Context, sealer Sealer, tenantID uuid.UUID, value string) (string, int, error) {
+	c, v, err := sealer.Encrypt(ctx, []byte(value), tenantID.String())
+	if err != nil {
+		if s.Log != nil {
+			s.Log.WarnContext(ctx, "tenant secret not encrypted: the secret store does not answer", "error", err.Error())
+		}
+		return "", 0, SecretStoreUnavailable()
+	}
+	return c, v, nil
+}
+
 func (s *tenantServer) SetTenantSecret(ctx context.Context, req *connect.Request[avbv1.SetTenantSecretRequest]) (*connect.Response[avbv1.SetTenantSecretResponse], error) {
 	tenantID, err := callerTenant(ctx)
 	if err != nil {
@@ -50,12 +64,9 @@ func (s *tenantServer) SetTenantSecret(ctx context.Context, req *connect.Request
 	if err != nil {
 		return nil, err
 	}
-	c, v, err := sealer.Encrypt(ctx, []byte(req.Msg.GetSecret()), tenantID.String())
+	c, v, err := s.seal(ctx, sealer, tenantID, req.Msg.GetSecret())
 	if err != nil {
-		if s.Log != nil {
-			s.Log.WarnContext(ctx, "tenant secret not encrypted: the secret store does not answer", "error", err.Error())
-		}
-		return nil, SecretStoreUnavailable()
+		return nil, err
 	}
 	store.DescribeAudit(ctx, req.Msg.GetName(), "set tenant secret "+req.Msg.GetName(), nil,
 		map[string]any{"name": req.Msg.GetName(), "key_version": v})
@@ -109,12 +120,9 @@ func (s *tenantServer) RotateTenantSecret(ctx context.Context, req *connect.Requ
 		return nil, err
 	}
 	value := "whsec_" + base64.RawURLEncoding.EncodeToString(raw[:])
-	c, v, err := sealer.Encrypt(ctx, []byte(value), tenantID.String())
+	c, v, err := s.seal(ctx, sealer, tenantID, value)
 	if err != nil {
-		if s.Log != nil {
-			s.Log.WarnContext(ctx, "tenant secret not encrypted: the secret store does not answer", "error", err.Error())
-		}
-		return nil, SecretStoreUnavailable()
+		return nil, err
 	}
 	name := req.Msg.GetName()
 	_, hadOne := s.DB.TenantSecrets().Get(ctx, name)

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
+
+	"github.com/agentvoicebox/avb/platform/redact"
 )
 
 // Redacted replaces a secret's value in the audit log.
-const Redacted = "[redacted]"
+const Redacted = redact.Redacted
 
 // secretField reports whether a field's values never reach the audit log:
 // secrets, passwords, tokens, key hashes and raw keys, by name in either
@@ -45,29 +47,11 @@ func AuditValues(v any) json.RawMessage {
 	if _, ok := tree.(map[string]any); !ok {
 		tree = map[string]any{"value": tree}
 	}
-	out, err := json.Marshal(redact(tree))
+	out, err := json.Marshal(redact.Tree(tree, secretField))
 	if err != nil {
 		return json.RawMessage(`{}`)
 	}
 	return out
-}
-
-func redact(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			if secretField(k) {
-				x[k] = Redacted
-			} else {
-				x[k] = redact(e)
-			}
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = redact(e)
-		}
-	}
-	return v
 }
 
 // AuditDiff returns the top-level fields of two JSON objects whose values

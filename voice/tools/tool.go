@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/agentvoicebox/avb/platform/redact"
 )
 
 // Kind says who runs a tool.
@@ -111,29 +113,11 @@ func secretKey(k string) bool {
 func Redact(text string) string {
 	var v any
 	if err := json.Unmarshal([]byte(text), &v); err == nil {
-		if b, err := json.Marshal(redact(v)); err == nil {
+		if b, err := json.Marshal(redact.Tree(v, secretKey)); err == nil {
 			text = string(b)
 		}
 	}
 	return Truncate(text, RecordLimit)
-}
-
-func redact(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			if secretKey(k) {
-				x[k] = "[redacted]"
-			} else {
-				x[k] = redact(e)
-			}
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = redact(e)
-		}
-	}
-	return v
 }
 
 // Truncate cuts s to at most n bytes on a rune boundary, marking the cut.
