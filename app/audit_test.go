@@ -141,6 +141,8 @@ func TestEveryMutatingRPCRecordsOneEntry(t *testing.T) {
 	a.secret = append(a.secret, "sk-audited-tenant-own-key", "sk-platform-audited")
 	a.call(ctx, "/avb.v1.TenantService/SetTenantSecret", `{"name":"openai_api_key","secret":"sk-audited-tenant-own-key"}`, admin...)
 	a.call(ctx, "/avb.v1.TenantService/DeleteTenantSecret", `{"name":"openai_api_key"}`, admin...)
+	// A webhook signing secret shown once: never in the log either.
+	a.secret = append(a.secret, str(a.call(ctx, "/avb.v1.TenantService/RotateTenantSecret", `{"name":"webhook_signing_secret"}`, admin...), "value"))
 
 	sess := str(a.call(ctx, "/avb.v1.SessionService/CreateSession", `{"projectId":"`+proj+`","config":{"model":"scripted"}}`, bearer(rt)...), "session", "id")
 	tok := a.call(ctx, "/avb.v1.VoiceService/CreateClientToken", `{"sessionId":"`+sess+`","ttlSeconds":60}`, bearer(rt)...)
