@@ -116,3 +116,37 @@ test("the browser voice path: audio in by SendAudio, events out by ConverseEvent
   const { session } = await keyClient.sessions.getSession({ sessionId: call.sessionId });
   assert.equal(session?.projectId, project?.id);
 });
+
+test("a client tool on the browser path: toolCall event in, toolResult by SendControl", async () => {
+  const pcm = readFileSync(env("AVB_SPEECH_PCM"));
+  const events: VoiceEvent[] = [];
+  let done!: () => void;
+  const answered = new Promise<void>((r) => (done = r));
+  let refused: unknown;
+  const call = await startBrowserCall(keyClient, {
+    config: {
+      phraseHints: [env("AVB_ASK"), "hello"],
+      tools: [{ name: "book_meeting", description: "Books a meeting." }],
+    },
+    onEvent: (e) => {
+      events.push(e);
+      if (e.event.case === "toolCall") {
+        const { callId, arguments: args } = e.event.value;
+        const { day, time } = JSON.parse(args) as { day: string; time: string };
+        // A result for a call that is not open is refused with its reason.
+        call.control({ control: { case: "toolResult", value: { callId: "call_nobody_asked", output: "x" } } }).catch((err) => (refused = err));
+        void call.control({ control: { case: "toolResult", value: { callId, output: JSON.stringify({ say: `Booked for ${day} at ${time}.` }) } } });
+      }
+      if (e.event.case === "responseDone") done();
+    },
+  });
+  for (let off = 0; off < pcm.length; off += 3200) {
+    await call.sendAudio(pcm.subarray(off, off + 3200));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await answered;
+  await call.hangUp();
+  const reply = events.find((e) => e.event.case === "responseDone");
+  assert.equal(reply?.event.value && "text" in reply.event.value ? reply.event.value.text : "", "Booked for tomorrow at 10:00.");
+  assert.ok(refused instanceof AvbError && refused.reason === "tool_call_not_open", `refused: ${String(refused)}`);
+});
