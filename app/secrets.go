@@ -273,16 +273,37 @@ func (s *Secrets) WebhookSecrets(db *store.DB) func(ctx context.Context) ([]stri
 		if s.Transit == nil {
 			return nil, errors.New("webhook tools sign their calls with a tenant secret, and this server has no secret store (Vault Transit)")
 		}
-		cur, err := s.TenantKey(ctx, db, name)
-		if err != nil || cur == "" {
+		tenantID, ok := tenancy.ID(ctx)
+		if !ok {
+			return nil, errors.New("no tenant")
+		}
+		rows, err := db.TenantSecrets().List(ctx) // one read for the current and the previous
+		if err != nil {
 			return nil, err
 		}
-		out := []string{cur}
-		prev, err := db.TenantSecrets().Get(ctx, name+store.PreviousSuffix)
-		if err == nil && time.Since(prev.UpdatedAt) < server.WebhookSecretGrace {
-			if old, err := s.TenantKey(ctx, db, name+store.PreviousSuffix); err == nil && old != "" {
-				out = append(out, old)
+		var cur, prev *store.TenantSecret
+		for i := range rows {
+			switch rows[i].Name {
+			case name:
+				cur = &rows[i]
+			case name + store.PreviousSuffix:
+				prev = &rows[i]
 			}
+		}
+		if cur == nil {
+			return nil, nil
+		}
+		var out []string
+		for _, row := range []*store.TenantSecret{cur, prev} {
+			if row == nil || (row == prev && time.Since(row.UpdatedAt) >= server.WebhookSecretGrace) {
+				continue
+			}
+			plain, err := s.Transit.Decrypt(ctx, row.Ciphertext, tenantID.String())
+			if err != nil {
+				s.log.WarnContext(ctx, "tenant secret not decrypted: the secret store does not answer", "name", row.Name, "error", err.Error())
+				return nil, server.SecretStoreUnavailable()
+			}
+			out = append(out, string(plain))
 		}
 		return out, nil
 	}
