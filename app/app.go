@@ -479,6 +479,13 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		},
 	}
 	prov = voice.Metered(prov, meter, vc.STTProvider, vc.TTSProvider)
+	if vc.TTSCacheBytes > 0 {
+		// Outside the meter: a replayed sentence is no provider request.
+		cache := tts.NewCache(prov.TTS, int64(vc.TTSCacheBytes))
+		cache.OnHit = func() { m.CacheHits.WithLabelValues("tts").Inc() }
+		cache.OnMiss = func() { m.CacheMisses.WithLabelValues("tts").Inc() }
+		prov.TTS = cache
+	}
 	scripted := voice.MeteredModel(llm.DefaultScript, "scripted", meter)
 	llmClient := &http.Client{Transport: a.deps.Guard("llm").Transport(nil, vc.LLMFirstTokenTimeout, vc.LLMChunkTimeout)}
 	models := func(ctx context.Context, name string) (llm.Model, error) {

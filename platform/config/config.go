@@ -131,6 +131,7 @@ type Voice struct {
 	SessionHeartbeatTimeout time.Duration `env:"AVB_SESSION_HEARTBEAT_TIMEOUT" default:"1m" min:"1s" desc:"a call whose server stops reporting for this long ends as error (its server died)"`
 	STTProvider             string        `env:"AVB_STT_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"speech to text: embedded (pocketsphinx) or openai (an OpenAI-compatible transcription server)"`
 	TTSProvider             string        `env:"AVB_TTS_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"text to speech: embedded (espeak-ng) or openai (an OpenAI-compatible speech server)"`
+	TTSCacheBytes           int           `env:"AVB_TTS_CACHE_BYTES" default:"67108864" min:"0" desc:"synthesized sentences kept for replay (by voice and text), in bytes of audio shared by every call of an instance; 0: no cache"`
 	OpenAIBaseURL           string        `env:"AVB_OPENAI_BASE_URL" default:"" url:"http,https" desc:"OpenAI-compatible API base URL (OpenAI, vLLM, Ollama, llama.cpp...), e.g. http://localhost:11434/v1; empty: only the scripted model"`
 	OpenAIKey               string        `env:"AVB_OPENAI_API_KEY" default:"" secret:"" vault:"" desc:"API key for AVB_OPENAI_BASE_URL"`
 	OpenAIModel             string        `env:"AVB_OPENAI_MODEL" default:"gpt-4o-mini" desc:"model used when a session asks for model \"openai\""`
