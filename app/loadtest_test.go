@@ -64,12 +64,12 @@ func TestLoadTool(t *testing.T) {
 	}
 	ask := spokenPCM(t, ask, 3500)
 	rep, err = loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: 2, Duration: time.Duration(len(ask)/16) * time.Millisecond,
-		Mode: loadtest.Full, Utterance: ask, Phrases: callConfig.PhraseHints})
+		Mode: loadtest.Full, Utterance: ask, Phrases: callConfig.PhraseHints, MetricsURL: base + "/metrics"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Log(rep)
-	if rep.Failed > 0 || rep.Turns != 2 || rep.ServerFirst.N != 2 || rep.TurnLatency.P99 > 500 {
+	if rep.Failed > 0 || rep.Turns != 2 || rep.ServerFirst.N != 2 || rep.TurnLatency.P99 > 500 || rep.TTSCacheHits+rep.TTSCacheMisses < 2 {
 		t.Fatalf("full: %s", rep)
 	}
 }

@@ -80,6 +80,9 @@ type Report struct {
 	// calls and during them; 0 when not measured.
 	RSSBefore, RSSDuring   float64
 	HeapBefore, HeapDuring float64
+	// TTSCacheHits and TTSCacheMisses are the server's synthesis cache
+	// lookups during the run (full mode, with MetricsURL).
+	TTSCacheHits, TTSCacheMisses float64
 }
 
 // Percentiles of a latency sample, in milliseconds.
@@ -117,6 +120,9 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, "  turn latency  %s (client: speech stopped -> first reply audio)\n", r.TurnLatency)
 		fmt.Fprintf(&b, "  server        %s (first byte after the end of speech was detected)\n  turns         %d\n", r.ServerFirst, r.Turns)
 	}
+	if n := r.TTSCacheHits + r.TTSCacheMisses; n > 0 {
+		fmt.Fprintf(&b, "  synthesis cache %.0f of %.0f sentences replayed (hit rate %.0f%%)\n", r.TTSCacheHits, n, 100*r.TTSCacheHits/n)
+	}
 	if r.RSSBefore > 0 && r.Opened > 0 {
 		fmt.Fprintf(&b, "  server memory %.1f MiB -> %.1f MiB resident, heap %.1f -> %.1f MiB: %.0f KiB resident, %.0f KiB heap per call\n",
 			r.RSSBefore/(1<<20), r.RSSDuring/(1<<20), r.HeapBefore/(1<<20), r.HeapDuring/(1<<20),
@@ -149,8 +155,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 
 	rep := Report{Mode: cfg.Mode, Calls: cfg.Calls}
+	var before serverSample
 	if cfg.MetricsURL != "" {
-		rep.RSSBefore, rep.HeapBefore = serverMemory(ctx, cfg.MetricsURL)
+		before = sampleServer(ctx, cfg.MetricsURL)
+		rep.RSSBefore, rep.HeapBefore = before.rss, before.heap
 	}
 	results := make([]result, cfg.Calls)
 	var wg sync.WaitGroup
@@ -160,7 +168,8 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		go func() {
 			defer wg.Done()
 			time.Sleep(cfg.Ramp + cfg.Duration/2)
-			rep.RSSDuring, rep.HeapDuring = serverMemory(ctx, cfg.MetricsURL)
+			during := sampleServer(ctx, cfg.MetricsURL)
+			rep.RSSDuring, rep.HeapDuring = during.rss, during.heap
 		}()
 	}
 	for i := range cfg.Calls {
@@ -174,6 +183,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}()
 	}
 	wg.Wait()
+	if cfg.MetricsURL != "" {
+		after := sampleServer(ctx, cfg.MetricsURL)
+		rep.TTSCacheHits, rep.TTSCacheMisses = after.ttsHits-before.ttsHits, after.ttsMisses-before.ttsMisses
+	}
 
 	var conn, delay, turn, server []float64
 	seen := map[string]bool{}
@@ -335,27 +348,36 @@ func countSent(at []time.Time) int {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// serverMemory reads process_resident_memory_bytes and
-// go_memstats_heap_inuse_bytes from a Prometheus text endpoint.
-func serverMemory(ctx context.Context, url string) (rss, heap float64) {
+// serverSample is what the load test reads off the server's metrics.
+type serverSample struct {
+	rss, heap          float64 // process_resident_memory_bytes, go_memstats_heap_inuse_bytes
+	ttsHits, ttsMisses float64 // cache_{hits,misses}_total{cache="tts"}
+}
+
+// sampleServer reads a Prometheus text endpoint.
+func sampleServer(ctx context.Context, url string) serverSample {
+	var out serverSample
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, 0
+		return out
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0
+		return out
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(body), "\n") {
-		var v float64
-		if _, err := fmt.Sscanf(line, "process_resident_memory_bytes %g", &v); err == nil {
-			rss = v
-		}
-		if _, err := fmt.Sscanf(line, "go_memstats_heap_inuse_bytes %g", &v); err == nil {
-			heap = v
+		for name, into := range map[string]*float64{
+			"process_resident_memory_bytes":   &out.rss,
+			"go_memstats_heap_inuse_bytes":    &out.heap,
+			`cache_hits_total{cache="tts"}`:   &out.ttsHits,
+			`cache_misses_total{cache="tts"}`: &out.ttsMisses,
+		} {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				fmt.Sscanf(v, "%g", into)
+			}
 		}
 	}
-	return rss, heap
+	return out
 }

@@ -25,11 +25,13 @@ func loadtestCmd() *cobra.Command {
 func loadtestCallsCmd() *cobra.Command {
 	var cfg loadtest.Config
 	var mode, in string
+	var baseline bool
 	cmd := &cobra.Command{
 		Use:   "calls",
 		Short: "Open N concurrent calls streaming real-time audio; report connect time, frame delay and turn latency",
 		Example: `  avb loadtest calls --calls 100 --mode passthrough --duration 30s
-  avb loadtest calls --calls 10 --mode full --duration 60s`,
+  avb loadtest calls --calls 10 --mode full --duration 60s
+  avb loadtest calls --calls 200 --mode passthrough --baseline`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.APIKey == "" {
@@ -43,12 +45,35 @@ func loadtestCallsCmd() *cobra.Command {
 			if cfg.MetricsURL == "" {
 				cfg.MetricsURL = strings.TrimSuffix(cfg.Server, "/") + "/metrics"
 			}
+			var base loadtest.Report
+			if baseline {
+				if cfg.Mode != loadtest.Passthrough {
+					return fmt.Errorf("--baseline compares the media path: it needs --mode passthrough")
+				}
+				url, stop, err := loadtest.StartBaseline()
+				if err != nil {
+					return err
+				}
+				bc := cfg
+				bc.Server, bc.MetricsURL = url, ""
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d calls against a bare connect-go echo handler (the baseline) for %s...\n", cfg.Calls, cfg.Duration)
+				base, err = loadtest.Run(cmd.Context(), bc)
+				stop()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "baseline (bare connect-go echo, in this process):\n%s", base)
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "%d %s calls against %s for %s...\n", cfg.Calls, cfg.Mode, cfg.Server, cfg.Duration)
 			rep, err := loadtest.Run(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
 			fmt.Fprint(cmd.OutOrStdout(), rep)
+			if baseline && base.FrameDelay.P99 > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "avb / baseline: frame delay p50 x%.2f, p99 x%.2f\n",
+					rep.FrameDelay.P50/base.FrameDelay.P50, rep.FrameDelay.P99/base.FrameDelay.P99)
+			}
 			if rep.Failed > 0 {
 				return fmt.Errorf("%d of %d calls failed", rep.Failed, rep.Calls)
 			}
@@ -64,6 +89,7 @@ func loadtestCallsCmd() *cobra.Command {
 	f.StringVar(&mode, "mode", "passthrough", "passthrough (echo: the media path alone), full (speech to text, model, text to speech) or idle (open and silent: memory per call)")
 	f.StringVar(&in, "in", "", "WAV file the callers say, looped (default: a tone pattern for passthrough, a spoken request for full)")
 	f.StringSliceVar(&cfg.Phrases, "hint", nil, "phrase hints for recognition in full mode")
+	f.BoolVar(&baseline, "baseline", false, "passthrough: first run the same load against a bare connect-go echo handler in this process, and compare")
 	f.StringVar(&cfg.MetricsURL, "metrics", "", "server metrics URL for memory per call (default <server>/metrics)")
 	return cmd
 }
