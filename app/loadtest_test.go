@@ -23,6 +23,14 @@ func loadPlatform(t *testing.T, child bool) (base, key string, logs *strings.Bui
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
 	env := identityEnv(t, owner, issuer.Issuer(), map[string]string{"AVB_MAX_CALLS_PER_TENANT": "2000", "AVB_LOG_LEVEL": "error"})
+	// AVB_LOADTEST_SERVER_<NAME>=v sets <NAME>=v for the server under load
+	// (AVB_LOADTEST_SERVER_AVB_TTS_CACHE_BYTES=0: without the synthesis cache).
+	for _, kv := range os.Environ() {
+		if rest, ok := strings.CutPrefix(kv, "AVB_LOADTEST_SERVER_"); ok {
+			k, v, _ := strings.Cut(rest, "=")
+			env[k] = v
+		}
+	}
 	if child { // as in production: each call is a session workflow (the worker runs here)
 		env["AVB_TEMPORAL_ADDRESS"], env["AVB_SESSION_WORKFLOWS"] = testenv.Temporal(t), "true"
 	}
