@@ -36,6 +36,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 )
 
@@ -68,6 +69,13 @@ type Pocketsphinx struct {
 	mu      sync.Mutex
 	idle    map[string][]*decoder // by grammar key ("" = language model)
 	warming map[string]bool       // a decoder is being made ahead of need
+	// inUse counts a grammar's decoders out of the pool; peak is the most
+	// out at once lately (it decays by a quarter a minute, peakAt), and
+	// the pool keeps that many: under load, no decoder is freed only to
+	// be made again (making one holds the library's lock ~25 ms).
+	inUse  map[string]int
+	peak   map[string]int
+	peakAt map[string]time.Time
 }
 
 // NewPocketsphinx returns a transcriber using the models in modelDir.
@@ -75,7 +83,8 @@ func NewPocketsphinx(modelDir string, maxIdlePerGrammar int) *Pocketsphinx {
 	if modelDir == "" {
 		modelDir = DefaultModelDir
 	}
-	return &Pocketsphinx{modelDir: modelDir, maxIdle: maxIdlePerGrammar, idle: map[string][]*decoder{}, warming: map[string]bool{}}
+	return &Pocketsphinx{modelDir: modelDir, maxIdle: maxIdlePerGrammar, idle: map[string][]*decoder{}, warming: map[string]bool{},
+		inUse: map[string]int{}, peak: map[string]int{}, peakAt: map[string]time.Time{}}
 }
 
 type decoder struct {
@@ -101,15 +110,45 @@ func grammar(phrases []string) string {
 	return "#JSGF V1.0;\ngrammar hints;\npublic <utterance> = " + strings.Join(alts, " | ") + ";\n"
 }
 
+// taken counts a decoder of g out of the pool (p.mu held).
+func (p *Pocketsphinx) taken(g string) {
+	p.inUse[g]++
+	if p.inUse[g] > p.peak[g] {
+		p.peak[g], p.peakAt[g] = p.inUse[g], time.Now()
+	}
+}
+
+// keep is how many decoders of g the pool holds, in use and idle (p.mu held).
+func (p *Pocketsphinx) keep(g string) int {
+	if since := time.Since(p.peakAt[g]); since > time.Minute {
+		p.peak[g] = max(p.inUse[g], p.peak[g]-p.peak[g]/4-1)
+		p.peakAt[g] = time.Now()
+	}
+	return max(p.maxIdle, p.peak[g])
+}
+
 func (p *Pocketsphinx) acquire(g string) (*decoder, error) {
 	p.mu.Lock()
 	if list := p.idle[g]; len(list) > 0 {
 		d := list[len(list)-1]
 		p.idle[g] = list[:len(list)-1]
+		p.taken(g)
 		p.mu.Unlock()
 		return d, nil
 	}
 	p.mu.Unlock()
+	d, err := p.newDecoder(g)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.taken(g)
+	p.mu.Unlock()
+	return d, nil
+}
+
+// newDecoder makes a decoder for grammar g ("": the language model).
+func (p *Pocketsphinx) newDecoder(g string) (*decoder, error) {
 	// A grammar decoder needs neither the language model nor the 134,000
 	// word dictionary: with only the grammar's words it starts in ~25 ms and
 	// takes ~6 MB, against ~700 ms and ~90 MB with both.
@@ -195,12 +234,15 @@ func (p *Pocketsphinx) grammarDict(g string) (string, error) {
 
 func (p *Pocketsphinx) release(d *decoder) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.idle[d.grammar]) >= p.maxIdle {
-		free(d.ps)
+	g := d.grammar
+	p.inUse[g]--
+	if len(p.idle[g])+p.inUse[g] >= p.keep(g) {
+		p.mu.Unlock()
+		free(d.ps) // outside p.mu: others take and return decoders meanwhile
 		return
 	}
-	p.idle[d.grammar] = append(p.idle[d.grammar], d)
+	p.idle[g] = append(p.idle[g], d)
+	p.mu.Unlock()
 }
 
 // Prepare makes sure a decoder for phrases will be idle when a call needs
