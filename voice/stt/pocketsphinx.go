@@ -68,7 +68,11 @@ type Pocketsphinx struct {
 
 	mu      sync.Mutex
 	idle    map[string][]*decoder // by grammar key ("" = language model)
-	warming map[string]bool       // a decoder is being made ahead of need
+	warming map[string]int        // decoders being made ahead of need
+	// expect counts the calls opened (Prepare) that have not started
+	// recognizing, lately (expectAt).
+	expect   map[string]int
+	expectAt map[string]time.Time
 	// inUse counts a grammar's decoders out of the pool; peak is the most
 	// out at once lately (it decays by a quarter a minute, peakAt), and
 	// the pool keeps that many: under load, no decoder is freed only to
@@ -83,8 +87,8 @@ func NewPocketsphinx(modelDir string, maxIdlePerGrammar int) *Pocketsphinx {
 	if modelDir == "" {
 		modelDir = DefaultModelDir
 	}
-	return &Pocketsphinx{modelDir: modelDir, maxIdle: maxIdlePerGrammar, idle: map[string][]*decoder{}, warming: map[string]bool{},
-		inUse: map[string]int{}, peak: map[string]int{}, peakAt: map[string]time.Time{}}
+	return &Pocketsphinx{modelDir: modelDir, maxIdle: maxIdlePerGrammar, idle: map[string][]*decoder{}, warming: map[string]int{},
+		expect: map[string]int{}, expectAt: map[string]time.Time{}, inUse: map[string]int{}, peak: map[string]int{}, peakAt: map[string]time.Time{}}
 }
 
 type decoder struct {
@@ -245,26 +249,42 @@ func (p *Pocketsphinx) release(d *decoder) {
 	p.mu.Unlock()
 }
 
-// Prepare makes sure a decoder for phrases will be idle when a call needs
-// one, in the background: unless one is idle or already being made, it
-// makes one. However many calls open at once, at most one decoder per
-// grammar is made ahead of need.
+// Prepare is told a call that will need a decoder for phrases has opened,
+// and makes one in the background unless the idle and the ones being made
+// already cover the calls opened lately (the last 30 s) that have not
+// started recognizing yet. When many calls open at once, their decoders
+// are made while the callers speak, not when their turns end.
 func (p *Pocketsphinx) Prepare(phrases []string) {
 	g := grammar(phrases)
 	p.mu.Lock()
-	if len(p.idle[g]) > 0 || p.warming[g] {
+	if time.Since(p.expectAt[g]) > 30*time.Second {
+		p.expect[g] = 0 // calls that never spoke: forgotten
+	}
+	p.expect[g]++
+	p.expectAt[g] = time.Now()
+	if len(p.idle[g])+p.warming[g] >= p.expect[g] {
 		p.mu.Unlock()
 		return
 	}
-	p.warming[g] = true
+	p.warming[g]++
 	p.mu.Unlock()
 	go func() {
-		d, err := p.acquire(g)
+		d, err := p.newDecoder(g)
+		if err != nil {
+			p.mu.Lock()
+			p.warming[g]--
+			p.mu.Unlock()
+			return
+		}
 		p.mu.Lock()
-		delete(p.warming, g)
+		p.warming[g]--
+		if len(p.idle[g]) < max(p.expect[g], p.keep(g)) {
+			p.idle[g] = append(p.idle[g], d)
+			d = nil
+		}
 		p.mu.Unlock()
-		if err == nil {
-			p.release(d)
+		if d != nil {
+			free(d.ps) // the calls it was made for started meanwhile
 		}
 	}()
 }
@@ -281,7 +301,13 @@ func (p *Pocketsphinx) Warm(phrases []string) error {
 
 // Start implements Transcriber.
 func (p *Pocketsphinx) Start(_ context.Context, opts Options) (Session, error) {
-	d, err := p.acquire(grammar(opts.Phrases))
+	g := grammar(opts.Phrases)
+	p.mu.Lock()
+	if p.expect[g] > 0 {
+		p.expect[g]--
+	}
+	p.mu.Unlock()
+	d, err := p.acquire(g)
 	if err != nil {
 		return nil, err
 	}

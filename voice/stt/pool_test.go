@@ -50,3 +50,45 @@ func TestDecoderPoolFollowsPeakUse(t *testing.T) {
 		t.Fatalf("%d idle after the load went, want fewer than 12 and at least the floor of 2", n)
 	}
 }
+
+// Calls opening together each get a decoder made ahead of their first
+// turn, not one for all of them.
+func TestPrepareCoversCallsOpeningTogether(t *testing.T) {
+	p := NewPocketsphinx("", 2)
+	phrases := []string{"hello", "book a meeting"}
+	g := grammar(phrases)
+	for range 6 {
+		p.Prepare(phrases)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p.mu.Lock()
+		idle, warming := len(p.idle[g]), p.warming[g]
+		p.mu.Unlock()
+		if idle == 6 && warming == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d idle, %d being made, want 6 idle", idle, warming)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The six calls start: no decoder is made on their turn's path.
+	var ss []Session
+	for range 6 {
+		s, err := p.Start(context.Background(), Options{Phrases: phrases})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, s)
+	}
+	p.mu.Lock()
+	left := len(p.idle[g])
+	p.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d idle after six starts", left)
+	}
+	for _, s := range ss {
+		s.Close()
+	}
+}
