@@ -84,7 +84,8 @@ func TestLoadTool(t *testing.T) {
 
 // TestLoadCapacity finds how many calls two cores hold: set AVB_LOADTEST to
 // a list of call counts ("50,100,200") and AVB_LOADTEST_MODE to
-// passthrough, full or idle. The server runs as a child process; the load
+// passthrough, full or idle (AVB_LOADTEST_BASELINE=1: passthrough runs
+// against a bare connect-go echo handler first, in the same run). The server runs as a child process; the load
 // runs here, on the same two cores. It is a measurement, not a check, and is
 // skipped otherwise.
 func TestLoadCapacity(t *testing.T) {
@@ -103,6 +104,21 @@ func TestLoadCapacity(t *testing.T) {
 		utt, phrases = spokenPCM(t, ask, 3500), callConfig.PhraseHints
 	}
 	for _, c := range splitInts(t, counts) {
+		if mode == loadtest.Passthrough && os.Getenv("AVB_LOADTEST_BASELINE") != "" {
+			// The same load against a bare connect-go echo handler, first.
+			url, stop, err := loadtest.StartBaseline()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: url, Calls: c, Duration: 20 * time.Second,
+				Ramp: 2 * time.Second, Mode: mode, Utterance: utt})
+			stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("\nbaseline (bare connect-go echo):\n%s", rep)
+			time.Sleep(2 * time.Second)
+		}
 		rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: c, Duration: 20 * time.Second,
 			Ramp: 2 * time.Second, Mode: mode, Utterance: utt, Phrases: phrases, MetricsURL: base + "/metrics"})
 		if err != nil {
