@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/agentvoicebox/avb/platform/config"
 	"github.com/agentvoicebox/avb/platform/secret"
 	"github.com/agentvoicebox/avb/platform/vault"
@@ -257,9 +259,14 @@ func (s *Secrets) TenantKey(ctx context.Context, db *store.DB, name string) (str
 	if err != nil {
 		return "", err
 	}
+	return s.open(ctx, tenantID, row)
+}
+
+// open decrypts a tenant's secret; Vault not answering is unavailable.
+func (s *Secrets) open(ctx context.Context, tenantID uuid.UUID, row *store.TenantSecret) (string, error) {
 	plain, err := s.Transit.Decrypt(ctx, row.Ciphertext, tenantID.String())
 	if err != nil {
-		s.log.WarnContext(ctx, "tenant secret not decrypted: the secret store does not answer", "name", name, "error", err.Error())
+		s.log.WarnContext(ctx, "tenant secret not decrypted: the secret store does not answer", "name", row.Name, "error", err.Error())
 		return "", server.SecretStoreUnavailable()
 	}
 	return string(plain), nil
@@ -298,12 +305,11 @@ func (s *Secrets) WebhookSecrets(db *store.DB) func(ctx context.Context) ([]stri
 			if row == nil || (row == prev && time.Since(row.UpdatedAt) >= server.WebhookSecretGrace) {
 				continue
 			}
-			plain, err := s.Transit.Decrypt(ctx, row.Ciphertext, tenantID.String())
+			plain, err := s.open(ctx, tenantID, row)
 			if err != nil {
-				s.log.WarnContext(ctx, "tenant secret not decrypted: the secret store does not answer", "name", row.Name, "error", err.Error())
-				return nil, server.SecretStoreUnavailable()
+				return nil, err
 			}
-			out = append(out, string(plain))
+			out = append(out, plain)
 		}
 		return out, nil
 	}

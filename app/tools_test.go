@@ -3,7 +3,6 @@ package app_test
 import (
 	"context"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,71 +28,12 @@ import (
 	"github.com/agentvoicebox/avb/voice/stt"
 )
 
-// toolTurn is one turn over Converse in which the model calls tools.
-type toolTurn struct {
-	sessionID string
-	events    []*avbv1.VoiceEvent
-	reply     string
-	audio     []byte
-	done      *avbv1.ResponseDone
-	took      time.Duration // end of speech (SpeechStopped) -> ResponseDone
-	toAudio   time.Duration // end of speech (SpeechStopped) -> first reply audio
-}
-
-// converseTools says the request into a session and lets answer act on
-// each event (send controls) until the reply is done.
+// converseTools says the request into a session in real time and lets
+// answer act on each event (error events included) until the reply is done.
 func converseTools(t testing.TB, client avbv1connect.VoiceServiceClient, start *avbv1.SessionStart,
-	answer func(ev *avbv1.VoiceEvent, send func(*avbv1.ClientControl))) toolTurn {
+	answer func(ev *avbv1.VoiceEvent, send func(*avbv1.ClientControl))) turn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stream := client.Converse(ctx)
-	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: start}}); err != nil {
-		t.Fatal(err)
-	}
-	go askIn(t, stream, 20*time.Millisecond)
-	send := func(c *avbv1.ClientControl) {
-		if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Control{Control: c}}); err != nil {
-			t.Error(err)
-		}
-	}
-	var tr toolTurn
-	var stopped time.Time
-	for {
-		msg, err := stream.Receive()
-		if err != nil {
-			t.Fatalf("receive: %v", err)
-		}
-		ev := msg.GetEvent()
-		tr.events = append(tr.events, ev)
-		if answer != nil {
-			answer(ev, send)
-		}
-		switch e := ev.GetEvent().(type) {
-		case *avbv1.VoiceEvent_SessionStarted:
-			tr.sessionID = e.SessionStarted.GetSession().GetId()
-		case *avbv1.VoiceEvent_SpeechStopped:
-			stopped = time.Now()
-		case *avbv1.VoiceEvent_ResponseTextDelta:
-			tr.reply += e.ResponseTextDelta.GetText()
-		case *avbv1.VoiceEvent_ResponseAudioDelta:
-			if len(tr.audio) == 0 && !stopped.IsZero() {
-				tr.toAudio = time.Since(stopped)
-			}
-			tr.audio = append(tr.audio, e.ResponseAudioDelta.GetAudio()...)
-		case *avbv1.VoiceEvent_ResponseDone:
-			tr.done, tr.took = e.ResponseDone, time.Since(stopped)
-			_ = stream.CloseRequest()
-			for {
-				if _, err := stream.Receive(); err != nil {
-					if !errors.Is(err, io.EOF) {
-						t.Fatalf("stream ended with %v", err)
-					}
-					return tr
-				}
-			}
-		}
-	}
+	return converseTurn(t, client, start, 20*time.Millisecond, answer)
 }
 
 // recognized is what pocketsphinx hears in 24 kHz reply audio, among phrases.
@@ -306,7 +246,7 @@ func TestToolRoundTripCost(t *testing.T) {
 			if tr.done.GetInterrupted() || len(tr.audio) == 0 {
 				t.Fatalf("%s: reply %q", v.name, tr.reply)
 			}
-			client2first[v.name] = append(client2first[v.name], tr.toAudio)
+			client2first[v.name] = append(client2first[v.name], tr.stopToAudio)
 			server2first[v.name] = append(server2first[v.name], tr.done.GetLatency().GetFirstByteMs())
 			toolMS[v.name] = append(toolMS[v.name], tr.done.GetLatency().GetToolMs())
 		}

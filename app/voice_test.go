@@ -102,6 +102,7 @@ type turn struct {
 	audio        []byte
 	done         *avbv1.ResponseDone
 	sessionID    string
+	events       []*avbv1.VoiceEvent
 	stopToAudio  time.Duration // SpeechStopped received -> first audio received
 	open         time.Duration // start sent -> SessionStarted received
 }
@@ -113,17 +114,37 @@ func converse(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.Du
 	return converseIn(t, client, pace, "")
 }
 
-// converseIn is converse in a session made with CreateSession ("" starts one).
+// converseIn is converse in a session made with CreateSession ("" starts
+// one); an error event fails the test.
 func converseIn(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.Duration, sessionID string) turn {
+	t.Helper()
+	return converseTurn(t, client, &avbv1.SessionStart{SessionId: sessionID, Config: callConfig}, pace,
+		func(ev *avbv1.VoiceEvent, _ func(*avbv1.ClientControl)) {
+			if e := ev.GetError(); e != nil {
+				t.Fatalf("error event: %v", e)
+			}
+		})
+}
+
+// converseTurn opens a stream with start, says the request in frames one
+// every pace, and lets answer act on each event (send controls) until the
+// reply is done; then it hangs up and expects a clean end.
+func converseTurn(t testing.TB, client avbv1connect.VoiceServiceClient, start *avbv1.SessionStart, pace time.Duration,
+	answer func(ev *avbv1.VoiceEvent, send func(*avbv1.ClientControl))) turn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream := client.Converse(ctx)
 	opened := time.Now()
-	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: &avbv1.SessionStart{SessionId: sessionID, Config: callConfig}}}); err != nil {
+	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: start}}); err != nil {
 		t.Fatal(err)
 	}
 	go askIn(t, stream, pace)
+	send := func(c *avbv1.ClientControl) {
+		if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Control{Control: c}}); err != nil {
+			t.Error(err)
+		}
+	}
 	var tr turn
 	var stopped time.Time
 	for {
@@ -131,23 +152,28 @@ func converseIn(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.
 		if err != nil {
 			t.Fatalf("receive: %v", err)
 		}
-		switch ev := msg.GetEvent().GetEvent().(type) {
+		ev := msg.GetEvent()
+		tr.events = append(tr.events, ev)
+		if answer != nil {
+			answer(ev, send)
+		}
+		switch e := ev.GetEvent().(type) {
 		case *avbv1.VoiceEvent_SessionStarted:
-			tr.sessionID = ev.SessionStarted.GetSession().GetId()
+			tr.sessionID = e.SessionStarted.GetSession().GetId()
 			tr.open = time.Since(opened)
 		case *avbv1.VoiceEvent_SpeechStopped:
 			stopped = time.Now()
 		case *avbv1.VoiceEvent_TranscriptFinal:
-			tr.final = ev.TranscriptFinal.GetText()
+			tr.final = e.TranscriptFinal.GetText()
 		case *avbv1.VoiceEvent_ResponseTextDelta:
-			tr.reply += ev.ResponseTextDelta.GetText()
+			tr.reply += e.ResponseTextDelta.GetText()
 		case *avbv1.VoiceEvent_ResponseAudioDelta:
 			if len(tr.audio) == 0 && !stopped.IsZero() {
 				tr.stopToAudio = time.Since(stopped)
 			}
-			tr.audio = append(tr.audio, ev.ResponseAudioDelta.GetAudio()...)
+			tr.audio = append(tr.audio, e.ResponseAudioDelta.GetAudio()...)
 		case *avbv1.VoiceEvent_ResponseDone:
-			tr.done = ev.ResponseDone
+			tr.done = e.ResponseDone
 			if err := stream.CloseRequest(); err != nil {
 				t.Fatal(err)
 			}
@@ -159,8 +185,6 @@ func converseIn(t testing.TB, client avbv1connect.VoiceServiceClient, pace time.
 					return tr
 				}
 			}
-		case *avbv1.VoiceEvent_Error:
-			t.Fatalf("error event: %v", ev.Error)
 		}
 	}
 }

@@ -673,7 +673,8 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 		}
 	case err = <-pumped:
 		if errors.Is(err, errAgentEnd) {
-			s.finish(ctx, l, store.SessionCompleted, err.Error())
+			status, reason := endStatus(err)
+			s.finish(ctx, l, status, reason)
 			return nil
 		}
 		// The call ended on the server's side: terminated, or a limit broken.

@@ -135,8 +135,13 @@ func (p *Pocketsphinx) keep(g string) int {
 	return max(p.maxIdle, p.peak[g])
 }
 
-func (p *Pocketsphinx) acquire(g string) (*decoder, error) {
+// acquire takes a decoder of g from the pool, or makes one; a call's
+// start (forCall) is one fewer opened call waiting for its first.
+func (p *Pocketsphinx) acquire(g string, forCall bool) (*decoder, error) {
 	p.mu.Lock()
+	if forCall && p.expect[g] > 0 {
+		p.expect[g]--
+	}
 	if list := p.idle[g]; len(list) > 0 {
 		d := list[len(list)-1]
 		p.idle[g] = list[:len(list)-1]
@@ -295,7 +300,7 @@ func (p *Pocketsphinx) Prepare(phrases []string) {
 
 // Warm creates a decoder for phrases ahead of the first call.
 func (p *Pocketsphinx) Warm(phrases []string) error {
-	d, err := p.acquire(grammar(phrases))
+	d, err := p.acquire(grammar(phrases), false)
 	if err != nil {
 		return err
 	}
@@ -305,13 +310,7 @@ func (p *Pocketsphinx) Warm(phrases []string) error {
 
 // Start implements Transcriber.
 func (p *Pocketsphinx) Start(_ context.Context, opts Options) (Session, error) {
-	g := grammar(opts.Phrases)
-	p.mu.Lock()
-	if p.expect[g] > 0 {
-		p.expect[g]--
-	}
-	p.mu.Unlock()
-	d, err := p.acquire(g)
+	d, err := p.acquire(grammar(opts.Phrases), true)
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
-import { AvbError, Code, createAvbClient, startBrowserCall, type VoiceEvent } from "../src/index.js";
+import { AvbError, Code, createAvbClient, startBrowserCall, type BrowserCall, type VoiceEvent } from "../src/index.js";
 
 const env = (k: string) => {
   const v = process.env[k];
@@ -16,6 +16,15 @@ const baseUrl = env("AVB_BASE_URL");
 const admin = createAvbClient({ baseUrl, token: env("AVB_ADMIN_TOKEN") });
 const viewer = createAvbClient({ baseUrl, token: env("AVB_VIEWER_TOKEN") });
 const keyClient = createAvbClient({ baseUrl, apiKey: env("AVB_API_KEY"), protocol: "grpc-web", binary: true });
+
+// speakInto sends the caller's audio in 100 ms chunks at real time (3200
+// bytes of 16 kHz PCM16).
+async function speakInto(call: BrowserCall, pcm: Uint8Array) {
+  for (let off = 0; off < pcm.length; off += 3200) {
+    await call.sendAudio(pcm.subarray(off, off + 3200));
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 test("create a project and list with paging", async () => {
   const names = ["sdk-a", "sdk-b", "sdk-c"];
@@ -101,11 +110,7 @@ test("the browser voice path: audio in by SendAudio, events out by ConverseEvent
       if (e.event.case === "responseDone") done();
     },
   });
-  // 100 ms chunks at real time: 3200 bytes of 16 kHz PCM16.
-  for (let off = 0; off < pcm.length; off += 3200) {
-    await call.sendAudio(pcm.subarray(off, off + 3200));
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await speakInto(call, pcm);
   await answered;
   await call.hangUp();
   const final = events.find((e) => e.event.case === "transcriptFinal");
@@ -140,10 +145,7 @@ test("a client tool on the browser path: toolCall event in, toolResult by SendCo
       if (e.event.case === "responseDone") done();
     },
   });
-  for (let off = 0; off < pcm.length; off += 3200) {
-    await call.sendAudio(pcm.subarray(off, off + 3200));
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await speakInto(call, pcm);
   await answered;
   await call.hangUp();
   const reply = events.find((e) => e.event.case === "responseDone");
