@@ -103,25 +103,12 @@ func TestClientToolOverConverse(t *testing.T) {
 		t.Fatalf("the reply audio says %q", got)
 	}
 	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
-	var got *avbv1.Session
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		res, err := sessions.GetSession(context.Background(), connect.NewRequest(&avbv1.GetSessionRequest{SessionId: tr.sessionID}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got = res.Msg.GetSession(); got.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_ACTIVE || time.Now().After(deadline) {
-			break
-		}
-	}
+	got, evs := endedSession(t, sessions, tr.sessionID)
 	if got.GetMetrics().GetToolCalls() != 1 {
 		t.Fatalf("metrics %v", got.GetMetrics())
 	}
-	evs, err := sessions.ListSessionEvents(context.Background(), connect.NewRequest(&avbv1.ListSessionEventsRequest{SessionId: tr.sessionID}))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var types []string
-	for _, e := range evs.Msg.GetEvents() {
+	for _, e := range evs {
 		types = append(types, e.GetType())
 		if e.GetType() == "tool_result" && (e.GetData().GetFields()["outcome"].GetStringValue() != "ok" || !strings.Contains(e.GetData().GetFields()["result"].GetStringValue(), "room four")) {
 			t.Fatalf("recorded result %v", e.GetData())

@@ -189,6 +189,27 @@ func converseTurn(t testing.TB, client avbv1connect.VoiceServiceClient, start *a
 	}
 }
 
+// endedSession waits (up to 5 s) for a session to be recorded as no longer
+// active, and returns it with its stored events.
+func endedSession(t testing.TB, sessions avbv1connect.SessionServiceClient, id string) (*avbv1.Session, []*avbv1.SessionEvent) {
+	t.Helper()
+	var sess *avbv1.Session
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		res, err := sessions.GetSession(context.Background(), connect.NewRequest(&avbv1.GetSessionRequest{SessionId: id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sess = res.Msg.GetSession(); sess.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_ACTIVE || time.Now().After(deadline) {
+			break
+		}
+	}
+	evs, err := sessions.ListSessionEvents(context.Background(), connect.NewRequest(&avbv1.ListSessionEventsRequest{SessionId: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sess, evs.Msg.GetEvents()
+}
+
 // askIn says the request into a Converse stream in 20 ms frames, one every
 // pace (20 ms: real time), until it is said or the stream is closed.
 func askIn(t testing.TB, stream *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.ConverseResponse], pace time.Duration) {
@@ -227,28 +248,14 @@ func TestVoiceCallEndToEnd(t *testing.T) {
 			t.Logf("%s: end of speech -> first audio byte at the client: %s (server: %.2f ms)", name, tr.stopToAudio, tr.done.GetLatency().GetFirstByteMs())
 
 			sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
-			var sess *avbv1.Session
-			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				res, err := sessions.GetSession(context.Background(), connect.NewRequest(&avbv1.GetSessionRequest{SessionId: tr.sessionID}))
-				if err != nil {
-					t.Fatal(err)
-				}
-				sess = res.Msg.GetSession()
-				if sess.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_ACTIVE || time.Now().After(deadline) {
-					break
-				}
-			}
+			sess, evs := endedSession(t, sessions, tr.sessionID)
 			m := sess.GetMetrics()
 			if sess.GetStatus() != avbv1.SessionStatus_SESSION_STATUS_COMPLETED || m.GetTurns() != 1 || m.GetOutputTokens() == 0 ||
 				m.GetInputTokens() == 0 || m.GetInputAudioSeconds() < 2 || m.GetOutputAudioSeconds() < 1 || m.GetDurationSeconds() <= 0 {
 				t.Fatalf("session %v metrics %v", sess.GetStatus(), m)
 			}
-			evs, err := sessions.ListSessionEvents(context.Background(), connect.NewRequest(&avbv1.ListSessionEventsRequest{SessionId: tr.sessionID}))
-			if err != nil {
-				t.Fatal(err)
-			}
 			var types []string
-			for _, e := range evs.Msg.GetEvents() {
+			for _, e := range evs {
 				types = append(types, e.GetType())
 			}
 			if !slices.Equal(types, []string{"transcript", "response"}) {
