@@ -91,6 +91,10 @@ type End struct {
 	Reason string
 	// InputAudioSec is caller audio received since the last turn.
 	InputAudioSec float64
+	// Moved: the call left its instance (which drained) to rejoin on
+	// another; the session goes on. Nobody rejoining within the heartbeat
+	// timeout ends it as ReasonMovedAway.
+	Moved bool
 }
 
 // Metrics are the session's totals, kept by the workflow.
@@ -116,6 +120,7 @@ const (
 	ReasonMaxDuration = "session reached its maximum duration"
 	ReasonIdle        = "session idle timeout"
 	ReasonLost        = "call lost: its server stopped reporting"
+	ReasonMovedAway   = "call moved off a draining server and did not rejoin"
 )
 
 // turnsSeen is the highest turn number counted per call.
@@ -193,6 +198,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 	// silence is no proof nobody spoke, and the idle timeout waits.
 	heard := lastBeat
 	unknown := 0 // heartbeat timeouts at which nobody could say whether the call is held
+	moved := false // the last call left to rejoin elsewhere, and none has yet
 	late := func(now time.Time) bool {
 		return live && in.HeartbeatTimeout > 0 && now.Sub(heard) > in.HeartbeatTimeout/2
 	}
@@ -219,6 +225,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 			var t Turn
 			c.Receive(ctx, &t)
 			lastActivity, lastBeat, heard, live = workflow.Now(ctx), workflow.Now(ctx), workflow.Now(ctx), true
+			moved = false
 			if !seen.first(t) {
 				return
 			}
@@ -232,13 +239,20 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 		})
 		sel.AddReceive(beats, func(c workflow.ReceiveChannel, _ bool) {
 			c.Receive(ctx, nil)
-			lastBeat, heard, live = workflow.Now(ctx), workflow.Now(ctx), true
+			lastBeat, heard, live, moved = workflow.Now(ctx), workflow.Now(ctx), true, false
 		})
 		sel.AddReceive(ends, func(c workflow.ReceiveChannel, _ bool) {
 			var e End
 			c.Receive(ctx, &e)
-			out.Status, out.Reason = e.Status, e.Reason
 			m.InputAudioSeconds += e.InputAudioSec
+			if e.Moved {
+				// The call left to rejoin elsewhere: its new call's
+				// heartbeats keep the session; their absence ends it.
+				moved = true
+				lastBeat, heard, live = workflow.Now(ctx), workflow.Now(ctx), true
+				return
+			}
+			out.Status, out.Reason = e.Status, e.Reason
 		})
 		silent := false
 		sel.AddFuture(timer, func(workflow.Future) {
@@ -266,6 +280,9 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 				lastBeat = workflow.Now(ctx)
 			} else {
 				out.Status, out.Reason = "error", ReasonLost
+				if moved {
+					out.Reason = ReasonMovedAway
+				}
 			}
 		}
 	}

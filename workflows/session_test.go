@@ -274,3 +274,43 @@ func TestIdleTimeoutWaitsForLateReports(t *testing.T) {
 		t.Fatalf("outcome %+v", out)
 	}
 }
+
+// A call that moves off a draining instance does not end the session: the
+// session goes on with the new call's turns (both calls' usage counted),
+// and ends when that call ends.
+func TestMovedCallGoesOnElsewhere(t *testing.T) {
+	env := newEnv(t)
+	okActivities(env)
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(workflows.SignalTurn, workflows.Turn{Call: "a", Seq: 1, OutputTokens: 5})
+	}, 5*time.Second)
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(workflows.SignalEnd, workflows.End{Status: "completed", Moved: true, InputAudioSec: 1.5})
+	}, 10*time.Second)
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(workflows.SignalTurn, workflows.Turn{Call: "b", Seq: 1, OutputTokens: 7, InputAudioSec: 2})
+	}, 12*time.Second)
+	env.RegisterDelayedCallback(func() { env.SignalWorkflow(workflows.SignalEnd, workflows.End{Status: "completed"}) }, 3*time.Minute)
+	env.ExecuteWorkflow(workflows.SessionWorkflow, workflows.SessionInput{SessionID: sessionID, TenantID: tenantID, HeartbeatTimeout: 5 * time.Minute})
+	out := outcome(t, env)
+	if out.Status != "completed" || out.Metrics.Turns != 2 || out.Metrics.OutputTokens != 12 || out.Metrics.InputAudioSeconds != 3.5 {
+		t.Fatalf("outcome %+v", out)
+	}
+}
+
+// A call that moved and never rejoins ends the session after the heartbeat
+// timeout, saying so.
+func TestMovedCallThatNeverRejoinsEnds(t *testing.T) {
+	env := newEnv(t)
+	okActivities(env)
+	var a *workflows.Activities
+	env.OnActivity(a.CallHeld, mock.Anything, mock.Anything).Return(false, nil)
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(workflows.SignalEnd, workflows.End{Status: "completed", Moved: true})
+	}, 10*time.Second)
+	env.ExecuteWorkflow(workflows.SessionWorkflow, workflows.SessionInput{SessionID: sessionID, TenantID: tenantID, HeartbeatTimeout: time.Minute, Joined: true})
+	out := outcome(t, env)
+	if out.Status != "error" || out.Reason != workflows.ReasonMovedAway || out.Metrics.DurationSeconds != 70 {
+		t.Fatalf("outcome %+v", out)
+	}
+}
