@@ -64,10 +64,14 @@ const temporalHealthService = "temporal.api.workflowservice.v1.WorkflowService"
 
 // App is a running set of components.
 type App struct {
-	cfg   *config.Config
-	log   *slog.Logger
-	db    *store.DB
-	redis *redis.Client
+	cfg       *config.Config
+	readiness *server.Readiness
+	// advertised is how the other instances reach this one (a string),
+	// once it listens.
+	advertised atomic.Value
+	log        *slog.Logger
+	db         *store.DB
+	redis      *redis.Client
 	// redisProbe is a one-connection client without the breaker, for readiness.
 	redisProbe *redis.Client
 	probes     []*probe.GRPCHealth
@@ -217,6 +221,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		{Name: "spicedb", Required: required("spicedb"), Probe: spicedb.Check, Guard: a.deps.Guard("spicedb")},
 	}, cfg.Readiness.Timeout, log, a.Metrics)
 
+	a.readiness = readiness
 	readiness.Degraded("secrets", secrets.Degraded)
 	a.billing, err = NewBilling(cfg.Billing, secrets, db, a.deps, events.Hub{Redis: a.redis}, a.Metrics, log)
 	if err != nil {
@@ -576,9 +581,45 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		},
 		Quotas: a.billing.Quotas,
 		Tools:  toolDeps,
+		// Calls move off a draining instance within its stream drain time.
+		Address: func() string {
+			if addr, ok := a.advertised.Load().(string); ok {
+				return addr
+			}
+			return advertiseURL(cfg.HTTP, a.server.TLS())
+		},
+		Draining:     a.readiness.DrainStarted(),
+		MoveDeadline: cfg.HTTP.StreamDrainTimeout,
 	}
 	go v.RunWorkflowOutbox(a.runCtx, 2*time.Second)
 	return v, nil
+}
+
+// advertiseURL is how the other instances reach this one.
+func advertiseURL(h config.HTTP, tls bool) string {
+	if h.AdvertiseURL != "" {
+		return strings.TrimRight(h.AdvertiseURL, "/")
+	}
+	scheme := "http"
+	if tls {
+		scheme = "https"
+	}
+	host, port, err := net.SplitHostPort(h.Addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+					host = n.IP.String()
+					break
+				}
+			}
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 func parseIDs(session, tenant string) (uuid.UUID, uuid.UUID, error) {
@@ -660,6 +701,9 @@ func (a *App) Serve(ctx context.Context, ready func(addr net.Addr)) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", a.cfg.HTTP.Addr, err)
 	}
+	h := a.cfg.HTTP
+	h.Addr = ln.Addr().String() // the port the listener was given
+	a.advertised.Store(advertiseURL(h, a.server.TLS()))
 	a.log.Info("listening", "addr", ln.Addr().String(), "version", Version, "profile", a.cfg.Profile,
 		"tls", a.server.TLS(), "services", a.server.Services())
 	if ready != nil {

@@ -123,10 +123,22 @@ func TestKilledServerEndsSessionAsErrorKeepingUsage(t *testing.T) {
 // address), waits until it is ready, and kills it when the test ends.
 func startChild(t *testing.T, env map[string]string) (*exec.Cmd, string, *strings.Builder) {
 	t.Helper()
+	return startChildOf(t, buildAvb(t), env)
+}
+
+// buildAvb builds the avb binary for child processes.
+func buildAvb(t *testing.T) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "avb")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/avb").CombinedOutput(); err != nil {
 		t.Fatalf("build avb: %v\n%s", err, out)
 	}
+	return bin
+}
+
+// startChildOf runs bin as `avb serve` (see startChild).
+func startChildOf(t *testing.T, bin string, env map[string]string) (*exec.Cmd, string, *strings.Builder) {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	srv := exec.Command(bin, "serve")
 	srv.Env = []string{"PATH=" + os.Getenv("PATH"), "AVB_HTTP_ADDR=" + addr}

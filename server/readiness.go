@@ -36,6 +36,9 @@ type Readiness struct {
 	log      *slog.Logger
 	metrics  *metrics.Metrics
 	draining atomic.Bool
+	// drainStarted is closed when draining begins.
+	drainStarted chan struct{}
+	drainOnce    sync.Once
 
 	mu   sync.Mutex
 	last Report
@@ -64,7 +67,7 @@ const minInterval = 250 * time.Millisecond
 
 // NewReadiness returns a checker of deps, each probed with timeout.
 func NewReadiness(deps []Dependency, timeout time.Duration, log *slog.Logger, m *metrics.Metrics) *Readiness {
-	return &Readiness{deps: deps, timeout: timeout, log: log, metrics: m}
+	return &Readiness{deps: deps, timeout: timeout, log: log, metrics: m, drainStarted: make(chan struct{})}
 }
 
 // Report is the readiness body.
@@ -94,7 +97,14 @@ func (r Report) Ready() bool { return r.Status == "ready" }
 
 // SetDraining marks the server as shutting down: readiness fails from now on,
 // so load balancers stop sending new work.
-func (r *Readiness) SetDraining() { r.draining.Store(true) }
+func (r *Readiness) SetDraining() {
+	r.draining.Store(true)
+	r.drainOnce.Do(func() { close(r.drainStarted) })
+}
+
+// DrainStarted is closed when the server begins to drain: live calls are
+// told to move.
+func (r *Readiness) DrainStarted() <-chan struct{} { return r.drainStarted }
 
 // Check probes every dependency concurrently (or reuses a fresh round).
 func (r *Readiness) Check(ctx context.Context) Report {

@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -61,6 +63,23 @@ type Voice struct {
 	Quotas *billing.Quotas
 	// Tools runs webhook tools and says whether their URLs must be https.
 	Tools Tools
+	// Address is how the other instances reach this one (AVB_ADVERTISE_URL):
+	// a call's slot names it, and the browser path's requests for a call
+	// held here that reach another instance are forwarded to it.
+	Address func() string
+	// Draining, when closed, tells every live call to move to another
+	// instance (a SessionMoving event); MoveDeadline is how long the old
+	// stream then stays up.
+	Draining     <-chan struct{}
+	MoveDeadline time.Duration
+}
+
+// address is how the other instances reach this one ("" unknown).
+func (v Voice) address() string {
+	if v.Address == nil {
+		return ""
+	}
+	return v.Address()
 }
 
 // tenant reads a tenant, through the cache when there is one.
@@ -95,7 +114,7 @@ func (v Voice) admitSession(ctx context.Context) error {
 
 // NewVoiceServer returns the VoiceService handler.
 func NewVoiceServer(deps Voice) avbv1connect.VoiceServiceHandler {
-	s := &voiceServer{Voice: deps}
+	s := &voiceServer{Voice: deps, peers: newPeers()}
 	if deps.Bus != nil {
 		deps.Bus.Handle(TopicSession, func(key string) {
 			raw, reason, _ := strings.Cut(key, "|")
@@ -121,6 +140,9 @@ func NewVoiceServer(deps Voice) avbv1connect.VoiceServiceHandler {
 type voiceServer struct {
 	Voice
 	live sync.Map // session id -> *liveCall: every call live on this server
+	// peers forward the browser path's requests to the instance holding
+	// their call.
+	peers *peers
 }
 
 // TopicSession is the invalidation topic that ends a live session on
@@ -170,6 +192,55 @@ type liveCall struct {
 	requestID string
 	// configure checks a configuration update.
 	configure func(*avbv1.SessionConfig) (voice.Config, error)
+	// resumed: the call rejoined a session a call held before, restoring
+	// resumedTurns turns of its conversation.
+	resumed      bool
+	resumedTurns int
+	// moving: the instance drains and the call was told to move; its end
+	// here is not the session's end.
+	moving atomic.Bool
+}
+
+// holderSep separates the instance's address from the call in the name of
+// a call's slot.
+const holderSep = "#"
+
+// conversationTurns is how much of a session's conversation a rejoining
+// call restores.
+const conversationTurns = 50
+
+// conversation is a session's recorded conversation, as model history.
+func (s *voiceServer) conversation(ctx context.Context, id uuid.UUID) ([]llm.Message, error) {
+	events, err := s.DB.Sessions().Conversation(ctx, id, 2*conversationTurns)
+	if err != nil {
+		return nil, err
+	}
+	var out []llm.Message
+	for _, e := range events {
+		var d struct {
+			Text string `json:"text"`
+		}
+		if json.Unmarshal(e.Data, &d) != nil || d.Text == "" {
+			continue
+		}
+		role := "user"
+		if e.Type == "response" {
+			role = "assistant"
+		}
+		out = append(out, llm.Message{Role: role, Content: d.Text})
+	}
+	return out, nil
+}
+
+// userTurns counts the caller's turns in a history.
+func userTurns(h []llm.Message) int {
+	n := 0
+	for _, m := range h {
+		if m.Role == "user" {
+			n++
+		}
+	}
+	return n
 }
 
 func voiceError(err error) error {
@@ -250,6 +321,16 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		return nil, err
 	}
 	abandon := func(error) {}
+	var history []llm.Message
+	resumed := sess != nil && sess.StartedAt != nil
+	if resumed {
+		// A call held this session before (its instance died or drained,
+		// or the client reconnected): the conversation goes on.
+		if history, err = s.conversation(ctx, sess.ID); err != nil {
+			return nil, err
+		}
+		callCfg.History = history
+	}
 	if sess == nil {
 		if err := s.admitSession(ctx); err != nil {
 			return nil, err
@@ -270,7 +351,8 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 			}
 		}
 	}
-	release, err := s.Limiter.Acquire(ctx, tenantID.String(), sess.ID.String())
+	callID := uuid.NewString()
+	release, err := s.Limiter.Acquire(ctx, tenantID.String(), sess.ID.String(), s.address()+holderSep+callID)
 	if err != nil {
 		abandon(err)
 		return nil, voiceError(err)
@@ -292,15 +374,19 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		return nil, invalidArgument(err.Error())
 	}
 	l := &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now(),
-		expose: s.ExposeInternal, requestID: logging.RequestID(ctx), configure: s.callConfig}
+		expose: s.ExposeInternal, requestID: logging.RequestID(ctx), configure: s.callConfig, callID: callID,
+		resumed: resumed, resumedTurns: userTurns(history)}
 	if s.Metrics != nil {
 		s.Metrics.ActiveSessions.Inc()
+		if resumed {
+			s.Metrics.CallsMoved.WithLabelValues("in").Inc()
+		}
 	}
 	if s.Workflows != nil {
 		// The call has joined. The report goes out in the background and
 		// starts the workflow if CreateSession could not: the call never
 		// waits on Temporal.
-		l.workflow, l.wf, l.callID = true, workflowSession(sess, cfg, true), uuid.NewString()
+		l.workflow, l.wf = true, workflowSession(sess, cfg, true)
 		s.Workflows.Heartbeat(l.wf)
 	}
 	return l, nil
@@ -356,7 +442,8 @@ func orEmpty(c *avbv1.SessionConfig) *avbv1.SessionConfig {
 // pump forwards the call's events to send until the call ends, sending
 // heartbeats when quiet, and records transcripts and replies.
 func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.VoiceEvent) error) error {
-	if err := send(&avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_SessionStarted{SessionStarted: &avbv1.SessionStarted{Session: sessionToProto(l.session)}}}); err != nil {
+	started := &avbv1.SessionStarted{Session: sessionToProto(l.session), Resumed: l.resumed, ResumedTurns: int32(l.resumedTurns)}
+	if err := send(&avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_SessionStarted{SessionStarted: started}}); err != nil {
 		return err
 	}
 	records := make(chan store.SessionEvent, 64)
@@ -391,8 +478,25 @@ func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.Vo
 	}
 	alive := time.NewTicker(every)
 	defer alive.Stop()
+	// Only a call whose session a workflow keeps can move: without one,
+	// its end here would be the session's end.
+	var draining <-chan struct{}
+	if l.workflow {
+		draining = s.Draining
+	}
 	for {
 		select {
+		case <-draining:
+			draining = nil
+			l.moving.Store(true)
+			if s.Metrics != nil {
+				s.Metrics.CallsMoved.WithLabelValues("out").Inc()
+			}
+			moving := &avbv1.SessionMoving{Reason: apierror.ReasonString(avbv1.ErrorReason_ERROR_REASON_SERVER_SHUTTING_DOWN),
+				DeadlineMs: s.MoveDeadline.Milliseconds()}
+			if err := send(&avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_SessionMoving{SessionMoving: moving}}); err != nil {
+				return err
+			}
 		case <-alive.C:
 			if l.workflow {
 				s.Workflows.Heartbeat(l.wf)
@@ -602,8 +706,9 @@ func (s *voiceServer) finish(ctx context.Context, l *liveCall, status, reason st
 		l.mu.Lock()
 		rest := (l.inMS - l.reportedInMS) / 1000
 		l.mu.Unlock()
-		// The call keeps its slot until its end reaches the workflow.
-		s.Workflows.End(l.wf, workflows.End{Status: status, Reason: reason, InputAudioSec: rest}, l.release)
+		// The call keeps its slot until its end reaches the workflow. A call
+		// told to move leaves the session to the call that rejoins it.
+		s.Workflows.End(l.wf, workflows.End{Status: status, Reason: reason, InputAudioSec: rest, Moved: l.moving.Load()}, l.release)
 		return
 	}
 	l.mu.Lock()
@@ -677,6 +782,11 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 			s.finish(ctx, l, status, reason)
 			return nil
 		}
+		if ctx.Err() != nil && l.call.Err() == nil && !l.endedByPlatform() {
+			// The client went away while events were sent: a hang-up.
+			s.finish(ctx, l, store.SessionCompleted, "")
+			return nil
+		}
 		// The call ended on the server's side: terminated, or a limit broken.
 		if err = l.call.Err(); err == nil {
 			err = l.platformEnd()
@@ -694,6 +804,14 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 
 // errTerminated: the session was ended by TerminateSession.
 var errTerminated = apierror.New(connect.CodeAborted, avbv1.ErrorReason_ERROR_REASON_SESSION_NOT_LIVE, "the session was terminated")
+
+// endedByPlatform: the platform ended the call (terminated by request, or
+// by its workflow).
+func (l *liveCall) endedByPlatform() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.endErr != nil
+}
 
 // platformEnd is the status of a call the platform ended: why, when known.
 func (l *liveCall) platformEnd() error {
@@ -776,14 +894,18 @@ func (s *voiceServer) lookup(ctx context.Context, rawID string) (*liveCall, erro
 	v, ok := s.live.Load(id)
 	tenantID, _ := tenancy.ID(ctx)
 	if !ok || v.(*liveCall).tenant != tenantID {
-		return nil, apierror.New(connect.CodeFailedPrecondition, avbv1.ErrorReason_ERROR_REASON_SESSION_NOT_LIVE,
-			"the session is not live on this server: open ConverseEvents first")
+		return nil, errNotHere
 	}
 	return v.(*liveCall), nil
 }
 
 func (s *voiceServer) SendAudio(ctx context.Context, req *connect.Request[avbv1.SendAudioRequest]) (*connect.Response[avbv1.SendAudioResponse], error) {
 	l, err := s.lookup(ctx, req.Msg.GetSessionId())
+	if errors.Is(err, errNotHere) {
+		return forward(ctx, s, req, req.Msg.GetSessionId(), func(c avbv1connect.VoiceServiceClient) func(context.Context, *connect.Request[avbv1.SendAudioRequest]) (*connect.Response[avbv1.SendAudioResponse], error) {
+			return c.SendAudio
+		})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -798,6 +920,11 @@ func (s *voiceServer) SendAudio(ctx context.Context, req *connect.Request[avbv1.
 
 func (s *voiceServer) SendControl(ctx context.Context, req *connect.Request[avbv1.SendControlRequest]) (*connect.Response[avbv1.SendControlResponse], error) {
 	l, err := s.lookup(ctx, req.Msg.GetSessionId())
+	if errors.Is(err, errNotHere) {
+		return forward(ctx, s, req, req.Msg.GetSessionId(), func(c avbv1connect.VoiceServiceClient) func(context.Context, *connect.Request[avbv1.SendControlRequest]) (*connect.Response[avbv1.SendControlResponse], error) {
+			return c.SendControl
+		})
+	}
 	if err != nil {
 		return nil, err
 	}

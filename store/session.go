@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -246,6 +247,18 @@ func (r Sessions) AddEvents(ctx context.Context, events []SessionEvent) error {
 		_, err := tx.NewInsert().Model(&events).ExcludeColumn("id", "tenant_id", "created_at").Exec(ctx)
 		return err
 	})
+}
+
+// Conversation returns a session's last limit transcript and response
+// events, oldest first: the history a call that rejoins the session restores.
+func (r Sessions) Conversation(ctx context.Context, sessionID uuid.UUID, limit int) ([]SessionEvent, error) {
+	var out []SessionEvent
+	err := r.db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return tx.NewSelect().Model(&out).Where("session_id = ?", sessionID).Where("type IN (?)", bun.In([]string{"transcript", "response"})).
+			OrderExpr("created_at DESC, id DESC").Limit(int64(limit)).Scan(ctx)
+	})
+	slices.Reverse(out)
+	return out, err
 }
 
 // Events returns one page of a session's events, oldest first.

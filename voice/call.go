@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,9 @@ type Config struct {
 	// DefaultFillerDelay); empty: silence while tools run.
 	Filler      string
 	FillerDelay time.Duration
+	// History is the conversation so far when a call resumes a session
+	// (read by New only; an update leaves the call's history as it is).
+	History []llm.Message
 }
 
 // preparer is a recognizer that can get ready for a call ahead of need.
@@ -246,7 +250,9 @@ func New(ctx context.Context, cfg Config, prov Providers) (*Call, error) {
 		det:       vad.New(cfg.VAD),
 		respDone:  make(chan *response, 4),
 		sessReady: make(chan sessionStart, 1),
+		history:   slices.Clone(cfg.History),
 	}
+	c.cfg.History = nil
 	if p, ok := prov.STT.(preparer); ok && !cfg.Echo {
 		p.Prepare(cfg.Phrases) // a recognizer ready before the caller speaks
 	}
@@ -286,6 +292,7 @@ func (c *Call) Update(cfg Config) error {
 	if err := cfg.Output.Validate(); err != nil {
 		return fmt.Errorf("output format: %w", err)
 	}
+	cfg.History = nil
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cfg = cfg

@@ -151,6 +151,7 @@ type HTTP struct {
 	Addr                string        `env:"AVB_HTTP_ADDR" default:":8080" hostport:"" desc:"listen address (host:port) for Connect, gRPC, gRPC-Web, health and metrics"`
 	TLSCertFile         string        `env:"AVB_TLS_CERT_FILE" default:"" file:"" desc:"PEM certificate; with AVB_TLS_KEY_FILE serves HTTPS (HTTP/2 over TLS), otherwise HTTP/2 cleartext"`
 	TLSKeyFile          string        `env:"AVB_TLS_KEY_FILE" default:"" file:"" desc:"PEM private key for AVB_TLS_CERT_FILE"`
+	AdvertiseURL        string        `env:"AVB_ADVERTISE_URL" default:"" url:"http,https" desc:"how the other instances reach this one, e.g. http://$(POD_IP):8080: browser-path requests for a call held here that reach another instance are forwarded to it. Empty: http(s)://AVB_HTTP_ADDR, with the machine's first non-loopback address when the host is unspecified"`
 	ReadHeaderTimeout   time.Duration `env:"AVB_READ_HEADER_TIMEOUT" default:"10s" min:"1s" desc:"time allowed to read request headers"`
 	MaxRequestBytes     int           `env:"AVB_MAX_REQUEST_BYTES" default:"4194304" min:"1024" desc:"largest accepted request message in bytes"`
 	ShutdownTimeout     time.Duration `env:"AVB_SHUTDOWN_TIMEOUT" default:"30s" min:"1s" desc:"on SIGTERM, how long in-flight calls may take to finish"`

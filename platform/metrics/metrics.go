@@ -27,6 +27,9 @@ type Metrics struct {
 	// Tools called during calls; kind and outcome are closed sets.
 	ToolCalls        *prometheus.CounterVec   // tool_calls_total{kind,outcome}
 	ToolCallDuration *prometheus.HistogramVec // tool_call_duration_seconds{kind}
+	// Calls across instances.
+	ForwardDuration prometheus.Histogram   // voice_forward_duration_seconds
+	CallsMoved      *prometheus.CounterVec // voice_calls_moved_total{direction}
 
 	// Speech and language providers.
 	STTRequests *prometheus.CounterVec // stt_requests_total{provider,outcome}
@@ -98,6 +101,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		ToolCallDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tool_call_duration_seconds", Help: "Time from a model's tool call to its result, by tool kind.", Buckets: latencyBuckets,
 		}, []string{"kind"}),
+		ForwardDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "voice_forward_duration_seconds", Help: "Browser-path requests forwarded to the instance holding their call: time of the hop.", Buckets: latencyBuckets,
+		}),
+		CallsMoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "voice_calls_moved_total", Help: "Calls told to move off this draining instance (out) and calls that rejoined a session here (in).",
+		}, []string{"direction"}),
 		STTRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stt_requests_total", Help: "Speech-to-text requests, by provider and outcome.",
 		}, []string{"provider", "outcome"}),
@@ -159,6 +168,7 @@ func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.HTTPRequests, m.HTTPRequestDuration, m.RPCRequests, m.StreamConnections, m.StreamMessages,
 		m.Tenants, m.Sessions, m.SessionDuration, m.ActiveSessions, m.TurnLatency, m.ToolCalls, m.ToolCallDuration,
+		m.ForwardDuration, m.CallsMoved,
 		m.STTRequests, m.TTSRequests, m.LLMRequests, m.LLMTokens,
 		m.DBQueryDuration, m.CacheHits, m.CacheMisses, m.TemporalWorkflows, m.DependencyUp,
 		m.RateLimitRejections, m.RateLimitLocal,

@@ -128,7 +128,9 @@ func (*ConverseRequest_Control) isConverseRequest_Message() {}
 // SessionStart starts a new session or joins a created one.
 type SessionStart struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// session_id joins a session made with CreateSession; empty starts a new one.
+	// session_id joins a session made with CreateSession, or rejoins a live
+	// session whose call was cut (its instance died or drained): the call
+	// goes on with the conversation so far. Empty starts a new session.
 	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// config applies to a new session, or replaces a joined one's.
 	Config        *SessionConfig `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
@@ -755,6 +757,7 @@ type VoiceEvent struct {
 	//	*VoiceEvent_ToolCall
 	//	*VoiceEvent_ToolCallDone
 	//	*VoiceEvent_Transfer
+	//	*VoiceEvent_SessionMoving
 	Event         isVoiceEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -932,6 +935,15 @@ func (x *VoiceEvent) GetTransfer() *Transfer {
 	return nil
 }
 
+func (x *VoiceEvent) GetSessionMoving() *SessionMoving {
+	if x != nil {
+		if x, ok := x.Event.(*VoiceEvent_SessionMoving); ok {
+			return x.SessionMoving
+		}
+	}
+	return nil
+}
+
 type isVoiceEvent_Event interface {
 	isVoiceEvent_Event()
 }
@@ -996,6 +1008,10 @@ type VoiceEvent_Transfer struct {
 	Transfer *Transfer `protobuf:"bytes,15,opt,name=transfer,proto3,oneof"`
 }
 
+type VoiceEvent_SessionMoving struct {
+	SessionMoving *SessionMoving `protobuf:"bytes,16,opt,name=session_moving,json=sessionMoving,proto3,oneof"`
+}
+
 func (*VoiceEvent_SessionStarted) isVoiceEvent_Event() {}
 
 func (*VoiceEvent_SpeechStarted) isVoiceEvent_Event() {}
@@ -1026,6 +1042,67 @@ func (*VoiceEvent_ToolCallDone) isVoiceEvent_Event() {}
 
 func (*VoiceEvent_Transfer) isVoiceEvent_Event() {}
 
+func (*VoiceEvent_SessionMoving) isVoiceEvent_Event() {}
+
+// SessionMoving: this instance is shutting down and the call must move.
+// Reconnect (to any instance) and rejoin with SessionStart.session_id set
+// to this session: the conversation goes on with its history and metrics.
+// The old stream stays up until the client closes it or the drain time
+// ends; a client that moves at once loses at most the reply in flight.
+type SessionMoving struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reason is why, e.g. server_shutting_down.
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// deadline_ms is how long the old stream stays up, from now.
+	DeadlineMs    int64 `protobuf:"varint,2,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionMoving) Reset() {
+	*x = SessionMoving{}
+	mi := &file_avb_v1_voice_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionMoving) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionMoving) ProtoMessage() {}
+
+func (x *SessionMoving) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionMoving.ProtoReflect.Descriptor instead.
+func (*SessionMoving) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SessionMoving) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SessionMoving) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
 // ToolCall: the model called a tool. For a client tool, answer with a
 // tool_result control message naming call_id; other kinds are announced
 // for the client's information.
@@ -1043,7 +1120,7 @@ type ToolCall struct {
 
 func (x *ToolCall) Reset() {
 	*x = ToolCall{}
-	mi := &file_avb_v1_voice_proto_msgTypes[13]
+	mi := &file_avb_v1_voice_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1132,7 @@ func (x *ToolCall) String() string {
 func (*ToolCall) ProtoMessage() {}
 
 func (x *ToolCall) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[13]
+	mi := &file_avb_v1_voice_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1145,7 @@ func (x *ToolCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCall.ProtoReflect.Descriptor instead.
 func (*ToolCall) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{13}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ToolCall) GetResponseId() int32 {
@@ -1122,7 +1199,7 @@ type ToolCallDone struct {
 
 func (x *ToolCallDone) Reset() {
 	*x = ToolCallDone{}
-	mi := &file_avb_v1_voice_proto_msgTypes[14]
+	mi := &file_avb_v1_voice_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1211,7 @@ func (x *ToolCallDone) String() string {
 func (*ToolCallDone) ProtoMessage() {}
 
 func (x *ToolCallDone) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[14]
+	mi := &file_avb_v1_voice_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1224,7 @@ func (x *ToolCallDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallDone.ProtoReflect.Descriptor instead.
 func (*ToolCallDone) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{14}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ToolCallDone) GetResponseId() int32 {
@@ -1196,7 +1273,7 @@ type Transfer struct {
 
 func (x *Transfer) Reset() {
 	*x = Transfer{}
-	mi := &file_avb_v1_voice_proto_msgTypes[15]
+	mi := &file_avb_v1_voice_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1285,7 @@ func (x *Transfer) String() string {
 func (*Transfer) ProtoMessage() {}
 
 func (x *Transfer) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[15]
+	mi := &file_avb_v1_voice_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1298,7 @@ func (x *Transfer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
 func (*Transfer) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{15}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Transfer) GetCallId() string {
@@ -1240,15 +1317,20 @@ func (x *Transfer) GetTarget() string {
 
 // SessionStarted confirms the session and its effective configuration.
 type SessionStarted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// resumed: the call rejoined a session that had a call before (it moved
+	// from another instance, or the client reconnected); resumed_turns
+	// conversational turns were restored into the model's history.
+	Resumed       bool  `protobuf:"varint,2,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	ResumedTurns  int32 `protobuf:"varint,3,opt,name=resumed_turns,json=resumedTurns,proto3" json:"resumed_turns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionStarted) Reset() {
 	*x = SessionStarted{}
-	mi := &file_avb_v1_voice_proto_msgTypes[16]
+	mi := &file_avb_v1_voice_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1342,7 @@ func (x *SessionStarted) String() string {
 func (*SessionStarted) ProtoMessage() {}
 
 func (x *SessionStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[16]
+	mi := &file_avb_v1_voice_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1355,7 @@ func (x *SessionStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStarted.ProtoReflect.Descriptor instead.
 func (*SessionStarted) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{16}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SessionStarted) GetSession() *Session {
@@ -1281,6 +1363,20 @@ func (x *SessionStarted) GetSession() *Session {
 		return x.Session
 	}
 	return nil
+}
+
+func (x *SessionStarted) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
+func (x *SessionStarted) GetResumedTurns() int32 {
+	if x != nil {
+		return x.ResumedTurns
+	}
+	return 0
 }
 
 // SpeechStarted: the caller began speaking at audio_ms into their audio.
@@ -1293,7 +1389,7 @@ type SpeechStarted struct {
 
 func (x *SpeechStarted) Reset() {
 	*x = SpeechStarted{}
-	mi := &file_avb_v1_voice_proto_msgTypes[17]
+	mi := &file_avb_v1_voice_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1401,7 @@ func (x *SpeechStarted) String() string {
 func (*SpeechStarted) ProtoMessage() {}
 
 func (x *SpeechStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[17]
+	mi := &file_avb_v1_voice_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1414,7 @@ func (x *SpeechStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeechStarted.ProtoReflect.Descriptor instead.
 func (*SpeechStarted) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{17}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SpeechStarted) GetAudioMs() float64 {
@@ -1338,7 +1434,7 @@ type SpeechStopped struct {
 
 func (x *SpeechStopped) Reset() {
 	*x = SpeechStopped{}
-	mi := &file_avb_v1_voice_proto_msgTypes[18]
+	mi := &file_avb_v1_voice_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1446,7 @@ func (x *SpeechStopped) String() string {
 func (*SpeechStopped) ProtoMessage() {}
 
 func (x *SpeechStopped) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[18]
+	mi := &file_avb_v1_voice_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1459,7 @@ func (x *SpeechStopped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeechStopped.ProtoReflect.Descriptor instead.
 func (*SpeechStopped) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{18}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SpeechStopped) GetAudioMs() float64 {
@@ -1383,7 +1479,7 @@ type TranscriptPartial struct {
 
 func (x *TranscriptPartial) Reset() {
 	*x = TranscriptPartial{}
-	mi := &file_avb_v1_voice_proto_msgTypes[19]
+	mi := &file_avb_v1_voice_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1491,7 @@ func (x *TranscriptPartial) String() string {
 func (*TranscriptPartial) ProtoMessage() {}
 
 func (x *TranscriptPartial) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[19]
+	mi := &file_avb_v1_voice_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1504,7 @@ func (x *TranscriptPartial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscriptPartial.ProtoReflect.Descriptor instead.
 func (*TranscriptPartial) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{19}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TranscriptPartial) GetText() string {
@@ -1428,7 +1524,7 @@ type TranscriptFinal struct {
 
 func (x *TranscriptFinal) Reset() {
 	*x = TranscriptFinal{}
-	mi := &file_avb_v1_voice_proto_msgTypes[20]
+	mi := &file_avb_v1_voice_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1536,7 @@ func (x *TranscriptFinal) String() string {
 func (*TranscriptFinal) ProtoMessage() {}
 
 func (x *TranscriptFinal) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[20]
+	mi := &file_avb_v1_voice_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1549,7 @@ func (x *TranscriptFinal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscriptFinal.ProtoReflect.Descriptor instead.
 func (*TranscriptFinal) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{20}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TranscriptFinal) GetText() string {
@@ -1473,7 +1569,7 @@ type ResponseStarted struct {
 
 func (x *ResponseStarted) Reset() {
 	*x = ResponseStarted{}
-	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	mi := &file_avb_v1_voice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1485,7 +1581,7 @@ func (x *ResponseStarted) String() string {
 func (*ResponseStarted) ProtoMessage() {}
 
 func (x *ResponseStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	mi := &file_avb_v1_voice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1498,7 +1594,7 @@ func (x *ResponseStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseStarted.ProtoReflect.Descriptor instead.
 func (*ResponseStarted) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{21}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResponseStarted) GetResponseId() int32 {
@@ -1519,7 +1615,7 @@ type ResponseTextDelta struct {
 
 func (x *ResponseTextDelta) Reset() {
 	*x = ResponseTextDelta{}
-	mi := &file_avb_v1_voice_proto_msgTypes[22]
+	mi := &file_avb_v1_voice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1627,7 @@ func (x *ResponseTextDelta) String() string {
 func (*ResponseTextDelta) ProtoMessage() {}
 
 func (x *ResponseTextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[22]
+	mi := &file_avb_v1_voice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1640,7 @@ func (x *ResponseTextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseTextDelta.ProtoReflect.Descriptor instead.
 func (*ResponseTextDelta) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{22}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResponseTextDelta) GetResponseId() int32 {
@@ -1573,7 +1669,7 @@ type ResponseAudioDelta struct {
 
 func (x *ResponseAudioDelta) Reset() {
 	*x = ResponseAudioDelta{}
-	mi := &file_avb_v1_voice_proto_msgTypes[23]
+	mi := &file_avb_v1_voice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1681,7 @@ func (x *ResponseAudioDelta) String() string {
 func (*ResponseAudioDelta) ProtoMessage() {}
 
 func (x *ResponseAudioDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[23]
+	mi := &file_avb_v1_voice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1694,7 @@ func (x *ResponseAudioDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseAudioDelta.ProtoReflect.Descriptor instead.
 func (*ResponseAudioDelta) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{23}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResponseAudioDelta) GetResponseId() int32 {
@@ -1643,7 +1739,7 @@ type TurnLatency struct {
 
 func (x *TurnLatency) Reset() {
 	*x = TurnLatency{}
-	mi := &file_avb_v1_voice_proto_msgTypes[24]
+	mi := &file_avb_v1_voice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1751,7 @@ func (x *TurnLatency) String() string {
 func (*TurnLatency) ProtoMessage() {}
 
 func (x *TurnLatency) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[24]
+	mi := &file_avb_v1_voice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1764,7 @@ func (x *TurnLatency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnLatency.ProtoReflect.Descriptor instead.
 func (*TurnLatency) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{24}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TurnLatency) GetSttFinalMs() float64 {
@@ -1732,7 +1828,7 @@ type ResponseResumed struct {
 
 func (x *ResponseResumed) Reset() {
 	*x = ResponseResumed{}
-	mi := &file_avb_v1_voice_proto_msgTypes[25]
+	mi := &file_avb_v1_voice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1840,7 @@ func (x *ResponseResumed) String() string {
 func (*ResponseResumed) ProtoMessage() {}
 
 func (x *ResponseResumed) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[25]
+	mi := &file_avb_v1_voice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1853,7 @@ func (x *ResponseResumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseResumed.ProtoReflect.Descriptor instead.
 func (*ResponseResumed) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{25}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResponseResumed) GetResponseId() int32 {
@@ -1793,7 +1889,7 @@ type ResponseDone struct {
 
 func (x *ResponseDone) Reset() {
 	*x = ResponseDone{}
-	mi := &file_avb_v1_voice_proto_msgTypes[26]
+	mi := &file_avb_v1_voice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1805,7 +1901,7 @@ func (x *ResponseDone) String() string {
 func (*ResponseDone) ProtoMessage() {}
 
 func (x *ResponseDone) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[26]
+	mi := &file_avb_v1_voice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1818,7 +1914,7 @@ func (x *ResponseDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseDone.ProtoReflect.Descriptor instead.
 func (*ResponseDone) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{26}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResponseDone) GetResponseId() int32 {
@@ -1889,7 +1985,7 @@ type ErrorEvent struct {
 
 func (x *ErrorEvent) Reset() {
 	*x = ErrorEvent{}
-	mi := &file_avb_v1_voice_proto_msgTypes[27]
+	mi := &file_avb_v1_voice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +1997,7 @@ func (x *ErrorEvent) String() string {
 func (*ErrorEvent) ProtoMessage() {}
 
 func (x *ErrorEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[27]
+	mi := &file_avb_v1_voice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2010,7 @@ func (x *ErrorEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorEvent.ProtoReflect.Descriptor instead.
 func (*ErrorEvent) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{27}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ErrorEvent) GetReason() string {
@@ -1940,7 +2036,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_avb_v1_voice_proto_msgTypes[28]
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1952,7 +2048,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[28]
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1965,7 +2061,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{28}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{29}
 }
 
 // ConverseEventsRequest starts or joins a session on the browser path.
@@ -1978,7 +2074,7 @@ type ConverseEventsRequest struct {
 
 func (x *ConverseEventsRequest) Reset() {
 	*x = ConverseEventsRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2086,7 @@ func (x *ConverseEventsRequest) String() string {
 func (*ConverseEventsRequest) ProtoMessage() {}
 
 func (x *ConverseEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2099,7 @@ func (x *ConverseEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConverseEventsRequest.ProtoReflect.Descriptor instead.
 func (*ConverseEventsRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{29}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ConverseEventsRequest) GetStart() *SessionStart {
@@ -2025,7 +2121,7 @@ type SendAudioRequest struct {
 
 func (x *SendAudioRequest) Reset() {
 	*x = SendAudioRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2133,7 @@ func (x *SendAudioRequest) String() string {
 func (*SendAudioRequest) ProtoMessage() {}
 
 func (x *SendAudioRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2146,7 @@ func (x *SendAudioRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAudioRequest.ProtoReflect.Descriptor instead.
 func (*SendAudioRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{30}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SendAudioRequest) GetSessionId() string {
@@ -2076,7 +2172,7 @@ type SendAudioResponse struct {
 
 func (x *SendAudioResponse) Reset() {
 	*x = SendAudioResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2184,7 @@ func (x *SendAudioResponse) String() string {
 func (*SendAudioResponse) ProtoMessage() {}
 
 func (x *SendAudioResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2197,7 @@ func (x *SendAudioResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAudioResponse.ProtoReflect.Descriptor instead.
 func (*SendAudioResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{31}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{32}
 }
 
 // SendControlRequest sends a control message to a live session.
@@ -2115,7 +2211,7 @@ type SendControlRequest struct {
 
 func (x *SendControlRequest) Reset() {
 	*x = SendControlRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2223,7 @@ func (x *SendControlRequest) String() string {
 func (*SendControlRequest) ProtoMessage() {}
 
 func (x *SendControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2236,7 @@ func (x *SendControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendControlRequest.ProtoReflect.Descriptor instead.
 func (*SendControlRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{32}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SendControlRequest) GetSessionId() string {
@@ -2166,7 +2262,7 @@ type SendControlResponse struct {
 
 func (x *SendControlResponse) Reset() {
 	*x = SendControlResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2274,7 @@ func (x *SendControlResponse) String() string {
 func (*SendControlResponse) ProtoMessage() {}
 
 func (x *SendControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2287,7 @@ func (x *SendControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendControlResponse.ProtoReflect.Descriptor instead.
 func (*SendControlResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{33}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{34}
 }
 
 // TranscribeRequest is a configuration (first message) or audio.
@@ -2208,7 +2304,7 @@ type TranscribeRequest struct {
 
 func (x *TranscribeRequest) Reset() {
 	*x = TranscribeRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2316,7 @@ func (x *TranscribeRequest) String() string {
 func (*TranscribeRequest) ProtoMessage() {}
 
 func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2329,7 @@ func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeRequest.ProtoReflect.Descriptor instead.
 func (*TranscribeRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{34}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TranscribeRequest) GetMessage() isTranscribeRequest_Message {
@@ -2290,7 +2386,7 @@ type TranscribeConfig struct {
 
 func (x *TranscribeConfig) Reset() {
 	*x = TranscribeConfig{}
-	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	mi := &file_avb_v1_voice_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +2398,7 @@ func (x *TranscribeConfig) String() string {
 func (*TranscribeConfig) ProtoMessage() {}
 
 func (x *TranscribeConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	mi := &file_avb_v1_voice_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +2411,7 @@ func (x *TranscribeConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeConfig.ProtoReflect.Descriptor instead.
 func (*TranscribeConfig) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{35}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TranscribeConfig) GetInputAudioFormat() *AudioFormat {
@@ -2354,7 +2450,7 @@ type TranscribeResponse struct {
 
 func (x *TranscribeResponse) Reset() {
 	*x = TranscribeResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[36]
+	mi := &file_avb_v1_voice_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2366,7 +2462,7 @@ func (x *TranscribeResponse) String() string {
 func (*TranscribeResponse) ProtoMessage() {}
 
 func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[36]
+	mi := &file_avb_v1_voice_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2379,7 +2475,7 @@ func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeResponse.ProtoReflect.Descriptor instead.
 func (*TranscribeResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{36}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TranscribeResponse) GetText() string {
@@ -2423,7 +2519,7 @@ type SynthesizeRequest struct {
 
 func (x *SynthesizeRequest) Reset() {
 	*x = SynthesizeRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[37]
+	mi := &file_avb_v1_voice_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2531,7 @@ func (x *SynthesizeRequest) String() string {
 func (*SynthesizeRequest) ProtoMessage() {}
 
 func (x *SynthesizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[37]
+	mi := &file_avb_v1_voice_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2544,7 @@ func (x *SynthesizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeRequest.ProtoReflect.Descriptor instead.
 func (*SynthesizeRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{37}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SynthesizeRequest) GetText() string {
@@ -2483,7 +2579,7 @@ type SynthesizeResponse struct {
 
 func (x *SynthesizeResponse) Reset() {
 	*x = SynthesizeResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[38]
+	mi := &file_avb_v1_voice_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +2591,7 @@ func (x *SynthesizeResponse) String() string {
 func (*SynthesizeResponse) ProtoMessage() {}
 
 func (x *SynthesizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[38]
+	mi := &file_avb_v1_voice_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +2604,7 @@ func (x *SynthesizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeResponse.ProtoReflect.Descriptor instead.
 func (*SynthesizeResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{38}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SynthesizeResponse) GetAudio() []byte {
@@ -2538,7 +2634,7 @@ type CreateClientTokenRequest struct {
 
 func (x *CreateClientTokenRequest) Reset() {
 	*x = CreateClientTokenRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[39]
+	mi := &file_avb_v1_voice_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2646,7 @@ func (x *CreateClientTokenRequest) String() string {
 func (*CreateClientTokenRequest) ProtoMessage() {}
 
 func (x *CreateClientTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[39]
+	mi := &file_avb_v1_voice_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2659,7 @@ func (x *CreateClientTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientTokenRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{39}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateClientTokenRequest) GetSessionId() string {
@@ -2591,7 +2687,7 @@ type CreateClientTokenResponse struct {
 
 func (x *CreateClientTokenResponse) Reset() {
 	*x = CreateClientTokenResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[40]
+	mi := &file_avb_v1_voice_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2699,7 @@ func (x *CreateClientTokenResponse) String() string {
 func (*CreateClientTokenResponse) ProtoMessage() {}
 
 func (x *CreateClientTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[40]
+	mi := &file_avb_v1_voice_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2712,7 @@ func (x *CreateClientTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientTokenResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{40}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateClientTokenResponse) GetToken() string {
@@ -2674,7 +2770,7 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\x10ConverseResponse\x12(\n" +
 	"\x05event\x18\x01 \x01(\v2\x12.avb.v1.VoiceEventR\x05event\"B\n" +
 	"\x16ConverseEventsResponse\x12(\n" +
-	"\x05event\x18\x01 \x01(\v2\x12.avb.v1.VoiceEventR\x05event\"\xce\a\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.avb.v1.VoiceEventR\x05event\"\x8e\b\n" +
 	"\n" +
 	"VoiceEvent\x12A\n" +
 	"\x0fsession_started\x18\x01 \x01(\v2\x16.avb.v1.SessionStartedH\x00R\x0esessionStarted\x12>\n" +
@@ -2692,8 +2788,13 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"\x10response_resumed\x18\f \x01(\v2\x17.avb.v1.ResponseResumedH\x00R\x0fresponseResumed\x12/\n" +
 	"\ttool_call\x18\r \x01(\v2\x10.avb.v1.ToolCallH\x00R\btoolCall\x12<\n" +
 	"\x0etool_call_done\x18\x0e \x01(\v2\x14.avb.v1.ToolCallDoneH\x00R\ftoolCallDone\x12.\n" +
-	"\btransfer\x18\x0f \x01(\v2\x10.avb.v1.TransferH\x00R\btransferB\a\n" +
-	"\x05event\"\x9c\x01\n" +
+	"\btransfer\x18\x0f \x01(\v2\x10.avb.v1.TransferH\x00R\btransfer\x12>\n" +
+	"\x0esession_moving\x18\x10 \x01(\v2\x15.avb.v1.SessionMovingH\x00R\rsessionMovingB\a\n" +
+	"\x05event\"H\n" +
+	"\rSessionMoving\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x1f\n" +
+	"\vdeadline_ms\x18\x02 \x01(\x03R\n" +
+	"deadlineMs\"\x9c\x01\n" +
 	"\bToolCall\x12\x1f\n" +
 	"\vresponse_id\x18\x01 \x01(\x05R\n" +
 	"responseId\x12\x17\n" +
@@ -2711,9 +2812,11 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"latency_ms\x18\x05 \x01(\x01R\tlatencyMs\";\n" +
 	"\bTransfer\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
-	"\x06target\x18\x02 \x01(\tR\x06target\";\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\"z\n" +
 	"\x0eSessionStarted\x12)\n" +
-	"\asession\x18\x01 \x01(\v2\x0f.avb.v1.SessionR\asession\"*\n" +
+	"\asession\x18\x01 \x01(\v2\x0f.avb.v1.SessionR\asession\x12\x18\n" +
+	"\aresumed\x18\x02 \x01(\bR\aresumed\x12#\n" +
+	"\rresumed_turns\x18\x03 \x01(\x05R\fresumedTurns\"*\n" +
 	"\rSpeechStarted\x12\x19\n" +
 	"\baudio_ms\x18\x01 \x01(\x01R\aaudioMs\"*\n" +
 	"\rSpeechStopped\x12\x19\n" +
@@ -2842,7 +2945,7 @@ func file_avb_v1_voice_proto_rawDescGZIP() []byte {
 	return file_avb_v1_voice_proto_rawDescData
 }
 
-var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_avb_v1_voice_proto_goTypes = []any{
 	(*ConverseRequest)(nil),           // 0: avb.v1.ConverseRequest
 	(*SessionStart)(nil),              // 1: avb.v1.SessionStart
@@ -2857,47 +2960,48 @@ var file_avb_v1_voice_proto_goTypes = []any{
 	(*ConverseResponse)(nil),          // 10: avb.v1.ConverseResponse
 	(*ConverseEventsResponse)(nil),    // 11: avb.v1.ConverseEventsResponse
 	(*VoiceEvent)(nil),                // 12: avb.v1.VoiceEvent
-	(*ToolCall)(nil),                  // 13: avb.v1.ToolCall
-	(*ToolCallDone)(nil),              // 14: avb.v1.ToolCallDone
-	(*Transfer)(nil),                  // 15: avb.v1.Transfer
-	(*SessionStarted)(nil),            // 16: avb.v1.SessionStarted
-	(*SpeechStarted)(nil),             // 17: avb.v1.SpeechStarted
-	(*SpeechStopped)(nil),             // 18: avb.v1.SpeechStopped
-	(*TranscriptPartial)(nil),         // 19: avb.v1.TranscriptPartial
-	(*TranscriptFinal)(nil),           // 20: avb.v1.TranscriptFinal
-	(*ResponseStarted)(nil),           // 21: avb.v1.ResponseStarted
-	(*ResponseTextDelta)(nil),         // 22: avb.v1.ResponseTextDelta
-	(*ResponseAudioDelta)(nil),        // 23: avb.v1.ResponseAudioDelta
-	(*TurnLatency)(nil),               // 24: avb.v1.TurnLatency
-	(*ResponseResumed)(nil),           // 25: avb.v1.ResponseResumed
-	(*ResponseDone)(nil),              // 26: avb.v1.ResponseDone
-	(*ErrorEvent)(nil),                // 27: avb.v1.ErrorEvent
-	(*Heartbeat)(nil),                 // 28: avb.v1.Heartbeat
-	(*ConverseEventsRequest)(nil),     // 29: avb.v1.ConverseEventsRequest
-	(*SendAudioRequest)(nil),          // 30: avb.v1.SendAudioRequest
-	(*SendAudioResponse)(nil),         // 31: avb.v1.SendAudioResponse
-	(*SendControlRequest)(nil),        // 32: avb.v1.SendControlRequest
-	(*SendControlResponse)(nil),       // 33: avb.v1.SendControlResponse
-	(*TranscribeRequest)(nil),         // 34: avb.v1.TranscribeRequest
-	(*TranscribeConfig)(nil),          // 35: avb.v1.TranscribeConfig
-	(*TranscribeResponse)(nil),        // 36: avb.v1.TranscribeResponse
-	(*SynthesizeRequest)(nil),         // 37: avb.v1.SynthesizeRequest
-	(*SynthesizeResponse)(nil),        // 38: avb.v1.SynthesizeResponse
-	(*CreateClientTokenRequest)(nil),  // 39: avb.v1.CreateClientTokenRequest
-	(*CreateClientTokenResponse)(nil), // 40: avb.v1.CreateClientTokenResponse
-	(*SessionConfig)(nil),             // 41: avb.v1.SessionConfig
-	(ToolKind)(0),                     // 42: avb.v1.ToolKind
-	(*Session)(nil),                   // 43: avb.v1.Session
-	(*AudioFormat)(nil),               // 44: avb.v1.AudioFormat
-	(*TurnDetection)(nil),             // 45: avb.v1.TurnDetection
-	(*timestamppb.Timestamp)(nil),     // 46: google.protobuf.Timestamp
+	(*SessionMoving)(nil),             // 13: avb.v1.SessionMoving
+	(*ToolCall)(nil),                  // 14: avb.v1.ToolCall
+	(*ToolCallDone)(nil),              // 15: avb.v1.ToolCallDone
+	(*Transfer)(nil),                  // 16: avb.v1.Transfer
+	(*SessionStarted)(nil),            // 17: avb.v1.SessionStarted
+	(*SpeechStarted)(nil),             // 18: avb.v1.SpeechStarted
+	(*SpeechStopped)(nil),             // 19: avb.v1.SpeechStopped
+	(*TranscriptPartial)(nil),         // 20: avb.v1.TranscriptPartial
+	(*TranscriptFinal)(nil),           // 21: avb.v1.TranscriptFinal
+	(*ResponseStarted)(nil),           // 22: avb.v1.ResponseStarted
+	(*ResponseTextDelta)(nil),         // 23: avb.v1.ResponseTextDelta
+	(*ResponseAudioDelta)(nil),        // 24: avb.v1.ResponseAudioDelta
+	(*TurnLatency)(nil),               // 25: avb.v1.TurnLatency
+	(*ResponseResumed)(nil),           // 26: avb.v1.ResponseResumed
+	(*ResponseDone)(nil),              // 27: avb.v1.ResponseDone
+	(*ErrorEvent)(nil),                // 28: avb.v1.ErrorEvent
+	(*Heartbeat)(nil),                 // 29: avb.v1.Heartbeat
+	(*ConverseEventsRequest)(nil),     // 30: avb.v1.ConverseEventsRequest
+	(*SendAudioRequest)(nil),          // 31: avb.v1.SendAudioRequest
+	(*SendAudioResponse)(nil),         // 32: avb.v1.SendAudioResponse
+	(*SendControlRequest)(nil),        // 33: avb.v1.SendControlRequest
+	(*SendControlResponse)(nil),       // 34: avb.v1.SendControlResponse
+	(*TranscribeRequest)(nil),         // 35: avb.v1.TranscribeRequest
+	(*TranscribeConfig)(nil),          // 36: avb.v1.TranscribeConfig
+	(*TranscribeResponse)(nil),        // 37: avb.v1.TranscribeResponse
+	(*SynthesizeRequest)(nil),         // 38: avb.v1.SynthesizeRequest
+	(*SynthesizeResponse)(nil),        // 39: avb.v1.SynthesizeResponse
+	(*CreateClientTokenRequest)(nil),  // 40: avb.v1.CreateClientTokenRequest
+	(*CreateClientTokenResponse)(nil), // 41: avb.v1.CreateClientTokenResponse
+	(*SessionConfig)(nil),             // 42: avb.v1.SessionConfig
+	(ToolKind)(0),                     // 43: avb.v1.ToolKind
+	(*Session)(nil),                   // 44: avb.v1.Session
+	(*AudioFormat)(nil),               // 45: avb.v1.AudioFormat
+	(*TurnDetection)(nil),             // 46: avb.v1.TurnDetection
+	(*timestamppb.Timestamp)(nil),     // 47: google.protobuf.Timestamp
 }
 var file_avb_v1_voice_proto_depIdxs = []int32{
 	1,  // 0: avb.v1.ConverseRequest.start:type_name -> avb.v1.SessionStart
 	2,  // 1: avb.v1.ConverseRequest.audio:type_name -> avb.v1.AudioAppend
 	3,  // 2: avb.v1.ConverseRequest.control:type_name -> avb.v1.ClientControl
-	41, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
-	41, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
+	42, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
+	42, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
 	5,  // 5: avb.v1.ClientControl.commit:type_name -> avb.v1.InputAudioCommit
 	6,  // 6: avb.v1.ClientControl.clear:type_name -> avb.v1.InputAudioClear
 	7,  // 7: avb.v1.ClientControl.create_response:type_name -> avb.v1.ResponseCreate
@@ -2906,50 +3010,51 @@ var file_avb_v1_voice_proto_depIdxs = []int32{
 	4,  // 10: avb.v1.ClientControl.tool_result:type_name -> avb.v1.ToolResult
 	12, // 11: avb.v1.ConverseResponse.event:type_name -> avb.v1.VoiceEvent
 	12, // 12: avb.v1.ConverseEventsResponse.event:type_name -> avb.v1.VoiceEvent
-	16, // 13: avb.v1.VoiceEvent.session_started:type_name -> avb.v1.SessionStarted
-	17, // 14: avb.v1.VoiceEvent.speech_started:type_name -> avb.v1.SpeechStarted
-	18, // 15: avb.v1.VoiceEvent.speech_stopped:type_name -> avb.v1.SpeechStopped
-	19, // 16: avb.v1.VoiceEvent.transcript_partial:type_name -> avb.v1.TranscriptPartial
-	20, // 17: avb.v1.VoiceEvent.transcript_final:type_name -> avb.v1.TranscriptFinal
-	21, // 18: avb.v1.VoiceEvent.response_started:type_name -> avb.v1.ResponseStarted
-	22, // 19: avb.v1.VoiceEvent.response_text_delta:type_name -> avb.v1.ResponseTextDelta
-	23, // 20: avb.v1.VoiceEvent.response_audio_delta:type_name -> avb.v1.ResponseAudioDelta
-	26, // 21: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
-	27, // 22: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
-	28, // 23: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
-	25, // 24: avb.v1.VoiceEvent.response_resumed:type_name -> avb.v1.ResponseResumed
-	13, // 25: avb.v1.VoiceEvent.tool_call:type_name -> avb.v1.ToolCall
-	14, // 26: avb.v1.VoiceEvent.tool_call_done:type_name -> avb.v1.ToolCallDone
-	15, // 27: avb.v1.VoiceEvent.transfer:type_name -> avb.v1.Transfer
-	42, // 28: avb.v1.ToolCall.kind:type_name -> avb.v1.ToolKind
-	43, // 29: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
-	24, // 30: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
-	1,  // 31: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
-	3,  // 32: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
-	35, // 33: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
-	44, // 34: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
-	45, // 35: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
-	44, // 36: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
-	46, // 37: avb.v1.CreateClientTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 38: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
-	29, // 39: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
-	30, // 40: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
-	34, // 41: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
-	37, // 42: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
-	39, // 43: avb.v1.VoiceService.CreateClientToken:input_type -> avb.v1.CreateClientTokenRequest
-	32, // 44: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
-	10, // 45: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
-	11, // 46: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
-	31, // 47: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
-	36, // 48: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
-	38, // 49: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
-	40, // 50: avb.v1.VoiceService.CreateClientToken:output_type -> avb.v1.CreateClientTokenResponse
-	33, // 51: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
-	45, // [45:52] is the sub-list for method output_type
-	38, // [38:45] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	17, // 13: avb.v1.VoiceEvent.session_started:type_name -> avb.v1.SessionStarted
+	18, // 14: avb.v1.VoiceEvent.speech_started:type_name -> avb.v1.SpeechStarted
+	19, // 15: avb.v1.VoiceEvent.speech_stopped:type_name -> avb.v1.SpeechStopped
+	20, // 16: avb.v1.VoiceEvent.transcript_partial:type_name -> avb.v1.TranscriptPartial
+	21, // 17: avb.v1.VoiceEvent.transcript_final:type_name -> avb.v1.TranscriptFinal
+	22, // 18: avb.v1.VoiceEvent.response_started:type_name -> avb.v1.ResponseStarted
+	23, // 19: avb.v1.VoiceEvent.response_text_delta:type_name -> avb.v1.ResponseTextDelta
+	24, // 20: avb.v1.VoiceEvent.response_audio_delta:type_name -> avb.v1.ResponseAudioDelta
+	27, // 21: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
+	28, // 22: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
+	29, // 23: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
+	26, // 24: avb.v1.VoiceEvent.response_resumed:type_name -> avb.v1.ResponseResumed
+	14, // 25: avb.v1.VoiceEvent.tool_call:type_name -> avb.v1.ToolCall
+	15, // 26: avb.v1.VoiceEvent.tool_call_done:type_name -> avb.v1.ToolCallDone
+	16, // 27: avb.v1.VoiceEvent.transfer:type_name -> avb.v1.Transfer
+	13, // 28: avb.v1.VoiceEvent.session_moving:type_name -> avb.v1.SessionMoving
+	43, // 29: avb.v1.ToolCall.kind:type_name -> avb.v1.ToolKind
+	44, // 30: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
+	25, // 31: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
+	1,  // 32: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
+	3,  // 33: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
+	36, // 34: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
+	45, // 35: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
+	46, // 36: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
+	45, // 37: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
+	47, // 38: avb.v1.CreateClientTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 39: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
+	30, // 40: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
+	31, // 41: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
+	35, // 42: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
+	38, // 43: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
+	40, // 44: avb.v1.VoiceService.CreateClientToken:input_type -> avb.v1.CreateClientTokenRequest
+	33, // 45: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
+	10, // 46: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
+	11, // 47: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
+	32, // 48: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
+	37, // 49: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
+	39, // 50: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
+	41, // 51: avb.v1.VoiceService.CreateClientToken:output_type -> avb.v1.CreateClientTokenResponse
+	34, // 52: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
+	46, // [46:53] is the sub-list for method output_type
+	39, // [39:46] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_voice_proto_init() }
@@ -2990,8 +3095,9 @@ func file_avb_v1_voice_proto_init() {
 		(*VoiceEvent_ToolCall)(nil),
 		(*VoiceEvent_ToolCallDone)(nil),
 		(*VoiceEvent_Transfer)(nil),
+		(*VoiceEvent_SessionMoving)(nil),
 	}
-	file_avb_v1_voice_proto_msgTypes[34].OneofWrappers = []any{
+	file_avb_v1_voice_proto_msgTypes[35].OneofWrappers = []any{
 		(*TranscribeRequest_Config)(nil),
 		(*TranscribeRequest_Audio)(nil),
 	}
@@ -3001,7 +3107,7 @@ func file_avb_v1_voice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_voice_proto_rawDesc), len(file_avb_v1_voice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
