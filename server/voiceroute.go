@@ -30,7 +30,7 @@ import (
 const forwardedHeader = "Avb-Forwarded"
 
 // forwardTimeout bounds one forwarded request.
-const forwardTimeout = 5 * time.Second
+const forwardTimeout = 2 * time.Second
 
 // forwardHeaders are the caller's headers a forwarded request carries.
 var forwardHeaders = []string{"Authorization", "X-API-Key", "X-Tenant-ID", middleware.RequestIDHeader}
