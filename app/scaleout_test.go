@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -30,51 +34,15 @@ import (
 // with its history, a browser call rejoins by id, and each session's usage
 // in the ledger is what its caller was told across every instance it used.
 func TestCallsOutliveTheirInstance(t *testing.T) {
-	temporal := testenv.Temporal(t)
-	issuer := startIssuer(t)
-	owner := testenv.Postgres(t)
-	env := identityEnv(t, owner, issuer.Issuer(), map[string]string{
-		"AVB_TEMPORAL_ADDRESS": temporal, "AVB_SESSION_WORKFLOWS": "true", "AVB_SESSION_HEARTBEAT_TIMEOUT": "10s",
-		"AVB_STREAM_DRAIN_TIMEOUT": "3s", "AVB_SHUTDOWN_TIMEOUT": "5s"})
-	workerEnv := map[string]string{"AVB_RUN_WORKER": "true"}
-	for k, v := range env {
-		workerEnv[k] = v
-	}
-	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), workerEnv), issuer, owner)
-	ten := p.tenant("scaleout", store.TierPro)
-	admin := p.token("ada", ten.ID.String(), "admin")
-	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
-
-	bin := buildAvb(t)
-	type instance struct {
-		base   string
-		client avbv1connect.VoiceServiceClient
-		kill   func()
-		term   func()
-		logs   *strings.Builder
-	}
-	var instances []instance
-	for range 3 {
-		srv, base, logs := startChildOf(t, bin, env)
-		instances = append(instances, instance{base: base, logs: logs,
-			client: avbv1connect.NewVoiceServiceClient(h2c(), base, connect.WithGRPC(), withKey(key)),
-			kill:   func() { _ = srv.Process.Kill() },
-			term:   func() { _ = srv.Process.Signal(syscall.SIGTERM) }})
-	}
+	p, key, instances := cluster(t, 3)
 	endpoints := func(first int) []avbv1connect.VoiceServiceClient {
 		var out []avbv1connect.VoiceServiceClient
 		for i := range instances {
-			out = append(out, instances[(first+i)%len(instances)].client)
+			out = append(out, instances[(first+i)%len(instances)].voice)
 		}
 		return out
 	}
-	logs := func() string {
-		var b strings.Builder
-		for i, in := range instances {
-			fmt.Fprintf(&b, "--- instance %d\n%s\n", i, in.logs.String())
-		}
-		return b.String()
-	}
+	logs := func() string { return clusterLogs(instances) }
 
 	// Six Converse calls, two on each instance, one turn each.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -262,7 +230,7 @@ func TestCallsOutliveTheirInstance(t *testing.T) {
 		}
 	}
 	sessions := avbv1connect.NewSessionServiceClient(http.DefaultClient, p.base, withKey(key))
-	db := ownerDB(t, owner)
+	db := ownerDB(t, p.owner)
 	for _, c := range calls {
 		var sess *avbv1.Session
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
@@ -315,4 +283,94 @@ func pct(ds []time.Duration, p int) time.Duration {
 	s := slices.Clone(ds)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[min(len(s)-1, len(s)*p/100)].Round(10 * time.Microsecond)
+}
+
+// instance is one `avb serve` child process of a cluster.
+type instance struct {
+	base  string
+	voice avbv1connect.VoiceServiceClient // gRPC, with the tenant's realtime key
+	kill  func()                          // SIGKILL
+	term  func()                          // SIGTERM: drain
+	logs  *strings.Builder
+}
+
+// cluster starts n `avb serve` processes on one Postgres, Redis, SpiceDB and
+// Temporal (session workflows on, their worker in this process's platform),
+// with a tenant and its realtime API key.
+func cluster(t *testing.T, n int) (*platform, string, []instance) {
+	t.Helper()
+	temporal := testenv.Temporal(t)
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	env := identityEnv(t, owner, issuer.Issuer(), map[string]string{
+		"AVB_TEMPORAL_ADDRESS": temporal, "AVB_SESSION_WORKFLOWS": "true", "AVB_SESSION_HEARTBEAT_TIMEOUT": "10s",
+		"AVB_STREAM_DRAIN_TIMEOUT": "3s", "AVB_SHUTDOWN_TIMEOUT": "5s"})
+	workerEnv := map[string]string{"AVB_RUN_WORKER": "true"}
+	for k, v := range env {
+		workerEnv[k] = v
+	}
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), workerEnv), issuer, owner)
+	ten := p.tenant("cluster", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_ADMIN","API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	bin := buildAvb(t)
+	var out []instance
+	for range n {
+		srv, base, logs := startChildOf(t, bin, env)
+		out = append(out, instance{base: base, logs: logs,
+			voice: avbv1connect.NewVoiceServiceClient(h2c(), base, connect.WithGRPC(), withKey(key)),
+			kill:  func() { _ = srv.Process.Kill() },
+			term:  func() { _ = srv.Process.Signal(syscall.SIGTERM) }})
+	}
+	return p, key, out
+}
+
+// clusterLogs is every instance's log, for a failure.
+func clusterLogs(instances []instance) string {
+	var b strings.Builder
+	for i, in := range instances {
+		fmt.Fprintf(&b, "--- instance %d\n%s\n", i, in.logs.String())
+	}
+	return b.String()
+}
+
+// The TypeScript SDK's browser call outlives its instance: behind one base
+// URL (a balancer in this test that sends every request to one instance,
+// the next once the test drains or kills it), the holder drains, then the
+// next is killed, and the call rejoins and is answered each time.
+func TestTypeScriptCallMoves(t *testing.T) {
+	root := builtWeb(t, "sdk/ts/dist-test/move.test.mjs")
+	_, key, instances := cluster(t, 3)
+	var current atomic.Int32
+	proxies := make([]*httputil.ReverseProxy, len(instances))
+	for i, in := range instances {
+		u, _ := url.Parse(in.base)
+		proxies[i] = httputil.NewSingleHostReverseProxy(u)
+		proxies[i].FlushInterval = -1 // event streams flow as they come
+	}
+	balancer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/test/drain":
+			current.Store(1)
+			instances[0].term()
+		case "/test/kill":
+			current.Store(2)
+			instances[1].kill()
+		default:
+			proxies[current.Load()].ServeHTTP(w, r)
+		}
+	}))
+	defer balancer.Close()
+	pcm, _ := speechFiles(t)
+	defer func() {
+		if t.Failed() {
+			t.Log(clusterLogs(instances))
+		}
+	}()
+	runNodeTests(t, root, "sdk/ts/dist-test/move.test.mjs", map[string]string{
+		"AVB_BASE_URL":   balancer.URL,
+		"AVB_API_KEY":    key,
+		"AVB_SPEECH_PCM": pcm,
+		"AVB_ASK":        ask,
+	})
 }

@@ -38,6 +38,7 @@ rmSync(at("web/dist-test"), { recursive: true, force: true });
 const nodeTests = { bundle: true, format: "esm", platform: "node", target: "node20", packages: "external", logLevel: "warning" };
 await build({ ...nodeTests, entryPoints: [at("sdk/ts/test/sdk.test.ts")], outfile: at("sdk/ts/dist-test/sdk.test.mjs") });
 await build({ ...nodeTests, entryPoints: [at("sdk/ts/test/webhook.test.ts")], outfile: at("sdk/ts/dist-test/webhook.test.mjs") });
+await build({ ...nodeTests, entryPoints: [at("sdk/ts/test/move.test.ts")], outfile: at("sdk/ts/dist-test/move.test.mjs") });
 await build({ ...nodeTests, entryPoints: [at("web/test/console.test.ts")], outfile: at("web/dist-test/console.test.mjs") });
 
 // 5. The console: one minified bundle and its page.
