@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -69,9 +71,11 @@ type App struct {
 	// advertised is how the other instances reach this one (a string),
 	// once it listens.
 	advertised atomic.Value
-	log        *slog.Logger
-	db         *store.DB
-	redis      *redis.Client
+	// ttsPool runs espeak-ng in worker processes (nil: in process).
+	ttsPool *tts.Pool
+	log     *slog.Logger
+	db      *store.DB
+	redis   *redis.Client
 	// redisProbe is a one-connection client without the breaker, for readiness.
 	redisProbe *redis.Client
 	probes     []*probe.GRPCHealth
@@ -478,6 +482,15 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	if err != nil {
 		return server.Voice{}, err
 	}
+	if vc.TTSProvider == "embedded" {
+		if a.ttsPool, err = synthesisPool(vc.TTSWorkers); err != nil {
+			return server.Voice{}, err
+		}
+		if a.ttsPool != nil {
+			prov.TTS = a.ttsPool
+			a.log.Info("speech synthesis in worker processes", "workers", a.ttsPool.Size())
+		}
+	}
 	m := a.Metrics
 	meter := voice.Meter{
 		STT: func(provider, outcome string) { m.STTRequests.WithLabelValues(provider, outcome).Inc() },
@@ -594,6 +607,31 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 	go v.RunWorkflowOutbox(a.runCtx, 2*time.Second)
 	return v, nil
 }
+
+// synthesisPool starts espeak-ng worker processes (this binary, as avb
+// tts-worker): n of them, one per core for -1; nil for in process.
+func synthesisPool(n int) (*tts.Pool, error) {
+	if n < 0 {
+		if n = runtime.NumCPU(); n < 2 {
+			return nil, nil // one core: a worker would only add the hop
+		}
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("AVB_TTS_WORKERS: find this binary: %w", err)
+	}
+	pool, err := tts.NewPool(n, func() *exec.Cmd { return exec.Command(exe, TTSWorkerCommand) })
+	if err != nil {
+		return nil, fmt.Errorf("AVB_TTS_WORKERS: %w", err)
+	}
+	return pool, nil
+}
+
+// TTSWorkerCommand is the avb command a synthesis worker runs.
+const TTSWorkerCommand = "tts-worker"
 
 // advertiseURL is how the other instances reach this one.
 func advertiseURL(h config.HTTP, tls bool) string {
@@ -731,6 +769,9 @@ func (a *App) Close() {
 		cancel()
 	}
 	a.workers.Stop()
+	if a.ttsPool != nil {
+		a.ttsPool.Close()
+	}
 	if a.temporal != nil {
 		a.temporal.Close()
 	}

@@ -35,6 +35,11 @@ import (
 // in the ledger is what its caller was told across every instance it used.
 func TestCallsOutliveTheirInstance(t *testing.T) {
 	p, key, instances := cluster(t, 3)
+	for i, in := range instances {
+		if !strings.Contains(in.logs.String(), "speech synthesis in worker processes") {
+			t.Fatalf("instance %d synthesizes in process:\n%s", i, in.logs.String())
+		}
+	}
 	endpoints := func(first int) []avbv1connect.VoiceServiceClient {
 		var out []avbv1connect.VoiceServiceClient
 		for i := range instances {
@@ -310,6 +315,7 @@ func cluster(t *testing.T, n int) (*platform, string, []instance) {
 		workerEnv[k] = v
 	}
 	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), workerEnv), issuer, owner)
+	env["AVB_TTS_WORKERS"] = "2" // the instances synthesize in worker processes, as in production
 	ten := p.tenant("cluster", store.TierPro)
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_ADMIN","API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)

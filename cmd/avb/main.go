@@ -41,7 +41,7 @@ func root() *cobra.Command {
 		SilenceErrors: true,
 		Version:       app.Version,
 	}
-	cmd.AddCommand(serveCmd(), workerCmd(), migrateCmd(), configCmd(), devCmd(), apikeyCmd(), auditCmd(), callCmd(), loadtestCmd(), healthCmd())
+	cmd.AddCommand(serveCmd(), workerCmd(), migrateCmd(), configCmd(), devCmd(), apikeyCmd(), auditCmd(), callCmd(), loadtestCmd(), healthCmd(), ttsWorkerCmd())
 	return cmd
 }
 

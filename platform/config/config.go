@@ -131,6 +131,7 @@ type Voice struct {
 	SessionHeartbeatTimeout time.Duration `env:"AVB_SESSION_HEARTBEAT_TIMEOUT" default:"1m" min:"1s" desc:"a call whose server stops reporting for this long ends as error (its server died)"`
 	STTProvider             string        `env:"AVB_STT_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"speech to text: embedded (pocketsphinx) or openai (an OpenAI-compatible transcription server)"`
 	TTSProvider             string        `env:"AVB_TTS_PROVIDER" default:"embedded" oneof:"embedded,openai" desc:"text to speech: embedded (espeak-ng) or openai (an OpenAI-compatible speech server)"`
+	TTSWorkers              int           `env:"AVB_TTS_WORKERS" default:"-1" test:"0" min:"-1" desc:"espeak-ng runs one synthesis at a time per process: this many worker processes (avb tts-worker) synthesize in parallel. -1: one per core (in process on a single core); 0: in process"`
 	TTSCacheBytes           int           `env:"AVB_TTS_CACHE_BYTES" default:"67108864" min:"0" desc:"synthesized sentences kept for replay (by voice and text), in bytes of audio shared by every call of an instance; 0: no cache"`
 	OpenAIBaseURL           string        `env:"AVB_OPENAI_BASE_URL" default:"" url:"http,https" desc:"OpenAI-compatible API base URL (OpenAI, vLLM, Ollama, llama.cpp...), e.g. http://localhost:11434/v1; empty: only the scripted model"`
 	OpenAIKey               string        `env:"AVB_OPENAI_API_KEY" default:"" secret:"" vault:"" desc:"API key for AVB_OPENAI_BASE_URL"`
