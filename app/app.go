@@ -72,10 +72,11 @@ type App struct {
 	// once it listens.
 	advertised atomic.Value
 	// ttsPool runs espeak-ng in worker processes (nil: in process).
-	ttsPool *tts.Pool
-	log     *slog.Logger
-	db      *store.DB
-	redis   *redis.Client
+	ttsPool  *tts.Pool
+	registry *prometheus.Registry
+	log      *slog.Logger
+	db       *store.DB
+	redis    *redis.Client
 	// redisProbe is a one-connection client without the breaker, for readiness.
 	redisProbe *redis.Client
 	probes     []*probe.GRPCHealth
@@ -149,6 +150,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 		o(a)
 	}
 	reg := prometheus.NewRegistry()
+	a.registry = reg
 	a.Metrics = metrics.New(reg)
 	a.deps = dependency.NewSet(dependency.Breaker{OpenFor: cfg.Breaker.OpenFor, Failures: cfg.Breaker.Failures}, log, reg)
 
@@ -489,6 +491,9 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		if a.ttsPool != nil {
 			prov.TTS = a.ttsPool
 			a.log.Info("speech synthesis in worker processes", "workers", a.ttsPool.Size())
+			a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tts_worker_cpu_seconds_total",
+				Help: "CPU time used by the speech synthesis worker processes (AVB_TTS_WORKERS), which process_cpu_seconds_total leaves out."},
+				a.ttsPool.CPUSeconds))
 		}
 	}
 	m := a.Metrics

@@ -83,6 +83,10 @@ type Report struct {
 	// TTSCacheHits and TTSCacheMisses are the server's synthesis cache
 	// lookups during the run (full mode, with MetricsURL).
 	TTSCacheHits, TTSCacheMisses float64
+	// CPUSeconds is the server's CPU (its process and its synthesis
+	// workers) over the middle half of the steady state, and CPUWindow that
+	// half's length: CPUSeconds/CPUWindow cores for the calls.
+	CPUSeconds, CPUWindow float64
 }
 
 // Percentiles of a latency sample, in milliseconds.
@@ -122,6 +126,10 @@ func (r Report) String() string {
 	}
 	if n := r.TTSCacheHits + r.TTSCacheMisses; n > 0 {
 		fmt.Fprintf(&b, "  synthesis cache %.0f of %.0f sentences replayed (hit rate %.0f%%)\n", r.TTSCacheHits, n, 100*r.TTSCacheHits/n)
+	}
+	if r.CPUWindow > 0 && r.Opened > 0 {
+		cores := r.CPUSeconds / r.CPUWindow
+		fmt.Fprintf(&b, "  server CPU    %.2f cores: %.1f%% of a core per call\n", cores, 100*cores/float64(r.Opened))
 	}
 	if r.RSSBefore > 0 && r.Opened > 0 {
 		fmt.Fprintf(&b, "  server memory %.1f MiB -> %.1f MiB resident, heap %.1f -> %.1f MiB: %.0f KiB resident, %.0f KiB heap per call\n",
@@ -165,11 +173,16 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	start := time.Now()
 	if cfg.MetricsURL != "" {
 		wg.Add(1)
-		go func() {
+		go func() { // the middle half of the steady state
 			defer wg.Done()
-			time.Sleep(cfg.Ramp + cfg.Duration/2)
+			time.Sleep(cfg.Ramp + cfg.Duration/4)
+			from, at := sampleServer(ctx, cfg.MetricsURL), time.Now()
+			time.Sleep(cfg.Duration / 2)
 			during := sampleServer(ctx, cfg.MetricsURL)
 			rep.RSSDuring, rep.HeapDuring = during.rss, during.heap
+			if from.cpu > 0 {
+				rep.CPUSeconds, rep.CPUWindow = during.cpu-from.cpu, time.Since(at).Seconds()
+			}
 		}()
 	}
 	for i := range cfg.Calls {
@@ -352,6 +365,9 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 type serverSample struct {
 	rss, heap          float64 // process_resident_memory_bytes, go_memstats_heap_inuse_bytes
 	ttsHits, ttsMisses float64 // cache_{hits,misses}_total{cache="tts"}
+	// processCPU and workerCPU: process_cpu_seconds_total and
+	// tts_worker_cpu_seconds_total; cpu their sum.
+	processCPU, workerCPU, cpu float64
 }
 
 // sampleServer reads a Prometheus text endpoint.
@@ -373,11 +389,14 @@ func sampleServer(ctx context.Context, url string) serverSample {
 			"go_memstats_heap_inuse_bytes":    &out.heap,
 			`cache_hits_total{cache="tts"}`:   &out.ttsHits,
 			`cache_misses_total{cache="tts"}`: &out.ttsMisses,
+			"process_cpu_seconds_total":       &out.processCPU,
+			"tts_worker_cpu_seconds_total":    &out.workerCPU,
 		} {
 			if v, ok := strings.CutPrefix(line, name+" "); ok {
 				fmt.Sscanf(v, "%g", into)
 			}
 		}
 	}
+	out.cpu = out.processCPU + out.workerCPU
 	return out
 }

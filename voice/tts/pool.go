@@ -2,6 +2,7 @@ package tts
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -29,6 +32,8 @@ type Pool struct {
 	closed bool
 	all    map[*worker]bool
 	nextID uint32
+	// exitedCPU is the CPU time of workers that have exited.
+	exitedCPU time.Duration
 }
 
 // worker is one worker process.
@@ -147,7 +152,52 @@ func (p *Pool) kill(w *worker) {
 	}
 	_ = w.stdin.Close()
 	_ = w.cmd.Process.Kill()
-	go func() { _ = w.cmd.Wait() }()
+	go func() {
+		_ = w.cmd.Wait()
+		if st := w.cmd.ProcessState; st != nil {
+			p.mu.Lock()
+			p.exitedCPU += st.UserTime() + st.SystemTime()
+			p.mu.Unlock()
+		}
+	}()
+}
+
+// CPUSeconds is the CPU time the pool's workers have used, those running
+// (read from /proc, on Linux) and those gone.
+func (p *Pool) CPUSeconds() float64 {
+	p.mu.Lock()
+	total := p.exitedCPU
+	pids := make([]int, 0, len(p.all))
+	for w := range p.all {
+		pids = append(pids, w.cmd.Process.Pid)
+	}
+	p.mu.Unlock()
+	for _, pid := range pids {
+		total += processCPU(pid)
+	}
+	return total.Seconds()
+}
+
+// processCPU is a live process's user and system time from /proc (0 where
+// there is none).
+func processCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces): state is the 3rd
+	// field, utime and stime the 14th and 15th, in clock ticks (100 a second).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100)
 }
 
 // SampleRate implements Synthesizer.
