@@ -23,20 +23,26 @@ func loadPlatform(t *testing.T, child bool) (base, key string, logs *strings.Bui
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
 	env := identityEnv(t, owner, issuer.Issuer(), map[string]string{"AVB_MAX_CALLS_PER_TENANT": "2000", "AVB_LOG_LEVEL": "error"})
-	// AVB_LOADTEST_SERVER_<NAME>=v sets <NAME>=v for the server under load
-	// (AVB_LOADTEST_SERVER_AVB_TTS_CACHE_BYTES=0: without the synthesis cache).
-	for _, kv := range os.Environ() {
-		if rest, ok := strings.CutPrefix(kv, "AVB_LOADTEST_SERVER_"); ok {
-			k, v, _ := strings.Cut(rest, "=")
-			env[k] = v
-		}
-	}
 	if child { // as in production: each call is a session workflow (the worker runs here)
 		env["AVB_TEMPORAL_ADDRESS"], env["AVB_SESSION_WORKFLOWS"] = testenv.Temporal(t), "true"
 	}
 	admin := map[string]string{"AVB_RUN_WORKER": fmt.Sprint(child)}
 	for k, v := range env {
 		admin[k] = v
+	}
+	// AVB_LOADTEST_SERVER_<NAME>=v sets <NAME>=v for the server under load
+	// (AVB_LOADTEST_SERVER_AVB_TTS_CACHE_BYTES=0: without the synthesis
+	// cache; AVB_LOADTEST_SERVER_AVB_TTS_WORKERS=2: synthesis workers, in a
+	// child server only).
+	serverEnv := admin
+	if child {
+		serverEnv = env
+	}
+	for _, kv := range os.Environ() {
+		if rest, ok := strings.CutPrefix(kv, "AVB_LOADTEST_SERVER_"); ok {
+			k, v, _ := strings.Cut(rest, "=")
+			serverEnv[k] = v
+		}
 	}
 	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), admin), issuer, owner)
 	ten := p.tenant("load", store.TierEnterprise)
@@ -85,7 +91,8 @@ func TestLoadTool(t *testing.T) {
 // TestLoadCapacity finds how many calls two cores hold: set AVB_LOADTEST to
 // a list of call counts ("50,100,200") and AVB_LOADTEST_MODE to
 // passthrough, full or idle (AVB_LOADTEST_BASELINE=1: passthrough runs
-// against a bare connect-go echo handler first, in the same run). The server runs as a child process; the load
+// against a bare connect-go echo handler first, in the same run;
+// AVB_LOADTEST_LOCKSTEP=1: every call speaks in step, the worst case). The server runs as a child process; the load
 // runs here, on the same two cores. It is a measurement, not a check, and is
 // skipped otherwise.
 func TestLoadCapacity(t *testing.T) {
@@ -111,7 +118,7 @@ func TestLoadCapacity(t *testing.T) {
 				t.Fatal(err)
 			}
 			rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: url, Calls: c, Duration: 20 * time.Second,
-				Ramp: 2 * time.Second, Mode: mode, Utterance: utt})
+				Ramp: 2 * time.Second, Mode: mode, Utterance: utt, Lockstep: os.Getenv("AVB_LOADTEST_LOCKSTEP") != ""})
 			stop()
 			if err != nil {
 				t.Fatal(err)
@@ -120,7 +127,8 @@ func TestLoadCapacity(t *testing.T) {
 			time.Sleep(2 * time.Second)
 		}
 		rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: c, Duration: 20 * time.Second,
-			Ramp: 2 * time.Second, Mode: mode, Utterance: utt, Phrases: phrases, MetricsURL: base + "/metrics"})
+			Ramp: 2 * time.Second, Mode: mode, Utterance: utt, Phrases: phrases, MetricsURL: base + "/metrics",
+			Lockstep: os.Getenv("AVB_LOADTEST_LOCKSTEP") != ""})
 		if err != nil {
 			t.Fatal(err)
 		}

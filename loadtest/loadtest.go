@@ -57,6 +57,12 @@ type Config struct {
 	Utterance []int16
 	// Phrases are recognition hints for full mode.
 	Phrases []string
+	// Lockstep makes every call say the same words at the same instant,
+	// frame for frame: the worst case, where every turn of every call ends
+	// together and each stage's work queues. Otherwise call i runs i/Calls
+	// of an utterance and of a frame behind call 0, as independent callers
+	// do.
+	Lockstep bool
 	// MetricsURL, when set, is the server's Prometheus endpoint: its memory is
 	// read before the calls open and halfway through the steady state.
 	MetricsURL string
@@ -65,6 +71,7 @@ type Config struct {
 // Report is what a load test measured.
 type Report struct {
 	Mode         Mode
+	Lockstep     bool
 	Calls        int
 	Opened       int
 	Failed       int
@@ -114,7 +121,11 @@ func (p Percentiles) String() string {
 // String renders the report for a terminal.
 func (r Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d %s calls: %d opened, %d failed\n", r.Calls, r.Mode, r.Opened, r.Failed)
+	step := ""
+	if r.Lockstep {
+		step = " in lockstep"
+	}
+	fmt.Fprintf(&b, "%d %s calls%s: %d opened, %d failed\n", r.Calls, r.Mode, step, r.Opened, r.Failed)
 	fmt.Fprintf(&b, "  connect       %s\n", r.Connect)
 	switch r.Mode {
 	case Idle:
@@ -162,7 +173,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		return Report{}, fmt.Errorf("loadtest: mode %q: want passthrough, full or idle", cfg.Mode)
 	}
 
-	rep := Report{Mode: cfg.Mode, Calls: cfg.Calls}
+	rep := Report{Mode: cfg.Mode, Calls: cfg.Calls, Lockstep: cfg.Lockstep}
 	var before serverSample
 	if cfg.MetricsURL != "" {
 		before = sampleServer(ctx, cfg.MetricsURL)
@@ -192,7 +203,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			if cfg.Ramp > 0 {
 				time.Sleep(cfg.Ramp * time.Duration(i) / time.Duration(cfg.Calls))
 			}
-			results[i] = call(ctx, newClient(cfg.Server), cfg, start.Add(cfg.Ramp))
+			results[i] = call(ctx, newClient(cfg.Server), cfg, start.Add(cfg.Ramp), phase(cfg, i))
 		}()
 	}
 	wg.Wait()
@@ -237,7 +248,23 @@ func newClient(server string) avbv1connect.VoiceServiceClient {
 
 // call runs one call: it opens, waits for every call to be open (the
 // steady state starts at steady), streams for the duration, and hangs up.
-func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Config, steady time.Time) result {
+// phase is how far call i's audio runs behind call 0's: a share of the
+// utterance (in samples, whole frames) and of a frame.
+type callPhase struct {
+	samples int
+	shift   time.Duration
+}
+
+func phase(cfg Config, i int) callPhase {
+	if cfg.Lockstep || cfg.Calls <= 1 {
+		return callPhase{}
+	}
+	n := rate * FrameMS / 1000
+	frames := len(cfg.Utterance) / n
+	return callPhase{samples: (frames * i / cfg.Calls) * n, shift: FrameMS * time.Millisecond * time.Duration(i) / time.Duration(cfg.Calls)}
+}
+
+func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Config, steady time.Time, ph callPhase) result {
 	var res result
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+cfg.Ramp+time.Minute)
 	defer cancel()
@@ -270,7 +297,7 @@ func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Confi
 	var mu sync.Mutex
 	sendErr := make(chan error, 1)
 	go func() {
-		sendErr <- send(stream, cfg.Utterance, steady, sendAt, &mu)
+		sendErr <- send(stream, cfg.Utterance, steady.Add(ph.shift), ph.samples, sendAt, &mu)
 	}()
 
 	var echoedMS float64
@@ -323,7 +350,7 @@ func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Confi
 
 // send streams the utterance in a loop, one frame every 20 ms from steady
 // on (no drift: each frame has its own due time), then ends the session.
-func send(stream *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.ConverseResponse], utt []int16, steady time.Time, sendAt []time.Time, mu *sync.Mutex) error {
+func send(stream *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.ConverseResponse], utt []int16, steady time.Time, offset int, sendAt []time.Time, mu *sync.Mutex) error {
 	n := rate * FrameMS / 1000
 	buf := make([]byte, 0, 2*n)
 	time.Sleep(time.Until(steady))
@@ -331,7 +358,7 @@ func send(stream *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.Conve
 		time.Sleep(time.Until(steady.Add(time.Duration(i) * FrameMS * time.Millisecond)))
 		buf = buf[:0]
 		for k := range n {
-			buf = binary.LittleEndian.AppendUint16(buf, uint16(utt[(i*n+k)%len(utt)]))
+			buf = binary.LittleEndian.AppendUint16(buf, uint16(utt[(offset+i*n+k)%len(utt)]))
 		}
 		mu.Lock()
 		sendAt[i] = time.Now()

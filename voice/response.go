@@ -286,8 +286,14 @@ func (c *Call) respond(ctx context.Context, r *response, cfg Config, req llm.Req
 	return err
 }
 
-// speak synthesizes sentences in order and sends their audio in ~100 ms chunks.
+// speak synthesizes sentences in order and sends their audio in ~100 ms
+// chunks. Synthesis never waits on delivery: a synthesizer is shared (one
+// espeak-ng per process, or a worker of a pool), so its output goes to a
+// queue of this reply, and the reply's delivery (which waits while the
+// reply is held, or on a slow client) drains the queue.
 func (c *Call) speak(ctx context.Context, r *response, cfg Config, sentences <-chan string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	rs := audio.NewResampler(c.prov.TTS.SampleRate(), cfg.Output.SampleRate)
 	chunk := cfg.Output.SampleRate / 10
 	var pending []int16
@@ -309,19 +315,90 @@ func (c *Call) speak(ctx context.Context, r *response, cfg Config, sentences <-c
 		}
 		return nil
 	}
-	for s := range sentences {
-		err := c.prov.TTS.Synthesize(ctx, tts.Request{Text: s, Voice: cfg.Voice}, func(samples []int16) error {
-			if r.ttsFirst.IsZero() {
-				r.ttsFirst = time.Now()
+	q := &sampleQueue{more: make(chan struct{}, 1)}
+	go func() {
+		var err error
+		for s := range sentences { // read to the end: the reply's writer never blocks
+			if err == nil {
+				err = c.prov.TTS.Synthesize(ctx, tts.Request{Text: s, Voice: cfg.Voice}, func(samples []int16) error {
+					q.push(samples)
+					return nil
+				})
 			}
-			pending = rs.Process(samples, pending)
-			return flush(false)
-		})
-		if err != nil {
+		}
+		q.close(err)
+	}()
+	for {
+		samples, err := q.pop(ctx)
+		if samples == nil {
+			if err != nil {
+				return err
+			}
+			return flush(true)
+		}
+		if r.ttsFirst.IsZero() {
+			r.ttsFirst = time.Now()
+		}
+		pending = rs.Process(samples, pending)
+		if err := flush(false); err != nil {
 			return err
 		}
 	}
-	return flush(true)
+}
+
+// sampleQueue hands synthesized audio from the synthesizer to delivery.
+type sampleQueue struct {
+	mu      sync.Mutex
+	samples [][]int16
+	done    bool
+	err     error
+	more    chan struct{} // signalled when something was added
+}
+
+func (q *sampleQueue) push(s []int16) {
+	q.mu.Lock()
+	q.samples = append(q.samples, s)
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *sampleQueue) close(err error) {
+	q.mu.Lock()
+	q.done, q.err = true, err
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *sampleQueue) signal() {
+	select {
+	case q.more <- struct{}{}:
+	default:
+	}
+}
+
+// pop returns the next samples, waiting for them; nil at the end (with the
+// synthesis's error, if any) or when ctx ends.
+func (q *sampleQueue) pop(ctx context.Context) ([]int16, error) {
+	for {
+		q.mu.Lock()
+		if len(q.samples) > 0 {
+			s := q.samples[0]
+			q.samples[0] = nil
+			q.samples = q.samples[1:]
+			q.mu.Unlock()
+			return s, nil
+		}
+		done, err := q.done, q.err
+		q.mu.Unlock()
+		if done {
+			return nil, err
+		}
+		select {
+		case <-q.more:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // metrics times the turn a finished response answered.

@@ -89,6 +89,7 @@ func loadtestCallsCmd() *cobra.Command {
 	f.StringVar(&mode, "mode", "passthrough", "passthrough (echo: the media path alone), full (speech to text, model, text to speech) or idle (open and silent: memory per call)")
 	f.StringVar(&in, "in", "", "WAV file the callers say, looped (default: a tone pattern for passthrough, a spoken request for full)")
 	f.StringSliceVar(&cfg.Phrases, "hint", nil, "phrase hints for recognition in full mode")
+	f.BoolVar(&cfg.Lockstep, "lockstep", false, "every call says the same words at the same instant (the worst case); by default each call runs its share of an utterance behind the one before, as independent callers do")
 	f.BoolVar(&baseline, "baseline", false, "passthrough: first run the same load against a bare connect-go echo handler in this process, and compare")
 	f.StringVar(&cfg.MetricsURL, "metrics", "", "server metrics URL for memory per call (default <server>/metrics)")
 	return cmd

@@ -23,6 +23,7 @@ func ttsWorkerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			e.Streaming = true // a worker does nothing else: each buffer leaves as it is made
 			return tts.ServeWorker(os.Stdin, os.Stdout, e)
 		},
 	}

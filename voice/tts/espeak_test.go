@@ -9,10 +9,19 @@ import (
 )
 
 func TestEspeakStreamsAndStops(t *testing.T) {
+	for _, streaming := range []bool{false, true} {
+		t.Run(map[bool]string{false: "buffered", true: "streaming"}[streaming], func(t *testing.T) {
+			testEspeak(t, streaming)
+		})
+	}
+}
+
+func testEspeak(t *testing.T, streaming bool) {
 	e, err := tts.NewEspeak()
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.Streaming = streaming
 	if e.SampleRate() != 22050 {
 		t.Fatalf("rate %d", e.SampleRate())
 	}

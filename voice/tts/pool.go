@@ -295,6 +295,11 @@ func (p *Pool) run(ctx context.Context, w *worker, id uint32, req Request, emit 
 	var stopped error // why the parent stopped the synthesis
 	var waitDone <-chan time.Time
 	done := ctx.Done()
+	// stop asks the worker to stop for why; false when it cannot be told.
+	stop := func(why error) bool {
+		stopped, done, waitDone = why, nil, time.After(cancelWait)
+		return writeFrame(w.stdin, frameCancel, idPayload(id)) == nil
+	}
 	for {
 		select {
 		case f, ok := <-w.frames:
@@ -303,6 +308,9 @@ func (p *Pool) run(ctx context.Context, w *worker, id uint32, req Request, emit 
 			}
 			switch f.typ {
 			case frameAudio:
+				if stopped == nil && ctx.Err() != nil && !stop(ctx.Err()) {
+					return stopped, false
+				}
 				if stopped != nil {
 					continue // what was in flight when the caller stopped
 				}
@@ -310,12 +318,8 @@ func (p *Pool) run(ctx context.Context, w *worker, id uint32, req Request, emit 
 				for i := range samples {
 					samples[i] = int16(binary.LittleEndian.Uint16(f.payload[2*i:]))
 				}
-				if eerr := emit(samples); eerr != nil {
-					stopped = eerr
-					waitDone = time.After(cancelWait)
-					if writeFrame(w.stdin, frameCancel, idPayload(id)) != nil {
-						return stopped, false
-					}
+				if eerr := emit(samples); eerr != nil && !stop(eerr) {
+					return stopped, false
 				}
 			case frameDone:
 				if stopped != nil {
@@ -327,13 +331,8 @@ func (p *Pool) run(ctx context.Context, w *worker, id uint32, req Request, emit 
 				return nil, true
 			}
 		case <-done:
-			done = nil
-			if stopped == nil {
-				stopped = ctx.Err()
-				waitDone = time.After(cancelWait)
-				if writeFrame(w.stdin, frameCancel, idPayload(id)) != nil {
-					return stopped, false
-				}
+			if !stop(ctx.Err()) {
+				return stopped, false
 			}
 		case <-waitDone:
 			return stopped, false // the worker does not answer: replace it

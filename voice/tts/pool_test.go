@@ -24,6 +24,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		e.Streaming = true
 		if err := tts.ServeWorker(os.Stdin, os.Stdout, e); err != nil {
 			os.Exit(1)
 		}
