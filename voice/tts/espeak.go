@@ -14,14 +14,15 @@ static int avb_stream_cb(short *wav, int n, espeak_EVENT *ev) { return avbSynthC
 
 // Buffered: the buffers collect in C and Go takes the sentence at once,
 // so a synthesis never waits on the Go scheduler (a C-to-Go callback needs
-// a free P) while it holds espeak-ng. avb_stop, set from Go, stops it at
-// the next buffer.
+// a free P) while it holds espeak-ng. avb_stop, set from Go to the number
+// of the synthesis to stop, stops it at the next buffer (a stop that comes
+// late, naming a synthesis already done, stops nothing).
 static short *avb_buf;
 static int avb_len, avb_cap, avb_failed;
-static int avb_stop;
+static unsigned avb_gen, avb_stop;
 
 static int avb_buffer_cb(short *wav, int n, espeak_EVENT *ev) {
-	if (__atomic_load_n(&avb_stop, __ATOMIC_RELAXED)) return 1;
+	if (__atomic_load_n(&avb_stop, __ATOMIC_RELAXED) == avb_gen) return 1;
 	if (wav == NULL || n <= 0) return 0;
 	if (avb_len + n > avb_cap) {
 		int c = avb_cap ? avb_cap : 32768;
@@ -40,15 +41,15 @@ static int avb_init(void) {
 	return espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 60, NULL, 0);
 }
 
-static int avb_synth(const char *text, int streaming) {
+static int avb_synth(const char *text, int streaming, unsigned gen) {
 	espeak_SetSynthCallback(streaming ? avb_stream_cb : avb_buffer_cb);
 	avb_len = 0;
 	avb_failed = 0;
-	__atomic_store_n(&avb_stop, 0, __ATOMIC_RELAXED);
+	avb_gen = gen;
 	return espeak_Synth(text, 0, 0, POS_CHARACTER, 0, espeakCHARS_UTF8, NULL, NULL);
 }
 
-static void avb_synth_stop(void) { __atomic_store_n(&avb_stop, 1, __ATOMIC_RELAXED); }
+static void avb_synth_stop(unsigned gen) { __atomic_store_n(&avb_stop, gen, __ATOMIC_RELAXED); }
 static short *avb_samples(void) { return avb_buf; }
 static int avb_samples_len(void) { return avb_len; }
 static int avb_buffer_failed(void) { return avb_failed; }
@@ -92,6 +93,8 @@ var espeak struct {
 	emit func([]int16) error
 	ctx  context.Context
 	fail error
+	// gen numbers the syntheses, from 1 (a stop names one).
+	gen C.uint
 }
 
 // NewEspeak initializes espeak-ng once per process.
@@ -175,8 +178,13 @@ func (e *Espeak) whole(ctx context.Context, cv, ct *C.char, voice string) ([]int
 	if C.espeak_SetVoiceByName(cv) != C.EE_OK {
 		return nil, fmt.Errorf("tts: espeak-ng has no voice %q", voice)
 	}
-	stop := context.AfterFunc(ctx, func() { C.avb_synth_stop() })
-	rc := C.avb_synth(ct, 0)
+	espeak.gen++
+	if espeak.gen == 0 {
+		espeak.gen = 1
+	}
+	gen := espeak.gen
+	stop := context.AfterFunc(ctx, func() { C.avb_synth_stop(gen) })
+	rc := C.avb_synth(ct, 0, gen)
 	stop()
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -204,7 +212,7 @@ func (e *Espeak) stream(ctx context.Context, cv, ct *C.char, voice string, emit 
 	}
 	espeak.emit, espeak.ctx, espeak.fail = emit, ctx, nil
 	defer func() { espeak.emit, espeak.ctx = nil, nil }()
-	if rc := C.avb_synth(ct, 1); rc != C.EE_OK && espeak.fail == nil {
+	if rc := C.avb_synth(ct, 1, 0); rc != C.EE_OK && espeak.fail == nil {
 		return fmt.Errorf("tts: espeak-ng synthesis failed (%d)", int(rc))
 	}
 	return espeak.fail

@@ -43,6 +43,7 @@ type worker struct {
 	frames chan frame // what the worker writes, decoded; closed when it exits
 	exited chan struct{}
 	dead   chan struct{} // closed by kill
+	killed sync.Once
 }
 
 // gone reports whether the worker exited or was killed.
@@ -144,9 +145,14 @@ func (p *Pool) kill(w *worker) {
 	p.mu.Lock()
 	delete(p.all, w)
 	p.mu.Unlock()
+	w.killed.Do(func() { p.stop(w) })
+}
+
+// stop ends a worker's process (once, from kill).
+func (p *Pool) stop(w *worker) {
 	select {
 	case <-w.dead:
-		return
+		return // a placeholder for a worker that could not start
 	default:
 		close(w.dead)
 	}
