@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -121,7 +120,7 @@ func TestKilledServerEndsSessionAsErrorKeepingUsage(t *testing.T) {
 
 // startChild runs `avb serve` as a child process with env (its own
 // address), waits until it is ready, and kills it when the test ends.
-func startChild(t *testing.T, env map[string]string) (*exec.Cmd, string, *strings.Builder) {
+func startChild(t *testing.T, env map[string]string) (*exec.Cmd, string, *testenv.LogBuffer) {
 	t.Helper()
 	return startChildOf(t, buildAvb(t), env)
 }
@@ -137,7 +136,7 @@ func buildAvb(t *testing.T) string {
 }
 
 // startChildOf runs bin as `avb serve` (see startChild).
-func startChildOf(t *testing.T, bin string, env map[string]string) (*exec.Cmd, string, *strings.Builder) {
+func startChildOf(t *testing.T, bin string, env map[string]string) (*exec.Cmd, string, *testenv.LogBuffer) {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	srv := exec.Command(bin, "serve")
@@ -147,7 +146,7 @@ func startChildOf(t *testing.T, bin string, env map[string]string) (*exec.Cmd, s
 			srv.Env = append(srv.Env, k+"="+v)
 		}
 	}
-	logs := &strings.Builder{}
+	logs := &testenv.LogBuffer{}
 	srv.Stdout, srv.Stderr = logs, logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

@@ -18,7 +18,7 @@ import (
 // loadPlatform is a platform with a realtime API key, for load tests;
 // child runs the server as a process of its own (this one then only
 // administers), so what is measured is the server alone.
-func loadPlatform(t *testing.T, child bool) (base, key string, logs *strings.Builder) {
+func loadPlatform(t *testing.T, child bool) (base, key string, logs *testenv.LogBuffer) {
 	t.Helper()
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
@@ -49,7 +49,7 @@ func loadPlatform(t *testing.T, child bool) (base, key string, logs *strings.Bui
 	tok := p.token("ada", ten.ID.String(), "admin")
 	key = wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"load","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(tok)...))["secret"].(string)
 	if !child {
-		return p.base, key, &strings.Builder{}
+		return p.base, key, &testenv.LogBuffer{}
 	}
 	_, base, logs = startChild(t, env)
 	return base, key, logs

@@ -296,7 +296,7 @@ type instance struct {
 	voice avbv1connect.VoiceServiceClient // gRPC, with the tenant's realtime key
 	kill  func()                          // SIGKILL
 	term  func()                          // SIGTERM: drain
-	logs  *strings.Builder
+	logs  *testenv.LogBuffer
 }
 
 // cluster starts n `avb serve` processes on one Postgres, Redis, SpiceDB and
