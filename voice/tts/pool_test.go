@@ -61,7 +61,7 @@ func workers(kind string) func() *exec.Cmd {
 	}
 }
 
-func newPool(t *testing.T, size int, kind string) *tts.Pool {
+func newPool(t testing.TB, size int, kind string) *tts.Pool {
 	t.Helper()
 	p, err := tts.NewPool(size, workers(kind))
 	if err != nil {
@@ -161,16 +161,7 @@ func alike(a, b []int16) bool {
 // core asking, in process (one at a time) against the worker pool (one per
 // core).
 func BenchmarkSynthesisParallel(b *testing.B) {
-	local, err := tts.NewEspeak()
-	if err != nil {
-		b.Fatal(err)
-	}
-	pool, err := tts.NewPool(2, workers("espeak"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	for name, s := range map[string]tts.Synthesizer{"in-process": local, "pool": pool} {
+	for name, s := range synthesizers(b, 2) {
 		b.Run(name, func(b *testing.B) {
 			b.SetParallelism(2)
 			b.RunParallel(func(pb *testing.PB) {
@@ -187,16 +178,7 @@ func BenchmarkSynthesisParallel(b *testing.B) {
 // BenchmarkSynthesisSerial: one sentence at a time, in process against one
 // worker: the cost of the process hop.
 func BenchmarkSynthesisSerial(b *testing.B) {
-	local, err := tts.NewEspeak()
-	if err != nil {
-		b.Fatal(err)
-	}
-	pool, err := tts.NewPool(1, workers("espeak"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	for name, s := range map[string]tts.Synthesizer{"in-process": local, "pool": pool} {
+	for name, s := range synthesizers(b, 1) {
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				if err := s.Synthesize(context.Background(), tts.Request{Text: "I have booked the meeting for tomorrow at ten."}, func([]int16) error { return nil }); err != nil {
@@ -205,4 +187,14 @@ func BenchmarkSynthesisSerial(b *testing.B) {
 			}
 		})
 	}
+}
+
+// synthesizers are espeak-ng in process and a pool of workers of size.
+func synthesizers(b *testing.B, size int) map[string]tts.Synthesizer {
+	local, err := tts.NewEspeak()
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool := newPool(b, size, "espeak")
+	return map[string]tts.Synthesizer{"in-process": local, "pool": pool}
 }
