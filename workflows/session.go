@@ -197,7 +197,7 @@ func SessionWorkflow(ctx workflow.Context, in SessionInput) (Outcome, error) {
 	// for half the heartbeat timeout is late: its reports are held up, so
 	// silence is no proof nobody spoke, and the idle timeout waits.
 	heard := lastBeat
-	unknown := 0 // heartbeat timeouts at which nobody could say whether the call is held
+	unknown := 0   // heartbeat timeouts at which nobody could say whether the call is held
 	moved := false // the last call left to rejoin elsewhere, and none has yet
 	late := func(now time.Time) bool {
 		return live && in.HeartbeatTimeout > 0 && now.Sub(heard) > in.HeartbeatTimeout/2
