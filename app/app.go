@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"connectrpc.com/connect"
@@ -616,6 +617,11 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 // synthesisPool starts espeak-ng worker processes (this binary, as avb
 // tts-worker): n of them, one per core for -1; nil for in process.
 func synthesisPool(n int) (*tts.Pool, error) {
+	if testing.Testing() {
+		// A test binary is not avb: run as a worker, it would run the
+		// tests. Servers under test that want workers run the avb binary.
+		return nil, nil
+	}
 	if n < 0 {
 		if n = runtime.NumCPU(); n < 2 {
 			return nil, nil // one core: a worker would only add the hop

@@ -52,6 +52,10 @@ type Call struct {
 	cancel context.CancelFunc
 	events chan event
 
+	// sendMu serializes sends (a stream takes one at a time) and the
+	// switch to a new stream with the audio kept for it.
+	sendMu sync.Mutex
+
 	mu        sync.Mutex
 	stream    *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.ConverseResponse]
 	sessionID string
@@ -211,6 +215,7 @@ func (c *Call) move(old *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv
 		stream, started, err := c.open(start)
 		if err == nil {
 			done := make(chan struct{})
+			c.sendMu.Lock()
 			c.mu.Lock()
 			c.stream, c.moving, c.done = stream, false, done
 			c.resumes++
@@ -218,10 +223,11 @@ func (c *Call) move(old *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv
 			pending := c.pending
 			c.pending = nil
 			c.mu.Unlock()
-			_ = old.CloseRequest()
-			for _, frame := range pending {
-				_ = c.SendAudio(frame)
+			for _, frame := range pending { // before anything sent from now on
+				_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: frame}}})
 			}
+			c.sendMu.Unlock()
+			_ = old.CloseRequest()
 			c.deliver(event{ev: started})
 			go c.read(stream, done)
 			return
@@ -283,6 +289,8 @@ func (c *Call) SendControl(ctl *avbv1.ClientControl) error {
 }
 
 func (c *Call) send(req *avbv1.ConverseRequest, frame []byte) error {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -322,8 +330,10 @@ func (c *Call) Close() error {
 	stream, done := c.stream, c.done
 	c.mu.Unlock()
 	defer c.cancel()
+	c.sendMu.Lock()
 	_ = stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Control{Control: &avbv1.ClientControl{Control: &avbv1.ClientControl_End{End: &avbv1.SessionEnd{}}}}})
 	err := stream.CloseRequest()
+	c.sendMu.Unlock()
 	select {
 	case <-done:
 	case <-time.After(closeWait):
