@@ -609,6 +609,7 @@ func (a *App) voice(cfg *config.Config) (server.Voice, error) {
 		},
 		Draining:     a.readiness.DrainStarted(),
 		MoveDeadline: cfg.HTTP.StreamDrainTimeout,
+		STTEngine:    vc.STTProvider,
 	}
 	go v.RunWorkflowOutbox(a.runCtx, 2*time.Second)
 	return v, nil

@@ -664,3 +664,33 @@ func TestTurnLatencyMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A session that sets no phrase hints and is answered by the scripted model
+// listens for what that model understands: the first call a newcomer makes
+// is heard right, and the session says what its recognition can hear.
+func TestRecognitionListensForTheScriptedModel(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	ten := p.tenant("hints", store.TierPro)
+	admin := p.token("ada", ten.ID.String(), "admin")
+	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
+	client := avbv1connect.NewVoiceServiceClient(h2c(), p.base, connect.WithGRPC(), withKey(key))
+	tr := converseTurn(t, client, &avbv1.SessionStart{Config: &avbv1.SessionConfig{}}, 5*time.Millisecond,
+		func(ev *avbv1.VoiceEvent, _ func(*avbv1.ClientControl)) {
+			if e := ev.GetError(); e != nil {
+				t.Fatalf("error event: %v", e)
+			}
+		})
+	if tr.final != ask || !strings.Contains(tr.reply, "booked the meeting") {
+		t.Fatalf("heard %q, answered %q", tr.final, tr.reply)
+	}
+	rec := tr.events[0].GetSessionStarted().GetRecognition()
+	if rec.GetEngine() != "embedded" || !rec.GetPhrasesOnly() || !rec.GetFromModel() || rec.GetPhrases() < 50 || len(rec.GetExamples()) == 0 {
+		t.Fatalf("recognition %v", rec)
+	}
+	// A session with its own hints keeps them.
+	tr = converseIn(t, client, 5*time.Millisecond, "")
+	if rec := tr.events[0].GetSessionStarted().GetRecognition(); rec.GetFromModel() || rec.GetPhrases() != int32(len(callConfig.PhraseHints)) {
+		t.Fatalf("recognition with hints %v", rec)
+	}
+}

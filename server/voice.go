@@ -72,6 +72,9 @@ type Voice struct {
 	// stream then stays up.
 	Draining     <-chan struct{}
 	MoveDeadline time.Duration
+	// STTEngine names the speech recognizer ("embedded": pocketsphinx,
+	// which with phrases listens for them only; "openai").
+	STTEngine string
 }
 
 // address is how the other instances reach this one ("" unknown).
@@ -199,6 +202,41 @@ type liveCall struct {
 	// moving: the instance drains and the call was told to move; its end
 	// here is not the session's end.
 	moving atomic.Bool
+	// recognition is what the call's speech recognition can hear.
+	recognition *avbv1.Recognition
+}
+
+// updateConfig checks a configuration update, with its phrases completed
+// as at the start.
+func (s *voiceServer) updateConfig(c *avbv1.SessionConfig) (voice.Config, error) {
+	cfg, err := s.callConfig(c)
+	if err == nil {
+		s.recognition(&cfg)
+	}
+	return cfg, err
+}
+
+// scriptedModel reports whether a model name is the scripted model.
+func scriptedModel(name string) bool { return name == "" || name == "scripted" }
+
+// recognitionExamples is how many phrases SessionStarted shows.
+const recognitionExamples = 5
+
+// recognition completes a call's phrases and says what its recognition
+// hears. The embedded recognizer without phrases runs open-vocabulary,
+// which it does badly; a session that set none and is answered by the
+// scripted model listens for what that model understands instead.
+func (s *voiceServer) recognition(cfg *voice.Config) *avbv1.Recognition {
+	r := &avbv1.Recognition{Engine: s.STTEngine}
+	if s.STTEngine != "embedded" {
+		return r
+	}
+	if len(cfg.Phrases) == 0 && scriptedModel(cfg.Model) {
+		cfg.Phrases, r.FromModel = llm.DefaultScript.Phrases(), true
+	}
+	r.PhrasesOnly, r.Phrases = len(cfg.Phrases) > 0, int32(len(cfg.Phrases))
+	r.Examples = cfg.Phrases[:min(len(cfg.Phrases), recognitionExamples)]
+	return r
 }
 
 // holderSep separates the instance's address from the call in the name of
@@ -307,6 +345,7 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 	if err != nil {
 		return nil, err
 	}
+	recognition := s.recognition(&callCfg)
 	prov := s.Providers
 	if s.Models != nil {
 		if prov.LLM, err = s.Models(ctx, callCfg.Model); err != nil {
@@ -373,8 +412,8 @@ func (s *voiceServer) open(ctx context.Context, start *avbv1.SessionStart) (*liv
 		abandon(err)
 		return nil, invalidArgument(err.Error())
 	}
-	l := &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now(),
-		expose: s.ExposeInternal, requestID: logging.RequestID(ctx), configure: s.callConfig, callID: callID,
+	l := &liveCall{tenant: tenantID, session: sess, call: call, release: release, started: time.Now(), recognition: recognition,
+		expose: s.ExposeInternal, requestID: logging.RequestID(ctx), configure: s.updateConfig, callID: callID,
 		resumed: resumed, resumedTurns: userTurns(history)}
 	if s.Metrics != nil {
 		s.Metrics.ActiveSessions.Inc()
@@ -442,7 +481,8 @@ func orEmpty(c *avbv1.SessionConfig) *avbv1.SessionConfig {
 // pump forwards the call's events to send until the call ends, sending
 // heartbeats when quiet, and records transcripts and replies.
 func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.VoiceEvent) error) error {
-	started := &avbv1.SessionStarted{Session: sessionToProto(l.session), Resumed: l.resumed, ResumedTurns: int32(l.resumedTurns)}
+	started := &avbv1.SessionStarted{Session: sessionToProto(l.session), Resumed: l.resumed, ResumedTurns: int32(l.resumedTurns),
+		Recognition: l.recognition}
 	if err := send(&avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_SessionStarted{SessionStarted: started}}); err != nil {
 		return err
 	}

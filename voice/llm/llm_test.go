@@ -82,3 +82,31 @@ func TestWhen(t *testing.T) {
 		}
 	}
 }
+
+// Every phrase the scripted model offers a phrases-only recognizer is one
+// it answers (no fallback), with the day and time its rule takes from it.
+func TestScriptedPhrasesAreUnderstood(t *testing.T) {
+	phrases := llm.DefaultScript.Phrases()
+	if len(phrases) < 50 || len(phrases) > 400 {
+		t.Fatalf("%d phrases", len(phrases))
+	}
+	seen := map[string]bool{}
+	for _, p := range phrases {
+		if seen[p] {
+			t.Fatalf("%q twice", p)
+		}
+		seen[p] = true
+		if strings.ContainsAny(p, "{}") {
+			t.Fatalf("slot left in %q", p)
+		}
+		if llm.DefaultScript.Reply(p) == llm.DefaultScript.Fallback {
+			t.Errorf("%q is not understood", p)
+		}
+	}
+	if !seen["please book a meeting for tomorrow at ten"] {
+		t.Fatal("the demo request is not among the phrases")
+	}
+	if got := llm.When("book a meeting for friday at three"); got["day"] != "friday" || got["time"] != "03:00" {
+		t.Fatalf("when: %v", got)
+	}
+}

@@ -24,6 +24,18 @@ type Rule struct {
 	Tool      string
 	Arguments func(user string) map[string]any
 	After     string
+	// Examples are things a caller says that this rule answers: with a
+	// recognizer limited to phrases, they are what it listens for. A
+	// "{name}" in one stands for each word of Slots[name].
+	Examples []string
+}
+
+// Slots are the words an example's "{name}" stands for.
+var Slots = map[string][]string{
+	"day":  {"today", "tomorrow", "monday", "tuesday", "wednesday", "thursday", "friday"},
+	// Hours a phrases-only recognizer tells apart well ("ten" and "two",
+	// "ten" and "noon" it does not).
+	"hour": {"ten", "three", "five"},
 }
 
 // Scripted is a deterministic model: it answers from a rule set, not from a
@@ -41,15 +53,59 @@ type Scripted struct {
 var DefaultScript = &Scripted{
 	Rules: []Rule{
 		{Match: []string{"book meeting", "schedule meeting"}, Reply: "Sure. I booked the meeting for tomorrow at ten.",
-			Tool: "book_meeting", Arguments: When, After: "Your meeting is booked."},
-		{Match: []string{"cancel meeting"}, Reply: "Okay. Your meeting is cancelled."},
-		{Match: []string{"weather"}, Reply: "I cannot see the weather. Please check a forecast."},
+			Tool: "book_meeting", Arguments: When, After: "Your meeting is booked.",
+			Examples: []string{"please book a meeting for {day} at {hour}", "book a meeting for {day} at {hour}",
+				"schedule a meeting for {day} at {hour}", "please book a meeting", "book a meeting"}},
+		{Match: []string{"cancel meeting"}, Reply: "Okay. Your meeting is cancelled.",
+			Examples: []string{"cancel my meeting", "please cancel my meeting", "cancel the meeting for {day}"}},
+		{Match: []string{"weather"}, Reply: "I cannot see the weather. Please check a forecast.",
+			Examples: []string{"what is the weather", "what is the weather {day}"}},
 		{Match: []string{"transfer", "human", "agent please", "operator"}, Reply: "I cannot transfer you, sorry.",
-			Tool: "transfer", After: "Transferring you now."},
-		{Match: []string{"goodbye", "bye"}, Reply: "Goodbye.", Tool: "end_call", After: "Goodbye. Thank you for calling."},
-		{Match: []string{"hello", "hi"}, Reply: "Hello. How can I help you today?"},
+			Tool: "transfer", After: "Transferring you now.",
+			Examples: []string{"transfer me to a human", "i want to talk to a human", "operator"}},
+		{Match: []string{"goodbye", "bye"}, Reply: "Goodbye.", Tool: "end_call", After: "Goodbye. Thank you for calling.",
+			Examples: []string{"goodbye", "thank you goodbye", "bye"}},
+		{Match: []string{"hello", "hi"}, Reply: "Hello. How can I help you today?",
+			Examples: []string{"hello", "hi there", "hello can you help me"}},
 	},
 	Fallback: "Sorry, I did not understand. Could you say that again?",
+}
+
+// Phrases are the example utterances of every rule, slots expanded: what
+// a recognizer limited to phrases listens for when this model answers.
+func (s *Scripted) Phrases() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range s.Rules {
+		for _, e := range r.Examples {
+			for _, p := range expand(e) {
+				if !seen[p] {
+					seen[p] = true
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// expand replaces an example's first "{slot}" with each of its words, and
+// so on for the rest.
+func expand(example string) []string {
+	open := strings.IndexByte(example, '{')
+	end := strings.IndexByte(example, '}')
+	if open < 0 || end < open {
+		return []string{example}
+	}
+	words, ok := Slots[example[open+1:end]]
+	if !ok {
+		return []string{example}
+	}
+	var out []string
+	for _, w := range words {
+		out = append(out, expand(example[:open]+w+example[end+1:])...)
+	}
+	return out
 }
 
 // Reply returns the scripted answer to a user message.

@@ -8,6 +8,7 @@ import {
   type AvbClient,
   type BrowserCall,
   type Project,
+  type Recognition,
   type VoiceEvent,
 } from "@agentvoicebox/sdk";
 
@@ -183,6 +184,9 @@ function line(cls: string, text: string): HTMLLIElement {
 function onEvent(ev: VoiceEvent) {
   const e = ev.event;
   switch (e.case) {
+    case "sessionStarted":
+      showRecognition(e.value.recognition);
+      break;
     case "speechStarted":
       player?.stop(); // barge-in: stop the reply now
       break;
@@ -213,6 +217,19 @@ function onEvent(ev: VoiceEvent) {
       $("error").textContent = `${e.value.message} (${e.value.reason})`;
       break;
   }
+}
+
+// showRecognition says plainly what the call's speech recognition hears:
+// the embedded recognizer with phrases hears only them.
+function showRecognition(r: Recognition | undefined) {
+  const note = $("recognition");
+  note.hidden = !r?.phrasesOnly;
+  if (!r?.phrasesOnly) return;
+  const examples = r.examples.map((e) => `"${e}"`).join(", ");
+  const source = r.fromModel ? "the phrases the scripted model understands" : "this project's phrase hints";
+  note.textContent =
+    `Speech recognition is limited to ${source} (${r.phrases}, such as ${examples}); other words are heard as the closest of them. ` +
+    "To understand anything a caller says, run avb with AVB_STT_PROVIDER=openai and AVB_OPENAI_BASE_URL set to an OpenAI-compatible transcription server.";
 }
 
 function setCallState(state: "idle" | "connecting" | "live") {

@@ -17,11 +17,10 @@ test("a browser call from the console shows the live transcript and plays the re
   const baseUrl = env("AVB_BASE_URL");
   const apiKey = env("AVB_API_KEY");
   const avb = createAvbClient({ baseUrl, apiKey });
+  // A newcomer's project: no phrase hints. The embedded recognizer then
+  // listens for what the scripted model understands, and the console says so.
   const name = "Browser demo " + Date.now();
-  await avb.projects.createProject({
-    name,
-    voiceDefaults: { phraseHints: [env("AVB_ASK"), "cancel my meeting", "hello"] },
-  });
+  await avb.projects.createProject({ name });
 
   const browser = await chromium.launch({
     executablePath: env("AVB_CHROMIUM"),
@@ -44,6 +43,9 @@ test("a browser call from the console shows the live transcript and plays the re
     await page.locator("#projects li", { hasText: name }).click();
     await page.click("#call-start");
     await page.waitForSelector('#call[data-state="live"]', { timeout: 15_000 });
+    const note = page.locator("#recognition");
+    await note.waitFor({ state: "visible", timeout: 5_000 });
+    assert.match((await note.textContent()) ?? "", /limited to the phrases the scripted model understands.*AVB_STT_PROVIDER=openai/);
     // The fake microphone loops the sentence: its transcript and the
     // agent's answer appear, and the answer's audio is played.
     const you = page.locator("#transcript li.you", { hasText: env("AVB_ASK") });

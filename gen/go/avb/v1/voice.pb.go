@@ -1322,8 +1322,10 @@ type SessionStarted struct {
 	// resumed: the call rejoined a session that had a call before (it moved
 	// from another instance, or the client reconnected); resumed_turns
 	// conversational turns were restored into the model's history.
-	Resumed       bool  `protobuf:"varint,2,opt,name=resumed,proto3" json:"resumed,omitempty"`
-	ResumedTurns  int32 `protobuf:"varint,3,opt,name=resumed_turns,json=resumedTurns,proto3" json:"resumed_turns,omitempty"`
+	Resumed      bool  `protobuf:"varint,2,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	ResumedTurns int32 `protobuf:"varint,3,opt,name=resumed_turns,json=resumedTurns,proto3" json:"resumed_turns,omitempty"`
+	// recognition says what the session's speech recognition can hear.
+	Recognition   *Recognition `protobuf:"bytes,4,opt,name=recognition,proto3" json:"recognition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1379,6 +1381,98 @@ func (x *SessionStarted) GetResumedTurns() int32 {
 	return 0
 }
 
+func (x *SessionStarted) GetRecognition() *Recognition {
+	if x != nil {
+		return x.Recognition
+	}
+	return nil
+}
+
+// Recognition describes a session's speech recognition, so a client can say
+// plainly what callers can be understood saying.
+type Recognition struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// engine is "embedded" (pocketsphinx, in the server) or "openai" (an
+	// OpenAI-compatible transcription server, AVB_STT_PROVIDER=openai).
+	Engine string `protobuf:"bytes,1,opt,name=engine,proto3" json:"engine,omitempty"`
+	// phrases_only: the embedded recognizer listens for the session's
+	// phrases only, and hears anything else as the closest of them.
+	PhrasesOnly bool `protobuf:"varint,2,opt,name=phrases_only,json=phrasesOnly,proto3" json:"phrases_only,omitempty"`
+	// phrases is how many phrases it listens for; examples are a few.
+	Phrases  int32    `protobuf:"varint,3,opt,name=phrases,proto3" json:"phrases,omitempty"`
+	Examples []string `protobuf:"bytes,4,rep,name=examples,proto3" json:"examples,omitempty"`
+	// from_model: the session set no phrase hints, so the recognizer listens
+	// for what the scripted model understands.
+	FromModel     bool `protobuf:"varint,5,opt,name=from_model,json=fromModel,proto3" json:"from_model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Recognition) Reset() {
+	*x = Recognition{}
+	mi := &file_avb_v1_voice_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Recognition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Recognition) ProtoMessage() {}
+
+func (x *Recognition) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_voice_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Recognition.ProtoReflect.Descriptor instead.
+func (*Recognition) Descriptor() ([]byte, []int) {
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Recognition) GetEngine() string {
+	if x != nil {
+		return x.Engine
+	}
+	return ""
+}
+
+func (x *Recognition) GetPhrasesOnly() bool {
+	if x != nil {
+		return x.PhrasesOnly
+	}
+	return false
+}
+
+func (x *Recognition) GetPhrases() int32 {
+	if x != nil {
+		return x.Phrases
+	}
+	return 0
+}
+
+func (x *Recognition) GetExamples() []string {
+	if x != nil {
+		return x.Examples
+	}
+	return nil
+}
+
+func (x *Recognition) GetFromModel() bool {
+	if x != nil {
+		return x.FromModel
+	}
+	return false
+}
+
 // SpeechStarted: the caller began speaking at audio_ms into their audio.
 type SpeechStarted struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1389,7 +1483,7 @@ type SpeechStarted struct {
 
 func (x *SpeechStarted) Reset() {
 	*x = SpeechStarted{}
-	mi := &file_avb_v1_voice_proto_msgTypes[18]
+	mi := &file_avb_v1_voice_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1495,7 @@ func (x *SpeechStarted) String() string {
 func (*SpeechStarted) ProtoMessage() {}
 
 func (x *SpeechStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[18]
+	mi := &file_avb_v1_voice_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1508,7 @@ func (x *SpeechStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeechStarted.ProtoReflect.Descriptor instead.
 func (*SpeechStarted) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{18}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SpeechStarted) GetAudioMs() float64 {
@@ -1434,7 +1528,7 @@ type SpeechStopped struct {
 
 func (x *SpeechStopped) Reset() {
 	*x = SpeechStopped{}
-	mi := &file_avb_v1_voice_proto_msgTypes[19]
+	mi := &file_avb_v1_voice_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1540,7 @@ func (x *SpeechStopped) String() string {
 func (*SpeechStopped) ProtoMessage() {}
 
 func (x *SpeechStopped) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[19]
+	mi := &file_avb_v1_voice_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1553,7 @@ func (x *SpeechStopped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeechStopped.ProtoReflect.Descriptor instead.
 func (*SpeechStopped) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{19}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SpeechStopped) GetAudioMs() float64 {
@@ -1479,7 +1573,7 @@ type TranscriptPartial struct {
 
 func (x *TranscriptPartial) Reset() {
 	*x = TranscriptPartial{}
-	mi := &file_avb_v1_voice_proto_msgTypes[20]
+	mi := &file_avb_v1_voice_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1585,7 @@ func (x *TranscriptPartial) String() string {
 func (*TranscriptPartial) ProtoMessage() {}
 
 func (x *TranscriptPartial) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[20]
+	mi := &file_avb_v1_voice_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1598,7 @@ func (x *TranscriptPartial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscriptPartial.ProtoReflect.Descriptor instead.
 func (*TranscriptPartial) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{20}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TranscriptPartial) GetText() string {
@@ -1524,7 +1618,7 @@ type TranscriptFinal struct {
 
 func (x *TranscriptFinal) Reset() {
 	*x = TranscriptFinal{}
-	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	mi := &file_avb_v1_voice_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1630,7 @@ func (x *TranscriptFinal) String() string {
 func (*TranscriptFinal) ProtoMessage() {}
 
 func (x *TranscriptFinal) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[21]
+	mi := &file_avb_v1_voice_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1643,7 @@ func (x *TranscriptFinal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscriptFinal.ProtoReflect.Descriptor instead.
 func (*TranscriptFinal) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{21}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TranscriptFinal) GetText() string {
@@ -1569,7 +1663,7 @@ type ResponseStarted struct {
 
 func (x *ResponseStarted) Reset() {
 	*x = ResponseStarted{}
-	mi := &file_avb_v1_voice_proto_msgTypes[22]
+	mi := &file_avb_v1_voice_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1675,7 @@ func (x *ResponseStarted) String() string {
 func (*ResponseStarted) ProtoMessage() {}
 
 func (x *ResponseStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[22]
+	mi := &file_avb_v1_voice_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1688,7 @@ func (x *ResponseStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseStarted.ProtoReflect.Descriptor instead.
 func (*ResponseStarted) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{22}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResponseStarted) GetResponseId() int32 {
@@ -1615,7 +1709,7 @@ type ResponseTextDelta struct {
 
 func (x *ResponseTextDelta) Reset() {
 	*x = ResponseTextDelta{}
-	mi := &file_avb_v1_voice_proto_msgTypes[23]
+	mi := &file_avb_v1_voice_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1721,7 @@ func (x *ResponseTextDelta) String() string {
 func (*ResponseTextDelta) ProtoMessage() {}
 
 func (x *ResponseTextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[23]
+	mi := &file_avb_v1_voice_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1734,7 @@ func (x *ResponseTextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseTextDelta.ProtoReflect.Descriptor instead.
 func (*ResponseTextDelta) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{23}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResponseTextDelta) GetResponseId() int32 {
@@ -1669,7 +1763,7 @@ type ResponseAudioDelta struct {
 
 func (x *ResponseAudioDelta) Reset() {
 	*x = ResponseAudioDelta{}
-	mi := &file_avb_v1_voice_proto_msgTypes[24]
+	mi := &file_avb_v1_voice_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1775,7 @@ func (x *ResponseAudioDelta) String() string {
 func (*ResponseAudioDelta) ProtoMessage() {}
 
 func (x *ResponseAudioDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[24]
+	mi := &file_avb_v1_voice_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1788,7 @@ func (x *ResponseAudioDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseAudioDelta.ProtoReflect.Descriptor instead.
 func (*ResponseAudioDelta) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{24}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResponseAudioDelta) GetResponseId() int32 {
@@ -1739,7 +1833,7 @@ type TurnLatency struct {
 
 func (x *TurnLatency) Reset() {
 	*x = TurnLatency{}
-	mi := &file_avb_v1_voice_proto_msgTypes[25]
+	mi := &file_avb_v1_voice_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +1845,7 @@ func (x *TurnLatency) String() string {
 func (*TurnLatency) ProtoMessage() {}
 
 func (x *TurnLatency) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[25]
+	mi := &file_avb_v1_voice_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +1858,7 @@ func (x *TurnLatency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnLatency.ProtoReflect.Descriptor instead.
 func (*TurnLatency) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{25}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TurnLatency) GetSttFinalMs() float64 {
@@ -1828,7 +1922,7 @@ type ResponseResumed struct {
 
 func (x *ResponseResumed) Reset() {
 	*x = ResponseResumed{}
-	mi := &file_avb_v1_voice_proto_msgTypes[26]
+	mi := &file_avb_v1_voice_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1934,7 @@ func (x *ResponseResumed) String() string {
 func (*ResponseResumed) ProtoMessage() {}
 
 func (x *ResponseResumed) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[26]
+	mi := &file_avb_v1_voice_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1947,7 @@ func (x *ResponseResumed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseResumed.ProtoReflect.Descriptor instead.
 func (*ResponseResumed) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{26}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResponseResumed) GetResponseId() int32 {
@@ -1889,7 +1983,7 @@ type ResponseDone struct {
 
 func (x *ResponseDone) Reset() {
 	*x = ResponseDone{}
-	mi := &file_avb_v1_voice_proto_msgTypes[27]
+	mi := &file_avb_v1_voice_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +1995,7 @@ func (x *ResponseDone) String() string {
 func (*ResponseDone) ProtoMessage() {}
 
 func (x *ResponseDone) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[27]
+	mi := &file_avb_v1_voice_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2008,7 @@ func (x *ResponseDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseDone.ProtoReflect.Descriptor instead.
 func (*ResponseDone) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{27}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResponseDone) GetResponseId() int32 {
@@ -1985,7 +2079,7 @@ type ErrorEvent struct {
 
 func (x *ErrorEvent) Reset() {
 	*x = ErrorEvent{}
-	mi := &file_avb_v1_voice_proto_msgTypes[28]
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2091,7 @@ func (x *ErrorEvent) String() string {
 func (*ErrorEvent) ProtoMessage() {}
 
 func (x *ErrorEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[28]
+	mi := &file_avb_v1_voice_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2104,7 @@ func (x *ErrorEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorEvent.ProtoReflect.Descriptor instead.
 func (*ErrorEvent) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{28}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ErrorEvent) GetReason() string {
@@ -2036,7 +2130,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2142,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[29]
+	mi := &file_avb_v1_voice_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2155,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{29}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{30}
 }
 
 // ConverseEventsRequest starts or joins a session on the browser path.
@@ -2074,7 +2168,7 @@ type ConverseEventsRequest struct {
 
 func (x *ConverseEventsRequest) Reset() {
 	*x = ConverseEventsRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2180,7 @@ func (x *ConverseEventsRequest) String() string {
 func (*ConverseEventsRequest) ProtoMessage() {}
 
 func (x *ConverseEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[30]
+	mi := &file_avb_v1_voice_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2193,7 @@ func (x *ConverseEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConverseEventsRequest.ProtoReflect.Descriptor instead.
 func (*ConverseEventsRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{30}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ConverseEventsRequest) GetStart() *SessionStart {
@@ -2121,7 +2215,7 @@ type SendAudioRequest struct {
 
 func (x *SendAudioRequest) Reset() {
 	*x = SendAudioRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2227,7 @@ func (x *SendAudioRequest) String() string {
 func (*SendAudioRequest) ProtoMessage() {}
 
 func (x *SendAudioRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[31]
+	mi := &file_avb_v1_voice_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2240,7 @@ func (x *SendAudioRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAudioRequest.ProtoReflect.Descriptor instead.
 func (*SendAudioRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{31}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SendAudioRequest) GetSessionId() string {
@@ -2172,7 +2266,7 @@ type SendAudioResponse struct {
 
 func (x *SendAudioResponse) Reset() {
 	*x = SendAudioResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2278,7 @@ func (x *SendAudioResponse) String() string {
 func (*SendAudioResponse) ProtoMessage() {}
 
 func (x *SendAudioResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[32]
+	mi := &file_avb_v1_voice_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2291,7 @@ func (x *SendAudioResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendAudioResponse.ProtoReflect.Descriptor instead.
 func (*SendAudioResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{32}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{33}
 }
 
 // SendControlRequest sends a control message to a live session.
@@ -2211,7 +2305,7 @@ type SendControlRequest struct {
 
 func (x *SendControlRequest) Reset() {
 	*x = SendControlRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2223,7 +2317,7 @@ func (x *SendControlRequest) String() string {
 func (*SendControlRequest) ProtoMessage() {}
 
 func (x *SendControlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[33]
+	mi := &file_avb_v1_voice_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2236,7 +2330,7 @@ func (x *SendControlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendControlRequest.ProtoReflect.Descriptor instead.
 func (*SendControlRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{33}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SendControlRequest) GetSessionId() string {
@@ -2262,7 +2356,7 @@ type SendControlResponse struct {
 
 func (x *SendControlResponse) Reset() {
 	*x = SendControlResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2368,7 @@ func (x *SendControlResponse) String() string {
 func (*SendControlResponse) ProtoMessage() {}
 
 func (x *SendControlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[34]
+	mi := &file_avb_v1_voice_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2381,7 @@ func (x *SendControlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendControlResponse.ProtoReflect.Descriptor instead.
 func (*SendControlResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{34}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{35}
 }
 
 // TranscribeRequest is a configuration (first message) or audio.
@@ -2304,7 +2398,7 @@ type TranscribeRequest struct {
 
 func (x *TranscribeRequest) Reset() {
 	*x = TranscribeRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	mi := &file_avb_v1_voice_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2410,7 @@ func (x *TranscribeRequest) String() string {
 func (*TranscribeRequest) ProtoMessage() {}
 
 func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[35]
+	mi := &file_avb_v1_voice_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2423,7 @@ func (x *TranscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeRequest.ProtoReflect.Descriptor instead.
 func (*TranscribeRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{35}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TranscribeRequest) GetMessage() isTranscribeRequest_Message {
@@ -2386,7 +2480,7 @@ type TranscribeConfig struct {
 
 func (x *TranscribeConfig) Reset() {
 	*x = TranscribeConfig{}
-	mi := &file_avb_v1_voice_proto_msgTypes[36]
+	mi := &file_avb_v1_voice_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2492,7 @@ func (x *TranscribeConfig) String() string {
 func (*TranscribeConfig) ProtoMessage() {}
 
 func (x *TranscribeConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[36]
+	mi := &file_avb_v1_voice_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2505,7 @@ func (x *TranscribeConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeConfig.ProtoReflect.Descriptor instead.
 func (*TranscribeConfig) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{36}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TranscribeConfig) GetInputAudioFormat() *AudioFormat {
@@ -2450,7 +2544,7 @@ type TranscribeResponse struct {
 
 func (x *TranscribeResponse) Reset() {
 	*x = TranscribeResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[37]
+	mi := &file_avb_v1_voice_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2556,7 @@ func (x *TranscribeResponse) String() string {
 func (*TranscribeResponse) ProtoMessage() {}
 
 func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[37]
+	mi := &file_avb_v1_voice_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2569,7 @@ func (x *TranscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TranscribeResponse.ProtoReflect.Descriptor instead.
 func (*TranscribeResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{37}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TranscribeResponse) GetText() string {
@@ -2519,7 +2613,7 @@ type SynthesizeRequest struct {
 
 func (x *SynthesizeRequest) Reset() {
 	*x = SynthesizeRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[38]
+	mi := &file_avb_v1_voice_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2625,7 @@ func (x *SynthesizeRequest) String() string {
 func (*SynthesizeRequest) ProtoMessage() {}
 
 func (x *SynthesizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[38]
+	mi := &file_avb_v1_voice_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2638,7 @@ func (x *SynthesizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeRequest.ProtoReflect.Descriptor instead.
 func (*SynthesizeRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{38}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SynthesizeRequest) GetText() string {
@@ -2579,7 +2673,7 @@ type SynthesizeResponse struct {
 
 func (x *SynthesizeResponse) Reset() {
 	*x = SynthesizeResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[39]
+	mi := &file_avb_v1_voice_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2685,7 @@ func (x *SynthesizeResponse) String() string {
 func (*SynthesizeResponse) ProtoMessage() {}
 
 func (x *SynthesizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[39]
+	mi := &file_avb_v1_voice_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2698,7 @@ func (x *SynthesizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynthesizeResponse.ProtoReflect.Descriptor instead.
 func (*SynthesizeResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{39}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SynthesizeResponse) GetAudio() []byte {
@@ -2634,7 +2728,7 @@ type CreateClientTokenRequest struct {
 
 func (x *CreateClientTokenRequest) Reset() {
 	*x = CreateClientTokenRequest{}
-	mi := &file_avb_v1_voice_proto_msgTypes[40]
+	mi := &file_avb_v1_voice_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2740,7 @@ func (x *CreateClientTokenRequest) String() string {
 func (*CreateClientTokenRequest) ProtoMessage() {}
 
 func (x *CreateClientTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[40]
+	mi := &file_avb_v1_voice_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2753,7 @@ func (x *CreateClientTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientTokenRequest) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{40}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateClientTokenRequest) GetSessionId() string {
@@ -2687,7 +2781,7 @@ type CreateClientTokenResponse struct {
 
 func (x *CreateClientTokenResponse) Reset() {
 	*x = CreateClientTokenResponse{}
-	mi := &file_avb_v1_voice_proto_msgTypes[41]
+	mi := &file_avb_v1_voice_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +2793,7 @@ func (x *CreateClientTokenResponse) String() string {
 func (*CreateClientTokenResponse) ProtoMessage() {}
 
 func (x *CreateClientTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_avb_v1_voice_proto_msgTypes[41]
+	mi := &file_avb_v1_voice_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +2806,7 @@ func (x *CreateClientTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientTokenResponse) Descriptor() ([]byte, []int) {
-	return file_avb_v1_voice_proto_rawDescGZIP(), []int{41}
+	return file_avb_v1_voice_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateClientTokenResponse) GetToken() string {
@@ -2812,11 +2906,19 @@ const file_avb_v1_voice_proto_rawDesc = "" +
 	"latency_ms\x18\x05 \x01(\x01R\tlatencyMs\";\n" +
 	"\bTransfer\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
-	"\x06target\x18\x02 \x01(\tR\x06target\"z\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\"\xb1\x01\n" +
 	"\x0eSessionStarted\x12)\n" +
 	"\asession\x18\x01 \x01(\v2\x0f.avb.v1.SessionR\asession\x12\x18\n" +
 	"\aresumed\x18\x02 \x01(\bR\aresumed\x12#\n" +
-	"\rresumed_turns\x18\x03 \x01(\x05R\fresumedTurns\"*\n" +
+	"\rresumed_turns\x18\x03 \x01(\x05R\fresumedTurns\x125\n" +
+	"\vrecognition\x18\x04 \x01(\v2\x13.avb.v1.RecognitionR\vrecognition\"\x9d\x01\n" +
+	"\vRecognition\x12\x16\n" +
+	"\x06engine\x18\x01 \x01(\tR\x06engine\x12!\n" +
+	"\fphrases_only\x18\x02 \x01(\bR\vphrasesOnly\x12\x18\n" +
+	"\aphrases\x18\x03 \x01(\x05R\aphrases\x12\x1a\n" +
+	"\bexamples\x18\x04 \x03(\tR\bexamples\x12\x1d\n" +
+	"\n" +
+	"from_model\x18\x05 \x01(\bR\tfromModel\"*\n" +
 	"\rSpeechStarted\x12\x19\n" +
 	"\baudio_ms\x18\x01 \x01(\x01R\aaudioMs\"*\n" +
 	"\rSpeechStopped\x12\x19\n" +
@@ -2945,7 +3047,7 @@ func file_avb_v1_voice_proto_rawDescGZIP() []byte {
 	return file_avb_v1_voice_proto_rawDescData
 }
 
-var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_avb_v1_voice_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_avb_v1_voice_proto_goTypes = []any{
 	(*ConverseRequest)(nil),           // 0: avb.v1.ConverseRequest
 	(*SessionStart)(nil),              // 1: avb.v1.SessionStart
@@ -2965,43 +3067,44 @@ var file_avb_v1_voice_proto_goTypes = []any{
 	(*ToolCallDone)(nil),              // 15: avb.v1.ToolCallDone
 	(*Transfer)(nil),                  // 16: avb.v1.Transfer
 	(*SessionStarted)(nil),            // 17: avb.v1.SessionStarted
-	(*SpeechStarted)(nil),             // 18: avb.v1.SpeechStarted
-	(*SpeechStopped)(nil),             // 19: avb.v1.SpeechStopped
-	(*TranscriptPartial)(nil),         // 20: avb.v1.TranscriptPartial
-	(*TranscriptFinal)(nil),           // 21: avb.v1.TranscriptFinal
-	(*ResponseStarted)(nil),           // 22: avb.v1.ResponseStarted
-	(*ResponseTextDelta)(nil),         // 23: avb.v1.ResponseTextDelta
-	(*ResponseAudioDelta)(nil),        // 24: avb.v1.ResponseAudioDelta
-	(*TurnLatency)(nil),               // 25: avb.v1.TurnLatency
-	(*ResponseResumed)(nil),           // 26: avb.v1.ResponseResumed
-	(*ResponseDone)(nil),              // 27: avb.v1.ResponseDone
-	(*ErrorEvent)(nil),                // 28: avb.v1.ErrorEvent
-	(*Heartbeat)(nil),                 // 29: avb.v1.Heartbeat
-	(*ConverseEventsRequest)(nil),     // 30: avb.v1.ConverseEventsRequest
-	(*SendAudioRequest)(nil),          // 31: avb.v1.SendAudioRequest
-	(*SendAudioResponse)(nil),         // 32: avb.v1.SendAudioResponse
-	(*SendControlRequest)(nil),        // 33: avb.v1.SendControlRequest
-	(*SendControlResponse)(nil),       // 34: avb.v1.SendControlResponse
-	(*TranscribeRequest)(nil),         // 35: avb.v1.TranscribeRequest
-	(*TranscribeConfig)(nil),          // 36: avb.v1.TranscribeConfig
-	(*TranscribeResponse)(nil),        // 37: avb.v1.TranscribeResponse
-	(*SynthesizeRequest)(nil),         // 38: avb.v1.SynthesizeRequest
-	(*SynthesizeResponse)(nil),        // 39: avb.v1.SynthesizeResponse
-	(*CreateClientTokenRequest)(nil),  // 40: avb.v1.CreateClientTokenRequest
-	(*CreateClientTokenResponse)(nil), // 41: avb.v1.CreateClientTokenResponse
-	(*SessionConfig)(nil),             // 42: avb.v1.SessionConfig
-	(ToolKind)(0),                     // 43: avb.v1.ToolKind
-	(*Session)(nil),                   // 44: avb.v1.Session
-	(*AudioFormat)(nil),               // 45: avb.v1.AudioFormat
-	(*TurnDetection)(nil),             // 46: avb.v1.TurnDetection
-	(*timestamppb.Timestamp)(nil),     // 47: google.protobuf.Timestamp
+	(*Recognition)(nil),               // 18: avb.v1.Recognition
+	(*SpeechStarted)(nil),             // 19: avb.v1.SpeechStarted
+	(*SpeechStopped)(nil),             // 20: avb.v1.SpeechStopped
+	(*TranscriptPartial)(nil),         // 21: avb.v1.TranscriptPartial
+	(*TranscriptFinal)(nil),           // 22: avb.v1.TranscriptFinal
+	(*ResponseStarted)(nil),           // 23: avb.v1.ResponseStarted
+	(*ResponseTextDelta)(nil),         // 24: avb.v1.ResponseTextDelta
+	(*ResponseAudioDelta)(nil),        // 25: avb.v1.ResponseAudioDelta
+	(*TurnLatency)(nil),               // 26: avb.v1.TurnLatency
+	(*ResponseResumed)(nil),           // 27: avb.v1.ResponseResumed
+	(*ResponseDone)(nil),              // 28: avb.v1.ResponseDone
+	(*ErrorEvent)(nil),                // 29: avb.v1.ErrorEvent
+	(*Heartbeat)(nil),                 // 30: avb.v1.Heartbeat
+	(*ConverseEventsRequest)(nil),     // 31: avb.v1.ConverseEventsRequest
+	(*SendAudioRequest)(nil),          // 32: avb.v1.SendAudioRequest
+	(*SendAudioResponse)(nil),         // 33: avb.v1.SendAudioResponse
+	(*SendControlRequest)(nil),        // 34: avb.v1.SendControlRequest
+	(*SendControlResponse)(nil),       // 35: avb.v1.SendControlResponse
+	(*TranscribeRequest)(nil),         // 36: avb.v1.TranscribeRequest
+	(*TranscribeConfig)(nil),          // 37: avb.v1.TranscribeConfig
+	(*TranscribeResponse)(nil),        // 38: avb.v1.TranscribeResponse
+	(*SynthesizeRequest)(nil),         // 39: avb.v1.SynthesizeRequest
+	(*SynthesizeResponse)(nil),        // 40: avb.v1.SynthesizeResponse
+	(*CreateClientTokenRequest)(nil),  // 41: avb.v1.CreateClientTokenRequest
+	(*CreateClientTokenResponse)(nil), // 42: avb.v1.CreateClientTokenResponse
+	(*SessionConfig)(nil),             // 43: avb.v1.SessionConfig
+	(ToolKind)(0),                     // 44: avb.v1.ToolKind
+	(*Session)(nil),                   // 45: avb.v1.Session
+	(*AudioFormat)(nil),               // 46: avb.v1.AudioFormat
+	(*TurnDetection)(nil),             // 47: avb.v1.TurnDetection
+	(*timestamppb.Timestamp)(nil),     // 48: google.protobuf.Timestamp
 }
 var file_avb_v1_voice_proto_depIdxs = []int32{
 	1,  // 0: avb.v1.ConverseRequest.start:type_name -> avb.v1.SessionStart
 	2,  // 1: avb.v1.ConverseRequest.audio:type_name -> avb.v1.AudioAppend
 	3,  // 2: avb.v1.ConverseRequest.control:type_name -> avb.v1.ClientControl
-	42, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
-	42, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
+	43, // 3: avb.v1.SessionStart.config:type_name -> avb.v1.SessionConfig
+	43, // 4: avb.v1.ClientControl.update:type_name -> avb.v1.SessionConfig
 	5,  // 5: avb.v1.ClientControl.commit:type_name -> avb.v1.InputAudioCommit
 	6,  // 6: avb.v1.ClientControl.clear:type_name -> avb.v1.InputAudioClear
 	7,  // 7: avb.v1.ClientControl.create_response:type_name -> avb.v1.ResponseCreate
@@ -3011,50 +3114,51 @@ var file_avb_v1_voice_proto_depIdxs = []int32{
 	12, // 11: avb.v1.ConverseResponse.event:type_name -> avb.v1.VoiceEvent
 	12, // 12: avb.v1.ConverseEventsResponse.event:type_name -> avb.v1.VoiceEvent
 	17, // 13: avb.v1.VoiceEvent.session_started:type_name -> avb.v1.SessionStarted
-	18, // 14: avb.v1.VoiceEvent.speech_started:type_name -> avb.v1.SpeechStarted
-	19, // 15: avb.v1.VoiceEvent.speech_stopped:type_name -> avb.v1.SpeechStopped
-	20, // 16: avb.v1.VoiceEvent.transcript_partial:type_name -> avb.v1.TranscriptPartial
-	21, // 17: avb.v1.VoiceEvent.transcript_final:type_name -> avb.v1.TranscriptFinal
-	22, // 18: avb.v1.VoiceEvent.response_started:type_name -> avb.v1.ResponseStarted
-	23, // 19: avb.v1.VoiceEvent.response_text_delta:type_name -> avb.v1.ResponseTextDelta
-	24, // 20: avb.v1.VoiceEvent.response_audio_delta:type_name -> avb.v1.ResponseAudioDelta
-	27, // 21: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
-	28, // 22: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
-	29, // 23: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
-	26, // 24: avb.v1.VoiceEvent.response_resumed:type_name -> avb.v1.ResponseResumed
+	19, // 14: avb.v1.VoiceEvent.speech_started:type_name -> avb.v1.SpeechStarted
+	20, // 15: avb.v1.VoiceEvent.speech_stopped:type_name -> avb.v1.SpeechStopped
+	21, // 16: avb.v1.VoiceEvent.transcript_partial:type_name -> avb.v1.TranscriptPartial
+	22, // 17: avb.v1.VoiceEvent.transcript_final:type_name -> avb.v1.TranscriptFinal
+	23, // 18: avb.v1.VoiceEvent.response_started:type_name -> avb.v1.ResponseStarted
+	24, // 19: avb.v1.VoiceEvent.response_text_delta:type_name -> avb.v1.ResponseTextDelta
+	25, // 20: avb.v1.VoiceEvent.response_audio_delta:type_name -> avb.v1.ResponseAudioDelta
+	28, // 21: avb.v1.VoiceEvent.response_done:type_name -> avb.v1.ResponseDone
+	29, // 22: avb.v1.VoiceEvent.error:type_name -> avb.v1.ErrorEvent
+	30, // 23: avb.v1.VoiceEvent.heartbeat:type_name -> avb.v1.Heartbeat
+	27, // 24: avb.v1.VoiceEvent.response_resumed:type_name -> avb.v1.ResponseResumed
 	14, // 25: avb.v1.VoiceEvent.tool_call:type_name -> avb.v1.ToolCall
 	15, // 26: avb.v1.VoiceEvent.tool_call_done:type_name -> avb.v1.ToolCallDone
 	16, // 27: avb.v1.VoiceEvent.transfer:type_name -> avb.v1.Transfer
 	13, // 28: avb.v1.VoiceEvent.session_moving:type_name -> avb.v1.SessionMoving
-	43, // 29: avb.v1.ToolCall.kind:type_name -> avb.v1.ToolKind
-	44, // 30: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
-	25, // 31: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
-	1,  // 32: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
-	3,  // 33: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
-	36, // 34: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
-	45, // 35: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
-	46, // 36: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
-	45, // 37: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
-	47, // 38: avb.v1.CreateClientTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 39: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
-	30, // 40: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
-	31, // 41: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
-	35, // 42: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
-	38, // 43: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
-	40, // 44: avb.v1.VoiceService.CreateClientToken:input_type -> avb.v1.CreateClientTokenRequest
-	33, // 45: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
-	10, // 46: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
-	11, // 47: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
-	32, // 48: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
-	37, // 49: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
-	39, // 50: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
-	41, // 51: avb.v1.VoiceService.CreateClientToken:output_type -> avb.v1.CreateClientTokenResponse
-	34, // 52: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
-	46, // [46:53] is the sub-list for method output_type
-	39, // [39:46] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	44, // 29: avb.v1.ToolCall.kind:type_name -> avb.v1.ToolKind
+	45, // 30: avb.v1.SessionStarted.session:type_name -> avb.v1.Session
+	18, // 31: avb.v1.SessionStarted.recognition:type_name -> avb.v1.Recognition
+	26, // 32: avb.v1.ResponseDone.latency:type_name -> avb.v1.TurnLatency
+	1,  // 33: avb.v1.ConverseEventsRequest.start:type_name -> avb.v1.SessionStart
+	3,  // 34: avb.v1.SendControlRequest.control:type_name -> avb.v1.ClientControl
+	37, // 35: avb.v1.TranscribeRequest.config:type_name -> avb.v1.TranscribeConfig
+	46, // 36: avb.v1.TranscribeConfig.input_audio_format:type_name -> avb.v1.AudioFormat
+	47, // 37: avb.v1.TranscribeConfig.turn_detection:type_name -> avb.v1.TurnDetection
+	46, // 38: avb.v1.SynthesizeRequest.output_audio_format:type_name -> avb.v1.AudioFormat
+	48, // 39: avb.v1.CreateClientTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 40: avb.v1.VoiceService.Converse:input_type -> avb.v1.ConverseRequest
+	31, // 41: avb.v1.VoiceService.ConverseEvents:input_type -> avb.v1.ConverseEventsRequest
+	32, // 42: avb.v1.VoiceService.SendAudio:input_type -> avb.v1.SendAudioRequest
+	36, // 43: avb.v1.VoiceService.Transcribe:input_type -> avb.v1.TranscribeRequest
+	39, // 44: avb.v1.VoiceService.Synthesize:input_type -> avb.v1.SynthesizeRequest
+	41, // 45: avb.v1.VoiceService.CreateClientToken:input_type -> avb.v1.CreateClientTokenRequest
+	34, // 46: avb.v1.VoiceService.SendControl:input_type -> avb.v1.SendControlRequest
+	10, // 47: avb.v1.VoiceService.Converse:output_type -> avb.v1.ConverseResponse
+	11, // 48: avb.v1.VoiceService.ConverseEvents:output_type -> avb.v1.ConverseEventsResponse
+	33, // 49: avb.v1.VoiceService.SendAudio:output_type -> avb.v1.SendAudioResponse
+	38, // 50: avb.v1.VoiceService.Transcribe:output_type -> avb.v1.TranscribeResponse
+	40, // 51: avb.v1.VoiceService.Synthesize:output_type -> avb.v1.SynthesizeResponse
+	42, // 52: avb.v1.VoiceService.CreateClientToken:output_type -> avb.v1.CreateClientTokenResponse
+	35, // 53: avb.v1.VoiceService.SendControl:output_type -> avb.v1.SendControlResponse
+	47, // [47:54] is the sub-list for method output_type
+	40, // [40:47] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_voice_proto_init() }
@@ -3097,7 +3201,7 @@ func file_avb_v1_voice_proto_init() {
 		(*VoiceEvent_Transfer)(nil),
 		(*VoiceEvent_SessionMoving)(nil),
 	}
-	file_avb_v1_voice_proto_msgTypes[35].OneofWrappers = []any{
+	file_avb_v1_voice_proto_msgTypes[36].OneofWrappers = []any{
 		(*TranscribeRequest_Config)(nil),
 		(*TranscribeRequest_Audio)(nil),
 	}
@@ -3107,7 +3211,7 @@ func file_avb_v1_voice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_voice_proto_rawDesc), len(file_avb_v1_voice_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

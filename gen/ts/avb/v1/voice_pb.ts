@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/voice.proto.
  */
 export const file_avb_v1_voice: GenFile = /*@__PURE__*/
-  fileDesc("ChJhdmIvdjEvdm9pY2UucHJvdG8SBmF2Yi52MSKaAQoPQ29udmVyc2VSZXF1ZXN0EiUKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEgAEiQKBWF1ZGlvGAIgASgLMhMuYXZiLnYxLkF1ZGlvQXBwZW5kSAASKAoHY29udHJvbBgDIAEoCzIVLmF2Yi52MS5DbGllbnRDb250cm9sSABCEAoHbWVzc2FnZRIFukgCCAEiVgoMU2Vzc2lvblN0YXJ0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEiUKBmNvbmZpZxgCIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnIhwKC0F1ZGlvQXBwZW5kEg0KBWF1ZGlvGAEgASgMItQCCg1DbGllbnRDb250cm9sEicKBnVwZGF0ZRgBIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnSAASKgoGY29tbWl0GAIgASgLMhguYXZiLnYxLklucHV0QXVkaW9Db21taXRIABIoCgVjbGVhchgDIAEoCzIXLmF2Yi52MS5JbnB1dEF1ZGlvQ2xlYXJIABIxCg9jcmVhdGVfcmVzcG9uc2UYBCABKAsyFi5hdmIudjEuUmVzcG9uc2VDcmVhdGVIABIxCg9jYW5jZWxfcmVzcG9uc2UYBSABKAsyFi5hdmIudjEuUmVzcG9uc2VDYW5jZWxIABIhCgNlbmQYBiABKAsyEi5hdmIudjEuU2Vzc2lvbkVuZEgAEikKC3Rvb2xfcmVzdWx0GAcgASgLMhIuYXZiLnYxLlRvb2xSZXN1bHRIAEIQCgdjb250cm9sEgW6SAIIASJWCgpUb29sUmVzdWx0EhsKB2NhbGxfaWQYASABKAlCCrpIB3IFEAEYgAESGQoGb3V0cHV0GAIgASgJQgm6SAZyBBiAgAQSEAoIaXNfZXJyb3IYAyABKAgiEgoQSW5wdXRBdWRpb0NvbW1pdCIRCg9JbnB1dEF1ZGlvQ2xlYXIiEAoOUmVzcG9uc2VDcmVhdGUiEAoOUmVzcG9uc2VDYW5jZWwiDAoKU2Vzc2lvbkVuZCI1ChBDb252ZXJzZVJlc3BvbnNlEiEKBWV2ZW50GAEgASgLMhIuYXZiLnYxLlZvaWNlRXZlbnQiOwoWQ29udmVyc2VFdmVudHNSZXNwb25zZRIhCgVldmVudBgBIAEoCzISLmF2Yi52MS5Wb2ljZUV2ZW50IqIGCgpWb2ljZUV2ZW50EjEKD3Nlc3Npb25fc3RhcnRlZBgBIAEoCzIWLmF2Yi52MS5TZXNzaW9uU3RhcnRlZEgAEi8KDnNwZWVjaF9zdGFydGVkGAIgASgLMhUuYXZiLnYxLlNwZWVjaFN0YXJ0ZWRIABIvCg5zcGVlY2hfc3RvcHBlZBgDIAEoCzIVLmF2Yi52MS5TcGVlY2hTdG9wcGVkSAASNwoSdHJhbnNjcmlwdF9wYXJ0aWFsGAQgASgLMhkuYXZiLnYxLlRyYW5zY3JpcHRQYXJ0aWFsSAASMwoQdHJhbnNjcmlwdF9maW5hbBgFIAEoCzIXLmF2Yi52MS5UcmFuc2NyaXB0RmluYWxIABIzChByZXNwb25zZV9zdGFydGVkGAYgASgLMhcuYXZiLnYxLlJlc3BvbnNlU3RhcnRlZEgAEjgKE3Jlc3BvbnNlX3RleHRfZGVsdGEYByABKAsyGS5hdmIudjEuUmVzcG9uc2VUZXh0RGVsdGFIABI6ChRyZXNwb25zZV9hdWRpb19kZWx0YRgIIAEoCzIaLmF2Yi52MS5SZXNwb25zZUF1ZGlvRGVsdGFIABItCg1yZXNwb25zZV9kb25lGAkgASgLMhQuYXZiLnYxLlJlc3BvbnNlRG9uZUgAEiMKBWVycm9yGAogASgLMhIuYXZiLnYxLkVycm9yRXZlbnRIABImCgloZWFydGJlYXQYCyABKAsyES5hdmIudjEuSGVhcnRiZWF0SAASMwoQcmVzcG9uc2VfcmVzdW1lZBgMIAEoCzIXLmF2Yi52MS5SZXNwb25zZVJlc3VtZWRIABIlCgl0b29sX2NhbGwYDSABKAsyEC5hdmIudjEuVG9vbENhbGxIABIuCg50b29sX2NhbGxfZG9uZRgOIAEoCzIULmF2Yi52MS5Ub29sQ2FsbERvbmVIABIkCgh0cmFuc2ZlchgPIAEoCzIQLmF2Yi52MS5UcmFuc2ZlckgAEi8KDnNlc3Npb25fbW92aW5nGBAgASgLMhUuYXZiLnYxLlNlc3Npb25Nb3ZpbmdIAEIHCgVldmVudCI0Cg1TZXNzaW9uTW92aW5nEg4KBnJlYXNvbhgBIAEoCRITCgtkZWFkbGluZV9tcxgCIAEoAyJxCghUb29sQ2FsbBITCgtyZXNwb25zZV9pZBgBIAEoBRIPCgdjYWxsX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSEQoJYXJndW1lbnRzGAQgASgJEh4KBGtpbmQYBSABKA4yEC5hdmIudjEuVG9vbEtpbmQiZwoMVG9vbENhbGxEb25lEhMKC3Jlc3BvbnNlX2lkGAEgASgFEg8KB2NhbGxfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIPCgdvdXRjb21lGAQgASgJEhIKCmxhdGVuY3lfbXMYBSABKAEiKwoIVHJhbnNmZXISDwoHY2FsbF9pZBgBIAEoCRIOCgZ0YXJnZXQYAiABKAkiWgoOU2Vzc2lvblN0YXJ0ZWQSIAoHc2Vzc2lvbhgBIAEoCzIPLmF2Yi52MS5TZXNzaW9uEg8KB3Jlc3VtZWQYAiABKAgSFQoNcmVzdW1lZF90dXJucxgDIAEoBSIhCg1TcGVlY2hTdGFydGVkEhAKCGF1ZGlvX21zGAEgASgBIiEKDVNwZWVjaFN0b3BwZWQSEAoIYXVkaW9fbXMYASABKAEiIQoRVHJhbnNjcmlwdFBhcnRpYWwSDAoEdGV4dBgBIAEoCSIfCg9UcmFuc2NyaXB0RmluYWwSDAoEdGV4dBgBIAEoCSImCg9SZXNwb25zZVN0YXJ0ZWQSEwoLcmVzcG9uc2VfaWQYASABKAUiNgoRUmVzcG9uc2VUZXh0RGVsdGESEwoLcmVzcG9uc2VfaWQYASABKAUSDAoEdGV4dBgCIAEoCSJKChJSZXNwb25zZUF1ZGlvRGVsdGESEwoLcmVzcG9uc2VfaWQYASABKAUSDQoFYXVkaW8YAiABKAwSEAoIYXVkaW9fbXMYAyABKAEiqwEKC1R1cm5MYXRlbmN5EhQKDHN0dF9maW5hbF9tcxgBIAEoARIaChJsbG1fZmlyc3RfdG9rZW5fbXMYAiABKAESGgoSdHRzX2ZpcnN0X2F1ZGlvX21zGAMgASgBEhUKDWZpcnN0X2J5dGVfbXMYBCABKAESEgoKdmFkX2VuZF9tcxgFIAEoARISCgpwcmVlbXB0aXZlGAYgASgIEg8KB3Rvb2xfbXMYByABKAEiOQoPUmVzcG9uc2VSZXN1bWVkEhMKC3Jlc3BvbnNlX2lkGAEgASgFEhEKCXBsYXllZF9tcxgCIAEoASK+AQoMUmVzcG9uc2VEb25lEhMKC3Jlc3BvbnNlX2lkGAEgASgFEgwKBHRleHQYAiABKAkSEwoLaW50ZXJydXB0ZWQYAyABKAgSEQoJcGxheWVkX21zGAQgASgBEhAKCGF1ZGlvX21zGAUgASgBEhQKDGlucHV0X3Rva2VucxgGIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAcgASgDEiQKB2xhdGVuY3kYCCABKAsyEy5hdmIudjEuVHVybkxhdGVuY3kiLQoKRXJyb3JFdmVudBIOCgZyZWFzb24YASABKAkSDwoHbWVzc2FnZRgCIAEoCSILCglIZWFydGJlYXQiRAoVQ29udmVyc2VFdmVudHNSZXF1ZXN0EisKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEIGukgDyAEBIj8KEFNlbmRBdWRpb1JlcXVlc3QSHAoKc2Vzc2lvbl9pZBgBIAEoCUIIukgFcgOwAQESDQoFYXVkaW8YAiABKAwiEwoRU2VuZEF1ZGlvUmVzcG9uc2UiYgoSU2VuZENvbnRyb2xSZXF1ZXN0EhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDsAEBEi4KB2NvbnRyb2wYAiABKAsyFS5hdmIudjEuQ2xpZW50Q29udHJvbEIGukgDyAEBIhUKE1NlbmRDb250cm9sUmVzcG9uc2UiYgoRVHJhbnNjcmliZVJlcXVlc3QSKgoGY29uZmlnGAEgASgLMhguYXZiLnYxLlRyYW5zY3JpYmVDb25maWdIABIPCgVhdWRpbxgCIAEoDEgAQhAKB21lc3NhZ2USBbpIAggBIpoBChBUcmFuc2NyaWJlQ29uZmlnEi8KEmlucHV0X2F1ZGlvX2Zvcm1hdBgBIAEoCzITLmF2Yi52MS5BdWRpb0Zvcm1hdBImCgxwaHJhc2VfaGludHMYAiADKAlCELpIDZIBChD0AyIFcgMYyAESLQoOdHVybl9kZXRlY3Rpb24YAyABKAsyFS5hdmIudjEuVHVybkRldGVjdGlvbiJWChJUcmFuc2NyaWJlUmVzcG9uc2USDAoEdGV4dBgBIAEoCRIQCghpc19maW5hbBgCIAEoCBIQCghzdGFydF9tcxgDIAEoARIOCgZlbmRfbXMYBCABKAEidwoRU3ludGhlc2l6ZVJlcXVlc3QSGAoEdGV4dBgBIAEoCUIKukgHcgUQARiIJxIWCgV2b2ljZRgCIAEoCUIHukgEcgIYZBIwChNvdXRwdXRfYXVkaW9fZm9ybWF0GAMgASgLMhMuYXZiLnYxLkF1ZGlvRm9ybWF0IjUKElN5bnRoZXNpemVSZXNwb25zZRINCgVhdWRpbxgBIAEoDBIQCghhdWRpb19tcxgCIAEoASJcChhDcmVhdGVDbGllbnRUb2tlblJlcXVlc3QSHwoKc2Vzc2lvbl9pZBgBIAEoCUILukgI2AEBcgOwAQESHwoLdHRsX3NlY29uZHMYAiABKAVCCrpIBxoFGIQHKAAiWwoZQ3JlYXRlQ2xpZW50VG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIvCgtleHBpcmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAyogkKDFZvaWNlU2VydmljZRJrCghDb252ZXJzZRIXLmF2Yi52MS5Db252ZXJzZVJlcXVlc3QaGC5hdmIudjEuQ29udmVyc2VSZXNwb25zZSIowvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xgNCgsIBhIHc2Vzc2lvbigBMAESewoOQ29udmVyc2VFdmVudHMSHS5hdmIudjEuQ29udmVyc2VFdmVudHNSZXF1ZXN0Gh4uYXZiLnYxLkNvbnZlcnNlRXZlbnRzUmVzcG9uc2UiKMLzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYDQoLCAYSB3Nlc3Npb24wARLpAQoJU2VuZEF1ZGlvEhguYXZiLnYxLlNlbmRBdWRpb1JlcXVlc3QaGS5hdmIudjEuU2VuZEF1ZGlvUmVzcG9uc2UipgHC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZdLzGFcSVWF1ZGlvIG9mIGEgbGl2ZSBjYWxsOiB0aGUgY2FsbCB3YXMgcmVjb3JkZWQgd2hlbiBpdCBvcGVuZWQgKENvbnZlcnNlLCBDb252ZXJzZUV2ZW50cymC0+STAi46ASoiKS9hcGkvdjIvdm9pY2Uvc2Vzc2lvbnMve3Nlc3Npb25faWR9L2F1ZGlvEo4BCgpUcmFuc2NyaWJlEhkuYXZiLnYxLlRyYW5zY3JpYmVSZXF1ZXN0GhouYXZiLnYxLlRyYW5zY3JpYmVSZXNwb25zZSJFwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xgqEihjb21wdXRlcyBhIHRyYW5zY3JpcHQgYW5kIHN0b3JlcyBub3RoaW5nKAEwARKGAQoKU3ludGhlc2l6ZRIZLmF2Yi52MS5TeW50aGVzaXplUmVxdWVzdBoaLmF2Yi52MS5TeW50aGVzaXplUmVzcG9uc2UiP8LzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYJBIiY29tcHV0ZXMgc3BlZWNoIGFuZCBzdG9yZXMgbm90aGluZzABEq0BChFDcmVhdGVDbGllbnRUb2tlbhIgLmF2Yi52MS5DcmVhdGVDbGllbnRUb2tlblJlcXVlc3QaIS5hdmIudjEuQ3JlYXRlQ2xpZW50VG9rZW5SZXNwb25zZSJTwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xgSChAIARIMY2xpZW50X3Rva2VugtPkkwIgOgEqIhsvYXBpL3YyL3ZvaWNlL2NsaWVudC10b2tlbnMS8QEKC1NlbmRDb250cm9sEhouYXZiLnYxLlNlbmRDb250cm9sUmVxdWVzdBobLmF2Yi52MS5TZW5kQ29udHJvbFJlc3BvbnNlIqgBwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xhXElVjb250cm9scyBhIGxpdmUgY2FsbDogdGhlIGNhbGwgd2FzIHJlY29yZGVkIHdoZW4gaXQgb3BlbmVkIChDb252ZXJzZSwgQ29udmVyc2VFdmVudHMpgtPkkwIwOgEqIisvYXBpL3YyL3ZvaWNlL3Nlc3Npb25zL3tzZXNzaW9uX2lkfS9jb250cm9sQjJaMGdpdGh1Yi5jb20vYWdlbnR2b2ljZWJveC9hdmIvZ2VuL2dvL2F2Yi92MTthdmJ2MWIGcHJvdG8z", [file_avb_v1_options, file_avb_v1_persona, file_avb_v1_session, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChJhdmIvdjEvdm9pY2UucHJvdG8SBmF2Yi52MSKaAQoPQ29udmVyc2VSZXF1ZXN0EiUKBXN0YXJ0GAEgASgLMhQuYXZiLnYxLlNlc3Npb25TdGFydEgAEiQKBWF1ZGlvGAIgASgLMhMuYXZiLnYxLkF1ZGlvQXBwZW5kSAASKAoHY29udHJvbBgDIAEoCzIVLmF2Yi52MS5DbGllbnRDb250cm9sSABCEAoHbWVzc2FnZRIFukgCCAEiVgoMU2Vzc2lvblN0YXJ0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEiUKBmNvbmZpZxgCIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnIhwKC0F1ZGlvQXBwZW5kEg0KBWF1ZGlvGAEgASgMItQCCg1DbGllbnRDb250cm9sEicKBnVwZGF0ZRgBIAEoCzIVLmF2Yi52MS5TZXNzaW9uQ29uZmlnSAASKgoGY29tbWl0GAIgASgLMhguYXZiLnYxLklucHV0QXVkaW9Db21taXRIABIoCgVjbGVhchgDIAEoCzIXLmF2Yi52MS5JbnB1dEF1ZGlvQ2xlYXJIABIxCg9jcmVhdGVfcmVzcG9uc2UYBCABKAsyFi5hdmIudjEuUmVzcG9uc2VDcmVhdGVIABIxCg9jYW5jZWxfcmVzcG9uc2UYBSABKAsyFi5hdmIudjEuUmVzcG9uc2VDYW5jZWxIABIhCgNlbmQYBiABKAsyEi5hdmIudjEuU2Vzc2lvbkVuZEgAEikKC3Rvb2xfcmVzdWx0GAcgASgLMhIuYXZiLnYxLlRvb2xSZXN1bHRIAEIQCgdjb250cm9sEgW6SAIIASJWCgpUb29sUmVzdWx0EhsKB2NhbGxfaWQYASABKAlCCrpIB3IFEAEYgAESGQoGb3V0cHV0GAIgASgJQgm6SAZyBBiAgAQSEAoIaXNfZXJyb3IYAyABKAgiEgoQSW5wdXRBdWRpb0NvbW1pdCIRCg9JbnB1dEF1ZGlvQ2xlYXIiEAoOUmVzcG9uc2VDcmVhdGUiEAoOUmVzcG9uc2VDYW5jZWwiDAoKU2Vzc2lvbkVuZCI1ChBDb252ZXJzZVJlc3BvbnNlEiEKBWV2ZW50GAEgASgLMhIuYXZiLnYxLlZvaWNlRXZlbnQiOwoWQ29udmVyc2VFdmVudHNSZXNwb25zZRIhCgVldmVudBgBIAEoCzISLmF2Yi52MS5Wb2ljZUV2ZW50IqIGCgpWb2ljZUV2ZW50EjEKD3Nlc3Npb25fc3RhcnRlZBgBIAEoCzIWLmF2Yi52MS5TZXNzaW9uU3RhcnRlZEgAEi8KDnNwZWVjaF9zdGFydGVkGAIgASgLMhUuYXZiLnYxLlNwZWVjaFN0YXJ0ZWRIABIvCg5zcGVlY2hfc3RvcHBlZBgDIAEoCzIVLmF2Yi52MS5TcGVlY2hTdG9wcGVkSAASNwoSdHJhbnNjcmlwdF9wYXJ0aWFsGAQgASgLMhkuYXZiLnYxLlRyYW5zY3JpcHRQYXJ0aWFsSAASMwoQdHJhbnNjcmlwdF9maW5hbBgFIAEoCzIXLmF2Yi52MS5UcmFuc2NyaXB0RmluYWxIABIzChByZXNwb25zZV9zdGFydGVkGAYgASgLMhcuYXZiLnYxLlJlc3BvbnNlU3RhcnRlZEgAEjgKE3Jlc3BvbnNlX3RleHRfZGVsdGEYByABKAsyGS5hdmIudjEuUmVzcG9uc2VUZXh0RGVsdGFIABI6ChRyZXNwb25zZV9hdWRpb19kZWx0YRgIIAEoCzIaLmF2Yi52MS5SZXNwb25zZUF1ZGlvRGVsdGFIABItCg1yZXNwb25zZV9kb25lGAkgASgLMhQuYXZiLnYxLlJlc3BvbnNlRG9uZUgAEiMKBWVycm9yGAogASgLMhIuYXZiLnYxLkVycm9yRXZlbnRIABImCgloZWFydGJlYXQYCyABKAsyES5hdmIudjEuSGVhcnRiZWF0SAASMwoQcmVzcG9uc2VfcmVzdW1lZBgMIAEoCzIXLmF2Yi52MS5SZXNwb25zZVJlc3VtZWRIABIlCgl0b29sX2NhbGwYDSABKAsyEC5hdmIudjEuVG9vbENhbGxIABIuCg50b29sX2NhbGxfZG9uZRgOIAEoCzIULmF2Yi52MS5Ub29sQ2FsbERvbmVIABIkCgh0cmFuc2ZlchgPIAEoCzIQLmF2Yi52MS5UcmFuc2ZlckgAEi8KDnNlc3Npb25fbW92aW5nGBAgASgLMhUuYXZiLnYxLlNlc3Npb25Nb3ZpbmdIAEIHCgVldmVudCI0Cg1TZXNzaW9uTW92aW5nEg4KBnJlYXNvbhgBIAEoCRITCgtkZWFkbGluZV9tcxgCIAEoAyJxCghUb29sQ2FsbBITCgtyZXNwb25zZV9pZBgBIAEoBRIPCgdjYWxsX2lkGAIgASgJEgwKBG5hbWUYAyABKAkSEQoJYXJndW1lbnRzGAQgASgJEh4KBGtpbmQYBSABKA4yEC5hdmIudjEuVG9vbEtpbmQiZwoMVG9vbENhbGxEb25lEhMKC3Jlc3BvbnNlX2lkGAEgASgFEg8KB2NhbGxfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIPCgdvdXRjb21lGAQgASgJEhIKCmxhdGVuY3lfbXMYBSABKAEiKwoIVHJhbnNmZXISDwoHY2FsbF9pZBgBIAEoCRIOCgZ0YXJnZXQYAiABKAkihAEKDlNlc3Npb25TdGFydGVkEiAKB3Nlc3Npb24YASABKAsyDy5hdmIudjEuU2Vzc2lvbhIPCgdyZXN1bWVkGAIgASgIEhUKDXJlc3VtZWRfdHVybnMYAyABKAUSKAoLcmVjb2duaXRpb24YBCABKAsyEy5hdmIudjEuUmVjb2duaXRpb24iagoLUmVjb2duaXRpb24SDgoGZW5naW5lGAEgASgJEhQKDHBocmFzZXNfb25seRgCIAEoCBIPCgdwaHJhc2VzGAMgASgFEhAKCGV4YW1wbGVzGAQgAygJEhIKCmZyb21fbW9kZWwYBSABKAgiIQoNU3BlZWNoU3RhcnRlZBIQCghhdWRpb19tcxgBIAEoASIhCg1TcGVlY2hTdG9wcGVkEhAKCGF1ZGlvX21zGAEgASgBIiEKEVRyYW5zY3JpcHRQYXJ0aWFsEgwKBHRleHQYASABKAkiHwoPVHJhbnNjcmlwdEZpbmFsEgwKBHRleHQYASABKAkiJgoPUmVzcG9uc2VTdGFydGVkEhMKC3Jlc3BvbnNlX2lkGAEgASgFIjYKEVJlc3BvbnNlVGV4dERlbHRhEhMKC3Jlc3BvbnNlX2lkGAEgASgFEgwKBHRleHQYAiABKAkiSgoSUmVzcG9uc2VBdWRpb0RlbHRhEhMKC3Jlc3BvbnNlX2lkGAEgASgFEg0KBWF1ZGlvGAIgASgMEhAKCGF1ZGlvX21zGAMgASgBIqsBCgtUdXJuTGF0ZW5jeRIUCgxzdHRfZmluYWxfbXMYASABKAESGgoSbGxtX2ZpcnN0X3Rva2VuX21zGAIgASgBEhoKEnR0c19maXJzdF9hdWRpb19tcxgDIAEoARIVCg1maXJzdF9ieXRlX21zGAQgASgBEhIKCnZhZF9lbmRfbXMYBSABKAESEgoKcHJlZW1wdGl2ZRgGIAEoCBIPCgd0b29sX21zGAcgASgBIjkKD1Jlc3BvbnNlUmVzdW1lZBITCgtyZXNwb25zZV9pZBgBIAEoBRIRCglwbGF5ZWRfbXMYAiABKAEivgEKDFJlc3BvbnNlRG9uZRITCgtyZXNwb25zZV9pZBgBIAEoBRIMCgR0ZXh0GAIgASgJEhMKC2ludGVycnVwdGVkGAMgASgIEhEKCXBsYXllZF9tcxgEIAEoARIQCghhdWRpb19tcxgFIAEoARIUCgxpbnB1dF90b2tlbnMYBiABKAMSFQoNb3V0cHV0X3Rva2VucxgHIAEoAxIkCgdsYXRlbmN5GAggASgLMhMuYXZiLnYxLlR1cm5MYXRlbmN5Ii0KCkVycm9yRXZlbnQSDgoGcmVhc29uGAEgASgJEg8KB21lc3NhZ2UYAiABKAkiCwoJSGVhcnRiZWF0IkQKFUNvbnZlcnNlRXZlbnRzUmVxdWVzdBIrCgVzdGFydBgBIAEoCzIULmF2Yi52MS5TZXNzaW9uU3RhcnRCBrpIA8gBASI/ChBTZW5kQXVkaW9SZXF1ZXN0EhwKCnNlc3Npb25faWQYASABKAlCCLpIBXIDsAEBEg0KBWF1ZGlvGAIgASgMIhMKEVNlbmRBdWRpb1Jlc3BvbnNlImIKElNlbmRDb250cm9sUmVxdWVzdBIcCgpzZXNzaW9uX2lkGAEgASgJQgi6SAVyA7ABARIuCgdjb250cm9sGAIgASgLMhUuYXZiLnYxLkNsaWVudENvbnRyb2xCBrpIA8gBASIVChNTZW5kQ29udHJvbFJlc3BvbnNlImIKEVRyYW5zY3JpYmVSZXF1ZXN0EioKBmNvbmZpZxgBIAEoCzIYLmF2Yi52MS5UcmFuc2NyaWJlQ29uZmlnSAASDwoFYXVkaW8YAiABKAxIAEIQCgdtZXNzYWdlEgW6SAIIASKaAQoQVHJhbnNjcmliZUNvbmZpZxIvChJpbnB1dF9hdWRpb19mb3JtYXQYASABKAsyEy5hdmIudjEuQXVkaW9Gb3JtYXQSJgoMcGhyYXNlX2hpbnRzGAIgAygJQhC6SA2SAQoQ9AMiBXIDGMgBEi0KDnR1cm5fZGV0ZWN0aW9uGAMgASgLMhUuYXZiLnYxLlR1cm5EZXRlY3Rpb24iVgoSVHJhbnNjcmliZVJlc3BvbnNlEgwKBHRleHQYASABKAkSEAoIaXNfZmluYWwYAiABKAgSEAoIc3RhcnRfbXMYAyABKAESDgoGZW5kX21zGAQgASgBIncKEVN5bnRoZXNpemVSZXF1ZXN0EhgKBHRleHQYASABKAlCCrpIB3IFEAEYiCcSFgoFdm9pY2UYAiABKAlCB7pIBHICGGQSMAoTb3V0cHV0X2F1ZGlvX2Zvcm1hdBgDIAEoCzITLmF2Yi52MS5BdWRpb0Zvcm1hdCI1ChJTeW50aGVzaXplUmVzcG9uc2USDQoFYXVkaW8YASABKAwSEAoIYXVkaW9fbXMYAiABKAEiXAoYQ3JlYXRlQ2xpZW50VG9rZW5SZXF1ZXN0Eh8KCnNlc3Npb25faWQYASABKAlCC7pICNgBAXIDsAEBEh8KC3R0bF9zZWNvbmRzGAIgASgFQgq6SAcaBRiEBygAIlsKGUNyZWF0ZUNsaWVudFRva2VuUmVzcG9uc2USDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMqIJCgxWb2ljZVNlcnZpY2USawoIQ29udmVyc2USFy5hdmIudjEuQ29udmVyc2VSZXF1ZXN0GhguYXZiLnYxLkNvbnZlcnNlUmVzcG9uc2UiKMLzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYDQoLCAYSB3Nlc3Npb24oATABEnsKDkNvbnZlcnNlRXZlbnRzEh0uYXZiLnYxLkNvbnZlcnNlRXZlbnRzUmVxdWVzdBoeLmF2Yi52MS5Db252ZXJzZUV2ZW50c1Jlc3BvbnNlIijC8xgTGhEKBnRlbmFudBIHb3BlcmF0ZdLzGA0KCwgGEgdzZXNzaW9uMAES6QEKCVNlbmRBdWRpbxIYLmF2Yi52MS5TZW5kQXVkaW9SZXF1ZXN0GhkuYXZiLnYxLlNlbmRBdWRpb1Jlc3BvbnNlIqYBwvMYExoRCgZ0ZW5hbnQSB29wZXJhdGXS8xhXElVhdWRpbyBvZiBhIGxpdmUgY2FsbDogdGhlIGNhbGwgd2FzIHJlY29yZGVkIHdoZW4gaXQgb3BlbmVkIChDb252ZXJzZSwgQ29udmVyc2VFdmVudHMpgtPkkwIuOgEqIikvYXBpL3YyL3ZvaWNlL3Nlc3Npb25zL3tzZXNzaW9uX2lkfS9hdWRpbxKOAQoKVHJhbnNjcmliZRIZLmF2Yi52MS5UcmFuc2NyaWJlUmVxdWVzdBoaLmF2Yi52MS5UcmFuc2NyaWJlUmVzcG9uc2UiRcLzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYKhIoY29tcHV0ZXMgYSB0cmFuc2NyaXB0IGFuZCBzdG9yZXMgbm90aGluZygBMAEShgEKClN5bnRoZXNpemUSGS5hdmIudjEuU3ludGhlc2l6ZVJlcXVlc3QaGi5hdmIudjEuU3ludGhlc2l6ZVJlc3BvbnNlIj/C8xgTGhEKBnRlbmFudBIHb3BlcmF0ZdLzGCQSImNvbXB1dGVzIHNwZWVjaCBhbmQgc3RvcmVzIG5vdGhpbmcwARKtAQoRQ3JlYXRlQ2xpZW50VG9rZW4SIC5hdmIudjEuQ3JlYXRlQ2xpZW50VG9rZW5SZXF1ZXN0GiEuYXZiLnYxLkNyZWF0ZUNsaWVudFRva2VuUmVzcG9uc2UiU8LzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYEgoQCAESDGNsaWVudF90b2tlboLT5JMCIDoBKiIbL2FwaS92Mi92b2ljZS9jbGllbnQtdG9rZW5zEvEBCgtTZW5kQ29udHJvbBIaLmF2Yi52MS5TZW5kQ29udHJvbFJlcXVlc3QaGy5hdmIudjEuU2VuZENvbnRyb2xSZXNwb25zZSKoAcLzGBMaEQoGdGVuYW50EgdvcGVyYXRl0vMYVxJVY29udHJvbHMgYSBsaXZlIGNhbGw6IHRoZSBjYWxsIHdhcyByZWNvcmRlZCB3aGVuIGl0IG9wZW5lZCAoQ29udmVyc2UsIENvbnZlcnNlRXZlbnRzKYLT5JMCMDoBKiIrL2FwaS92Mi92b2ljZS9zZXNzaW9ucy97c2Vzc2lvbl9pZH0vY29udHJvbEIyWjBnaXRodWIuY29tL2FnZW50dm9pY2Vib3gvYXZiL2dlbi9nby9hdmIvdjE7YXZidjFiBnByb3RvMw", [file_avb_v1_options, file_avb_v1_persona, file_avb_v1_session, file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * ConverseRequest is one message from the client.
@@ -614,6 +614,13 @@ export type SessionStarted = Message<"avb.v1.SessionStarted"> & {
    * @generated from field: int32 resumed_turns = 3;
    */
   resumedTurns: number;
+
+  /**
+   * recognition says what the session's speech recognition can hear.
+   *
+   * @generated from field: avb.v1.Recognition recognition = 4;
+   */
+  recognition?: Recognition | undefined;
 };
 
 /**
@@ -622,6 +629,57 @@ export type SessionStarted = Message<"avb.v1.SessionStarted"> & {
  */
 export const SessionStartedSchema: GenMessage<SessionStarted> = /*@__PURE__*/
   messageDesc(file_avb_v1_voice, 17);
+
+/**
+ * Recognition describes a session's speech recognition, so a client can say
+ * plainly what callers can be understood saying.
+ *
+ * @generated from message avb.v1.Recognition
+ */
+export type Recognition = Message<"avb.v1.Recognition"> & {
+  /**
+   * engine is "embedded" (pocketsphinx, in the server) or "openai" (an
+   * OpenAI-compatible transcription server, AVB_STT_PROVIDER=openai).
+   *
+   * @generated from field: string engine = 1;
+   */
+  engine: string;
+
+  /**
+   * phrases_only: the embedded recognizer listens for the session's
+   * phrases only, and hears anything else as the closest of them.
+   *
+   * @generated from field: bool phrases_only = 2;
+   */
+  phrasesOnly: boolean;
+
+  /**
+   * phrases is how many phrases it listens for; examples are a few.
+   *
+   * @generated from field: int32 phrases = 3;
+   */
+  phrases: number;
+
+  /**
+   * @generated from field: repeated string examples = 4;
+   */
+  examples: string[];
+
+  /**
+   * from_model: the session set no phrase hints, so the recognizer listens
+   * for what the scripted model understands.
+   *
+   * @generated from field: bool from_model = 5;
+   */
+  fromModel: boolean;
+};
+
+/**
+ * Describes the message avb.v1.Recognition.
+ * Use `create(RecognitionSchema)` to create a new message.
+ */
+export const RecognitionSchema: GenMessage<Recognition> = /*@__PURE__*/
+  messageDesc(file_avb_v1_voice, 18);
 
 /**
  * SpeechStarted: the caller began speaking at audio_ms into their audio.
@@ -640,7 +698,7 @@ export type SpeechStarted = Message<"avb.v1.SpeechStarted"> & {
  * Use `create(SpeechStartedSchema)` to create a new message.
  */
 export const SpeechStartedSchema: GenMessage<SpeechStarted> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 18);
+  messageDesc(file_avb_v1_voice, 19);
 
 /**
  * SpeechStopped: the caller stopped speaking at audio_ms.
@@ -659,7 +717,7 @@ export type SpeechStopped = Message<"avb.v1.SpeechStopped"> & {
  * Use `create(SpeechStoppedSchema)` to create a new message.
  */
 export const SpeechStoppedSchema: GenMessage<SpeechStopped> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 19);
+  messageDesc(file_avb_v1_voice, 20);
 
 /**
  * TranscriptPartial is the current guess while the caller speaks.
@@ -678,7 +736,7 @@ export type TranscriptPartial = Message<"avb.v1.TranscriptPartial"> & {
  * Use `create(TranscriptPartialSchema)` to create a new message.
  */
 export const TranscriptPartialSchema: GenMessage<TranscriptPartial> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 20);
+  messageDesc(file_avb_v1_voice, 21);
 
 /**
  * TranscriptFinal is the caller's turn, transcribed.
@@ -697,7 +755,7 @@ export type TranscriptFinal = Message<"avb.v1.TranscriptFinal"> & {
  * Use `create(TranscriptFinalSchema)` to create a new message.
  */
 export const TranscriptFinalSchema: GenMessage<TranscriptFinal> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 21);
+  messageDesc(file_avb_v1_voice, 22);
 
 /**
  * ResponseStarted: the agent begins a reply.
@@ -716,7 +774,7 @@ export type ResponseStarted = Message<"avb.v1.ResponseStarted"> & {
  * Use `create(ResponseStartedSchema)` to create a new message.
  */
 export const ResponseStartedSchema: GenMessage<ResponseStarted> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 22);
+  messageDesc(file_avb_v1_voice, 23);
 
 /**
  * ResponseTextDelta is the next piece of the reply's text.
@@ -740,7 +798,7 @@ export type ResponseTextDelta = Message<"avb.v1.ResponseTextDelta"> & {
  * Use `create(ResponseTextDeltaSchema)` to create a new message.
  */
 export const ResponseTextDeltaSchema: GenMessage<ResponseTextDelta> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 23);
+  messageDesc(file_avb_v1_voice, 24);
 
 /**
  * ResponseAudioDelta is the next piece of the reply's audio, in the output format.
@@ -769,7 +827,7 @@ export type ResponseAudioDelta = Message<"avb.v1.ResponseAudioDelta"> & {
  * Use `create(ResponseAudioDeltaSchema)` to create a new message.
  */
 export const ResponseAudioDeltaSchema: GenMessage<ResponseAudioDelta> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 24);
+  messageDesc(file_avb_v1_voice, 25);
 
 /**
  * TurnLatency is one turn's timing, in milliseconds after the end of the
@@ -825,7 +883,7 @@ export type TurnLatency = Message<"avb.v1.TurnLatency"> & {
  * Use `create(TurnLatencySchema)` to create a new message.
  */
 export const TurnLatencySchema: GenMessage<TurnLatency> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 25);
+  messageDesc(file_avb_v1_voice, 26);
 
 /**
  * ResponseResumed: a false interruption (no words) ended; the paused reply
@@ -850,7 +908,7 @@ export type ResponseResumed = Message<"avb.v1.ResponseResumed"> & {
  * Use `create(ResponseResumedSchema)` to create a new message.
  */
 export const ResponseResumedSchema: GenMessage<ResponseResumed> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 26);
+  messageDesc(file_avb_v1_voice, 27);
 
 /**
  * ResponseDone ends a reply.
@@ -908,7 +966,7 @@ export type ResponseDone = Message<"avb.v1.ResponseDone"> & {
  * Use `create(ResponseDoneSchema)` to create a new message.
  */
 export const ResponseDoneSchema: GenMessage<ResponseDone> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 27);
+  messageDesc(file_avb_v1_voice, 28);
 
 /**
  * ErrorEvent reports a problem; the stream goes on unless it ends with an error status.
@@ -934,7 +992,7 @@ export type ErrorEvent = Message<"avb.v1.ErrorEvent"> & {
  * Use `create(ErrorEventSchema)` to create a new message.
  */
 export const ErrorEventSchema: GenMessage<ErrorEvent> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 28);
+  messageDesc(file_avb_v1_voice, 29);
 
 /**
  * Heartbeat is sent when nothing else has been for 15 seconds.
@@ -949,7 +1007,7 @@ export type Heartbeat = Message<"avb.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 29);
+  messageDesc(file_avb_v1_voice, 30);
 
 /**
  * ConverseEventsRequest starts or joins a session on the browser path.
@@ -968,7 +1026,7 @@ export type ConverseEventsRequest = Message<"avb.v1.ConverseEventsRequest"> & {
  * Use `create(ConverseEventsRequestSchema)` to create a new message.
  */
 export const ConverseEventsRequestSchema: GenMessage<ConverseEventsRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 30);
+  messageDesc(file_avb_v1_voice, 31);
 
 /**
  * SendAudioRequest appends audio to a live session.
@@ -994,7 +1052,7 @@ export type SendAudioRequest = Message<"avb.v1.SendAudioRequest"> & {
  * Use `create(SendAudioRequestSchema)` to create a new message.
  */
 export const SendAudioRequestSchema: GenMessage<SendAudioRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 31);
+  messageDesc(file_avb_v1_voice, 32);
 
 /**
  * SendAudioResponse has no fields.
@@ -1009,7 +1067,7 @@ export type SendAudioResponse = Message<"avb.v1.SendAudioResponse"> & {
  * Use `create(SendAudioResponseSchema)` to create a new message.
  */
 export const SendAudioResponseSchema: GenMessage<SendAudioResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 32);
+  messageDesc(file_avb_v1_voice, 33);
 
 /**
  * SendControlRequest sends a control message to a live session.
@@ -1033,7 +1091,7 @@ export type SendControlRequest = Message<"avb.v1.SendControlRequest"> & {
  * Use `create(SendControlRequestSchema)` to create a new message.
  */
 export const SendControlRequestSchema: GenMessage<SendControlRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 33);
+  messageDesc(file_avb_v1_voice, 34);
 
 /**
  * SendControlResponse has no fields.
@@ -1048,7 +1106,7 @@ export type SendControlResponse = Message<"avb.v1.SendControlResponse"> & {
  * Use `create(SendControlResponseSchema)` to create a new message.
  */
 export const SendControlResponseSchema: GenMessage<SendControlResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 34);
+  messageDesc(file_avb_v1_voice, 35);
 
 /**
  * TranscribeRequest is a configuration (first message) or audio.
@@ -1081,7 +1139,7 @@ export type TranscribeRequest = Message<"avb.v1.TranscribeRequest"> & {
  * Use `create(TranscribeRequestSchema)` to create a new message.
  */
 export const TranscribeRequestSchema: GenMessage<TranscribeRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 35);
+  messageDesc(file_avb_v1_voice, 36);
 
 /**
  * TranscribeConfig configures transcription.
@@ -1110,7 +1168,7 @@ export type TranscribeConfig = Message<"avb.v1.TranscribeConfig"> & {
  * Use `create(TranscribeConfigSchema)` to create a new message.
  */
 export const TranscribeConfigSchema: GenMessage<TranscribeConfig> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 36);
+  messageDesc(file_avb_v1_voice, 37);
 
 /**
  * TranscribeResponse is a partial or final transcript.
@@ -1148,7 +1206,7 @@ export type TranscribeResponse = Message<"avb.v1.TranscribeResponse"> & {
  * Use `create(TranscribeResponseSchema)` to create a new message.
  */
 export const TranscribeResponseSchema: GenMessage<TranscribeResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 37);
+  messageDesc(file_avb_v1_voice, 38);
 
 /**
  * SynthesizeRequest is text to speak.
@@ -1179,7 +1237,7 @@ export type SynthesizeRequest = Message<"avb.v1.SynthesizeRequest"> & {
  * Use `create(SynthesizeRequestSchema)` to create a new message.
  */
 export const SynthesizeRequestSchema: GenMessage<SynthesizeRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 38);
+  messageDesc(file_avb_v1_voice, 39);
 
 /**
  * SynthesizeResponse is the next chunk of speech.
@@ -1203,7 +1261,7 @@ export type SynthesizeResponse = Message<"avb.v1.SynthesizeResponse"> & {
  * Use `create(SynthesizeResponseSchema)` to create a new message.
  */
 export const SynthesizeResponseSchema: GenMessage<SynthesizeResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 39);
+  messageDesc(file_avb_v1_voice, 40);
 
 /**
  * CreateClientTokenRequest scopes the token.
@@ -1231,7 +1289,7 @@ export type CreateClientTokenRequest = Message<"avb.v1.CreateClientTokenRequest"
  * Use `create(CreateClientTokenRequestSchema)` to create a new message.
  */
 export const CreateClientTokenRequestSchema: GenMessage<CreateClientTokenRequest> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 40);
+  messageDesc(file_avb_v1_voice, 41);
 
 /**
  * CreateClientTokenResponse holds the token.
@@ -1255,7 +1313,7 @@ export type CreateClientTokenResponse = Message<"avb.v1.CreateClientTokenRespons
  * Use `create(CreateClientTokenResponseSchema)` to create a new message.
  */
 export const CreateClientTokenResponseSchema: GenMessage<CreateClientTokenResponse> = /*@__PURE__*/
-  messageDesc(file_avb_v1_voice, 41);
+  messageDesc(file_avb_v1_voice, 42);
 
 /**
  * VoiceService carries live conversations. Converse is one bidirectional
