@@ -32,7 +32,7 @@ type Rule struct {
 
 // Slots are the words an example's "{name}" stands for.
 var Slots = map[string][]string{
-	"day":  {"today", "tomorrow", "monday", "tuesday", "wednesday", "thursday", "friday"},
+	"day": {"today", "tomorrow", "monday", "tuesday", "wednesday", "thursday", "friday"},
 	// Hours a phrases-only recognizer tells apart well ("ten" and "two",
 	// "ten" and "noon" it does not).
 	"hour": {"ten", "three", "five"},
