@@ -27,13 +27,27 @@ type DevIssuer struct {
 	// at the logout endpoint (Keycloak's back-channel logout).
 	BackchannelLogoutURL string
 
+	// RedirectPrefixes are where the authorization endpoint may send a
+	// code (a redirect_uri must start with one); the issuer's own origin
+	// is always allowed. Their origins may call the token endpoint from a
+	// browser (CORS).
+	RedirectPrefixes []string
+	// Audience is the aud of the tokens the code flow issues ("avb-api").
+	Audience string
+
 	mu   sync.RWMutex
 	keys []jose.JSONWebKey // keys[0] signs; older ones stay published after Rotate
+
+	grants sync.Mutex
+	codes  map[string]*codeGrant // authorization codes, one use each
+	// refresh tokens, by token
+	refresh map[string]*codeGrant
 }
 
 // NewDevIssuer returns an issuer whose tokens say iss = issuerURL.
 func NewDevIssuer(issuerURL string) (*DevIssuer, error) {
-	d := &DevIssuer{issuer: strings.TrimSuffix(issuerURL, "/")}
+	d := &DevIssuer{issuer: strings.TrimSuffix(issuerURL, "/"), Audience: "avb-api",
+		codes: map[string]*codeGrant{}, refresh: map[string]*codeGrant{}}
 	if err := d.Rotate(); err != nil {
 		return nil, err
 	}
@@ -179,9 +193,15 @@ func (d *DevIssuer) Handler() http.Handler {
 			"response_types_supported":              []string{"code"},
 			"subject_types_supported":               []string{"public"},
 			"id_token_signing_alg_values_supported": []string{"RS256"},
-			"grant_types_supported":                 []string{"password"},
+			"grant_types_supported":                 []string{"password", "authorization_code", "refresh_token"},
+			"code_challenge_methods_supported":      []string{"S256"},
+			"end_session_endpoint":                  d.issuer + "/protocol/openid-connect/logout",
 		})
 	})
+	mux.HandleFunc("GET "+base+"/protocol/openid-connect/auth", d.authorizeForm)
+	mux.HandleFunc("POST "+base+"/protocol/openid-connect/auth", d.authorize)
+	mux.HandleFunc("OPTIONS "+base+"/protocol/openid-connect/token", d.preflight)
+	mux.HandleFunc("OPTIONS "+base+"/protocol/openid-connect/logout", d.preflight)
 	mux.HandleFunc("GET "+base+"/protocol/openid-connect/certs", func(w http.ResponseWriter, _ *http.Request) {
 		d.mu.RLock()
 		set := jose.JSONWebKeySet{}
@@ -200,7 +220,18 @@ func (d *DevIssuer) Handler() http.Handler {
 // tenant_id, roles (comma-separated) and client_id (the audience) name the
 // token to issue. The password is ignored.
 func (d *DevIssuer) token(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil || r.PostForm.Get("grant_type") != "password" || r.PostForm.Get("username") == "" {
+	d.cors(w, r)
+	if err := r.ParseForm(); err == nil {
+		switch r.PostForm.Get("grant_type") {
+		case "authorization_code":
+			d.exchangeCode(w, r.PostForm)
+			return
+		case "refresh_token":
+			d.refreshToken(w, r.PostForm)
+			return
+		}
+	}
+	if r.PostForm.Get("grant_type") != "password" || r.PostForm.Get("username") == "" {
 		w.WriteHeader(http.StatusBadRequest)
 		writeJSON(w, map[string]string{"error": "invalid_request", "error_description": "grant_type=password and username are required"})
 		return
@@ -234,6 +265,7 @@ func (d *DevIssuer) token(w http.ResponseWriter, r *http.Request) {
 // and client_id (the audience) name it. The relying party hears of it
 // through its back-channel logout URL, as from Keycloak.
 func (d *DevIssuer) logout(w http.ResponseWriter, r *http.Request) {
+	d.cors(w, r)
 	if err := r.ParseForm(); err != nil || (r.PostForm.Get("sid") == "" && r.PostForm.Get("sub") == "") {
 		w.WriteHeader(http.StatusBadRequest)
 		writeJSON(w, map[string]string{"error": "invalid_request", "error_description": "sid or sub is required"})
