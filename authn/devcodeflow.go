@@ -137,7 +137,7 @@ func (d *DevIssuer) authorize(w http.ResponseWriter, r *http.Request) {
 	code := randomToken()
 	sid := randomToken()[:32]
 	d.keep(d.codes, code, &codeGrant{clientID: f.Get("client_id"), redirectURI: f.Get("redirect_uri"), challenge: f.Get("code_challenge"),
-		user: Token{Subject: "dev|" + f.Get("username"), Email: f.Get("username"), TenantID: f.Get("tenant_id"), Roles: roles},
+		user:      Token{Subject: "dev|" + f.Get("username"), Email: f.Get("username"), TenantID: f.Get("tenant_id"), Roles: roles},
 		sessionID: sid, expires: time.Now().Add(codeTTL)})
 	to, _ := url.Parse(f.Get("redirect_uri"))
 	q := to.Query()
