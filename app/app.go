@@ -32,6 +32,7 @@ import (
 	"github.com/agentvoicebox/avb/authn"
 	"github.com/agentvoicebox/avb/authz"
 	"github.com/agentvoicebox/avb/billing"
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/gen/openapi"
 	"github.com/agentvoicebox/avb/platform/cache"
@@ -274,7 +275,11 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	// Lago's webhooks (Lago: Developers > Webhooks).
 	a.server.HandleHTTP(billing.WebhookPath, a.billing.Webhooks)
 	ho := a.server.HandlerOptions()
-	a.server.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer(Version, string(cfg.Profile)), ho...))
+	var signIn *avbv1.SignIn
+	if cfg.Auth.OIDCIssuerURL != "" && cfg.Auth.ConsoleClientID != "" {
+		signIn = &avbv1.SignIn{Issuer: cfg.Auth.OIDCIssuerURL, ClientId: cfg.Auth.ConsoleClientID}
+	}
+	a.server.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer(Version, string(cfg.Profile), signIn), ho...))
 	a.server.Handle(avbv1connect.NewTenantServiceHandler(server.NewTenantServer(identity), ho...))
 	a.server.Handle(avbv1connect.NewAdminServiceHandler(server.NewAdminServer(identity), ho...))
 	a.server.Handle(avbv1connect.NewUserServiceHandler(server.NewUserServer(identity), ho...))
@@ -290,8 +295,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	a.server.HandleHTTP("/openapi.yaml", server.OpenAPI(openapi.YAML))
 	a.server.HandleHTTP("/docs", web.Handler("/docs/", "docs"))
 	a.server.HandleHTTP("/docs/", web.Handler("/docs/", "docs"))
-	a.server.HandleHTTP("/console", web.Handler("/console/", "console"))
-	a.server.HandleHTTP("/console/", web.Handler("/console/", "console"))
+	var issuerOrigin []string
+	if u, err := url.Parse(cfg.Auth.OIDCIssuerURL); err == nil && signIn != nil {
+		issuerOrigin = []string{u.Scheme + "://" + u.Host} // the console trades its sign-in code there
+	}
+	a.server.HandleHTTP("/console", web.Handler("/console/", "console", issuerOrigin...))
+	a.server.HandleHTTP("/console/", web.Handler("/console/", "console", issuerOrigin...))
 	voiceDeps, err := a.voice(cfg)
 	if err != nil {
 		a.Close()
@@ -339,6 +348,7 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		if err != nil {
 			return nil, server.Identity{}, err
 		}
+		issuer.Audience = cfg.Auth.OIDCAudience
 		a.issuer = issuer
 	}
 	a.clientTokens = authn.NewClientTokens(a.secrets.ClientToken)

@@ -140,7 +140,7 @@ func BenchmarkUnaryStack(b *testing.B) {
 	// than the stack itself.
 	compress := connect.WithCompressMinBytes(1024)
 	bare := http.NewServeMux()
-	bare.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer("v", "test"), compress))
+	bare.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer("v", "test", nil), compress))
 	bareConnect := httptest.NewServer(bare)
 	b.Cleanup(bareConnect.Close)
 	handler := http.NewServeMux()

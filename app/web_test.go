@@ -128,7 +128,11 @@ func TestConsoleInChromium(t *testing.T) {
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"console","scopes":["API_KEY_SCOPE_ADMIN","API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))
 	_, wav := speechFiles(t)
+	// The console signs in through the issuer's code flow, back to itself.
+	p.issuer.RedirectPrefixes = []string{p.base + "/console/"}
 	runNodeTests(t, root, "web/dist-test/console.test.mjs", map[string]string{
+		"AVB_TENANT_ID":  ten.ID.String(),
+		"AVB_TENANT":     ten.Name,
 		"AVB_BASE_URL":   p.base,
 		"AVB_API_KEY":    str(key, "secret"),
 		"AVB_SPEECH_WAV": wav,

@@ -108,7 +108,13 @@ func (d *DevIssuer) showLogin(w http.ResponseWriter, q url.Values, problem strin
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; form-action 'self'; frame-ancestors 'none'")
+	// The form posts here, and its answer redirects to the app: both are
+	// form targets to the browser.
+	formAction := "'self'"
+	if u, err := url.Parse(q.Get("redirect_uri")); err == nil && u.Host != "" {
+		formAction += " " + u.Scheme + "://" + u.Host
+	}
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; form-action "+formAction+"; frame-ancestors 'none'")
 	_ = loginPage.Execute(w, map[string]any{"Hidden": hidden, "Error": problem})
 }
 

@@ -185,6 +185,7 @@ func (d *DevIssuer) Handler() http.Handler {
 	base := strings.TrimSuffix(u.Path, "/")
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+base+"/.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*") // a public document browser apps read
 		writeJSON(w, map[string]any{
 			"issuer":                                d.issuer,
 			"jwks_uri":                              d.issuer + "/protocol/openid-connect/certs",
@@ -266,7 +267,18 @@ func (d *DevIssuer) token(w http.ResponseWriter, r *http.Request) {
 // through its back-channel logout URL, as from Keycloak.
 func (d *DevIssuer) logout(w http.ResponseWriter, r *http.Request) {
 	d.cors(w, r)
-	if err := r.ParseForm(); err != nil || (r.PostForm.Get("sid") == "" && r.PostForm.Get("sub") == "") {
+	if err := r.ParseForm(); err == nil && r.PostForm.Get("refresh_token") != "" {
+		// A browser app ends its session with its refresh token, as with
+		// Keycloak's logout endpoint.
+		g := d.take(d.refresh, r.PostForm.Get("refresh_token"))
+		if g == nil {
+			tokenError(w, "invalid_grant", "the refresh token is unknown, used or expired")
+			return
+		}
+		r.PostForm.Set("sid", g.sessionID)
+		r.PostForm.Set("client_id", d.Audience)
+	}
+	if r.PostForm.Get("sid") == "" && r.PostForm.Get("sub") == "" {
 		w.WriteHeader(http.StatusBadRequest)
 		writeJSON(w, map[string]string{"error": "invalid_request", "error_description": "sid or sub is required"})
 		return

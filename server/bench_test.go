@@ -22,7 +22,7 @@ import (
 // the same handler behind the full stack (request id, security headers, CORS,
 // HTTP metrics, logging, error mapping, drain), over real loopback HTTP.
 func BenchmarkMiddlewareOverhead(b *testing.B) {
-	impl := server.NewSystemServer("bench", "test")
+	impl := server.NewSystemServer("bench", "test", nil)
 	// Same compression threshold as the server, so only the middleware differs.
 	_, bare := avbv1connect.NewSystemServiceHandler(impl, connect.WithCompressMinBytes(1024))
 

@@ -131,7 +131,7 @@ func h2cClient() *http.Client {
 
 func TestServesConnectGRPCAndGRPCWeb(t *testing.T) {
 	t.Parallel()
-	h := start(t, t.Context(), server.NewSystemServer("v-test", "test"))
+	h := start(t, t.Context(), server.NewSystemServer("v-test", "test", nil))
 	clients := map[string]avbv1connect.SystemServiceClient{
 		"connect+json over HTTP/1.1": avbv1connect.NewSystemServiceClient(http.DefaultClient, h.url, connect.WithProtoJSON()),
 		"connect+proto over h2c":     avbv1connect.NewSystemServiceClient(h2cClient(), h.url),
@@ -159,7 +159,7 @@ func SaneID(id string) bool { return middleware.SaneRequestID(id) }
 // A plain curl-style JSON POST works too.
 func TestConnectJSONWithPlainHTTP(t *testing.T) {
 	t.Parallel()
-	h := start(t, t.Context(), server.NewSystemServer("v-test", "test"))
+	h := start(t, t.Context(), server.NewSystemServer("v-test", "test", nil))
 	res, err := http.Post(h.url+"/avb.v1.SystemService/GetServerInfo", "application/json", strings.NewReader("{}"))
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +176,7 @@ func TestConnectJSONWithPlainHTTP(t *testing.T) {
 // ones never repeat.
 func TestPropertyRequestID(t *testing.T) {
 	t.Parallel()
-	h := start(t, t.Context(), server.NewSystemServer("v", "test"))
+	h := start(t, t.Context(), server.NewSystemServer("v", "test", nil))
 	seen := map[string]bool{}
 	rapid.Check(t, func(rt *rapid.T) {
 		supplied := rapid.OneOf(
@@ -221,7 +221,7 @@ func TestPropertyRequestID(t *testing.T) {
 func TestGracefulShutdownOnSIGTERM(t *testing.T) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	impl := &slowSystem{SystemServiceHandler: server.NewSystemServer("v", "test"), delay: 700 * time.Millisecond, started: make(chan struct{})}
+	impl := &slowSystem{SystemServiceHandler: server.NewSystemServer("v", "test", nil), delay: 700 * time.Millisecond, started: make(chan struct{})}
 	h := start(t, ctx, impl)
 	client := avbv1connect.NewSystemServiceClient(h2cClient(), h.url, connect.WithGRPC())
 
@@ -258,8 +258,8 @@ func TestGracefulShutdownOnSIGTERM(t *testing.T) {
 func TestPanicsAndUnexpectedErrorsRevealNothing(t *testing.T) {
 	t.Parallel()
 	for name, impl := range map[string]*slowSystem{
-		"panic":       {SystemServiceHandler: server.NewSystemServer("v", "test"), panics: true},
-		"plain error": {SystemServiceHandler: server.NewSystemServer("v", "test"), fails: errors.New("pq: secret internal detail")},
+		"panic":       {SystemServiceHandler: server.NewSystemServer("v", "test", nil), panics: true},
+		"plain error": {SystemServiceHandler: server.NewSystemServer("v", "test", nil), fails: errors.New("pq: secret internal detail")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -296,7 +296,7 @@ var internals = []string{
 func TestPropertyInternalFailuresRevealNothing(t *testing.T) {
 	t.Parallel()
 	for _, expose := range []bool{false, true} {
-		impl := &slowSystem{SystemServiceHandler: server.NewSystemServer("v", "test")}
+		impl := &slowSystem{SystemServiceHandler: server.NewSystemServer("v", "test", nil)}
 		cfg := testHTTPConfig()
 		cfg.ExposeErrorInternal = expose
 		h := startWith(t, t.Context(), cfg, impl)
@@ -340,7 +340,7 @@ func TestPropertyInternalFailuresRevealNothing(t *testing.T) {
 
 func TestCORS(t *testing.T) {
 	t.Parallel()
-	h := start(t, t.Context(), server.NewSystemServer("v", "test"))
+	h := start(t, t.Context(), server.NewSystemServer("v", "test", nil))
 	preflight := func(origin string) *http.Response {
 		req, _ := http.NewRequest(http.MethodOptions, h.url+"/avb.v1.SystemService/GetServerInfo", nil)
 		req.Header.Set("Origin", origin)
@@ -382,7 +382,7 @@ func TestCORS(t *testing.T) {
 
 func TestReflectionListsServices(t *testing.T) {
 	t.Parallel()
-	h := start(t, t.Context(), server.NewSystemServer("v", "test"))
+	h := start(t, t.Context(), server.NewSystemServer("v", "test", nil))
 	stream := grpcreflect.NewClient(h2cClient(), h.url).NewStream(t.Context())
 	defer stream.Close()
 	names, err := stream.ListServices()
@@ -408,7 +408,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		}
 		return errors.New("down")
 	}}
-	h := start(t, t.Context(), server.NewSystemServer("v", "test"), dep)
+	h := start(t, t.Context(), server.NewSystemServer("v", "test", nil), dep)
 	get := func(path string) (int, string) {
 		res, err := http.Get(h.url + path)
 		if err != nil {

@@ -63,7 +63,7 @@ func TestTLS(t *testing.T) {
 	m := metrics.New(reg)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := server.New(server.Options{HTTP: cfg, Logger: log, Metrics: m, Gatherer: reg, Readiness: server.NewReadiness(nil, time.Second, log, m)})
-	srv.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer("v", "test"), srv.HandlerOptions()...))
+	srv.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer("v", "test", nil), srv.HandlerOptions()...))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,12 @@ import (
 //go:embed all:dist
 var dist embed.FS
 
-// Handler serves dir ("console" or "docs") of the build under prefix.
-func Handler(prefix, dir string) http.Handler {
+// Handler serves dir ("console" or "docs") of the build under prefix; its
+// pages may also fetch from the origins in connect (the OIDC issuer the
+// console signs in with).
+func Handler(prefix, dir string, connect ...string) http.Handler {
+	csp := "default-src 'self'; script-src 'self' blob:; img-src 'self' data:; style-src 'self'; connect-src " +
+		strings.Join(append([]string{"'self'"}, connect...), " ") + "; media-src 'self' blob:; worker-src 'self' blob:"
 	sub, err := fs.Sub(dist, "dist/"+dir)
 	if err == nil {
 		if _, err = fs.Stat(sub, "index.html"); err != nil {
@@ -33,7 +37,7 @@ func Handler(prefix, dir string) http.Handler {
 			return
 		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self' blob:; img-src 'self' data:; style-src 'self'; connect-src 'self'; media-src 'self' blob:; worker-src 'self' blob:")
+		w.Header().Set("Content-Security-Policy", csp)
 		files.ServeHTTP(w, r)
 	})
 }

@@ -223,6 +223,7 @@ type Auth struct {
 	OIDCIssuerURL    string        `env:"AVB_OIDC_ISSUER_URL" dev:"http://127.0.0.1:8080/dev/oidc/realms/avb" test:"" url:"http,https" desc:"OIDC issuer (Keycloak realm URL, e.g. https://id.example.com/realms/avb); discovery and JWKS are fetched from it. With AVB_OIDC_DEV_ISSUER it defaults to this server's own issuer on AVB_HTTP_ADDR"`
 	OIDCFetchTimeout time.Duration `env:"AVB_OIDC_FETCH_TIMEOUT" default:"3s" test:"5s" min:"10ms" desc:"time allowed to fetch the issuer's discovery document or its signing keys (JWKS)"`
 	OIDCAudience     string        `env:"AVB_OIDC_AUDIENCE" default:"avb-api" desc:"audience (aud) a token must carry"`
+	ConsoleClientID  string        `env:"AVB_CONSOLE_CLIENT_ID" default:"avb-console" desc:"OIDC client the web console signs in as (a public client with PKCE, like Keycloak's avb-console); empty: the console offers API-key sign-in only"`
 	DevIssuer        bool          `env:"AVB_OIDC_DEV_ISSUER" default:"false" dev:"true" desc:"serve the built-in development OIDC issuer under /dev/oidc/ (never in prod)"`
 	TenantBaseDomain string        `env:"AVB_TENANT_BASE_DOMAIN" default:"" dev:"localhost" desc:"base domain for tenant subdomains (<slug>.<base domain>); empty turns subdomain resolution off"`
 	TenantCacheTTL   time.Duration `env:"AVB_TENANT_CACHE_TTL" default:"5s" min:"0s" desc:"how long a tenant lookup is cached in process (changes also invalidate it through Redis)"`

@@ -46,7 +46,7 @@ func TestHeadersMatchModel(t *testing.T) {
 		}
 	})
 	mux := http.NewServeMux()
-	mux.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer("v", "test"), connect.WithInterceptors(as, dynamic)))
+	mux.Handle(avbv1connect.NewSystemServiceHandler(server.NewSystemServer("v", "test", nil), connect.WithInterceptors(as, dynamic)))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 

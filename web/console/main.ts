@@ -12,6 +12,8 @@ import {
   type VoiceEvent,
 } from "@agentvoicebox/sdk";
 
+import { beginSignIn, completeSignIn, type OidcSession } from "./oidc.js";
+
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const storageKey = "avb.credential";
 
@@ -33,11 +35,17 @@ function clientFor(credential: string): AvbClient {
   return credential.startsWith("avb_") ? createAvbClient({ ...base, apiKey: credential }) : createAvbClient({ ...base, token: credential });
 }
 
+// oidc is the company sign-in's session (its tokens stay in memory).
+let oidc: OidcSession | undefined;
+
 async function signIn(credential: string) {
-  const client = clientFor(credential);
+  await signInWith(clientFor(credential));
+  sessionStorage.setItem(storageKey, credential);
+}
+
+async function signInWith(client: AvbClient) {
   const { tenant } = await client.tenant.getTenant({});
   avb = client;
-  sessionStorage.setItem(storageKey, credential);
   $("who").textContent = tenant?.name ?? "";
   $("signin").hidden = true;
   $("app").hidden = false;
@@ -48,8 +56,9 @@ async function signIn(credential: string) {
   await Promise.all([loadProjects(), loadSessions()]);
 }
 
-function signOut() {
+async function signOut() {
   sessionStorage.removeItem(storageKey);
+  await oidc?.signOut(); // ends the identity provider's session too
   location.reload();
 }
 
@@ -286,11 +295,31 @@ $("signin-form").addEventListener("submit", (e) => {
   e.preventDefault();
   signIn($<HTMLTextAreaElement>("credential").value.trim()).catch(showError);
 });
-$("sign-out").addEventListener("click", signOut);
+$("sign-out").addEventListener("click", () => void signOut());
 $("projects-more").addEventListener("click", () => loadProjects().catch(showError));
 $("sessions-refresh").addEventListener("click", () => loadSessions().catch(showError));
 $("call-start").addEventListener("click", () => void startCall());
 $("call-end").addEventListener("click", () => void endCall());
 
-const saved = sessionStorage.getItem(storageKey);
-if (saved) signIn(saved).catch(() => sessionStorage.removeItem(storageKey));
+// start offers the company sign-in when the server names an identity
+// provider, finishes one the provider redirected back from, or resumes a
+// pasted credential.
+async function start() {
+  const info = await createAvbClient({ baseUrl: location.origin })
+    .system.getServerInfo({})
+    .catch(() => undefined);
+  const provider = info?.signIn;
+  if (provider?.issuer && provider.clientId) {
+    $("sso").hidden = false;
+    $("sso-sign-in").addEventListener("click", () => beginSignIn(provider.issuer, provider.clientId).catch(showError));
+  }
+  const session = await completeSignIn();
+  if (session) {
+    oidc = session;
+    await signInWith(createAvbClient({ baseUrl: location.origin, token: () => session.accessToken() }));
+    return;
+  }
+  const saved = sessionStorage.getItem(storageKey);
+  if (saved) await signIn(saved).catch(() => sessionStorage.removeItem(storageKey));
+}
+start().catch(showError);

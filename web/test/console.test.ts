@@ -63,3 +63,37 @@ test("a browser call from the console shows the live transcript and plays the re
     await browser.close();
   }
 });
+
+test("sign in with the company account: the authorization code flow with PKCE, tokens in memory only", async () => {
+  const baseUrl = env("AVB_BASE_URL");
+  const browser = await chromium.launch({ executablePath: env("AVB_CHROMIUM"), args: ["--no-sandbox"] });
+  try {
+    const page = await browser.newPage();
+    const logs: string[] = [];
+    page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+    page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+    await page.goto(baseUrl + "/console/");
+    await page.click("#sso-sign-in");
+    // The identity provider's sign-in page (the development issuer's form).
+    await page.waitForSelector("#username", { timeout: 10_000 });
+    await page.fill("#username", "grace@example.com");
+    await page.fill("#tenant_id", env("AVB_TENANT_ID"));
+    await page.selectOption("#roles", "admin");
+    await page.click("#sign-in");
+    // Back in the console, signed in as that user, the code gone from the URL.
+    await page.waitForSelector("#app:not([hidden])", { timeout: 10_000 }).catch((e) => {
+      throw new Error(`${e}\n${logs.join("\n")}`);
+    });
+    assert.equal(await page.locator("#who").textContent(), env("AVB_TENANT"));
+    assert.ok(!page.url().includes("code="), page.url());
+    const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+    assert.ok(!/eyJ/.test(stored), `a token was stored: ${stored}`);
+    await page.locator("#projects li").first().waitFor({ timeout: 10_000 });
+    // Signing out ends the session at the identity provider too.
+    await page.click("#sign-out");
+    await page.waitForSelector("#signin:not([hidden])");
+    assert.equal(await page.locator("#error").textContent(), "");
+  } finally {
+    await browser.close();
+  }
+});

@@ -70,7 +70,10 @@ type GetServerInfoResponse struct {
 	// server_time is the server's clock when it answered.
 	ServerTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"`
 	// profile is the server's configuration profile: "dev", "test" or "prod".
-	Profile       string `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
+	Profile string `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
+	// sign_in is how a browser app signs users in (OIDC authorization code
+	// flow with PKCE); unset when the server has no issuer.
+	SignIn        *SignIn `protobuf:"bytes,5,opt,name=sign_in,json=signIn,proto3" json:"sign_in,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -133,19 +136,83 @@ func (x *GetServerInfoResponse) GetProfile() string {
 	return ""
 }
 
+func (x *GetServerInfoResponse) GetSignIn() *SignIn {
+	if x != nil {
+		return x.SignIn
+	}
+	return nil
+}
+
+// SignIn names the OIDC issuer and the public client a browser app uses.
+type SignIn struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Issuer        string                 `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	ClientId      string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignIn) Reset() {
+	*x = SignIn{}
+	mi := &file_avb_v1_system_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignIn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignIn) ProtoMessage() {}
+
+func (x *SignIn) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_system_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignIn.ProtoReflect.Descriptor instead.
+func (*SignIn) Descriptor() ([]byte, []int) {
+	return file_avb_v1_system_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SignIn) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *SignIn) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
 var File_avb_v1_system_proto protoreflect.FileDescriptor
 
 const file_avb_v1_system_proto_rawDesc = "" +
 	"\n" +
 	"\x13avb/v1/system.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n" +
-	"\x14GetServerInfoRequest\"\xa9\x01\n" +
+	"\x14GetServerInfoRequest\"\xd2\x01\n" +
 	"\x15GetServerInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1f\n" +
 	"\vapi_version\x18\x02 \x01(\tR\n" +
 	"apiVersion\x12;\n" +
 	"\vserver_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"serverTime\x12\x18\n" +
-	"\aprofile\x18\x04 \x01(\tR\aprofile2\x83\x01\n" +
+	"\aprofile\x18\x04 \x01(\tR\aprofile\x12'\n" +
+	"\asign_in\x18\x05 \x01(\v2\x0e.avb.v1.SignInR\x06signIn\"=\n" +
+	"\x06SignIn\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId2\x83\x01\n" +
 	"\rSystemService\x12r\n" +
 	"\rGetServerInfo\x12\x1c.avb.v1.GetServerInfoRequest\x1a\x1d.avb.v1.GetServerInfoResponse\"$\xc2\xf3\x18\x02\b\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v2/system/info\x90\x02\x01B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
@@ -161,21 +228,23 @@ func file_avb_v1_system_proto_rawDescGZIP() []byte {
 	return file_avb_v1_system_proto_rawDescData
 }
 
-var file_avb_v1_system_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_avb_v1_system_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_avb_v1_system_proto_goTypes = []any{
 	(*GetServerInfoRequest)(nil),  // 0: avb.v1.GetServerInfoRequest
 	(*GetServerInfoResponse)(nil), // 1: avb.v1.GetServerInfoResponse
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*SignIn)(nil),                // 2: avb.v1.SignIn
+	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
 }
 var file_avb_v1_system_proto_depIdxs = []int32{
-	2, // 0: avb.v1.GetServerInfoResponse.server_time:type_name -> google.protobuf.Timestamp
-	0, // 1: avb.v1.SystemService.GetServerInfo:input_type -> avb.v1.GetServerInfoRequest
-	1, // 2: avb.v1.SystemService.GetServerInfo:output_type -> avb.v1.GetServerInfoResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 0: avb.v1.GetServerInfoResponse.server_time:type_name -> google.protobuf.Timestamp
+	2, // 1: avb.v1.GetServerInfoResponse.sign_in:type_name -> avb.v1.SignIn
+	0, // 2: avb.v1.SystemService.GetServerInfo:input_type -> avb.v1.GetServerInfoRequest
+	1, // 3: avb.v1.SystemService.GetServerInfo:output_type -> avb.v1.GetServerInfoResponse
+	3, // [3:4] is the sub-list for method output_type
+	2, // [2:3] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_system_proto_init() }
@@ -190,7 +259,7 @@ func file_avb_v1_system_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_system_proto_rawDesc), len(file_avb_v1_system_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file avb/v1/system.proto.
  */
 export const file_avb_v1_system: GenFile = /*@__PURE__*/
-  fileDesc("ChNhdmIvdjEvc3lzdGVtLnByb3RvEgZhdmIudjEiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QifwoVR2V0U2VydmVySW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSEwoLYXBpX3ZlcnNpb24YAiABKAkSLwoLc2VydmVyX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Byb2ZpbGUYBCABKAkygwEKDVN5c3RlbVNlcnZpY2UScgoNR2V0U2VydmVySW5mbxIcLmF2Yi52MS5HZXRTZXJ2ZXJJbmZvUmVxdWVzdBodLmF2Yi52MS5HZXRTZXJ2ZXJJbmZvUmVzcG9uc2UiJJACAcLzGAIIAYLT5JMCFRITL2FwaS92Mi9zeXN0ZW0vaW5mb0IyWjBnaXRodWIuY29tL2FnZW50dm9pY2Vib3gvYXZiL2dlbi9nby9hdmIvdjE7YXZidjFiBnByb3RvMw", [file_avb_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChNhdmIvdjEvc3lzdGVtLnByb3RvEgZhdmIudjEiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QioAEKFUdldFNlcnZlckluZm9SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEhMKC2FwaV92ZXJzaW9uGAIgASgJEi8KC3NlcnZlcl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdwcm9maWxlGAQgASgJEh8KB3NpZ25faW4YBSABKAsyDi5hdmIudjEuU2lnbkluIisKBlNpZ25JbhIOCgZpc3N1ZXIYASABKAkSEQoJY2xpZW50X2lkGAIgASgJMoMBCg1TeXN0ZW1TZXJ2aWNlEnIKDUdldFNlcnZlckluZm8SHC5hdmIudjEuR2V0U2VydmVySW5mb1JlcXVlc3QaHS5hdmIudjEuR2V0U2VydmVySW5mb1Jlc3BvbnNlIiSQAgHC8xgCCAGC0+STAhUSEy9hcGkvdjIvc3lzdGVtL2luZm9CMlowZ2l0aHViLmNvbS9hZ2VudHZvaWNlYm94L2F2Yi9nZW4vZ28vYXZiL3YxO2F2YnYxYgZwcm90bzM", [file_avb_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * GetServerInfoRequest has no fields.
@@ -64,6 +64,14 @@ export type GetServerInfoResponse = Message<"avb.v1.GetServerInfoResponse"> & {
    * @generated from field: string profile = 4;
    */
   profile: string;
+
+  /**
+   * sign_in is how a browser app signs users in (OIDC authorization code
+   * flow with PKCE); unset when the server has no issuer.
+   *
+   * @generated from field: avb.v1.SignIn sign_in = 5;
+   */
+  signIn?: SignIn | undefined;
 };
 
 /**
@@ -72,6 +80,30 @@ export type GetServerInfoResponse = Message<"avb.v1.GetServerInfoResponse"> & {
  */
 export const GetServerInfoResponseSchema: GenMessage<GetServerInfoResponse> = /*@__PURE__*/
   messageDesc(file_avb_v1_system, 1);
+
+/**
+ * SignIn names the OIDC issuer and the public client a browser app uses.
+ *
+ * @generated from message avb.v1.SignIn
+ */
+export type SignIn = Message<"avb.v1.SignIn"> & {
+  /**
+   * @generated from field: string issuer = 1;
+   */
+  issuer: string;
+
+  /**
+   * @generated from field: string client_id = 2;
+   */
+  clientId: string;
+};
+
+/**
+ * Describes the message avb.v1.SignIn.
+ * Use `create(SignInSchema)` to create a new message.
+ */
+export const SignInSchema: GenMessage<SignIn> = /*@__PURE__*/
+  messageDesc(file_avb_v1_system, 2);
 
 /**
  * SystemService describes the server a client is talking to.
