@@ -27,6 +27,7 @@ import (
 func TestDevStackServesTheReadmeAndCleansUp(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		out, err := runDevStack(t, func(base, printed string) {
+			checkDemoProject(t, base, exports(printed)["AVB_API_KEY"])
 			t.Logf("%d curl commands of the README ran against avb dev", runExamples(t, base, printed))
 		})
 		if err == nil {
@@ -132,5 +133,23 @@ func dropDatabase(t *testing.T, rawURL string) {
 	defer c.Close(context.Background())
 	if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
 		t.Logf("drop %s: %v", name, err)
+	}
+}
+
+// checkDemoProject: the demo tenant has its project, with phrase hints the
+// scripted model understands, so a newcomer's first call is heard right.
+func checkDemoProject(t *testing.T, base, key string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, base+"/avb.v1.ProjectService/ListProjects", strings.NewReader(`{"nameContains":"Demo"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-API-Key", key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 || !strings.Contains(string(body), `"name":"Demo"`) || !strings.Contains(string(body), "please book a meeting for tomorrow at ten") {
+		t.Fatalf("demo project: %d %s", res.StatusCode, body)
 	}
 }

@@ -10,10 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/agentvoicebox/avb/app"
 	"github.com/agentvoicebox/avb/authn"
+	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/tenancy"
+	"github.com/agentvoicebox/avb/voice/llm"
 )
 
 // DemoSlug is the tenant avb dev creates.
@@ -49,6 +54,9 @@ func seed(ctx context.Context, a *app.App, dataDir string) (*Credentials, error)
 	}
 	if err := a.Grants().TenantCreated(ctx, t); err != nil {
 		return nil, fmt.Errorf("demo tenant grants: %w", err)
+	}
+	if err := seedProject(ctx, a, t); err != nil {
+		return nil, err
 	}
 	c := &Credentials{Tenant: t}
 	if iss := a.DevIssuer(); iss != nil {
@@ -87,6 +95,36 @@ func seed(ctx context.Context, a *app.App, dataDir string) (*Credentials, error)
 	}
 	c.APIKey = secret
 	return c, nil
+}
+
+// DemoProject is the project avb dev gives the demo tenant.
+const DemoProject = "Demo"
+
+// seedProject makes sure the demo tenant has its project (once: a fixed
+// request id makes a second run find the first's), with phrase hints the
+// scripted model understands, so the first call is heard right.
+func seedProject(ctx context.Context, a *app.App, t *store.Tenant) error {
+	spec, err := protojson.Marshal(&avbv1.Project{
+		Description:   "Created by avb dev: say \"please book a meeting for tomorrow at ten\".",
+		VoiceDefaults: &avbv1.SessionConfig{PhraseHints: llm.DefaultScript.Phrases()},
+	})
+	if err != nil {
+		return err
+	}
+	requestID := uuid.NewSHA1(t.ID, []byte("avb dev demo project"))
+	row := &store.Resource{Name: DemoProject, Spec: spec, RequestID: &requestID}
+	tctx := tenancy.With(ctx, t.ID)
+	_, err = a.DB().Resources(store.Projects).Create(tctx, row)
+	if errors.Is(err, store.ErrAlreadyExists) {
+		return nil // the tenant has a project of that name: leave it be
+	}
+	if err != nil {
+		return fmt.Errorf("demo project: %w", err)
+	}
+	if err := a.Grants().ResourceCreated(tctx, "project", row.ID, t.ID, nil); err != nil {
+		return fmt.Errorf("demo project grants: %w", err)
+	}
+	return nil
 }
 
 func (c *Credentials) print(out io.Writer, base string) {
