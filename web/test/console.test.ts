@@ -13,6 +13,17 @@ const env = (k: string) => {
   return v;
 };
 
+// launch opens Chromium with args and a page whose console output and
+// errors are kept for a failure's message.
+async function launch(args: string[] = []) {
+  const browser = await chromium.launch({ executablePath: env("AVB_CHROMIUM"), args: [...args, "--no-sandbox"] });
+  const page = await browser.newPage();
+  const logs: string[] = [];
+  page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+  return { browser, page, logs };
+}
+
 test("a browser call from the console shows the live transcript and plays the reply", async () => {
   const baseUrl = env("AVB_BASE_URL");
   const apiKey = env("AVB_API_KEY");
@@ -22,21 +33,13 @@ test("a browser call from the console shows the live transcript and plays the re
   const name = "Browser demo " + Date.now();
   await avb.projects.createProject({ name });
 
-  const browser = await chromium.launch({
-    executablePath: env("AVB_CHROMIUM"),
-    args: [
-      "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
-      `--use-file-for-fake-audio-capture=${env("AVB_SPEECH_WAV")}`,
-      "--autoplay-policy=no-user-gesture-required",
-      "--no-sandbox",
-    ],
-  });
+  const { browser, page, logs } = await launch([
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    `--use-file-for-fake-audio-capture=${env("AVB_SPEECH_WAV")}`,
+    "--autoplay-policy=no-user-gesture-required",
+  ]);
   try {
-    const page = await browser.newPage();
-    const logs: string[] = [];
-    page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
-    page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
     await page.goto(baseUrl + "/console/");
     await page.fill("#credential", apiKey);
     await page.click("#sign-in");
@@ -66,12 +69,8 @@ test("a browser call from the console shows the live transcript and plays the re
 
 test("sign in with the company account: the authorization code flow with PKCE, tokens in memory only", async () => {
   const baseUrl = env("AVB_BASE_URL");
-  const browser = await chromium.launch({ executablePath: env("AVB_CHROMIUM"), args: ["--no-sandbox"] });
+  const { browser, page, logs } = await launch();
   try {
-    const page = await browser.newPage();
-    const logs: string[] = [];
-    page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
-    page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
     await page.goto(baseUrl + "/console/");
     await page.click("#sso-sign-in");
     // The identity provider's sign-in page (the development issuer's form).
