@@ -614,7 +614,10 @@ func (l *liveCall) observe(ev voice.Event, record func(string, map[string]any)) 
 		lat := &avbv1.TurnLatency{VadEndMs: ms(m.VADEnd), SttFinalMs: ms(m.STTFinal), LlmFirstTokenMs: ms(m.LLMFirstToken),
 			TtsFirstAudioMs: ms(m.TTSFirstAudio), FirstByteMs: ms(m.FirstByteSent), Preemptive: m.Preemptive, ToolMs: ms(m.Tool)}
 		record("response", map[string]any{"text": ev.Text, "interrupted": ev.Interrupted, "played_ms": ev.PlayedMS,
-			"first_byte_ms": lat.FirstByteMs, "input_tokens": ev.Usage.InputTokens, "output_tokens": ev.Usage.OutputTokens})
+			"first_byte_ms": lat.FirstByteMs, "input_tokens": ev.Usage.InputTokens, "output_tokens": ev.Usage.OutputTokens,
+			// The turn's waterfall, from the end of the caller's speech.
+			"vad_end_ms": lat.VadEndMs, "stt_final_ms": lat.SttFinalMs, "llm_first_token_ms": lat.LlmFirstTokenMs,
+			"tts_first_audio_ms": lat.TtsFirstAudioMs, "tool_ms": lat.ToolMs, "preemptive": lat.Preemptive})
 		return &avbv1.VoiceEvent{Event: &avbv1.VoiceEvent_ResponseDone{ResponseDone: &avbv1.ResponseDone{
 			ResponseId: int32(ev.ResponseID), Text: ev.Text, Interrupted: ev.Interrupted, PlayedMs: ev.PlayedMS, AudioMs: m.AudioOutMS,
 			InputTokens: int64(ev.Usage.InputTokens), OutputTokens: int64(ev.Usage.OutputTokens), Latency: lat}}}

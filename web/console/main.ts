@@ -9,6 +9,7 @@ import {
   type BrowserCall,
   type Project,
   type Recognition,
+  type SessionEvent,
   type VoiceEvent,
 } from "@agentvoicebox/sdk";
 
@@ -97,9 +98,96 @@ async function loadSessions() {
       td.textContent = v;
       tr.append(td);
     }
+    const open = document.createElement("button");
+    open.textContent = "Open";
+    open.setAttribute("aria-label", `Open the session of ${created}`);
+    open.addEventListener("click", () => showSession(s.id).catch(showError));
+    const td = document.createElement("td");
+    td.append(open);
+    tr.append(td);
     return tr;
   });
   $("sessions").replaceChildren(...rows);
+}
+
+// The stages of a turn's waterfall, as the session's response events
+// record them (milliseconds from the end of the caller's speech).
+const stages: [key: string, label: string][] = [
+  ["vad_end_ms", "end of speech detected"],
+  ["stt_final_ms", "transcript final"],
+  ["llm_first_token_ms", "first token"],
+  ["tts_first_audio_ms", "first audio"],
+  ["first_byte_ms", "first byte sent"],
+];
+
+// showSession shows one session: how it ended, its metrics, and its turns
+// with what the caller said, the reply, and each reply's latency waterfall.
+async function showSession(id: string) {
+  if (!avb) return;
+  const { session } = await avb.sessions.getSession({ sessionId: id });
+  const events: SessionEvent[] = [];
+  let pageToken = "";
+  do {
+    const res = await avb.sessions.listSessionEvents({ sessionId: id, pageSize: 200, pageToken });
+    events.push(...res.events);
+    pageToken = res.nextPageToken;
+  } while (pageToken && events.length < 2000);
+  const m = session?.metrics;
+  $("session").hidden = false;
+  $("session-id").textContent = id;
+  const status = session ? SessionStatus[session.status].toLowerCase() : "";
+  $("session-summary").textContent =
+    `${status}${session?.error ? ` (${session.error})` : ""}: ${m?.turns ?? 0} turns in ${(m?.durationSeconds ?? 0).toFixed(1)} s, ` +
+    `${m?.inputTokens ?? 0} tokens in and ${m?.outputTokens ?? 0} out, ${(m?.inputAudioSeconds ?? 0).toFixed(1)} s of audio in and ` +
+    `${(m?.outputAudioSeconds ?? 0).toFixed(1)} s out` + (m?.toolCalls ? `, ${m.toolCalls} tool calls` : "");
+  const items: HTMLLIElement[] = [];
+  for (const e of events) {
+    const d = (e.data ?? {}) as Record<string, unknown>;
+    const text = typeof d.text === "string" ? d.text : "";
+    if (e.type === "transcript") {
+      const li = document.createElement("li");
+      li.className = "you";
+      li.textContent = text;
+      items.push(li);
+    } else if (e.type === "response") {
+      const li = document.createElement("li");
+      li.className = "agent";
+      li.textContent = text + (d.interrupted === true ? " (interrupted)" : "");
+      li.append(waterfall(d));
+      items.push(li);
+    } else if (e.type === "error") {
+      const li = document.createElement("li");
+      li.className = "error";
+      li.textContent = `${String(d.message ?? "")} (${String(d.reason ?? "")})`;
+      items.push(li);
+    }
+  }
+  $("session-turns").replaceChildren(...items);
+}
+
+// waterfall draws a reply's latency stages on one scale, with the numbers
+// in words for those who cannot see the bars.
+function waterfall(d: Record<string, unknown>): HTMLElement {
+  const values = stages.map(([key, label]) => ({ label, ms: typeof d[key] === "number" ? (d[key] as number) : 0 }));
+  const total = Math.max(1, ...values.map((v) => v.ms));
+  const box = document.createElement("div");
+  box.className = "waterfall";
+  const words = values.map((v) => `${v.label} ${v.ms.toFixed(1)} ms`).join(", ");
+  box.setAttribute("role", "img");
+  box.setAttribute("aria-label", words);
+  for (const v of values) {
+    const bar = document.createElement("span");
+    bar.className = "stage";
+    bar.dataset.stage = v.label;
+    bar.dataset.ms = v.ms.toFixed(1);
+    bar.style.width = `${(100 * v.ms) / total}%`;
+    bar.title = `${v.label}: ${v.ms.toFixed(1)} ms`;
+    box.append(bar);
+  }
+  const caption = document.createElement("small");
+  caption.textContent = words + (d.preemptive === true ? " (prepared while the caller paused)" : "");
+  box.append(caption);
+  return box;
 }
 
 // ------------------------------------------------------------------ audio

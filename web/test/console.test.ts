@@ -59,8 +59,16 @@ test("a browser call from the console shows the live transcript and plays the re
     await page.waitForFunction(() => Number(document.getElementById("call")?.dataset.audioMs) > 500, null, { timeout: 15_000 });
     await page.click("#call-end");
     await page.waitForSelector('#call[data-state="idle"]');
-    // The session is listed under the project.
+    // The session is listed under the project; its page shows the turns
+    // and each reply's latency waterfall.
     await page.locator("#sessions tr").first().waitFor();
+    await page.locator("#sessions tr button").first().click();
+    await page.locator("#session-turns li.you", { hasText: env("AVB_ASK") }).first().waitFor({ timeout: 10_000 });
+    const reply = page.locator("#session-turns li.agent", { hasText: "booked the meeting" }).first();
+    await reply.waitFor();
+    assert.equal(await reply.locator(".waterfall .stage").count(), 5);
+    assert.match((await reply.locator(".waterfall").getAttribute("aria-label")) ?? "", /end of speech detected [\d.]+ ms.*first byte sent [\d.]+ ms/);
+    assert.match((await page.locator("#session-summary").textContent()) ?? "", /turns in/);
     assert.equal(await page.locator("#error").textContent(), "");
   } finally {
     await browser.close();
