@@ -9,6 +9,7 @@ import {
   type BrowserCall,
   type Project,
   type Recognition,
+  ApiKeyScope,
   type SessionEvent,
   type VoiceEvent,
 } from "@agentvoicebox/sdk";
@@ -54,7 +55,7 @@ async function signInWith(client: AvbClient) {
   $("error").textContent = "";
   $("projects").replaceChildren();
   projectsToken = "";
-  await Promise.all([loadProjects(), loadSessions()]);
+  await Promise.all([loadProjects(), loadSessions(), loadKeys().catch(() => ($("keys-panel").hidden = true))]);
 }
 
 async function signOut() {
@@ -188,6 +189,73 @@ function waterfall(d: Record<string, unknown>): HTMLElement {
   caption.textContent = words + (d.preemptive === true ? " (prepared while the caller paused)" : "");
   box.append(caption);
   return box;
+}
+
+// ------------------------------------------------------------------ API keys
+
+const scopeNames: Record<string, ApiKeyScope> = {
+  realtime: ApiKeyScope.REALTIME,
+  billing: ApiKeyScope.BILLING,
+  admin: ApiKeyScope.ADMIN,
+};
+
+function showSecret(secret: string) {
+  $("key-secret").textContent = secret;
+  $("key-secret-box").hidden = false;
+}
+
+async function loadKeys() {
+  if (!avb) return;
+  const res = await avb.apiKeys.listApiKeys({ pageSize: 50, includeRevoked: true });
+  const when = (t?: { seconds: bigint }) => (t ? new Date(Number(t.seconds) * 1000).toLocaleString() : "never");
+  $("keys").replaceChildren(
+    ...res.apiKeys.map((k) => {
+      const tr = document.createElement("tr");
+      tr.dataset.id = k.id;
+      const revoked = !!k.revokeTime && Number(k.revokeTime.seconds) * 1000 <= Date.now();
+      const state = revoked ? "revoked" : k.revokeTime ? `retiring ${when(k.revokeTime)}` : "active";
+      const scopes = k.scopes.map((s) => ApiKeyScope[s].toLowerCase()).join(", ");
+      for (const v of [k.name, k.prefix + "…", scopes, when(k.lastUsedTime), state]) {
+        const td = document.createElement("td");
+        td.textContent = v;
+        tr.append(td);
+      }
+      const actions = document.createElement("td");
+      if (!revoked) {
+        const rotate = document.createElement("button");
+        rotate.textContent = "Rotate";
+        rotate.setAttribute("aria-label", `Rotate ${k.name}: the old key works 24 more hours`);
+        rotate.addEventListener("click", () =>
+          (async () => {
+            const r = await avb!.apiKeys.rotateApiKey({ apiKeyId: k.id });
+            showSecret(r.secret);
+            await loadKeys();
+          })().catch(showError),
+        );
+        const revoke = document.createElement("button");
+        revoke.textContent = "Revoke";
+        revoke.setAttribute("aria-label", `Revoke ${k.name} now`);
+        revoke.addEventListener("click", () =>
+          (async () => {
+            await avb!.apiKeys.revokeApiKey({ apiKeyId: k.id });
+            await loadKeys();
+          })().catch(showError),
+        );
+        actions.append(rotate, " ", revoke);
+      }
+      tr.append(actions);
+      return tr;
+    }),
+  );
+}
+
+async function createKey(form: HTMLFormElement) {
+  if (!avb) return;
+  const scopes = [...form.querySelectorAll<HTMLInputElement>('input[name="scope"]:checked')].map((i) => scopeNames[i.value]);
+  const res = await avb.apiKeys.createApiKey({ name: $<HTMLInputElement>("key-name").value.trim(), scopes });
+  showSecret(res.secret);
+  form.reset();
+  await loadKeys();
 }
 
 // ------------------------------------------------------------------ audio
@@ -384,6 +452,16 @@ $("signin-form").addEventListener("submit", (e) => {
   signIn($<HTMLTextAreaElement>("credential").value.trim()).catch(showError);
 });
 $("sign-out").addEventListener("click", () => void signOut());
+$("key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  createKey(e.target as HTMLFormElement).catch(showError);
+});
+$("key-copy").addEventListener("click", () => {
+  navigator.clipboard.writeText($("key-secret").textContent ?? "").then(
+    () => ($("key-copy").textContent = "Copied"),
+    showError,
+  );
+});
 $("projects-more").addEventListener("click", () => loadProjects().catch(showError));
 $("sessions-refresh").addEventListener("click", () => loadSessions().catch(showError));
 $("call-start").addEventListener("click", () => void startCall());

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
-import { createAvbClient } from "@agentvoicebox/sdk";
+import { AvbError, createAvbClient } from "@agentvoicebox/sdk";
 
 const env = (k: string) => {
   const v = process.env[k];
@@ -96,6 +96,22 @@ test("sign in with the company account: the authorization code flow with PKCE, t
     const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
     assert.ok(!/eyJ/.test(stored), `a token was stored: ${stored}`);
     await page.locator("#projects li").first().waitFor({ timeout: 10_000 });
+    // An API key: created with its scopes, its secret shown once and copied,
+    // then revoked, after which the server refuses it.
+    await page.context().grantPermissions(["clipboard-read", "clipboard-write"], { origin: baseUrl });
+    await page.fill("#key-name", "console key");
+    await page.click("#key-create");
+    await page.waitForSelector("#key-secret-box:not([hidden])");
+    const secret = (await page.locator("#key-secret").textContent()) ?? "";
+    assert.match(secret, /^avb_/);
+    await page.click("#key-copy");
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), secret);
+    const withKey = createAvbClient({ baseUrl, apiKey: secret });
+    await withKey.sessions.listSessions({});
+    const row = page.locator("#keys tr", { hasText: "console key" });
+    await row.getByRole("button", { name: /Revoke/ }).click();
+    await row.locator("td", { hasText: "revoked" }).waitFor();
+    await assert.rejects(withKey.sessions.listSessions({}), (e: AvbError) => e.reason === "api_key_revoked");
     // Signing out ends the session at the identity provider too.
     await page.click("#sign-out");
     await page.waitForSelector("#signin:not([hidden])");
