@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -123,7 +124,31 @@ func (f *Faulty) Heal() {
 			f.t.Errorf("restart fault proxy: %v", err)
 		}
 	default:
-		f.proxy.Toxics.ResetToxics(context.Background())
+		// Removing a toxic waits for every link to let go of it, and a link
+		// stuck writing to a peer that does not read never does: then the
+		// proxy's connections are closed (the clients reconnect), which
+		// frees the removal.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			f.proxy.Toxics.ResetToxics(context.Background())
+		}()
+		select {
+		case <-done:
+		case <-time.After(healWait):
+			f.proxy.Stop()
+			select {
+			case <-done:
+			case <-time.After(healWait):
+				f.t.Errorf("the fault proxy is stuck removing its %s toxic", f.fault)
+			}
+			if err := f.proxy.Start(); err != nil {
+				f.t.Errorf("restart fault proxy: %v", err)
+			}
+		}
 	}
 	f.fault = ""
 }
+
+// healWait bounds how long Heal waits for links to let go of a toxic.
+const healWait = 3 * time.Second
