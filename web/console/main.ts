@@ -11,6 +11,7 @@ import {
   type Recognition,
   ApiKeyScope,
   type SessionEvent,
+  type TurnLatency,
   type VoiceEvent,
 } from "@agentvoicebox/sdk";
 
@@ -376,12 +377,34 @@ function onEvent(ev: VoiceEvent) {
       break;
     case "responseDone":
       if (agentLine && e.value.text) agentLine.textContent = e.value.text;
+      if (agentLine && e.value.latency) agentLine.append(latencyNote(e.value.latency, e.value.interrupted));
       agentLine = undefined;
       break;
     case "error":
       $("error").textContent = `${e.value.message} (${e.value.reason})`;
       break;
   }
+}
+
+// level is a frame's loudness for the meter (RMS, 0 to 1, boosted so
+// speech moves it).
+function level(frame: Float32Array): number {
+  let sum = 0;
+  for (const x of frame) sum += x * x;
+  return Math.min(1, 3 * Math.sqrt(sum / Math.max(1, frame.length)));
+}
+
+// latencyNote is a turn's latency as it happens: when the reply's first
+// byte left after the end of the caller's speech, and the stages before it.
+function latencyNote(l: TurnLatency, interrupted: boolean): HTMLElement {
+  const note = document.createElement("small");
+  note.className = "latency";
+  note.textContent =
+    ` first byte ${l.firstByteMs.toFixed(0)} ms after you stopped (transcript ${l.sttFinalMs.toFixed(0)}, ` +
+    `first token ${l.llmFirstTokenMs.toFixed(0)}, first audio ${l.ttsFirstAudioMs.toFixed(0)} ms)` +
+    (l.preemptive ? ", prepared while you paused" : "") +
+    (interrupted ? ", interrupted" : "");
+  return note;
 }
 
 // showRecognition says plainly what the call's speech recognition hears:
@@ -417,7 +440,9 @@ async function startCall() {
     await capture.audioWorklet.addModule(URL.createObjectURL(new Blob([captureWorklet], { type: "text/javascript" })));
     const node = new AudioWorkletNode(capture, "avb-capture");
     const rate = capture.sampleRate;
+    const meter = $<HTMLMeterElement>("mic-level");
     node.port.onmessage = (m: MessageEvent<Float32Array>) => {
+      meter.value = level(m.data);
       call?.sendAudio(toPCM16(m.data, rate)).catch(showError);
     };
     capture.createMediaStreamSource(mic).connect(node);

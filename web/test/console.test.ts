@@ -55,7 +55,11 @@ test("a browser call from the console shows the live transcript and plays the re
     await you.first().waitFor({ timeout: 30_000 }).catch((e) => {
       throw new Error(`${e}\n${logs.join("\n")}`);
     });
-    await page.locator("#transcript li.agent", { hasText: "booked the meeting" }).first().waitFor({ timeout: 15_000 });
+    const answer = page.locator("#transcript li.agent", { hasText: "booked the meeting" }).first();
+    await answer.waitFor({ timeout: 15_000 });
+    // The turn's latency shows as it happens, and the microphone moves the meter.
+    await answer.locator(".latency", { hasText: /first byte \d+ ms after you stopped/ }).waitFor({ timeout: 15_000 });
+    await page.waitForFunction(() => (document.getElementById("mic-level") as HTMLMeterElement).value > 0.01, null, { timeout: 10_000 });
     await page.waitForFunction(() => Number(document.getElementById("call")?.dataset.audioMs) > 500, null, { timeout: 15_000 });
     await page.click("#call-end");
     await page.waitForSelector('#call[data-state="idle"]');
