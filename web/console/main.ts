@@ -87,9 +87,24 @@ function selectProject(p: Project, li: HTMLElement) {
   void loadSessions();
 }
 
-async function loadSessions() {
+// sessionsToken is the next page of the session list ("" at its end).
+let sessionsToken = "";
+
+// loadSessions lists the project's sessions through the filters, newest
+// first, a page at a time (more appends the next page).
+async function loadSessions(more = false) {
   if (!avb) return;
-  const res = await avb.sessions.listSessions({ pageSize: 20, projectId: project?.id ?? "" });
+  const status = $<HTMLSelectElement>("filter-status").value;
+  const since = $<HTMLInputElement>("filter-since").valueAsDate;
+  const res = await avb.sessions.listSessions({
+    pageSize: 20,
+    pageToken: more ? sessionsToken : "",
+    projectId: project?.id ?? "",
+    status: status ? SessionStatus[status as keyof typeof SessionStatus] : SessionStatus.UNSPECIFIED,
+    createdAfter: since ? { seconds: BigInt(Math.floor(since.getTime() / 1000)), nanos: 0 } : undefined,
+  });
+  sessionsToken = res.nextPageToken;
+  $("sessions-more").hidden = !sessionsToken;
   const rows = res.sessions.map((s) => {
     const tr = document.createElement("tr");
     tr.dataset.id = s.id;
@@ -109,7 +124,8 @@ async function loadSessions() {
     tr.append(td);
     return tr;
   });
-  $("sessions").replaceChildren(...rows);
+  if (more) $("sessions").append(...rows);
+  else $("sessions").replaceChildren(...rows);
 }
 
 // The stages of a turn's waterfall, as the session's response events
@@ -489,6 +505,11 @@ $("key-copy").addEventListener("click", () => {
 });
 $("projects-more").addEventListener("click", () => loadProjects().catch(showError));
 $("sessions-refresh").addEventListener("click", () => loadSessions().catch(showError));
+$("sessions-more").addEventListener("click", () => loadSessions(true).catch(showError));
+$("sessions-filter").addEventListener("submit", (e) => {
+  e.preventDefault();
+  loadSessions().catch(showError);
+});
 $("call-start").addEventListener("click", () => void startCall());
 $("call-end").addEventListener("click", () => void endCall());
 

@@ -66,6 +66,13 @@ test("a browser call from the console shows the live transcript and plays the re
     // The session is listed under the project; its page shows the turns
     // and each reply's latency waterfall.
     await page.locator("#sessions tr").first().waitFor();
+    // Filters: no session of this project ended in error; any status lists it.
+    await page.selectOption("#filter-status", "ERROR");
+    await page.click("#sessions-filter button");
+    await page.waitForFunction(() => document.querySelectorAll("#sessions tr").length === 0, null, { timeout: 5_000 });
+    await page.selectOption("#filter-status", "");
+    await page.click("#sessions-filter button");
+    await page.locator("#sessions tr").first().waitFor();
     await page.locator("#sessions tr button").first().click();
     await page.locator("#session-turns li.you", { hasText: env("AVB_ASK") }).first().waitFor({ timeout: 10_000 });
     const reply = page.locator("#session-turns li.agent", { hasText: "booked the meeting" }).first();
