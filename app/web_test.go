@@ -130,7 +130,15 @@ func TestConsoleInChromium(t *testing.T) {
 	_, wav := speechFiles(t)
 	// The console signs in through the issuer's code flow, back to itself.
 	p.issuer.RedirectPrefixes = []string{p.base + "/console/"}
+	// Each page is photographed into test-output/console, to review how a
+	// change looks.
+	shots := filepath.Join(root, "test-output", "console")
+	if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("console screenshots: %s", shots)
 	runNodeTests(t, root, "web/dist-test/console.test.mjs", map[string]string{
+		"AVB_SCREENSHOTS": shots,
 		"AVB_TENANT_ID":  ten.ID.String(),
 		"AVB_TENANT":     ten.Name,
 		"AVB_BASE_URL":   p.base,

@@ -130,6 +130,8 @@ async function loadSessions(more = false) {
 
 // The stages of a turn's waterfall, as the session's response events
 // record them (milliseconds from the end of the caller's speech).
+// The first is the silence the turn detector waited for after the last
+// word; the others count from the turn's end it then declared.
 const stages: [key: string, label: string][] = [
   ["vad_end_ms", "end of speech detected"],
   ["stt_final_ms", "transcript final"],
@@ -187,18 +189,26 @@ async function showSession(id: string) {
 // in words for those who cannot see the bars.
 function waterfall(d: Record<string, unknown>): HTMLElement {
   const values = stages.map(([key, label]) => ({ label, ms: typeof d[key] === "number" ? (d[key] as number) : 0 }));
-  const total = Math.max(1, ...values.map((v) => v.ms));
+  // Bars run from the last word: the detector's silence, then each stage.
+  const silence = values[0].ms;
+  const ends = values.map((v, i) => (i === 0 ? v.ms : silence + v.ms));
+  const total = Math.max(1, ...ends);
   const box = document.createElement("div");
   box.className = "waterfall";
-  const words = values.map((v) => `${v.label} ${v.ms.toFixed(1)} ms`).join(", ");
+  const words =
+    `${values[0].label} ${silence.toFixed(1)} ms after the last word; then ` +
+    values
+      .slice(1)
+      .map((v) => `${v.label} ${v.ms.toFixed(1)} ms`)
+      .join(", ");
   box.setAttribute("role", "img");
   box.setAttribute("aria-label", words);
-  for (const v of values) {
+  for (const [i, v] of values.entries()) {
     const bar = document.createElement("span");
     bar.className = "stage";
     bar.dataset.stage = v.label;
     bar.dataset.ms = v.ms.toFixed(1);
-    bar.style.width = `${(100 * v.ms) / total}%`;
+    bar.style.width = `${(100 * ends[i]) / total}%`;
     bar.title = `${v.label}: ${v.ms.toFixed(1)} ms`;
     box.append(bar);
   }

@@ -3,7 +3,7 @@
 // call the agent from a fake microphone that plays a spoken WAV file.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { chromium, type Page } from "playwright-core";
 
 import { AvbError, createAvbClient } from "@agentvoicebox/sdk";
 
@@ -12,6 +12,11 @@ const env = (k: string) => {
   if (!v) throw new Error(`${k} is not set: this test runs from the Go test TestConsoleInChromium`);
   return v;
 };
+
+// shot saves a screenshot of the page, named for what it shows.
+async function shot(page: Page, name: string) {
+  await page.screenshot({ path: `${env("AVB_SCREENSHOTS")}/${name}.png`, fullPage: true });
+}
 
 // launch opens Chromium with args and a page whose console output and
 // errors are kept for a failure's message.
@@ -60,6 +65,7 @@ test("a browser call from the console shows the live transcript and plays the re
     // The turn's latency shows as it happens, and the microphone moves the meter.
     await answer.locator(".latency", { hasText: /first byte \d+ ms after you stopped/ }).waitFor({ timeout: 15_000 });
     await page.waitForFunction(() => (document.getElementById("mic-level") as HTMLMeterElement).value > 0.01, null, { timeout: 10_000 });
+    await shot(page, "call");
     await page.waitForFunction(() => Number(document.getElementById("call")?.dataset.audioMs) > 500, null, { timeout: 15_000 });
     await page.click("#call-end");
     await page.waitForSelector('#call[data-state="idle"]');
@@ -80,6 +86,7 @@ test("a browser call from the console shows the live transcript and plays the re
     assert.equal(await reply.locator(".waterfall .stage").count(), 5);
     assert.match((await reply.locator(".waterfall").getAttribute("aria-label")) ?? "", /end of speech detected [\d.]+ ms.*first byte sent [\d.]+ ms/);
     assert.match((await page.locator("#session-summary").textContent()) ?? "", /turns in/);
+    await shot(page, "session");
     assert.equal(await page.locator("#error").textContent(), "");
   } finally {
     await browser.close();
@@ -91,9 +98,11 @@ test("sign in with the company account: the authorization code flow with PKCE, t
   const { browser, page, logs } = await launch();
   try {
     await page.goto(baseUrl + "/console/");
+    await shot(page, "sign-in");
     await page.click("#sso-sign-in");
     // The identity provider's sign-in page (the development issuer's form).
     await page.waitForSelector("#username", { timeout: 10_000 });
+    await shot(page, "sign-in-form");
     await page.fill("#username", "grace@example.com");
     await page.fill("#tenant_id", env("AVB_TENANT_ID"));
     await page.selectOption("#roles", "admin");
@@ -113,6 +122,7 @@ test("sign in with the company account: the authorization code flow with PKCE, t
     await page.fill("#key-name", "console key");
     await page.click("#key-create");
     await page.waitForSelector("#key-secret-box:not([hidden])");
+    await shot(page, "api-key-created");
     const secret = (await page.locator("#key-secret").textContent()) ?? "";
     assert.match(secret, /^avb_/);
     await page.click("#key-copy");
