@@ -139,13 +139,13 @@ func TestConsoleInChromium(t *testing.T) {
 	t.Logf("console screenshots: %s", shots)
 	runNodeTests(t, root, "web/dist-test/console.test.mjs", map[string]string{
 		"AVB_SCREENSHOTS": shots,
-		"AVB_TENANT_ID":  ten.ID.String(),
-		"AVB_TENANT":     ten.Name,
-		"AVB_BASE_URL":   p.base,
-		"AVB_API_KEY":    str(key, "secret"),
-		"AVB_SPEECH_WAV": wav,
-		"AVB_ASK":        ask,
-		"AVB_CHROMIUM":   chromium,
+		"AVB_TENANT_ID":   ten.ID.String(),
+		"AVB_TENANT":      ten.Name,
+		"AVB_BASE_URL":    p.base,
+		"AVB_API_KEY":     str(key, "secret"),
+		"AVB_SPEECH_WAV":  wav,
+		"AVB_ASK":         ask,
+		"AVB_CHROMIUM":    chromium,
 	})
 }
 
