@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"io"
@@ -42,10 +43,18 @@ func builtWeb(t *testing.T, files ...string) string {
 	return root
 }
 
+// nodeTestTimeout bounds one node test run.
+const nodeTestTimeout = 3 * time.Minute
+
 // runNodeTests runs node's test runner on file with env, logging its report.
 func runNodeTests(t *testing.T, root, file string, env map[string]string) {
 	t.Helper()
-	cmd := exec.Command("node", "--test", "--test-reporter=spec", file)
+	// A node run that hangs (a call that never answers) fails the test
+	// instead of holding the suite.
+	ctx, cancel := context.WithTimeout(context.Background(), nodeTestTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "--test", "--test-reporter=spec", file)
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Dir = root
 	cmd.Env = os.Environ()
 	for k, v := range env {

@@ -219,6 +219,10 @@ func (s *voiceServer) updateConfig(c *avbv1.SessionConfig) (voice.Config, error)
 // scriptedModel reports whether a model name is the scripted model.
 func scriptedModel(name string) bool { return name == "" || name == "scripted" }
 
+// scriptedPhrases are the scripted model's phrases, expanded once (calls
+// only read them).
+var scriptedPhrases = sync.OnceValue(llm.DefaultScript.Phrases)
+
 // recognitionExamples is how many phrases SessionStarted shows.
 const recognitionExamples = 5
 
@@ -232,7 +236,7 @@ func (s *voiceServer) recognition(cfg *voice.Config) *avbv1.Recognition {
 		return r
 	}
 	if len(cfg.Phrases) == 0 && scriptedModel(cfg.Model) {
-		cfg.Phrases, r.FromModel = llm.DefaultScript.Phrases(), true
+		cfg.Phrases, r.FromModel = scriptedPhrases(), true
 	}
 	r.PhrasesOnly, r.Phrases = len(cfg.Phrases) > 0, int32(len(cfg.Phrases))
 	r.Examples = cfg.Phrases[:min(len(cfg.Phrases), recognitionExamples)]

@@ -51,8 +51,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1`)
 
-// release frees the slot if holder still holds it. ARGV: session, holder.
-var release = redis.NewScript(`
+// releaseSlot frees the slot if holder still holds it. ARGV: session, holder.
+var releaseSlot = redis.NewScript(`
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -115,12 +115,8 @@ func (l *Limiter) Acquire(ctx context.Context, tenant, session, holder string) (
 		close(stop)
 		ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
 		defer cancel()
-		_ = releaseScript(ctx, l.rdb, tenant, session, holder)
+		_ = releaseSlot.Run(ctx, l.rdb, keys(tenant), session, holder).Err()
 	}, nil
-}
-
-func releaseScript(ctx context.Context, rdb *redis.Client, tenant, session, holder string) error {
-	return release.Run(ctx, rdb, keys(tenant), session, holder).Err()
 }
 
 // Held reports whether a live server holds session's slot in tenant (it

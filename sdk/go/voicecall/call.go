@@ -39,6 +39,10 @@ type Options struct {
 	// after losing its instance (30 s when zero); past it Receive returns
 	// the error that cut the call.
 	ResumeWithin time.Duration
+	// OpenTimeout bounds each connection's wait for its session to start
+	// (10 s when zero): an instance that accepts and answers nothing is
+	// given up on, and the next endpoint tried.
+	OpenTimeout time.Duration
 	// BufferFrames is how much caller audio sent while the call is between
 	// instances is kept and sent on rejoining (100 frames, 2 s of 20 ms
 	// frames, when zero); older audio is dropped.
@@ -85,6 +89,9 @@ func Dial(ctx context.Context, opts Options) (*Call, error) {
 	if opts.ResumeWithin <= 0 {
 		opts.ResumeWithin = 30 * time.Second
 	}
+	if opts.OpenTimeout <= 0 {
+		opts.OpenTimeout = 10 * time.Second
+	}
 	if opts.BufferFrames <= 0 {
 		opts.BufferFrames = 100
 	}
@@ -124,17 +131,28 @@ func (c *Call) open(start *avbv1.SessionStart) (*connect.BidiStreamForClient[avb
 	ep := c.opts.Endpoints[c.next%len(c.opts.Endpoints)]
 	c.next++
 	c.mu.Unlock()
-	stream := ep.Converse(c.ctx)
+	// The stream lives as long as the call, but must start within
+	// OpenTimeout: past it, the stream is cancelled.
+	ctx, cancel := context.WithCancel(c.ctx)
+	deadline := time.AfterFunc(c.opts.OpenTimeout, cancel)
+	stream := ep.Converse(ctx)
 	if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Start{Start: start}}); err != nil && !errors.Is(err, io.EOF) {
+		cancel()
 		return nil, nil, err
 	}
 	res, err := stream.Receive()
+	if !deadline.Stop() {
+		cancel()
+		return nil, nil, connect.NewError(connect.CodeUnavailable, errors.New("voicecall: the session did not start in time"))
+	}
 	if err != nil {
+		cancel()
 		_ = stream.CloseRequest()
 		return nil, nil, err
 	}
 	if res.GetEvent().GetSessionStarted() == nil {
 		_ = stream.CloseRequest()
+		cancel()
 		return nil, nil, errors.New("voicecall: the server did not start the session")
 	}
 	return stream, res.GetEvent(), nil

@@ -2,6 +2,7 @@
 // so a call is a server stream of events (ConverseEvents) plus unary
 // SendAudio / SendControl calls for what goes in.
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { ConnectError } from "@connectrpc/connect";
 
 import type { AvbClient } from "./client.js";
 import { AvbError, Code } from "./errors.js";
@@ -47,6 +48,12 @@ export interface BrowserCall {
   /** How many times the call rejoined its session on another instance. */
   readonly resumes: number;
 }
+
+/** How long a connection may take to start its session. */
+const openTimeoutMs = 10_000;
+
+/** How long one SendAudio or SendControl may take. */
+const sendTimeoutMs = 5_000;
 
 /** Audio kept while a call moves: 100 sends (2 s of 20 ms frames). */
 const maxPending = 100;
@@ -96,10 +103,16 @@ export async function startBrowserCall(avb: AvbClient, opts: BrowserCallOptions)
     const stream = avb.voice.converseEvents({ start: { sessionId } }, { signal: abort.signal });
     const it = stream[Symbol.asyncIterator]();
     let first: IteratorResult<{ event?: VoiceEvent }>;
+    // An instance that accepts and answers nothing is given up on.
+    const late = setTimeout(() => abort.abort(), openTimeoutMs);
     try {
       first = await it.next();
     } catch (e) {
-      throw AvbError.from(e);
+      throw abort.signal.aborted && !hungUp.signal.aborted
+        ? new AvbError(new ConnectError("the session did not start in time", Code.Unavailable))
+        : AvbError.from(e);
+    } finally {
+      clearTimeout(late);
     }
     const ev = first.value?.event;
     if (first.done || ev?.event.case !== "sessionStarted") {
@@ -168,7 +181,7 @@ export async function startBrowserCall(avb: AvbClient, opts: BrowserCallOptions)
       pending = [];
       moving = undefined;
       moved();
-      for (const f of frames) await avb.voice.sendAudio({ sessionId, audio: f }).catch(() => undefined);
+      for (const f of frames) await avb.voice.sendAudio({ sessionId, audio: f }, { timeoutMs: sendTimeoutMs }).catch(() => undefined);
     }
   };
   const ended = run(first).then((err) => opts.onEnd?.(err));
@@ -189,7 +202,7 @@ export async function startBrowserCall(avb: AvbClient, opts: BrowserCallOptions)
       return;
     }
     try {
-      await avb.voice.sendAudio({ sessionId, audio });
+      await avb.voice.sendAudio({ sessionId, audio }, { timeoutMs: sendTimeoutMs });
     } catch (e) {
       const err = AvbError.from(e);
       // The holder is gone and the event stream has not noticed yet: keep
@@ -213,13 +226,13 @@ export async function startBrowserCall(avb: AvbClient, opts: BrowserCallOptions)
     control: (control) =>
       inOrder(async () => {
         await moving;
-        await avb.voice.sendControl({ sessionId, control: create(ClientControlSchema, control) });
+        await avb.voice.sendControl({ sessionId, control: create(ClientControlSchema, control) }, { timeoutMs: sendTimeoutMs });
       }),
     hangUp: async () => {
       try {
         await inOrder(async () => {
           await moving;
-          await avb.voice.sendControl({ sessionId, control: { control: { case: "end", value: {} } } });
+          await avb.voice.sendControl({ sessionId, control: { control: { case: "end", value: {} } } }, { timeoutMs: sendTimeoutMs });
         });
       } finally {
         hungUp.abort();
