@@ -366,7 +366,12 @@ func TestTypeScriptCallMoves(t *testing.T) {
 			proxies[current.Load()].ServeHTTP(w, r)
 		}
 	}))
-	defer balancer.Close()
+	defer func() {
+		// A proxied event stream ends with its client; Close alone would
+		// wait for it.
+		balancer.CloseClientConnections()
+		balancer.Close()
+	}()
 	pcm, _ := speechFiles(t)
 	defer func() {
 		if t.Failed() {

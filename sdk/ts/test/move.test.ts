@@ -23,7 +23,7 @@ async function speakInto(call: BrowserCall, pcm: Uint8Array) {
   }
 }
 
-test("a browser call rejoins its session when its instance drains, then when the next one dies", async () => {
+test("a browser call rejoins its session when its instance drains, then when the next one dies", { timeout: 90_000 }, async () => {
   const pcm = readFileSync(env("AVB_SPEECH_PCM"));
   const events: VoiceEvent[] = [];
   let answers = 0;
@@ -41,16 +41,18 @@ test("a browser call rejoins its session when its instance drains, then when the
     },
     onEnd: (err) => (ended = err),
   });
-  const turn = async () => {
+  const turn = async (what: string) => {
     next = new Promise<void>((r) => (answered = r));
     await speakInto(call, pcm);
+    const stuck = setTimeout(() => console.error(`no answer ${what}: resumes ${call.resumes}, events ${events.map((e) => e.event.case).join(",")}`), 20_000);
     await next;
+    clearTimeout(stuck);
   };
-  await turn();
+  await turn("before the faults");
   for (const fault of ["drain", "kill"]) {
     const res = await fetch(`${baseUrl}/test/${fault}`, { method: "POST" });
     assert.equal(res.status, 200);
-    await turn();
+    await turn(`after the ${fault}`);
   }
   assert.equal(answers, 3);
   assert.equal(call.resumes, 2);
