@@ -399,7 +399,7 @@ func (a *App) identity(cfg *config.Config) ([]connect.Interceptor, server.Identi
 		limits.Interceptor(a.limiter, tiers, a.Metrics, limits.OnAdmit(a.usage.Admitted)),
 		authz.Interceptor(a.decider), validate, server.AuditInterceptor(a.db, a.log)}
 	return interceptors, server.Identity{DB: a.db, Tenants: tenants, Keys: keys, Bus: a.bus, Grants: grants,
-		Events: events.Hub{Redis: a.redis}, Log: a.log}, nil
+		Events: events.Hub{Redis: a.redis}, Log: a.log, Decider: a.decider}, nil
 }
 
 // writeSchema writes the authorization schema, retrying until SpiceDB

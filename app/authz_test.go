@@ -90,6 +90,23 @@ func TestPropertyAuthorizationFollowsTheRoleModel(t *testing.T) {
 		}
 		m.roles = next
 
+		// What GetTenant says the member may do (what the console offers)
+		// is exactly what the role model allows.
+		if allowedBy(m.roles, "view") {
+			var want, got []string
+			for _, perm := range []string{"view", "operate", "develop", "administrate", "billing_access"} {
+				if allowedBy(m.roles, perm) {
+					want = append(want, perm)
+				}
+			}
+			for _, perm := range items(wantOK(t, p.call("/avb.v1.TenantService/GetTenant", "{}", bearer(m.token)...)), "permissions") {
+				got = append(got, perm.(string))
+			}
+			if !slices.Equal(got, want) {
+				rt.Fatalf("roles %v: GetTenant lists permissions %v, the model %v", m.roles, got, want)
+			}
+		}
+
 		act := actions[rapid.IntRange(0, len(actions)-1).Draw(rt, "action")]
 		r := p.call(act.proc, act.body, bearer(m.token)...)
 		if allowedBy(m.roles, act.perm) {

@@ -105,6 +105,15 @@ func TestBillingUsageProjectionAndAccess(t *testing.T) {
 	if u["sessions"] != "3" || u["audioInputMinutes"] != 6.0 || u["audioOutputMinutes"] != 3.0 || u["inputTokens"] != "3000" || u["outputTokens"] != "6000" {
 		t.Fatalf("usage %v", u)
 	}
+	// The month's usage by day: one entry per day up to today, today's
+	// holding it all.
+	days := items(wantOK(t, p.call("/avb.v1.BillingService/GetUsage", `{}`, biller...)), "days")
+	if now := time.Now().UTC(); len(days) != now.Day() {
+		t.Fatalf("%d days of usage on day %d of the month", len(days), now.Day())
+	}
+	if today := days[len(days)-1].(map[string]any); today["sessions"] != "3" || today["outputTokens"] != "6000" {
+		t.Fatalf("today's usage %v", today)
+	}
 	// A period before any usage is empty.
 	empty := wantOK(t, p.call("/avb.v1.BillingService/GetUsage", `{"startTime":"2020-01-01T00:00:00Z","endTime":"2020-02-01T00:00:00Z"}`, biller...))
 	if n, _ := empty["usage"].(map[string]any)["sessions"].(string); n != "" {

@@ -40,12 +40,33 @@ func (s *billingServer) GetUsage(ctx context.Context, req *connect.Request[avbv1
 	if err != nil {
 		return nil, err
 	}
+	res := &avbv1.GetUsageResponse{Usage: usageToProto(start, end, totals)}
+	if end.Sub(start) <= maxDailyUsage {
+		byDay, err := s.db.UsageByDay(ctx, start, end)
+		if err != nil {
+			return nil, err
+		}
+		last := end
+		if now := s.now(); now.Before(last) {
+			last = now
+		}
+		for day := start.UTC().Truncate(24 * time.Hour); day.Before(last); day = day.Add(24 * time.Hour) {
+			res.Days = append(res.Days, usageToProto(day, day.Add(24*time.Hour), byDay[day]))
+		}
+	}
+	return connect.NewResponse(res), nil
+}
+
+// maxDailyUsage is the longest period GetUsage breaks down by day.
+const maxDailyUsage = 92 * 24 * time.Hour
+
+func usageToProto(start, end time.Time, totals map[string]float64) *avbv1.Usage {
 	u := billing.FromLedger(totals)
-	return connect.NewResponse(&avbv1.GetUsageResponse{Usage: &avbv1.Usage{
+	return &avbv1.Usage{
 		StartTime: ts(start), EndTime: ts(end), Sessions: int64(u.Sessions),
 		AudioInputMinutes: u.AudioInMinutes, AudioOutputMinutes: u.AudioOutMinutes,
 		InputTokens: int64(u.InputTokens), OutputTokens: int64(u.OutputTokens), ApiCalls: int64(u.APICalls),
-	}}), nil
+	}
 }
 
 func money(minor int64) *avbv1.Money {

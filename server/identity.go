@@ -38,6 +38,9 @@ type Identity struct {
 	// Tools checks personas' webhook tools (https in prod, public or
 	// allowed addresses).
 	Tools Tools
+	// Decider answers which tenant permissions a caller holds, for the
+	// user interface to offer only what it may do (nil: none are listed).
+	Decider authz.Decider
 }
 
 // publish tells the tenant's subscribers that a resource changed. It is

@@ -6,8 +6,11 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/agentvoicebox/avb/apierror"
+	"github.com/agentvoicebox/avb/authn"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
+	"github.com/agentvoicebox/avb/policy"
 	"github.com/agentvoicebox/avb/store"
 )
 
@@ -30,7 +33,34 @@ func (s *tenantServer) GetTenant(ctx context.Context, _ *connect.Request[avbv1.G
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&avbv1.GetTenantResponse{Tenant: tenantToProto(t)}), nil
+	perms, err := s.permissions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&avbv1.GetTenantResponse{Tenant: tenantToProto(t), Permissions: perms}), nil
+}
+
+// tenantPermissions are the permissions GetTenant reports, weakest first.
+var tenantPermissions = []string{"view", "operate", "develop", "administrate", "billing_access"}
+
+// permissions lists the tenant permissions the caller holds.
+func (s *tenantServer) permissions(ctx context.Context) ([]string, error) {
+	p := authn.PrincipalFrom(ctx)
+	if s.Decider == nil || p == nil {
+		return nil, nil
+	}
+	var held []string
+	for _, perm := range tenantPermissions {
+		ok, err := s.Decider.Allowed(ctx, p, policy.Rule{Kind: policy.Permission, ResourceType: "tenant", Permission: perm}, "")
+		if err != nil {
+			return nil, apierror.New(connect.CodeUnavailable, avbv1.ErrorReason_ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+				"authorization is unavailable; retry")
+		}
+		if ok {
+			held = append(held, perm)
+		}
+	}
+	return held, nil
 }
 
 func (s *tenantServer) UpdateTenantSettings(ctx context.Context, req *connect.Request[avbv1.UpdateTenantSettingsRequest]) (*connect.Response[avbv1.UpdateTenantSettingsResponse], error) {

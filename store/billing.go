@@ -29,6 +29,31 @@ func (db *DB) UsageTotals(ctx context.Context, since, until time.Time) (map[stri
 	return out, err
 }
 
+// UsageByDay sums the usage ledger of the tenant in ctx over [since, until)
+// per UTC day (the day's midnight), for days with any usage.
+func (db *DB) UsageByDay(ctx context.Context, since, until time.Time) (map[time.Time]map[string]float64, error) {
+	out := map[time.Time]map[string]float64{}
+	err := db.InTenant(ctx, func(ctx context.Context, tx bun.Tx) error {
+		var rows []struct {
+			Day   time.Time `bun:"day"`
+			Kind  string    `bun:"kind"`
+			Total float64   `bun:"total"`
+		}
+		err := tx.NewSelect().Table("usage_ledger").
+			ColumnExpr("date_trunc('day', recorded_at AT TIME ZONE 'UTC') AS day, kind, sum(quantity) AS total").
+			Where("recorded_at >= ? AND recorded_at < ?", since, until).GroupExpr("1, 2").Scan(ctx, &rows)
+		for _, r := range rows {
+			day := time.Date(r.Day.Year(), r.Day.Month(), r.Day.Day(), 0, 0, 0, 0, time.UTC)
+			if out[day] == nil {
+				out[day] = map[string]float64{}
+			}
+			out[day][r.Kind] = r.Total
+		}
+		return err
+	})
+	return out, err
+}
+
 // Invoice is a bill the billing provider issued.
 type Invoice struct {
 	bun.BaseModel `bun:"table:invoices"`

@@ -238,8 +238,11 @@ func (x *GetUsageRequest) GetEndTime() *timestamppb.Timestamp {
 
 // GetUsageResponse holds the usage.
 type GetUsageResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Usage         *Usage                 `protobuf:"bytes,1,opt,name=usage,proto3" json:"usage,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Usage *Usage                 `protobuf:"bytes,1,opt,name=usage,proto3" json:"usage,omitempty"`
+	// days is the period's usage per UTC day, oldest first, one entry for
+	// every day of the period up to now (empty for periods over 92 days).
+	Days          []*Usage `protobuf:"bytes,2,rep,name=days,proto3" json:"days,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +280,13 @@ func (*GetUsageResponse) Descriptor() ([]byte, []int) {
 func (x *GetUsageResponse) GetUsage() *Usage {
 	if x != nil {
 		return x.Usage
+	}
+	return nil
+}
+
+func (x *GetUsageResponse) GetDays() []*Usage {
+	if x != nil {
+		return x.Days
 	}
 	return nil
 }
@@ -743,9 +753,10 @@ const file_avb_v1_billing_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime:\xbc\x01\xbaH\xb8\x01\x1a\xb5\x01\n" +
-	"\fusage.period\x12;start_time must be before end_time, and both set or neither\x1ahhas(this.start_time) == has(this.end_time) && (!has(this.start_time) || this.start_time < this.end_time)\"7\n" +
+	"\fusage.period\x12;start_time must be before end_time, and both set or neither\x1ahhas(this.start_time) == has(this.end_time) && (!has(this.start_time) || this.start_time < this.end_time)\"Z\n" +
 	"\x10GetUsageResponse\x12#\n" +
-	"\x05usage\x18\x01 \x01(\v2\r.avb.v1.UsageR\x05usage\"F\n" +
+	"\x05usage\x18\x01 \x01(\v2\r.avb.v1.UsageR\x05usage\x12!\n" +
+	"\x04days\x18\x02 \x03(\v2\r.avb.v1.UsageR\x04days\"F\n" +
 	"\x05Money\x12\x1a\n" +
 	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12!\n" +
 	"\famount_minor\x18\x02 \x01(\x03R\vamountMinor\"\x8b\x01\n" +
@@ -826,27 +837,28 @@ var file_avb_v1_billing_proto_depIdxs = []int32{
 	11, // 2: avb.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
 	11, // 3: avb.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 4: avb.v1.GetUsageResponse.usage:type_name -> avb.v1.Usage
-	4,  // 5: avb.v1.CostLine.amount:type_name -> avb.v1.Money
-	11, // 6: avb.v1.GetProjectedCostResponse.period_start_time:type_name -> google.protobuf.Timestamp
-	11, // 7: avb.v1.GetProjectedCostResponse.period_end_time:type_name -> google.protobuf.Timestamp
-	4,  // 8: avb.v1.GetProjectedCostResponse.to_date:type_name -> avb.v1.Money
-	4,  // 9: avb.v1.GetProjectedCostResponse.projected:type_name -> avb.v1.Money
-	5,  // 10: avb.v1.GetProjectedCostResponse.to_date_lines:type_name -> avb.v1.CostLine
-	0,  // 11: avb.v1.Invoice.status:type_name -> avb.v1.InvoiceStatus
-	11, // 12: avb.v1.Invoice.issue_time:type_name -> google.protobuf.Timestamp
-	4,  // 13: avb.v1.Invoice.total:type_name -> avb.v1.Money
-	8,  // 14: avb.v1.ListInvoicesResponse.invoices:type_name -> avb.v1.Invoice
-	2,  // 15: avb.v1.BillingService.GetUsage:input_type -> avb.v1.GetUsageRequest
-	6,  // 16: avb.v1.BillingService.GetProjectedCost:input_type -> avb.v1.GetProjectedCostRequest
-	9,  // 17: avb.v1.BillingService.ListInvoices:input_type -> avb.v1.ListInvoicesRequest
-	3,  // 18: avb.v1.BillingService.GetUsage:output_type -> avb.v1.GetUsageResponse
-	7,  // 19: avb.v1.BillingService.GetProjectedCost:output_type -> avb.v1.GetProjectedCostResponse
-	10, // 20: avb.v1.BillingService.ListInvoices:output_type -> avb.v1.ListInvoicesResponse
-	18, // [18:21] is the sub-list for method output_type
-	15, // [15:18] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	1,  // 5: avb.v1.GetUsageResponse.days:type_name -> avb.v1.Usage
+	4,  // 6: avb.v1.CostLine.amount:type_name -> avb.v1.Money
+	11, // 7: avb.v1.GetProjectedCostResponse.period_start_time:type_name -> google.protobuf.Timestamp
+	11, // 8: avb.v1.GetProjectedCostResponse.period_end_time:type_name -> google.protobuf.Timestamp
+	4,  // 9: avb.v1.GetProjectedCostResponse.to_date:type_name -> avb.v1.Money
+	4,  // 10: avb.v1.GetProjectedCostResponse.projected:type_name -> avb.v1.Money
+	5,  // 11: avb.v1.GetProjectedCostResponse.to_date_lines:type_name -> avb.v1.CostLine
+	0,  // 12: avb.v1.Invoice.status:type_name -> avb.v1.InvoiceStatus
+	11, // 13: avb.v1.Invoice.issue_time:type_name -> google.protobuf.Timestamp
+	4,  // 14: avb.v1.Invoice.total:type_name -> avb.v1.Money
+	8,  // 15: avb.v1.ListInvoicesResponse.invoices:type_name -> avb.v1.Invoice
+	2,  // 16: avb.v1.BillingService.GetUsage:input_type -> avb.v1.GetUsageRequest
+	6,  // 17: avb.v1.BillingService.GetProjectedCost:input_type -> avb.v1.GetProjectedCostRequest
+	9,  // 18: avb.v1.BillingService.ListInvoices:input_type -> avb.v1.ListInvoicesRequest
+	3,  // 19: avb.v1.BillingService.GetUsage:output_type -> avb.v1.GetUsageResponse
+	7,  // 20: avb.v1.BillingService.GetProjectedCost:output_type -> avb.v1.GetProjectedCostResponse
+	10, // 21: avb.v1.BillingService.ListInvoices:output_type -> avb.v1.ListInvoicesResponse
+	19, // [19:22] is the sub-list for method output_type
+	16, // [16:19] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_billing_proto_init() }

@@ -1087,8 +1087,12 @@ func (*GetTenantRequest) Descriptor() ([]byte, []int) {
 
 // GetTenantResponse holds the tenant.
 type GetTenantResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant *Tenant                `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// permissions are the tenant permissions the caller holds, of "view",
+	// "operate", "develop", "administrate" and "billing_access": what a user
+	// interface should offer. The server checks every call regardless.
+	Permissions   []string `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1126,6 +1130,13 @@ func (*GetTenantResponse) Descriptor() ([]byte, []int) {
 func (x *GetTenantResponse) GetTenant() *Tenant {
 	if x != nil {
 		return x.Tenant
+	}
+	return nil
+}
+
+func (x *GetTenantResponse) GetPermissions() []string {
+	if x != nil {
+		return x.Permissions
 	}
 	return nil
 }
@@ -1300,9 +1311,10 @@ const file_avb_v1_tenant_proto_rawDesc = "" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\"\x12\n" +
-	"\x10GetTenantRequest\";\n" +
+	"\x10GetTenantRequest\"]\n" +
 	"\x11GetTenantResponse\x12&\n" +
-	"\x06tenant\x18\x01 \x01(\v2\x0e.avb.v1.TenantR\x06tenant\"\x96\x01\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x0e.avb.v1.TenantR\x06tenant\x12 \n" +
+	"\vpermissions\x18\x02 \x03(\tR\vpermissions\"\x96\x01\n" +
 	"\x1bUpdateTenantSettingsRequest\x12:\n" +
 	"\bsettings\x18\x01 \x01(\v2\x16.avb.v1.TenantSettingsB\x06\xbaH\x03\xc8\x01\x01R\bsettings\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
