@@ -132,7 +132,9 @@ func TestConsoleInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal("chromium is missing: run  apt-get install -y chromium  (.ci/run does)")
 	}
-	p := newPlatform(t)
+	// Calls run as session workflows, as in `make dev`: their end reaches
+	// the console's event stream and their usage the ledger.
+	p, _ := newWorkflowPlatform(t)
 	ten := p.tenant("console", store.TierPro)
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"console","scopes":["API_KEY_SCOPE_ADMIN","API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))
@@ -146,15 +148,20 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("console screenshots: %s", shots)
+	viewer := p.token("vic", ten.ID.String(), "viewer")
+	viewerID := str(wantOK(t, p.call("/avb.v1.UserService/GetMe", "{}", bearer(viewer)...))["user"].(map[string]any), "id")
 	runNodeTests(t, root, "web/dist-test/console.test.mjs", map[string]string{
-		"AVB_SCREENSHOTS": shots,
-		"AVB_TENANT_ID":   ten.ID.String(),
-		"AVB_TENANT":      ten.Name,
-		"AVB_BASE_URL":    p.base,
-		"AVB_API_KEY":     str(key, "secret"),
-		"AVB_SPEECH_WAV":  wav,
-		"AVB_ASK":         ask,
-		"AVB_CHROMIUM":    chromium,
+		"AVB_AXE":          filepath.Join(root, "node_modules", "axe-core", "axe.min.js"),
+		"AVB_VIEWER_TOKEN": viewer,
+		"AVB_VIEWER_ID":    viewerID,
+		"AVB_SCREENSHOTS":  shots,
+		"AVB_TENANT_ID":    ten.ID.String(),
+		"AVB_TENANT":       ten.Name,
+		"AVB_BASE_URL":     p.base,
+		"AVB_API_KEY":      str(key, "secret"),
+		"AVB_SPEECH_WAV":   wav,
+		"AVB_ASK":          ask,
+		"AVB_CHROMIUM":     chromium,
 	})
 }
 

@@ -35,15 +35,23 @@ import (
 // a tenant, a realtime API key of it and the Temporal address.
 func workflowPlatform(t *testing.T) (*platform, *store.Tenant, string, string) {
 	t.Helper()
-	temporal := testenv.Temporal(t)
-	issuer := startIssuer(t)
-	owner := testenv.Postgres(t)
-	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
-		"AVB_TEMPORAL_ADDRESS": temporal, "AVB_SESSION_WORKFLOWS": "true", "AVB_RUN_WORKER": "true"}), issuer, owner)
+	p, temporal := newWorkflowPlatform(t)
 	ten := p.tenant("wf", store.TierPro)
 	admin := p.token("ada", ten.ID.String(), "admin")
 	key := wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"rt","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(admin)...))["secret"].(string)
 	return p, ten, key, temporal
+}
+
+// newWorkflowPlatform is a platform whose calls run as session workflows
+// (as in production and `make dev`), with the worker in process; it returns
+// the Temporal address too.
+func newWorkflowPlatform(t *testing.T) (*platform, string) {
+	t.Helper()
+	temporal := testenv.Temporal(t)
+	issuer := startIssuer(t)
+	owner := testenv.Postgres(t)
+	return startPlatform(t, identityConfig(t, owner, issuer.Issuer(), map[string]string{
+		"AVB_TEMPORAL_ADDRESS": temporal, "AVB_SESSION_WORKFLOWS": "true", "AVB_RUN_WORKER": "true"}), issuer, owner), temporal
 }
 
 // The call end to end with a real Temporal dev server: the session's

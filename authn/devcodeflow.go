@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -46,9 +47,10 @@ var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 <form method="post">
 {{range $k, $v := .Hidden}}<input type="hidden" name="{{$k}}" value="{{$v}}">{{end}}
 <p><label for="username">Email</label> <input id="username" name="username" type="email" required autocomplete="username"></p>
-<p><label for="tenant_id">Tenant id</label> <input id="tenant_id" name="tenant_id" required></p>
+<p><label for="tenant_id">Tenant id</label> <input id="tenant_id" name="tenant_id" aria-describedby="tenant_id_help"></p>
+<p id="tenant_id_help">Required, except for a platform operator (sysadmin), who picks a tenant in the console.</p>
 <p><label for="roles">Role</label> <select id="roles" name="roles">
-<option value="admin">admin</option><option value="developer">developer</option><option value="operator">operator</option><option value="billing">billing</option><option value="viewer">viewer</option>
+<option value="admin">admin</option><option value="developer">developer</option><option value="operator">operator</option><option value="billing">billing</option><option value="viewer">viewer</option><option value="sysadmin">sysadmin (platform operator)</option>
 </select></p>
 <p><button id="sign-in" type="submit">Sign in</button></p>
 </form></main></body></html>`))
@@ -129,16 +131,16 @@ func (d *DevIssuer) authorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "invalid authorization request: "+msg, http.StatusBadRequest)
 		return
 	}
-	if f.Get("username") == "" || f.Get("tenant_id") == "" {
-		w.WriteHeader(http.StatusBadRequest)
-		d.showLogin(w, f, "Email and tenant id are required.")
-		return
-	}
 	var roles []string
 	for role := range strings.SplitSeq(f.Get("roles"), devLoginRoleSep) {
 		if role = strings.TrimSpace(role); role != "" {
 			roles = append(roles, role)
 		}
+	}
+	if f.Get("username") == "" || (f.Get("tenant_id") == "" && !slices.Contains(roles, RoleSysadmin)) {
+		w.WriteHeader(http.StatusBadRequest)
+		d.showLogin(w, f, "Email and tenant id are required.")
+		return
 	}
 	code := randomToken()
 	sid := randomToken()[:32]

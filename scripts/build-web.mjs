@@ -55,7 +55,12 @@ await build({
   legalComments: "none",
   logLevel: "warning",
 });
-for (const f of ["index.html", "style.css"]) cpSync(at("web/console", f), at("web/dist/console", f));
+cpSync(at("web/console/index.html"), at("web/dist/console/index.html"));
+// The chart library's few rules come first; the console's own follow.
+writeFileSync(
+  at("web/dist/console/style.css"),
+  readFileSync(at("node_modules/uplot/dist/uPlot.min.css"), "utf8") + "\n" + readFileSync(at("web/console/style.css"), "utf8"),
+);
 
 // 6. The API docs page: Swagger UI, vendored from npm, reading /openapi.yaml.
 mkdirSync(at("web/dist/docs"), { recursive: true });

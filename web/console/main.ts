@@ -7,6 +7,7 @@ import {
   startBrowserCall,
   type AvbClient,
   type BrowserCall,
+  type Persona,
   type Project,
   type Recognition,
   ApiKeyScope,
@@ -15,27 +16,32 @@ import {
   type VoiceEvent,
 } from "@agentvoicebox/sdk";
 
+import { initAgents, showAgents } from "./agents.js";
+import { initAudit, showAudit } from "./audit.js";
+import { listen, unlisten } from "./live.js";
 import { beginSignIn, completeSignIn, type OidcSession } from "./oidc.js";
+import { initTeam, showTeam } from "./team.js";
+import { $, applyPermissions, button, cell, showError, since, state, when } from "./ui.js";
+import { initUsage, showUsage } from "./usage.js";
 
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const storageKey = "avb.credential";
 
-let avb: AvbClient | undefined;
-let project: Project | undefined;
 let projectsToken = "";
 let call: BrowserCall | undefined;
 let mic: MediaStream | undefined;
 let capture: AudioContext | undefined;
 let player: Player | undefined;
 
-function showError(e: unknown) {
-  const err = AvbError.from(e);
-  $("error").textContent = err.reason ? `${err.message} (${err.reason})` : err.message;
-}
+// A client for the credentials, acting in tenant when given (platform
+// operators name the tenant they work in; everyone else's credentials do).
+type MakeClient = (tenant?: string) => AvbClient;
 
-function clientFor(credential: string): AvbClient {
+function clientFor(credential: string): MakeClient {
   const base = { baseUrl: location.origin };
-  return credential.startsWith("avb_") ? createAvbClient({ ...base, apiKey: credential }) : createAvbClient({ ...base, token: credential });
+  return (tenant) =>
+    credential.startsWith("avb_")
+      ? createAvbClient({ ...base, apiKey: credential })
+      : createAvbClient({ ...base, token: credential, tenant });
 }
 
 // oidc is the company sign-in's session (its tokens stay in memory).
@@ -46,32 +52,98 @@ async function signIn(credential: string) {
   sessionStorage.setItem(storageKey, credential);
 }
 
-async function signInWith(client: AvbClient) {
-  const { tenant } = await client.tenant.getTenant({});
-  avb = client;
-  $("who").textContent = tenant?.name ?? "";
+// signInWith opens the console for the credentials' tenant. Credentials
+// that name none (a platform operator's) get the tenant picker, on the
+// tenant picked last or the first.
+async function signInWith(make: MakeClient, tenantId = sessionStorage.getItem(tenantKey) ?? "") {
+  let client = make(tenantId || undefined);
+  let res = await client.tenant.getTenant({}).catch(async (e: unknown) => {
+    const err = AvbError.from(e);
+    if (err.reason !== "tenant_required" && err.reason !== "tenant_not_found" && err.reason !== "tenant_mismatch") throw err;
+    return undefined;
+  });
+  const picker = $<HTMLSelectElement>("tenant");
+  const tenants = await make()
+    .admin.listTenants({ pageSize: 100 })
+    .then((r) => r.tenants)
+    .catch(() => []);
+  if (!res) {
+    if (tenants.length === 0) throw new Error("These credentials name no tenant: sign in with a tenant's account.");
+    client = make(tenants[0].id);
+    res = await client.tenant.getTenant({});
+  }
+  const { tenant, permissions } = res;
+  picker.replaceChildren(...tenants.map((t) => Object.assign(document.createElement("option"), { value: t.id, textContent: t.name })));
+  picker.value = tenant?.id ?? "";
+  picker.onchange = () => {
+    sessionStorage.setItem(tenantKey, picker.value);
+    signInWith(make, picker.value).catch(showError);
+  };
+  $("tenant-box").hidden = tenants.length === 0;
+  state.avb = client;
+  state.permissions = new Set(permissions);
+  state.project = undefined;
+  $("who").textContent = tenants.length ? "" : (tenant?.name ?? "");
   $("signin").hidden = true;
   $("app").hidden = false;
+  $("tabs").hidden = false;
   $("sign-out").hidden = false;
   $("error").textContent = "";
   $("projects").replaceChildren();
+  $("session").hidden = true;
   projectsToken = "";
-  await Promise.all([loadProjects(), loadSessions(), loadKeys().catch(() => ($("keys-panel").hidden = true))]);
+  applyPermissions();
+  setCallState("idle");
+  await showPage("calls");
+  listen(() => void loadSessions().catch(showError));
+}
+
+const tenantKey = "avb.tenant";
+
+// The pages, by the name their tab carries, and what opening one loads.
+const pages: Record<string, () => Promise<unknown>> = {
+  calls: () => Promise.all([loadProjects(), loadSessions()]),
+  agents: showAgents,
+  usage: showUsage,
+  keys: loadKeys,
+  team: showTeam,
+  audit: () => showAudit(),
+};
+
+// showPage shows one page of the console and loads what it lists.
+async function showPage(name: string) {
+  for (const tab of $("tabs").querySelectorAll<HTMLButtonElement>("button")) {
+    const on = tab.dataset.page === name;
+    if (on) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+  for (const page of document.querySelectorAll<HTMLElement>(".page")) page.hidden = page.id !== "page-" + name;
+  if (name === "calls") $("projects").replaceChildren();
+  projectsToken = "";
+  $("app").setAttribute("aria-busy", "true");
+  try {
+    await pages[name]?.();
+  } finally {
+    $("app").removeAttribute("aria-busy");
+  }
 }
 
 async function signOut() {
+  unlisten();
   sessionStorage.removeItem(storageKey);
+  sessionStorage.removeItem(tenantKey);
   await oidc?.signOut(); // ends the identity provider's session too
   location.reload();
 }
 
 async function loadProjects() {
-  if (!avb) return;
-  const res = await avb.projects.listProjects({ pageSize: 20, pageToken: projectsToken });
+  if (!state.avb) return;
+  const res = await state.avb.projects.listProjects({ pageSize: 20, pageToken: projectsToken });
   for (const p of res.projects) {
     const li = document.createElement("li");
     li.textContent = p.name;
     li.dataset.id = p.id;
+    li.classList.toggle("selected", p.id === state.project?.id);
     li.addEventListener("click", () => selectProject(p, li));
     $("projects").append(li);
   }
@@ -80,7 +152,7 @@ async function loadProjects() {
 }
 
 function selectProject(p: Project, li: HTMLElement) {
-  project = p;
+  state.project = p;
   for (const el of $("projects").children) el.classList.toggle("selected", el === li);
   $("call-project").textContent = "· " + p.name;
   $<HTMLButtonElement>("call-start").disabled = call !== undefined;
@@ -93,35 +165,24 @@ let sessionsToken = "";
 // loadSessions lists the project's sessions through the filters, newest
 // first, a page at a time (more appends the next page).
 async function loadSessions(more = false) {
-  if (!avb) return;
+  if (!state.avb) return;
   const status = $<HTMLSelectElement>("filter-status").value;
-  const since = $<HTMLInputElement>("filter-since").valueAsDate;
-  const res = await avb.sessions.listSessions({
+  const res = await state.avb.sessions.listSessions({
     pageSize: 20,
     pageToken: more ? sessionsToken : "",
-    projectId: project?.id ?? "",
+    projectId: state.project?.id ?? "",
     status: status ? SessionStatus[status as keyof typeof SessionStatus] : SessionStatus.UNSPECIFIED,
-    createdAfter: since ? { seconds: BigInt(Math.floor(since.getTime() / 1000)), nanos: 0 } : undefined,
+    createdAfter: since($<HTMLInputElement>("filter-since")),
   });
   sessionsToken = res.nextPageToken;
   $("sessions-more").hidden = !sessionsToken;
   const rows = res.sessions.map((s) => {
     const tr = document.createElement("tr");
     tr.dataset.id = s.id;
-    const created = s.createTime ? new Date(Number(s.createTime.seconds) * 1000).toLocaleString() : "";
+    const created = when(s.createTime);
     const status = SessionStatus[s.status].toLowerCase();
-    for (const v of [created, status, String(s.metrics?.turns ?? 0), (s.metrics?.durationSeconds ?? 0).toFixed(1)]) {
-      const td = document.createElement("td");
-      td.textContent = v;
-      tr.append(td);
-    }
-    const open = document.createElement("button");
-    open.textContent = "Open";
-    open.setAttribute("aria-label", `Open the session of ${created}`);
-    open.addEventListener("click", () => showSession(s.id).catch(showError));
-    const td = document.createElement("td");
-    td.append(open);
-    tr.append(td);
+    for (const v of [created, status, String(s.metrics?.turns ?? 0), (s.metrics?.durationSeconds ?? 0).toFixed(1)]) cell(tr, v);
+    cell(tr, "").append(button("Open", `Open the session of ${created}`, () => showSession(s.id)));
     return tr;
   });
   if (more) $("sessions").append(...rows);
@@ -143,12 +204,12 @@ const stages: [key: string, label: string][] = [
 // showSession shows one session: how it ended, its metrics, and its turns
 // with what the caller said, the reply, and each reply's latency waterfall.
 async function showSession(id: string) {
-  if (!avb) return;
-  const { session } = await avb.sessions.getSession({ sessionId: id });
+  if (!state.avb) return;
+  const { session } = await state.avb.sessions.getSession({ sessionId: id });
   const events: SessionEvent[] = [];
   let pageToken = "";
   do {
-    const res = await avb.sessions.listSessionEvents({ sessionId: id, pageSize: 200, pageToken });
+    const res = await state.avb.sessions.listSessionEvents({ sessionId: id, pageSize: 200, pageToken });
     events.push(...res.events);
     pageToken = res.nextPageToken;
   } while (pageToken && events.length < 2000);
@@ -232,54 +293,39 @@ function showSecret(secret: string) {
 }
 
 async function loadKeys() {
-  if (!avb) return;
+  if (!state.avb) return;
+  const avb = state.avb;
   const res = await avb.apiKeys.listApiKeys({ pageSize: 50, includeRevoked: true });
-  const when = (t?: { seconds: bigint }) => (t ? new Date(Number(t.seconds) * 1000).toLocaleString() : "never");
   $("keys").replaceChildren(
     ...res.apiKeys.map((k) => {
       const tr = document.createElement("tr");
       tr.dataset.id = k.id;
       const revoked = !!k.revokeTime && Number(k.revokeTime.seconds) * 1000 <= Date.now();
-      const state = revoked ? "revoked" : k.revokeTime ? `retiring ${when(k.revokeTime)}` : "active";
+      const status = revoked ? "revoked" : k.revokeTime ? `retiring ${when(k.revokeTime)}` : "active";
       const scopes = k.scopes.map((s) => ApiKeyScope[s].toLowerCase()).join(", ");
-      for (const v of [k.name, k.prefix + "…", scopes, when(k.lastUsedTime), state]) {
-        const td = document.createElement("td");
-        td.textContent = v;
-        tr.append(td);
-      }
-      const actions = document.createElement("td");
+      for (const v of [k.name, k.prefix + "…", scopes, when(k.lastUsedTime, "never"), status]) cell(tr, v);
+      const actions = cell(tr, "");
       if (!revoked) {
-        const rotate = document.createElement("button");
-        rotate.textContent = "Rotate";
-        rotate.setAttribute("aria-label", `Rotate ${k.name}: the old key works 24 more hours`);
-        rotate.addEventListener("click", () =>
-          (async () => {
-            const r = await avb!.apiKeys.rotateApiKey({ apiKeyId: k.id });
-            showSecret(r.secret);
-            await loadKeys();
-          })().catch(showError),
-        );
-        const revoke = document.createElement("button");
-        revoke.textContent = "Revoke";
-        revoke.setAttribute("aria-label", `Revoke ${k.name} now`);
-        revoke.addEventListener("click", () =>
-          (async () => {
-            await avb!.apiKeys.revokeApiKey({ apiKeyId: k.id });
-            await loadKeys();
-          })().catch(showError),
-        );
+        const rotate = button("Rotate", `Rotate ${k.name}: the old key works 24 more hours`, async () => {
+          const r = await avb.apiKeys.rotateApiKey({ apiKeyId: k.id });
+          showSecret(r.secret);
+          await loadKeys();
+        });
+        const revoke = button("Revoke", `Revoke ${k.name} now`, async () => {
+          await avb.apiKeys.revokeApiKey({ apiKeyId: k.id });
+          await loadKeys();
+        });
         actions.append(rotate, " ", revoke);
       }
-      tr.append(actions);
       return tr;
     }),
   );
 }
 
 async function createKey(form: HTMLFormElement) {
-  if (!avb) return;
+  if (!state.avb) return;
   const scopes = [...form.querySelectorAll<HTMLInputElement>('input[name="scope"]:checked')].map((i) => scopeNames[i.value]);
-  const res = await avb.apiKeys.createApiKey({ name: $<HTMLInputElement>("key-name").value.trim(), scopes });
+  const res = await state.avb.apiKeys.createApiKey({ name: $<HTMLInputElement>("key-name").value.trim(), scopes });
   showSecret(res.secret);
   form.reset();
   await loadKeys();
@@ -446,22 +492,26 @@ function showRecognition(r: Recognition | undefined) {
     "To understand anything a caller says, run avb with AVB_STT_PROVIDER=openai and AVB_OPENAI_BASE_URL set to an OpenAI-compatible transcription server.";
 }
 
-function setCallState(state: "idle" | "connecting" | "live") {
-  $("call").dataset.state = state;
-  $("call-status").textContent = state === "idle" ? "" : state;
-  $<HTMLButtonElement>("call-start").disabled = state !== "idle" || !project;
-  $<HTMLButtonElement>("call-end").disabled = state !== "live";
+function setCallState(phase: "idle" | "connecting" | "live") {
+  $("call").dataset.state = phase;
+  $("call-status").textContent = phase === "idle" ? "" : phase;
+  $<HTMLButtonElement>("call-start").disabled = phase !== "idle" || !state.project;
+  $<HTMLButtonElement>("call-end").disabled = phase !== "live";
 }
 
-async function startCall() {
-  if (!avb || !project) return;
+// startCall calls the agent of the picked project from the microphone, as
+// persona when one is given ("Try it" on the agents page).
+async function startCall(persona?: Persona) {
+  if (!state.avb || !state.project) return;
+  $("call-persona").hidden = !persona;
+  $("call-persona").textContent = persona ? `Talking to ${persona.name}.` : "";
   setCallState("connecting");
   $("transcript").replaceChildren();
   $("error").textContent = "";
   try {
     mic = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } });
     player = new Player();
-    call = await startBrowserCall(avb, { projectId: project.id, onEvent, onEnd: (err) => endCall(err) });
+    call = await startBrowserCall(state.avb, { projectId: state.project.id, personaId: persona?.id, onEvent, onEnd: (err) => endCall(err) });
     capture = new AudioContext();
     await capture.audioWorklet.addModule(URL.createObjectURL(new Blob([captureWorklet], { type: "text/javascript" })));
     const node = new AudioWorkletNode(capture, "avb-capture");
@@ -521,6 +571,28 @@ $("sessions-filter").addEventListener("submit", (e) => {
   loadSessions().catch(showError);
 });
 $("call-start").addEventListener("click", () => void startCall());
+for (const tab of $("tabs").querySelectorAll<HTMLButtonElement>("button")) {
+  tab.addEventListener("click", () => showPage(tab.dataset.page ?? "calls").catch(showError));
+}
+initAgents(tryPersona);
+initUsage();
+initTeam();
+initAudit();
+
+// tryPersona calls a persona from the calls page, in its project, or the
+// one picked, or the first.
+async function tryPersona(p: Persona) {
+  await showPage("calls");
+  if (p.projectId && state.project?.id !== p.projectId) {
+    const { project } = await state.avb!.projects.getProject({ projectId: p.projectId });
+    state.project = project;
+  }
+  state.project ??= (await state.avb!.projects.listProjects({ pageSize: 1 })).projects[0];
+  if (!state.project) throw new Error("Create a project first: a call belongs to a project.");
+  for (const li of $("projects").querySelectorAll("li")) li.classList.toggle("selected", li.dataset.id === state.project.id);
+  $("call-project").textContent = "· " + state.project.name;
+  await startCall(p);
+}
 $("call-end").addEventListener("click", () => void endCall());
 
 // start offers the company sign-in when the server names an identity
@@ -538,7 +610,7 @@ async function start() {
   const session = await completeSignIn();
   if (session) {
     oidc = session;
-    await signInWith(createAvbClient({ baseUrl: location.origin, token: () => session.accessToken() }));
+    await signInWith((tenant) => createAvbClient({ baseUrl: location.origin, token: () => session.accessToken(), tenant }));
     return;
   }
   const saved = sessionStorage.getItem(storageKey);
