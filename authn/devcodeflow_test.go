@@ -60,6 +60,16 @@ func TestDevIssuerCodeFlowWithPKCE(t *testing.T) {
 			t.Fatalf("%s: %v %v", name, res.StatusCode, err)
 		}
 	}
+	// A tenant's user must name the tenant; a platform operator need not.
+	for role, want := range map[string]int{"admin": http.StatusBadRequest, "sysadmin": http.StatusFound} {
+		f := url.Values{"username": {"olga@example.com"}, "roles": {role}}
+		for k, v := range auth {
+			f[k] = v
+		}
+		if res, err := client.PostForm(endpoint, f); err != nil || res.StatusCode != want {
+			t.Fatalf("%s without a tenant: %v %v, want %d", role, res.StatusCode, err, want)
+		}
+	}
 	form := url.Values{"username": {"ada@example.com"}, "tenant_id": {"t-1"}, "roles": {"admin"}}
 	for k, v := range auth {
 		form[k] = v

@@ -218,7 +218,7 @@ async function showSession(id: string) {
   $("session-id").textContent = id;
   const status = session ? SessionStatus[session.status].toLowerCase() : "";
   $("session-summary").textContent =
-    `${status}${session?.error ? ` (${session.error})` : ""}: ${m?.turns ?? 0} turns in ${(m?.durationSeconds ?? 0).toFixed(1)} s, ` +
+    `${status}${session?.error ? ` (${session.error})` : ""}: ${m?.turns === 1 ? "1 turn" : `${m?.turns ?? 0} turns`} in ${(m?.durationSeconds ?? 0).toFixed(1)} s, ` +
     `${m?.inputTokens ?? 0} tokens in and ${m?.outputTokens ?? 0} out, ${(m?.inputAudioSeconds ?? 0).toFixed(1)} s of audio in and ` +
     `${(m?.outputAudioSeconds ?? 0).toFixed(1)} s out` + (m?.toolCalls ? `, ${m.toolCalls} tool calls` : "");
   const items: HTMLLIElement[] = [];

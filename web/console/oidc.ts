@@ -42,8 +42,12 @@ function base64url(b: Uint8Array): string {
   return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
+// issuerTimeoutMs bounds every request to the identity provider: one that
+// does not answer fails the sign-in (or renewal) instead of hanging it.
+const issuerTimeoutMs = 10_000;
+
 async function discover(issuer: string): Promise<Discovery> {
-  const res = await fetch(issuer.replace(/\/+$/, "") + "/.well-known/openid-configuration");
+  const res = await fetch(issuer.replace(/\/+$/, "") + "/.well-known/openid-configuration", { signal: AbortSignal.timeout(issuerTimeoutMs) });
   if (!res.ok) throw new Error(`the identity provider's discovery failed (${res.status})`);
   return (await res.json()) as Discovery;
 }
@@ -68,7 +72,12 @@ export async function beginSignIn(issuer: string, clientId: string): Promise<voi
 }
 
 async function tokenRequest(url: string, form: Record<string, string>): Promise<Tokens> {
-  const res = await fetch(url, { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: new URLSearchParams(form) });
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(form),
+    signal: AbortSignal.timeout(issuerTimeoutMs),
+  });
   const body = (await res.json().catch(() => ({}))) as Tokens & { error_description?: string };
   if (!res.ok) throw new Error(`sign-in failed: ${body.error_description ?? res.status}`);
   return body;

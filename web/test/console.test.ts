@@ -142,7 +142,7 @@ test("a browser call from the console shows the live transcript and plays the re
     await reply.waitFor();
     assert.equal(await reply.locator(".waterfall .stage").count(), 5);
     assert.match((await reply.locator(".waterfall").getAttribute("aria-label")) ?? "", /end of speech detected [\d.]+ ms.*first byte sent [\d.]+ ms/);
-    assert.match((await page.locator("#session-summary").textContent()) ?? "", /turns in/);
+    assert.match((await page.locator("#session-summary").textContent()) ?? "", /completed: 1 turns? in [\d.]+ s/);
     await check(page, "session");
     // The month's usage per day has the call in it.
     const deadline = Date.now() + 20_000;
