@@ -73,3 +73,8 @@ const js = readFileSync(at("web/dist/console/app.js"));
 const size = { bytes: statSync(at("web/dist/console/app.js")).size, gzip: gzipSync(js).length };
 writeFileSync(at("web/dist/console/size.json"), JSON.stringify(size) + "\n");
 console.log(`console bundle: ${(size.bytes / 1024).toFixed(1)} KiB (${(size.gzip / 1024).toFixed(1)} KiB gzipped)`);
+// The budget: a console that grows past it is a decision, not an accident.
+const budgetGzip = 128 * 1024;
+if (size.gzip > budgetGzip) {
+  throw new Error(`the console bundle is ${(size.gzip / 1024).toFixed(1)} KiB gzipped, over its ${budgetGzip / 1024} KiB budget`);
+}
