@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -49,6 +50,7 @@ import (
 	"github.com/agentvoicebox/avb/server/limits"
 	"github.com/agentvoicebox/avb/server/middleware"
 	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/telephony"
 	"github.com/agentvoicebox/avb/tenancy"
 	"github.com/agentvoicebox/avb/voice"
 	"github.com/agentvoicebox/avb/voice/calllimit"
@@ -74,7 +76,11 @@ type App struct {
 	// once it listens.
 	advertised atomic.Value
 	// ttsPool runs espeak-ng in worker processes (nil: in process).
-	ttsPool  *tts.Pool
+	ttsPool *tts.Pool
+	// sip is the phone endpoint (nil without AVB_SIP_ADDR); sipAddr its
+	// bound address once it listens.
+	sip      *telephony.Server
+	sipAddr  atomic.Value
 	registry *prometheus.Registry
 	log      *slog.Logger
 	db       *store.DB
@@ -310,7 +316,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 	// (a loss): their responses go uncompressed, which saves ~4% of the CPU
 	// of a loaded instance. Compressed requests are still read.
 	voiceOpts := append(slices.Clone(ho), connect.WithCompressMinBytes(1<<30))
-	a.server.Handle(avbv1connect.NewVoiceServiceHandler(server.NewVoiceServer(voiceDeps), voiceOpts...))
+	voiceHandler := server.NewVoiceServer(voiceDeps)
+	a.server.Handle(avbv1connect.NewVoiceServiceHandler(voiceHandler, voiceOpts...))
+	a.server.Handle(avbv1connect.NewPhoneNumberServiceHandler(server.NewPhoneNumberServer(identity), ho...))
+	a.server.Handle(avbv1connect.NewSipTrunkServiceHandler(server.NewSipTrunkServer(identity), ho...))
+	if cfg.SIP.Addr != "" {
+		if a.sip, err = a.phone(cfg, identity, voiceHandler); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
 	a.server.Handle(avbv1connect.NewSessionServiceHandler(server.NewSessionServer(voiceDeps), ho...))
 	a.server.Handle(avbv1connect.NewEventServiceHandler(server.NewEventServer(events.Hub{Redis: a.redis}), ho...))
 	go a.countTenants(runCtx, 30*time.Second)
@@ -766,10 +781,28 @@ func (a *App) Serve(ctx context.Context, ready func(addr net.Addr)) error {
 	a.advertised.Store(advertiseURL(h, a.server.TLS()))
 	a.log.Info("listening", "addr", ln.Addr().String(), "version", Version, "profile", a.cfg.Profile,
 		"tls", a.server.TLS(), "services", a.server.Services())
+	if a.sip != nil {
+		go func() {
+			err := a.sip.Listen(ctx, func(addr netip.AddrPort) {
+				a.sipAddr.Store(addr)
+				a.log.Info("sip listening", "addr", addr.String())
+			})
+			if err != nil {
+				a.log.Error("sip endpoint stopped", "error", err.Error())
+			}
+		}()
+	}
 	if ready != nil {
 		ready(ln.Addr())
 	}
 	return a.server.Serve(ctx, ln)
+}
+
+// SIPAddr is where the phone endpoint listens (invalid until it does, or
+// without AVB_SIP_ADDR).
+func (a *App) SIPAddr() netip.AddrPort {
+	addr, _ := a.sipAddr.Load().(netip.AddrPort)
+	return addr
 }
 
 // Close flushes API key usage and releases every client.

@@ -18,7 +18,9 @@ import (
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
 	"github.com/agentvoicebox/avb/internal/testenv"
 	"github.com/agentvoicebox/avb/policy"
+	"github.com/agentvoicebox/avb/server"
 	"github.com/agentvoicebox/avb/store"
+	"github.com/agentvoicebox/avb/telephony"
 	"github.com/agentvoicebox/avb/tenancy"
 )
 
@@ -175,6 +177,15 @@ func TestEveryMutatingRPCRecordsOneEntry(t *testing.T) {
 
 	a.call(ctx, "/avb.v1.UserService/DeactivateUser", `{"userId":"`+bob+`"}`, admin...)
 	a.call(ctx, "/avb.v1.ApiKeyService/RevokeApiKey", `{"apiKeyId":"`+keyID+`"}`, admin...)
+	// Phone numbers and trunks; a trunk's password (and its digest) never
+	// reach the log.
+	trunk := str(a.call(ctx, "/avb.v1.SipTrunkService/CreateSipTrunk", `{"sipTrunk":{"name":"carrier","username":"t1","password":"trunk-pass-1"}}`, admin...), "sipTrunk", "id")
+	a.secret = append(a.secret, "trunk-pass-1", telephony.HA1("t1", server.SIPRealm, "trunk-pass-1"))
+	a.call(ctx, "/avb.v1.SipTrunkService/UpdateSipTrunk", `{"sipTrunkId":"`+trunk+`","sipTrunk":{"allowedSources":["203.0.113.7"]},"updateMask":"allowedSources"}`, admin...)
+	number := str(a.call(ctx, "/avb.v1.PhoneNumberService/CreatePhoneNumber", `{"phoneNumber":{"name":"+15550123","projectId":"`+proj+`","personaId":"`+persona+`"}}`, admin...), "phoneNumber", "id")
+	a.call(ctx, "/avb.v1.PhoneNumberService/UpdatePhoneNumber", `{"phoneNumberId":"`+number+`","phoneNumber":{"description":"front desk"},"updateMask":"description"}`, admin...)
+	a.call(ctx, "/avb.v1.PhoneNumberService/DeletePhoneNumber", `{"phoneNumberId":"`+number+`"}`, admin...)
+	a.call(ctx, "/avb.v1.SipTrunkService/DeleteSipTrunk", `{"sipTrunkId":"`+trunk+`"}`, admin...)
 	a.call(ctx, "/avb.v1.PersonaService/DeletePersona", `{"personaId":"`+persona+`"}`, admin...)
 	a.call(ctx, "/avb.v1.VoiceConfigService/DeleteVoiceConfig", `{"voiceConfigId":"`+vc+`"}`, admin...)
 	a.call(ctx, "/avb.v1.ProjectService/DeleteProject", `{"projectId":"`+proj+`"}`, admin...)
@@ -207,7 +218,7 @@ func TestEveryMutatingRPCRecordsOneEntry(t *testing.T) {
 			raw, _ := json.Marshal(e)
 			for _, s := range a.secret {
 				if s != "" && strings.Contains(string(raw), s) {
-					t.Fatalf("entry %s (%s %s) holds a secret", e.ID, e.Action, e.ResourceType)
+					t.Fatalf("entry %s (%s %s) holds a secret: %s", e.ID, e.Action, e.ResourceType, raw)
 				}
 			}
 			for _, field := range []string{"keyHash", "key_hash", "hashedKey"} {

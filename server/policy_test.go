@@ -121,7 +121,7 @@ func TestRequiredFieldsNameRealFields(t *testing.T) {
 func TestEveryRequestFieldIsBounded(t *testing.T) {
 	t.Parallel()
 	exempt := map[string]bool{"avb.v1.AudioAppend.audio": true, "avb.v1.SendAudioRequest.audio": true, "avb.v1.TranscribeRequest.audio": true}
-	for _, m := range []string{"Persona", "Project", "Theme", "VoiceConfig"} {
+	for _, m := range []string{"Persona", "Project", "Theme", "VoiceConfig", "PhoneNumber", "SipTrunk"} {
 		exempt["avb.v1."+m+".id"], exempt["avb.v1."+m+".tenant_id"] = true, true
 	}
 	seen := map[protoreflect.FullName]bool{}

@@ -47,30 +47,40 @@ func sessionToProto(s *store.Session) *avbv1.Session {
 }
 
 func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[avbv1.CreateSessionRequest]) (*connect.Response[avbv1.CreateSessionResponse], error) {
-	cfg, err := layeredConfig(ctx, s.DB, req.Msg)
+	sess, err := createSession(ctx, s.Voice, req.Msg)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := (&voiceServer{Voice: s.Voice}).callConfig(cfg); err != nil {
+	return connect.NewResponse(&avbv1.CreateSessionResponse{Session: sessionToProto(sess)}), nil
+}
+
+// createSession makes a session of the tenant in ctx from the project,
+// voice config and persona m names, with m's config laid over them.
+func createSession(ctx context.Context, v Voice, m *avbv1.CreateSessionRequest) (*store.Session, error) {
+	cfg, err := layeredConfig(ctx, v.DB, m)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := (&voiceServer{Voice: v}).callConfig(cfg); err != nil {
 		return nil, err
 	}
 	raw, err := protojson.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
-	sess := &store.Session{Config: raw, RequestID: parseOptionalID(req.Msg.GetRequestId())}
+	sess := &store.Session{Config: raw, RequestID: parseOptionalID(m.GetRequestId())}
 	sess.APIKeyID, sess.UserID = sessionOwner(ctx)
-	if req.Msg.GetProjectId() != "" {
-		id, err := parseID(req.Msg.GetProjectId())
+	if m.GetProjectId() != "" {
+		id, err := parseID(m.GetProjectId())
 		if err != nil {
 			return nil, err
 		}
 		sess.ProjectID = &id
 	}
-	if err := s.admitSession(ctx); err != nil {
+	if err := v.admitSession(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.DB.Sessions().Create(ctx, sess); err != nil {
+	if err := v.DB.Sessions().Create(ctx, sess); err != nil {
 		return nil, err
 	}
 	// The workflow owns the session from here: an unjoined session ends at
@@ -79,10 +89,10 @@ func (s *sessionServer) CreateSession(ctx context.Context, req *connect.Request[
 	// The start runs in the background (retried while Temporal is
 	// unreachable, and after a crash from sessions.workflow_started_at):
 	// creating a session never waits on Temporal.
-	if sess.Status == store.SessionCreated && s.Workflows != nil {
-		s.Workflows.Ensure(workflowSession(sess, cfg, false))
+	if sess.Status == store.SessionCreated && v.Workflows != nil {
+		v.Workflows.Ensure(workflowSession(sess, cfg, false))
 	}
-	return connect.NewResponse(&avbv1.CreateSessionResponse{Session: sessionToProto(sess)}), nil
+	return sess, nil
 }
 
 func (s *sessionServer) GetSession(ctx context.Context, req *connect.Request[avbv1.GetSessionRequest]) (*connect.Response[avbv1.GetSessionResponse], error) {

@@ -795,17 +795,25 @@ func (s *voiceServer) Converse(ctx context.Context, stream *connect.BidiStream[a
 	if err != nil {
 		return err
 	}
+	return s.converse(ctx, l, begun, stream.Receive, func(ev *avbv1.VoiceEvent) error {
+		return stream.Send(&avbv1.ConverseResponse{Event: ev})
+	})
+}
+
+// converse runs an opened call: the caller's messages from next, the
+// call's events to send, until either side ends it. Converse and phone
+// calls share it.
+func (s *voiceServer) converse(ctx context.Context, l *liveCall, begun time.Time, next func() (*avbv1.ConverseRequest, error), send func(*avbv1.VoiceEvent) error) error {
 	// The caller streamed in real time while the session opened: that
 	// backlog waits for room rather than counting against the input buffer.
 	l.call.AllowBacklog(time.Since(begun))
 	s.live.Store(l.session.ID, l)
 	defer s.live.Delete(l.session.ID)
 	pumped := make(chan error, 1)
-	go func() {
-		pumped <- s.pump(ctx, l, func(ev *avbv1.VoiceEvent) error { return stream.Send(&avbv1.ConverseResponse{Event: ev}) })
-	}()
+	go func() { pumped <- s.pump(ctx, l, send) }()
 	received := make(chan error, 1)
-	go func() { received <- s.receive(l, stream.Receive) }()
+	go func() { received <- s.receive(l, next) }()
+	var err error
 	select {
 	case err = <-received:
 		if errors.Is(err, voice.ErrClosed) {

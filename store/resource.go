@@ -3,12 +3,14 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/uptrace/bun"
 
 	"github.com/agentvoicebox/avb/tenancy"
@@ -49,6 +51,8 @@ var (
 	Personas     = ResourceKind{Table: "personas", InProject: true, cached: true}
 	VoiceConfigs = ResourceKind{Table: "voice_configs", InProject: true, cached: true}
 	Themes       = ResourceKind{Table: "themes", Defaultable: true}
+	PhoneNumbers = ResourceKind{Table: "phone_numbers", InProject: true}
+	SipTrunks    = ResourceKind{Table: "sip_trunks"}
 )
 
 // noun is what an audit entry calls a row of the kind ("voice_config").
@@ -404,4 +408,31 @@ func (r Resources) LiveSessions(ctx context.Context, projectID uuid.UUID) (int, 
 		return err
 	})
 	return int(n), err
+}
+
+// PhoneRoute is where a dialed number leads: its row, found before the
+// tenant is known.
+type PhoneRoute struct {
+	ID        uuid.UUID
+	TenantID  uuid.UUID
+	ProjectID *uuid.UUID
+	Spec      json.RawMessage
+}
+
+// PhoneNumberRoute finds the number (E.164) in any tenant, through the
+// one narrow SECURITY DEFINER function that may look past row-level
+// security for it.
+func (db *DB) PhoneNumberRoute(ctx context.Context, number string) (*PhoneRoute, error) {
+	var r PhoneRoute
+	err := db.do(ctx, func(ctx context.Context) error {
+		return db.Pool.QueryRow(ctx, "SELECT id, tenant_id, project_id, spec FROM phone_number_route($1)", number).
+			Scan(&r.ID, &r.TenantID, &r.ProjectID, &r.Spec)
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
 }

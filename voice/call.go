@@ -227,6 +227,9 @@ type Call struct {
 	echoRS  *audio.Resampler
 	echoBuf []int16
 
+	// texts are turns the caller gave as text (DTMF digits on a phone call).
+	texts chan string
+
 	// Client tool calls waiting for the client's result, by call id.
 	toolMu  sync.Mutex
 	pending map[string]chan toolAnswer
@@ -245,6 +248,7 @@ func New(ctx context.Context, cfg Config, prov Providers) (*Call, error) {
 		prov: prov, ctx: ctx, cancel: cancel, cfg: cfg,
 		frames:    make(chan []int16, InputBufferMS/vad.FrameMS),
 		controls:  make(chan control, 16),
+		texts:     make(chan string, 16),
 		events:    make(chan Event, EventBuffer),
 		done:      make(chan struct{}),
 		det:       vad.New(cfg.VAD),
@@ -389,6 +393,39 @@ func (c *Call) CreateResponse() error { return c.send(ctlCreateResponse) }
 // CancelResponse stops the reply in progress.
 func (c *Call) CancelResponse() error { return c.send(ctlCancelResponse) }
 
+// Input is a turn the caller gave as text rather than speech (the keys
+// pressed on a phone): it interrupts a reply in progress, joins the
+// conversation as the caller's words and is answered like a spoken turn.
+func (c *Call) Input(text string) error {
+	select {
+	case c.texts <- text:
+		return nil
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
+func (c *Call) typed(text string) {
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return
+	}
+	if r := c.resp; r != nil && !c.respPaused {
+		r.interrupt()
+		if c.parked == r {
+			c.finishResponse(r)
+		}
+	}
+	if c.pre != nil {
+		c.dropPre()
+	}
+	c.speechEnd, c.vadEnd = time.Now(), 0
+	c.sttFinalAt = c.speechEnd
+	c.emit(Event{Type: TranscriptFinal, Text: text})
+	c.history = append(c.history, llm.Message{Role: "user", Content: text})
+	c.endTurn(c.Config(), text)
+}
+
 // emit hands an event to the client, waiting at most SlowClientTimeout.
 func (c *Call) emit(ev Event) bool {
 	select {
@@ -433,6 +470,8 @@ func (c *Call) loop() {
 			c.frame(f)
 		case ctl := <-c.controls:
 			c.control(ctl)
+		case text := <-c.texts:
+			c.typed(text)
 		case r := <-c.respDone:
 			c.running--
 			c.finishResponse(r)

@@ -29,6 +29,7 @@ type Config struct {
 	Readiness Readiness
 	Auth      Auth
 	Voice     Voice
+	SIP       SIP
 	Breaker   Breaker
 	RateLimit RateLimit
 	Audit     Audit
@@ -144,6 +145,15 @@ type Voice struct {
 	TTSFirstByteTimeout     time.Duration `env:"AVB_TTS_FIRST_BYTE_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed until an OpenAI-compatible speech server starts answering"`
 	TTSChunkTimeout         time.Duration `env:"AVB_TTS_CHUNK_TIMEOUT" default:"5s" min:"10ms" desc:"time allowed between two chunks of synthesized audio"`
 	OpenAITTSVoice          string        `env:"AVB_OPENAI_TTS_VOICE" default:"alloy" desc:"default voice when AVB_TTS_PROVIDER=openai"`
+}
+
+// SIP configures the phone endpoint: SIP trunks send the tenants' numbers
+// calls here (and avb places calls out through them).
+type SIP struct {
+	Addr     string `env:"AVB_SIP_ADDR" default:"" dev:"127.0.0.1:5060" hostport:"" desc:"listen address (host:port, UDP and TCP) of the SIP endpoint trunks send calls to; empty: no phone calls"`
+	Host     string `env:"AVB_SIP_HOST" default:"" desc:"the address avb gives trunks in SIP Contact headers and SDP (where they send signalling and media); empty: the listen address, or the machine's outbound address when it listens on all"`
+	RTPPorts string `env:"AVB_SIP_RTP_PORTS" default:"10000-20000" desc:"UDP port range of call media (RTP), first-last: two ports a call, open them to the trunks"`
+	Rate     int    `env:"AVB_SIP_RATE_LIMIT" default:"20" min:"0" desc:"SIP calls a second one source address may start (0: no limit): a flood beyond it is answered 503"`
 }
 
 // HTTP configures the one listener that serves Connect, gRPC, gRPC-Web and

@@ -31,6 +31,13 @@ type Metrics struct {
 	ForwardDuration prometheus.Histogram   // voice_forward_duration_seconds
 	CallsMoved      *prometheus.CounterVec // voice_calls_moved_total{direction}
 
+	// Phone calls (SIP), one observation per call at its end.
+	PhoneJitter      prometheus.Histogram   // phone_jitter_seconds
+	PhoneBufferDelay prometheus.Histogram   // phone_jitter_buffer_delay_seconds
+	PhoneLoss        prometheus.Histogram   // phone_packet_loss_ratio
+	PhoneLate        prometheus.Histogram   // phone_late_packet_ratio
+	PhoneCalls       *prometheus.CounterVec // phone_calls_total{direction,outcome}
+
 	// Speech and language providers.
 	STTRequests *prometheus.CounterVec // stt_requests_total{provider,outcome}
 	TTSRequests *prometheus.CounterVec // tts_requests_total{provider,outcome}
@@ -59,6 +66,9 @@ type Metrics struct {
 
 // latencyBuckets suit request and voice latencies: 1 ms to 10 s.
 var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// ratioBuckets suit shares of packets: 0.1% to 50%.
+var ratioBuckets = []float64{.001, .005, .01, .02, .05, .1, .2, .5}
 
 // New creates the collectors and registers them, with the Go and process
 // collectors, on reg.
@@ -107,6 +117,21 @@ func New(reg prometheus.Registerer) *Metrics {
 		CallsMoved: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "voice_calls_moved_total", Help: "Calls told to move off this draining instance (out) and calls that rejoined a session here (in).",
 		}, []string{"direction"}),
+		PhoneJitter: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "phone_jitter_seconds", Help: "Phone calls' RTP interarrival jitter (RFC 3550) at their end.", Buckets: latencyBuckets,
+		}),
+		PhoneBufferDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "phone_jitter_buffer_delay_seconds", Help: "Phone calls' mean delay added by the jitter buffer.", Buckets: latencyBuckets,
+		}),
+		PhoneLoss: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "phone_packet_loss_ratio", Help: "Phone calls' share of caller RTP packets lost.", Buckets: ratioBuckets,
+		}),
+		PhoneLate: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "phone_late_packet_ratio", Help: "Phone calls' share of caller RTP packets that came after their time.", Buckets: ratioBuckets,
+		}),
+		PhoneCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phone_calls_total", Help: "SIP calls, by direction and outcome (answered, or the SIP status refusing them).",
+		}, []string{"direction", "outcome"}),
 		STTRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stt_requests_total", Help: "Speech-to-text requests, by provider and outcome.",
 		}, []string{"provider", "outcome"}),
@@ -168,7 +193,7 @@ func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.HTTPRequests, m.HTTPRequestDuration, m.RPCRequests, m.StreamConnections, m.StreamMessages,
 		m.Tenants, m.Sessions, m.SessionDuration, m.ActiveSessions, m.TurnLatency, m.ToolCalls, m.ToolCallDuration,
-		m.ForwardDuration, m.CallsMoved,
+		m.ForwardDuration, m.CallsMoved, m.PhoneJitter, m.PhoneBufferDelay, m.PhoneLoss, m.PhoneLate, m.PhoneCalls,
 		m.STTRequests, m.TTSRequests, m.LLMRequests, m.LLMTokens,
 		m.DBQueryDuration, m.CacheHits, m.CacheMisses, m.TemporalWorkflows, m.DependencyUp,
 		m.RateLimitRejections, m.RateLimitLocal,

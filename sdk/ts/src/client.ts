@@ -18,6 +18,7 @@ import { SystemService } from "./gen/avb/v1/system_pb.js";
 import { TenantService } from "./gen/avb/v1/tenant_pb.js";
 import { ThemeService } from "./gen/avb/v1/theme_pb.js";
 import { UserService } from "./gen/avb/v1/user_pb.js";
+import { PhoneNumberService, SipTrunkService } from "./gen/avb/v1/telephony_pb.js";
 import { VoiceConfigService } from "./gen/avb/v1/voiceconfig_pb.js";
 import { VoiceService } from "./gen/avb/v1/voice_pb.js";
 
@@ -98,9 +99,11 @@ export const services = {
   events: EventService,
   notifications: NotificationService,
   personas: PersonaService,
+  phoneNumbers: PhoneNumberService,
   projects: ProjectService,
   roles: RoleService,
   sessions: SessionService,
+  sipTrunks: SipTrunkService,
   system: SystemService,
   tenant: TenantService,
   themes: ThemeService,

@@ -19,5 +19,6 @@ export * from "./gen/avb/v1/tenant_pb.js";
 export * from "./gen/avb/v1/theme_pb.js";
 export * from "./gen/avb/v1/user_pb.js";
 export * from "./gen/avb/v1/voice_pb.js";
+export * from "./gen/avb/v1/telephony_pb.js";
 export * from "./gen/avb/v1/voiceconfig_pb.js";
 export { verifyWebhook, WebhookSignatureError, type VerifyOptions, type WebhookSignatureProblem } from "./webhook.js";
