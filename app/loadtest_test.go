@@ -20,21 +20,29 @@ import (
 // administers), so what is measured is the server alone.
 func loadPlatform(t *testing.T, child bool) (base, key string, logs *testenv.LogBuffer) {
 	t.Helper()
+	base, key, logs, _, _ = loadPlatformAdmin(t, child)
+	return base, key, logs
+}
+
+// loadPlatformAdmin is loadPlatform with the administering platform and an
+// admin's credentials in the load tenant.
+func loadPlatformAdmin(t *testing.T, child bool) (base, key string, logs *testenv.LogBuffer, p *platform, admin []string) {
+	t.Helper()
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
 	env := identityEnv(t, owner, issuer.Issuer(), map[string]string{"AVB_MAX_CALLS_PER_TENANT": "2000", "AVB_LOG_LEVEL": "error"})
 	if child { // as in production: each call is a session workflow (the worker runs here)
 		env["AVB_TEMPORAL_ADDRESS"], env["AVB_SESSION_WORKFLOWS"] = testenv.Temporal(t), "true"
 	}
-	admin := map[string]string{"AVB_RUN_WORKER": fmt.Sprint(child)}
+	adminEnv := map[string]string{"AVB_RUN_WORKER": fmt.Sprint(child)}
 	for k, v := range env {
-		admin[k] = v
+		adminEnv[k] = v
 	}
 	// AVB_LOADTEST_SERVER_<NAME>=v sets <NAME>=v for the server under load
 	// (AVB_LOADTEST_SERVER_AVB_TTS_CACHE_BYTES=0: without the synthesis
 	// cache; AVB_LOADTEST_SERVER_AVB_TTS_WORKERS=2: synthesis workers, in a
 	// child server only).
-	serverEnv := admin
+	serverEnv := adminEnv
 	if child {
 		serverEnv = env
 	}
@@ -44,15 +52,16 @@ func loadPlatform(t *testing.T, child bool) (base, key string, logs *testenv.Log
 			serverEnv[k] = v
 		}
 	}
-	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), admin), issuer, owner)
+	p = startPlatform(t, identityConfig(t, owner, issuer.Issuer(), adminEnv), issuer, owner)
 	ten := p.tenant("load", store.TierEnterprise)
 	tok := p.token("ada", ten.ID.String(), "admin")
 	key = wantOK(t, p.call("/avb.v1.ApiKeyService/CreateApiKey", `{"name":"load","scopes":["API_KEY_SCOPE_REALTIME"]}`, bearer(tok)...))["secret"].(string)
+	admin = bearer(tok)
 	if !child {
-		return p.base, key, &testenv.LogBuffer{}
+		return p.base, key, &testenv.LogBuffer{}, p, admin
 	}
 	_, base, logs = startChild(t, env)
-	return base, key, logs
+	return base, key, logs, p, admin
 }
 
 func tone() []int16 {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -66,19 +67,26 @@ type Config struct {
 	// MetricsURL, when set, is the server's Prometheus endpoint: its memory is
 	// read before the calls open and halfway through the steady state.
 	MetricsURL string
+	// Phone mode: avb's SIP endpoint, the number to call and a trunk's
+	// digest credentials.
+	SIP                          netip.AddrPort
+	Number, SIPUser, SIPPassword string
 }
 
 // Report is what a load test measured.
 type Report struct {
-	Mode         Mode
-	Lockstep     bool
-	Calls        int
-	Opened       int
-	Failed       int
-	Errors       []string // distinct failures, at most 10
-	Connect      Percentiles
-	FrameDelay   Percentiles // passthrough: frame sent -> its echo received
-	TurnLatency  Percentiles // full: speech stopped received -> first reply audio
+	Mode        Mode
+	Lockstep    bool
+	Calls       int
+	Opened      int
+	Failed      int
+	Errors      []string // distinct failures, at most 10
+	Connect     Percentiles
+	FrameDelay  Percentiles // passthrough: frame sent -> its echo received
+	TurnLatency Percentiles // full: speech stopped received -> first reply audio
+	// MouthToEar: the end of the caller's speech sent -> the first reply
+	// audio received (full and phone), the turn detector's wait included.
+	MouthToEar   Percentiles
 	ServerFirst  Percentiles // full: the server's first_byte_ms
 	Turns        int
 	FramesSent   int
@@ -131,8 +139,11 @@ func (r Report) String() string {
 	case Idle:
 	case Passthrough:
 		fmt.Fprintf(&b, "  frame delay   %s\n  frames        %d sent, %d echoed\n", r.FrameDelay, r.FramesSent, r.FramesEchoed)
+	case Phone:
+		fmt.Fprintf(&b, "  mouth to ear  %s (end of the caller's speech in RTP -> first reply RTP packet with speech)\n  turns         %d\n", r.MouthToEar, r.Turns)
 	default:
 		fmt.Fprintf(&b, "  turn latency  %s (client: speech stopped -> first reply audio)\n", r.TurnLatency)
+		fmt.Fprintf(&b, "  mouth to ear  %s (client: end of speech sent -> first reply audio)\n", r.MouthToEar)
 		fmt.Fprintf(&b, "  server        %s (first byte after the end of speech was detected)\n  turns         %d\n", r.ServerFirst, r.Turns)
 	}
 	if n := r.TTSCacheHits + r.TTSCacheMisses; n > 0 {
@@ -158,6 +169,7 @@ type result struct {
 	connect     float64
 	frameDelay  []float64
 	turn        []float64
+	mouth       []float64
 	serverFirst []float64
 	sent        int
 	echoed      int
@@ -169,8 +181,11 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Calls <= 0 || cfg.Duration <= 0 || (cfg.Mode != Idle && len(cfg.Utterance) < rate*FrameMS/1000) {
 		return Report{}, errors.New("loadtest: calls, duration and an utterance of at least one frame are required")
 	}
-	if cfg.Mode != Passthrough && cfg.Mode != Full && cfg.Mode != Idle {
-		return Report{}, fmt.Errorf("loadtest: mode %q: want passthrough, full or idle", cfg.Mode)
+	if cfg.Mode != Passthrough && cfg.Mode != Full && cfg.Mode != Idle && cfg.Mode != Phone {
+		return Report{}, fmt.Errorf("loadtest: mode %q: want passthrough, full, idle or phone", cfg.Mode)
+	}
+	if cfg.Mode == Phone && (!cfg.SIP.IsValid() || cfg.Number == "") {
+		return Report{}, errors.New("loadtest: phone calls need the SIP endpoint's address and a number")
 	}
 
 	rep := Report{Mode: cfg.Mode, Calls: cfg.Calls, Lockstep: cfg.Lockstep}
@@ -203,6 +218,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			if cfg.Ramp > 0 {
 				time.Sleep(cfg.Ramp * time.Duration(i) / time.Duration(cfg.Calls))
 			}
+			if cfg.Mode == Phone {
+				results[i] = phoneCall(ctx, cfg, start.Add(cfg.Ramp), phase(cfg, i))
+				return
+			}
 			results[i] = call(ctx, newClient(cfg.Server), cfg, start.Add(cfg.Ramp), phase(cfg, i))
 		}()
 	}
@@ -212,7 +231,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		rep.TTSCacheHits, rep.TTSCacheMisses = after.ttsHits-before.ttsHits, after.ttsMisses-before.ttsMisses
 	}
 
-	var conn, delay, turn, server []float64
+	var conn, delay, turn, server, mouth []float64
 	seen := map[string]bool{}
 	for _, r := range results {
 		if r.connect > 0 {
@@ -228,12 +247,14 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 		delay = append(delay, r.frameDelay...)
 		turn = append(turn, r.turn...)
+		mouth = append(mouth, r.mouth...)
 		server = append(server, r.serverFirst...)
 		rep.FramesSent += r.sent
 		rep.FramesEchoed += r.echoed
 	}
 	rep.Connect, rep.FrameDelay, rep.TurnLatency, rep.ServerFirst = percentiles(conn), percentiles(delay), percentiles(turn), percentiles(server)
-	rep.Turns = len(turn)
+	rep.MouthToEar = percentiles(mouth)
+	rep.Turns = max(len(turn), len(mouth))
 	return rep, nil
 }
 
@@ -296,8 +317,10 @@ func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Confi
 	sendAt := make([]time.Time, frames)
 	var mu sync.Mutex
 	sendErr := make(chan error, 1)
+	// ends are when a frame holding the end of the utterance's speech went out.
+	var ends []time.Time
 	go func() {
-		sendErr <- send(stream, cfg.Utterance, steady.Add(ph.shift), ph.samples, sendAt, &mu)
+		sendErr <- send(stream, cfg.Utterance, steady.Add(ph.shift), ph.samples, sendAt, &mu, &ends)
 	}()
 
 	var echoedMS float64
@@ -329,6 +352,11 @@ func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Confi
 			} else if waiting {
 				res.turn = append(res.turn, ms(now.Sub(stopped)))
 				waiting = false
+				mu.Lock()
+				if n := len(ends); n > 0 && ends[n-1].Before(now) {
+					res.mouth = append(res.mouth, ms(now.Sub(ends[n-1])))
+				}
+				mu.Unlock()
 			}
 		case *avbv1.VoiceEvent_SpeechStopped:
 			stopped, waiting = now, true
@@ -350,8 +378,9 @@ func call(ctx context.Context, client avbv1connect.VoiceServiceClient, cfg Confi
 
 // send streams the utterance in a loop, one frame every 20 ms from steady
 // on (no drift: each frame has its own due time), then ends the session.
-func send(stream *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.ConverseResponse], utt []int16, steady time.Time, offset int, sendAt []time.Time, mu *sync.Mutex) error {
+func send(stream *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.ConverseResponse], utt []int16, steady time.Time, offset int, sendAt []time.Time, mu *sync.Mutex, ends *[]time.Time) error {
 	n := rate * FrameMS / 1000
+	end := speechEnd(utt)
 	buf := make([]byte, 0, 2*n)
 	time.Sleep(time.Until(steady))
 	for i := range sendAt {
@@ -362,6 +391,9 @@ func send(stream *connect.BidiStreamForClient[avbv1.ConverseRequest, avbv1.Conve
 		}
 		mu.Lock()
 		sendAt[i] = time.Now()
+		if first := (offset + i*n) % len(utt); end > 0 && first < end && end <= first+n {
+			*ends = append(*ends, sendAt[i])
+		}
 		mu.Unlock()
 		if err := stream.Send(&avbv1.ConverseRequest{Message: &avbv1.ConverseRequest_Audio{Audio: &avbv1.AudioAppend{Audio: buf}}}); err != nil {
 			return fmt.Errorf("send audio: %w", err)
