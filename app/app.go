@@ -326,6 +326,12 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opti
 			return nil, err
 		}
 	}
+	a.server.Handle(avbv1connect.NewCallServiceHandler(server.NewCallServer(identity, voiceHandler, func() server.Dialer {
+		if a.sip == nil {
+			return nil
+		}
+		return a.sip
+	}), ho...))
 	a.server.Handle(avbv1connect.NewSessionServiceHandler(server.NewSessionServer(voiceDeps), ho...))
 	a.server.Handle(avbv1connect.NewEventServiceHandler(server.NewEventServer(events.Hub{Redis: a.redis}), ho...))
 	go a.countTenants(runCtx, 30*time.Second)

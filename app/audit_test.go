@@ -102,7 +102,11 @@ func TestEveryMutatingRPCRecordsOneEntry(t *testing.T) {
 	issuer := startIssuer(t)
 	owner := testenv.Postgres(t)
 	v := testenv.VaultAvb(t, testenv.VaultOptions{Transit: true, Secrets: map[string]any{"openai_api_key": "sk-platform-audited"}})
-	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), v.Env), issuer, owner)
+	env := map[string]string{"AVB_SIP_ADDR": "127.0.0.1:0", "AVB_SIP_RTP_PORTS": "35000-35999"}
+	for k, val := range v.Env {
+		env[k] = val
+	}
+	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), env), issuer, owner)
 	ten := p.tenant("audited", store.TierPro)
 	a := &auditTour{t: t, p: p, ctx: tenancy.With(context.Background(), ten.ID), seen: map[string]int{}}
 	ctx := a.ctx
@@ -185,6 +189,9 @@ func TestEveryMutatingRPCRecordsOneEntry(t *testing.T) {
 	number := str(a.call(ctx, "/avb.v1.PhoneNumberService/CreatePhoneNumber", `{"phoneNumber":{"name":"+15550123","projectId":"`+proj+`","personaId":"`+persona+`"}}`, admin...), "phoneNumber", "id")
 	a.call(ctx, "/avb.v1.PhoneNumberService/UpdatePhoneNumber", `{"phoneNumberId":"`+number+`","phoneNumber":{"description":"front desk"},"updateMask":"description"}`, admin...)
 	a.call(ctx, "/avb.v1.PhoneNumberService/DeletePhoneNumber", `{"phoneNumberId":"`+number+`"}`, admin...)
+	// A call placed to a trunk that never answers (it rings out in 1 s).
+	out := str(a.call(ctx, "/avb.v1.SipTrunkService/CreateSipTrunk", `{"sipTrunk":{"name":"out","outboundAddress":"127.0.0.1:9"}}`, admin...), "sipTrunk", "id")
+	a.call(ctx, "/avb.v1.CallService/Dial", `{"sipTrunkId":"`+out+`","to":"+15550142","ringTimeoutSeconds":1}`, admin...)
 	a.call(ctx, "/avb.v1.SipTrunkService/DeleteSipTrunk", `{"sipTrunkId":"`+trunk+`"}`, admin...)
 	a.call(ctx, "/avb.v1.PersonaService/DeletePersona", `{"personaId":"`+persona+`"}`, admin...)
 	a.call(ctx, "/avb.v1.VoiceConfigService/DeleteVoiceConfig", `{"voiceConfigId":"`+vc+`"}`, admin...)

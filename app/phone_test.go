@@ -210,3 +210,70 @@ func TestPhoneLoad(t *testing.T) {
 		}
 	}
 }
+
+// Outbound: CallService.Dial places a call through a trunk to the test's
+// phone, which rings and answers; the session tells ringing and answered,
+// the phone's caller asks, and the agent's reply comes back over RTP. A
+// busy phone ends its session as error with the reason and a phone.busy
+// event. A trunk without an outbound address is refused on the field.
+func TestDialPlacesACallThroughATrunk(t *testing.T) {
+	t.Parallel()
+	p, _, admin, project := phonePlatform(t, nil)
+	ph := softphone(t, p)
+	trunk := str(wantOK(t, p.call("/avb.v1.SipTrunkService/CreateSipTrunk",
+		`{"sipTrunk":{"name":"out","outboundAddress":"`+ph.Addr().String()+`"}}`, admin...)), "sipTrunk", "id")
+	inboundOnly := str(wantOK(t, p.call("/avb.v1.SipTrunkService/ListSipTrunks", `{"nameContains":"carrier"}`, admin...)), "sipTrunks", "0", "id")
+	r := p.call("/avb.v1.CallService/Dial", `{"sipTrunkId":"`+inboundOnly+`","to":"+15550142"}`, admin...)
+	wantErr(t, r, 400, "invalid_argument", "validation_failed")
+	if !strings.Contains(r.raw, "sip_trunk_id") {
+		t.Fatalf("not on the field: %s", r.raw)
+	}
+
+	events := func(sid string) string {
+		return fmt.Sprint(items(wantOK(t, p.call("/avb.v1.SessionService/ListSessionEvents", `{"sessionId":"`+sid+`","pageSize":200}`, admin...)), "events"))
+	}
+	dialed := wantOK(t, p.call("/avb.v1.CallService/Dial", `{"sipTrunkId":"`+trunk+`","to":"+15550142","from":"+15550100","projectId":"`+project+`"}`, admin...))
+	sid := str(dialed, "session", "id")
+	select {
+	case inv := <-ph.Rings():
+		if inv.Recipient.User != "+15550142" {
+			t.Fatalf("dialed %s", inv.Recipient.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the phone never rang")
+	}
+	waitFor(t, 5*time.Second, func() bool {
+		ev := events(sid)
+		return strings.Contains(ev, "phone.ringing") && strings.Contains(ev, "phone.answered")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ph.Say(ctx, loadtest.PCMU(spokenPCM(t, ask, 0)))
+	go ph.Say(ctx, loadtest.PCMU(make([]int16, 16000*3)))
+	rctx, rcancel := context.WithTimeout(ctx, 15*time.Second)
+	reply, _, err := ph.Reply(rctx, 700*time.Millisecond)
+	rcancel()
+	if err != nil {
+		t.Fatalf("%v\nevents: %s", err, events(sid))
+	}
+	if got := recognizedPCMU(t, reply, "sure i booked the meeting for tomorrow at ten", "hello", "goodbye"); !strings.Contains(got, "booked the meeting") {
+		t.Fatalf("the reply's RTP sounds like %q", got)
+	}
+	wantOK(t, p.call("/avb.v1.SessionService/TerminateSession", `{"sessionId":"`+sid+`"}`, admin...))
+	select {
+	case <-ph.Byes():
+	case <-time.After(5 * time.Second):
+		t.Fatal("avb did not hang up the call it placed")
+	}
+
+	// A busy line.
+	ph.AnswerWith(486)
+	busy := str(wantOK(t, p.call("/avb.v1.CallService/Dial", `{"sipTrunkId":"`+trunk+`","to":"+15550143","projectId":"`+project+`"}`, admin...)), "session", "id")
+	waitFor(t, 10*time.Second, func() bool {
+		s := wantOK(t, p.call("/avb.v1.SessionService/GetSession", `{"sessionId":"`+busy+`"}`, admin...))
+		return str(s, "session", "status") == "SESSION_STATUS_ERROR" && strings.Contains(str(s, "session", "error"), "busy")
+	})
+	if ev := events(busy); !strings.Contains(ev, "phone.busy") || !strings.Contains(ev, "sip_status:486") {
+		t.Fatalf("busy events: %s", ev)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -31,6 +32,11 @@ type Softphone struct {
 	sig     net.PacketConn
 	rtp     *net.UDPConn
 	byes    chan struct{}
+	// Answering calls avb places: answer is the status the phone gives
+	// (200 answers, after ringing), rings tells each INVITE.
+	answer atomic.Int32
+	rings  chan *sip.Request
+	server *sipgo.DialogServerCache
 
 	mu    sync.Mutex
 	heard []byte    // what avb sent since the first speech after Reset, in PCMU
@@ -70,13 +76,18 @@ func NewSoftphone(avb netip.AddrPort) (*Softphone, error) {
 	if err != nil {
 		return nil, err
 	}
-	ph := &Softphone{avb: avb, ua: ua, sig: sig, byes: make(chan struct{}, 4)}
-	ph.dialogs = sipgo.NewDialogClientCache(cli, sip.ContactHeader{Address: sip.Uri{User: "caller", Host: host, Port: port}})
+	ph := &Softphone{avb: avb, ua: ua, sig: sig, byes: make(chan struct{}, 4), rings: make(chan *sip.Request, 4)}
+	contact := sip.ContactHeader{Address: sip.Uri{User: "caller", Host: host, Port: port}}
+	ph.dialogs = sipgo.NewDialogClientCache(cli, contact)
+	ph.server = sipgo.NewDialogServerCache(cli, contact)
+	ph.answer.Store(sip.StatusOK)
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		if err := ph.dialogs.ReadBye(req, tx); err == nil {
+		if ph.dialogs.ReadBye(req, tx) == nil || ph.server.ReadBye(req, tx) == nil {
 			ph.byes <- struct{}{}
 		}
 	})
+	srv.OnInvite(ph.onInvite)
+	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
 	go func() { _ = srv.ServeUDP(sig) }()
 	if ph.rtp, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(host)}); err != nil {
 		ph.Close()
@@ -94,6 +105,46 @@ func outbound(to netip.AddrPort) string {
 	defer c.Close()
 	h, _, _ := net.SplitHostPort(c.LocalAddr().String())
 	return h
+}
+
+// Addr is where the phone takes calls (its SIP address).
+func (ph *Softphone) Addr() netip.AddrPort {
+	return netip.MustParseAddrPort(ph.sig.LocalAddr().String())
+}
+
+// AnswerWith sets how the phone answers the calls it gets: 200 (the
+// default) answers after a ring, 486 is busy, and so on.
+func (ph *Softphone) AnswerWith(status int) { ph.answer.Store(int32(status)) }
+
+// Rings tells each call the phone gets (its INVITE).
+func (ph *Softphone) Rings() <-chan *sip.Request { return ph.rings }
+
+// onInvite takes a call avb places: it rings, then answers with its media
+// (or refuses as AnswerWith says).
+func (ph *Softphone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	select {
+	case ph.rings <- req:
+	default:
+	}
+	d, err := ph.server.ReadInvite(req, tx)
+	if err != nil {
+		return
+	}
+	_ = d.Respond(sip.StatusRinging, "Ringing", nil)
+	time.Sleep(100 * time.Millisecond)
+	if code := int(ph.answer.Load()); code != sip.StatusOK {
+		_ = d.Respond(code, "Refused", nil)
+		return
+	}
+	peer, err := telephony.ParseOffer(req.Body())
+	if err != nil {
+		_ = d.Respond(sip.StatusNotAcceptableHere, "Not Acceptable Here", nil)
+		return
+	}
+	ph.out.Lock()
+	ph.out.to = peer.Addr
+	ph.out.Unlock()
+	_ = d.RespondSDP(telephony.Describe(netip.MustParseAddrPort(ph.rtp.LocalAddr().String()), 43, &peer))
 }
 
 // Close ends the phone's sockets.

@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/agentvoicebox/avb/apierror"
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
@@ -36,6 +40,10 @@ func phoneFormat(c telephony.Codec) *avbv1.AudioFormat {
 }
 
 func (e phoneEngine) Open(ctx context.Context, c telephony.Call) (telephony.Conversation, error) {
+	return e.open(ctx, c, "inbound")
+}
+
+func (e phoneEngine) open(ctx context.Context, c telephony.Call, direction string) (*phoneCall, error) {
 	begun := time.Now()
 	ctx = tenancy.With(ctx, c.Route.TenantID)
 	format := phoneFormat(c.Codec)
@@ -50,7 +58,7 @@ func (e phoneEngine) Open(ctx context.Context, c telephony.Call) (telephony.Conv
 	if err != nil {
 		return nil, phoneRefusal(err)
 	}
-	info, _ := json.Marshal(map[string]any{"direction": "inbound", "from": c.From, "to": c.Route.Number, "trunk": c.Trunk,
+	info, _ := json.Marshal(map[string]any{"direction": direction, "from": c.From, "to": c.Route.Number, "trunk": c.Trunk,
 		"codec": c.Codec.Name, "sip_call_id": c.CallID})
 	if err := e.s.DB.Sessions().AddEvents(ctx, []store.SessionEvent{{SessionID: sess.ID, Type: "phone.call", Data: info}}); err != nil {
 		e.s.Log.WarnContext(ctx, "phone call event not recorded", "error", err.Error())
@@ -63,9 +71,9 @@ func (e phoneEngine) Open(ctx context.Context, c telephony.Call) (telephony.Conv
 func phoneRefusal(err error) error {
 	switch apierror.Reason(err) {
 	case apierror.ReasonString(avbv1.ErrorReason_ERROR_REASON_CALL_LIMIT_EXCEEDED):
-		return fmt.Errorf("%w: %v", telephony.ErrBusy, err)
+		return fmt.Errorf("%w: %w", telephony.ErrBusy, err)
 	}
-	return fmt.Errorf("%w: %v", telephony.ErrUnavailable, err)
+	return fmt.Errorf("%w: %w", telephony.ErrUnavailable, err)
 }
 
 type phoneCall struct {
@@ -76,6 +84,11 @@ type phoneCall struct {
 }
 
 func (p *phoneCall) SessionID() string { return p.l.session.ID.String() }
+
+// Fail ends a placed call that was never answered (busy, no answer).
+func (p *phoneCall) Fail(reason string) {
+	p.s.finish(p.ctx, p.l, store.SessionError, "the call was not answered: "+reason)
+}
 
 // dtmfText is how a key the caller pressed reaches the model.
 func dtmfText(d rune) string { return fmt.Sprintf("The caller pressed %c on the keypad.", d) }
@@ -141,4 +154,83 @@ func (p *phoneCall) quality(ctx context.Context, st telephony.Stats) {
 			m.PhoneLate.Observe(float64(st.Late) / float64(st.Received))
 		}
 	}
+}
+
+// Dialer places calls (the SIP endpoint).
+type Dialer interface {
+	Dial(ctx context.Context, o telephony.Outbound, conv telephony.Placed, progress func(state string, status int)) error
+}
+
+// NewCallServer returns the CallService handler: calls placed through the
+// tenant's trunks by dial (nil: this server has no SIP endpoint), as
+// sessions on the VoiceService handler voice.
+func NewCallServer(deps Identity, voice avbv1connect.VoiceServiceHandler, dial func() Dialer) avbv1connect.CallServiceHandler {
+	return &callServer{Identity: deps, engine: phoneEngine{voice.(*voiceServer)}, dial: dial}
+}
+
+type callServer struct {
+	Identity
+	engine phoneEngine
+	dial   func() Dialer
+}
+
+// maxRing bounds a placed call's ringing; the call itself then runs until
+// a side hangs up.
+const maxRing = 120 * time.Second
+
+func (c *callServer) Dial(ctx context.Context, req *connect.Request[avbv1.DialRequest]) (*connect.Response[avbv1.DialResponse], error) {
+	var dialer Dialer
+	if c.dial != nil {
+		dialer = c.dial()
+	}
+	if dialer == nil {
+		return nil, apierror.New(connect.CodeFailedPrecondition, avbv1.ErrorReason_ERROR_REASON_DEPENDENCY_UNAVAILABLE,
+			"phone calls are off: this server has no SIP endpoint (AVB_SIP_ADDR)")
+	}
+	tenantID, err := callerTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	row, err := c.DB.Resources(store.SipTrunks).Get(ctx, *parseOptionalID(m.GetSipTrunkId()))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, apierror.Field("sip_trunk_id", "no such trunk")
+	}
+	if err != nil {
+		return nil, err
+	}
+	var trunk avbv1.SipTrunk
+	_ = protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(orEmptyJSON(row.Spec), &trunk)
+	isURI := strings.HasPrefix(m.GetTo(), "sip:") || strings.HasPrefix(m.GetTo(), "sips:")
+	if trunk.GetOutboundAddress() == "" && !isURI {
+		return nil, apierror.Field("sip_trunk_id", "the trunk has no outbound_address: it takes no calls from avb")
+	}
+	// The call outlives this request: it runs on the request's values
+	// (tenant, caller) without its end.
+	callCtx := context.WithoutCancel(ctx)
+	route := &telephony.Route{TenantID: tenantID, Number: m.GetTo(), ProjectID: m.GetProjectId(), PersonaID: m.GetPersonaId(), VoiceConfigID: m.GetVoiceConfigId()}
+	conv, err := c.engine.open(callCtx, telephony.Call{Route: route, From: m.GetFrom(), Trunk: row.Name, Codec: telephony.PCMU}, "outbound")
+	if err != nil {
+		// The API's own refusal (a bad project, the call or session
+		// limits) as it is.
+		if ce := new(connect.Error); errors.As(err, &ce) {
+			return nil, ce
+		}
+		return nil, err
+	}
+	sessionID := conv.l.session.ID
+	progress := func(state string, status int) {
+		data, _ := json.Marshal(map[string]any{"sip_status": status})
+		if err := c.DB.Sessions().AddEvents(callCtx, []store.SessionEvent{{SessionID: sessionID, Type: "phone." + state, Data: data}}); err != nil {
+			c.Log.WarnContext(callCtx, "call progress not recorded", "state", state, "error", err.Error())
+		}
+	}
+	ring := time.Duration(m.GetRingTimeoutSeconds()) * time.Second
+	go func() {
+		err := dialer.Dial(callCtx, telephony.Outbound{To: m.GetTo(), Via: trunk.GetOutboundAddress(), From: m.GetFrom(), Ring: min(ring, maxRing)}, conv, progress)
+		if err != nil {
+			c.Log.InfoContext(callCtx, "placed call ended", "session_id", sessionID.String(), "reason", err.Error())
+		}
+	}()
+	return connect.NewResponse(&avbv1.DialResponse{Session: sessionToProto(conv.l.session)}), nil
 }

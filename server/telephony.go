@@ -104,8 +104,13 @@ func sealTrunk(t *avbv1.SipTrunk) error {
 		}
 	}
 	t.PasswordSet = t.GetPasswordHash() != ""
-	if t.GetUsername() == "" && len(t.GetAllowedSources()) == 0 {
-		return apierror.Field("sip_trunk.allowed_sources", "a trunk needs credentials (username and password) or allowed sources")
+	if a := t.GetOutboundAddress(); a != "" {
+		if _, err := netip.ParseAddrPort(a); err != nil {
+			return apierror.Field("sip_trunk.outbound_address", "not ip:port")
+		}
+	}
+	if t.GetUsername() == "" && len(t.GetAllowedSources()) == 0 && t.GetOutboundAddress() == "" {
+		return apierror.Field("sip_trunk.allowed_sources", "a trunk needs credentials (username and password), allowed sources or an outbound address")
 	}
 	return nil
 }

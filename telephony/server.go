@@ -113,6 +113,7 @@ type Server struct {
 	srv     *sipgo.Server
 	client  *sipgo.Client
 	dialogs *sipgo.DialogServerCache
+	placed  *sipgo.DialogClientCache // the calls avb places
 	host    netip.Addr
 	port    int
 
@@ -180,6 +181,7 @@ func (s *Server) Listen(ctx context.Context, ready func(addr netip.AddrPort)) er
 	}
 	contact := sip.ContactHeader{Address: sip.Uri{Host: s.host.String(), Port: s.port}}
 	s.dialogs = sipgo.NewDialogServerCache(s.client, contact)
+	s.placed = sipgo.NewDialogClientCache(s.client, contact)
 	s.srv.OnInvite(s.onInvite)
 	s.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = s.dialogs.ReadAck(req, tx) })
 	s.srv.OnBye(s.onBye)
@@ -449,7 +451,11 @@ func (s *Server) reinvite(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 func (s *Server) onBye(req *sip.Request, tx sip.ServerTransaction) {
-	if err := s.dialogs.ReadBye(req, tx); err != nil {
+	if err := s.dialogs.ReadBye(req, tx); err == nil {
+		return
+	}
+	// The far end of a call avb placed hangs up.
+	if err := s.placed.ReadBye(req, tx); err != nil {
 		respond(tx, req, sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
 	}
 }

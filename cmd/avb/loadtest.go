@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -24,7 +25,7 @@ func loadtestCmd() *cobra.Command {
 
 func loadtestCallsCmd() *cobra.Command {
 	var cfg loadtest.Config
-	var mode, in string
+	var mode, in, sipAddr string
 	var baseline bool
 	cmd := &cobra.Command{
 		Use:   "calls",
@@ -39,6 +40,14 @@ func loadtestCallsCmd() *cobra.Command {
 			}
 			cfg.Mode = loadtest.Mode(mode)
 			var err error
+			if cfg.Mode == loadtest.Phone {
+				if cfg.SIP, err = netip.ParseAddrPort(sipAddr); err != nil {
+					return fmt.Errorf("--sip %q: want the SIP endpoint's ip:port: %w", sipAddr, err)
+				}
+				if cfg.SIPPassword == "" {
+					cfg.SIPPassword = os.Getenv("AVB_SIP_PASSWORD")
+				}
+			}
 			if cfg.Utterance, err = utterance(cmd.Context(), cfg.Mode, in, &cfg.Phrases); err != nil {
 				return err
 			}
@@ -86,7 +95,11 @@ func loadtestCallsCmd() *cobra.Command {
 	f.IntVar(&cfg.Calls, "calls", 10, "concurrent calls")
 	f.DurationVar(&cfg.Duration, "duration", 20*time.Second, "how long each call streams audio once all are open")
 	f.DurationVar(&cfg.Ramp, "ramp", 2*time.Second, "spread the call openings over this long")
-	f.StringVar(&mode, "mode", "passthrough", "passthrough (echo: the media path alone), full (speech to text, model, text to speech) or idle (open and silent: memory per call)")
+	f.StringVar(&mode, "mode", "passthrough", "passthrough (echo: the media path alone), full (speech to text, model, text to speech), phone (full calls over SIP and RTP) or idle (open and silent: memory per call)")
+	f.StringVar(&sipAddr, "sip", "127.0.0.1:5060", "phone: avb's SIP endpoint (ip:port)")
+	f.StringVar(&cfg.Number, "number", "", "phone: the number to call (E.164, one of the tenant's)")
+	f.StringVar(&cfg.SIPUser, "sip-user", "", "phone: the trunk's digest username")
+	f.StringVar(&cfg.SIPPassword, "sip-password", "", "phone: the trunk's digest password (default $AVB_SIP_PASSWORD)")
 	f.StringVar(&in, "in", "", "WAV file the callers say, looped (default: a tone pattern for passthrough, a spoken request for full)")
 	f.StringSliceVar(&cfg.Phrases, "hint", nil, "phrase hints for recognition in full mode")
 	f.BoolVar(&cfg.Lockstep, "lockstep", false, "every call says the same words at the same instant (the worst case); by default each call runs its share of an utterance behind the one before, as independent callers do")
@@ -112,7 +125,7 @@ func utterance(ctx context.Context, mode loadtest.Mode, path string, hints *[]st
 		}
 		return audio.NewResampler(rate, 16000).Process(pcm, nil), nil
 	}
-	if mode != loadtest.Full {
+	if mode != loadtest.Full && mode != loadtest.Phone {
 		// 400 ms of a 440 Hz tone at -12 dBFS, then 600 ms of silence.
 		pcm := make([]int16, 16000)
 		for i := range 6400 {

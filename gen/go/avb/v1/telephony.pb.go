@@ -159,11 +159,15 @@ type SipTrunk struct {
 	// password_set says whether digest credentials are set.
 	PasswordSet bool `protobuf:"varint,8,opt,name=password_set,json=passwordSet,proto3" json:"password_set,omitempty"`
 	// password_hash is avb's stored form of the password; never returned.
-	PasswordHash  string                 `protobuf:"bytes,9,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PasswordHash string `protobuf:"bytes,9,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"`
+	// outbound_address is where avb sends the calls it places through this
+	// trunk (host:port, UDP); empty: the trunk takes no calls from avb. The
+	// trunk admits avb by its address.
+	OutboundAddress string                 `protobuf:"bytes,12,opt,name=outbound_address,json=outboundAddress,proto3" json:"outbound_address,omitempty"`
+	CreateTime      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SipTrunk) Reset() {
@@ -248,6 +252,13 @@ func (x *SipTrunk) GetPasswordSet() bool {
 func (x *SipTrunk) GetPasswordHash() string {
 	if x != nil {
 		return x.PasswordHash
+	}
+	return ""
+}
+
+func (x *SipTrunk) GetOutboundAddress() string {
+	if x != nil {
+		return x.OutboundAddress
 	}
 	return ""
 }
@@ -1266,11 +1277,152 @@ func (*DeleteSipTrunkResponse) Descriptor() ([]byte, []int) {
 	return file_avb_v1_telephony_proto_rawDescGZIP(), []int{21}
 }
 
+// DialRequest says whom to call, through which trunk, as whom.
+type DialRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SipTrunkId string                 `protobuf:"bytes,1,opt,name=sip_trunk_id,json=sipTrunkId,proto3" json:"sip_trunk_id,omitempty"`
+	// to is an E.164 number ("+15550100") or a SIP URI ("sip:desk@pbx.example.com").
+	To string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// from is the caller id to present (E.164); empty: the trunk's default.
+	From          string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	ProjectId     string `protobuf:"bytes,4,opt,name=project_id,json=projectId,proto3" json:"project_id,omitempty"`
+	PersonaId     string `protobuf:"bytes,5,opt,name=persona_id,json=personaId,proto3" json:"persona_id,omitempty"`
+	VoiceConfigId string `protobuf:"bytes,6,opt,name=voice_config_id,json=voiceConfigId,proto3" json:"voice_config_id,omitempty"`
+	// ring_timeout_seconds is how long the far end may ring (0: 30 s).
+	RingTimeoutSeconds int32 `protobuf:"varint,7,opt,name=ring_timeout_seconds,json=ringTimeoutSeconds,proto3" json:"ring_timeout_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *DialRequest) Reset() {
+	*x = DialRequest{}
+	mi := &file_avb_v1_telephony_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DialRequest) ProtoMessage() {}
+
+func (x *DialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_telephony_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DialRequest.ProtoReflect.Descriptor instead.
+func (*DialRequest) Descriptor() ([]byte, []int) {
+	return file_avb_v1_telephony_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DialRequest) GetSipTrunkId() string {
+	if x != nil {
+		return x.SipTrunkId
+	}
+	return ""
+}
+
+func (x *DialRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *DialRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *DialRequest) GetProjectId() string {
+	if x != nil {
+		return x.ProjectId
+	}
+	return ""
+}
+
+func (x *DialRequest) GetPersonaId() string {
+	if x != nil {
+		return x.PersonaId
+	}
+	return ""
+}
+
+func (x *DialRequest) GetVoiceConfigId() string {
+	if x != nil {
+		return x.VoiceConfigId
+	}
+	return ""
+}
+
+func (x *DialRequest) GetRingTimeoutSeconds() int32 {
+	if x != nil {
+		return x.RingTimeoutSeconds
+	}
+	return 0
+}
+
+// DialResponse holds the call's session (ringing: it is not answered yet).
+type DialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DialResponse) Reset() {
+	*x = DialResponse{}
+	mi := &file_avb_v1_telephony_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DialResponse) ProtoMessage() {}
+
+func (x *DialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_avb_v1_telephony_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DialResponse.ProtoReflect.Descriptor instead.
+func (*DialResponse) Descriptor() ([]byte, []int) {
+	return file_avb_v1_telephony_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DialResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
 var File_avb_v1_telephony_proto protoreflect.FileDescriptor
 
 const file_avb_v1_telephony_proto_rawDesc = "" +
 	"\n" +
-	"\x16avb/v1/telephony.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x12avb/v1/rules.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x03\n" +
+	"\x16avb/v1/telephony.proto\x12\x06avb.v1\x1a\x13avb/v1/common.proto\x1a\x14avb/v1/options.proto\x1a\x12avb/v1/rules.proto\x1a\x14avb/v1/session.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x03\n" +
 	"\vPhoneNumber\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12*\n" +
@@ -1285,7 +1437,7 @@ const file_avb_v1_telephony_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xc4\x03\n" +
+	"updateTime\"\xf9\x03\n" +
 	"\bSipTrunk\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12\"\n" +
@@ -1294,7 +1446,8 @@ const file_avb_v1_telephony_proto_rawDesc = "" +
 	"\bpassword\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\bpassword\x127\n" +
 	"\x0fallowed_sources\x18\a \x03(\tB\x0e\xbaH\v\x92\x01\b\x10@\"\x04r\x02\x18@R\x0eallowedSources\x12!\n" +
 	"\fpassword_set\x18\b \x01(\bR\vpasswordSet\x12-\n" +
-	"\rpassword_hash\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\fpasswordHash\x12;\n" +
+	"\rpassword_hash\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\fpasswordHash\x123\n" +
+	"\x10outbound_address\x18\f \x01(\tB\b\xbaH\x05r\x03\x18\x80\x02R\x0foutboundAddress\x12;\n" +
 	"\vcreate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
@@ -1363,7 +1516,20 @@ const file_avb_v1_telephony_proto_rawDesc = "" +
 	"\x15DeleteSipTrunkRequest\x12*\n" +
 	"\fsip_trunk_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\n" +
 	"sipTrunkId\"\x18\n" +
-	"\x16DeleteSipTrunkResponse2\xaa\a\n" +
+	"\x16DeleteSipTrunkResponse\"\xf9\x02\n" +
+	"\vDialRequest\x12*\n" +
+	"\fsip_trunk_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\n" +
+	"sipTrunkId\x12@\n" +
+	"\x02to\x18\x02 \x01(\tB0\xbaH-r+2)^(\\+[1-9][0-9]{2,14}|sips?:[^\\s]{3,250})$R\x02to\x122\n" +
+	"\x04from\x18\x03 \x01(\tB\x1e\xbaH\x1b\xd8\x01\x01r\x162\x14^\\+[1-9][0-9]{2,14}$R\x04from\x12*\n" +
+	"\n" +
+	"project_id\x18\x04 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tprojectId\x12*\n" +
+	"\n" +
+	"persona_id\x18\x05 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tpersonaId\x123\n" +
+	"\x0fvoice_config_id\x18\x06 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\rvoiceConfigId\x12;\n" +
+	"\x14ring_timeout_seconds\x18\a \x01(\x05B\t\xbaH\x06\x1a\x04\x18x(\x00R\x12ringTimeoutSeconds\"9\n" +
+	"\fDialResponse\x12)\n" +
+	"\asession\x18\x01 \x01(\v2\x0f.avb.v1.SessionR\asession2\xaa\a\n" +
 	"\x12PhoneNumberService\x12\xa7\x01\n" +
 	"\x11CreatePhoneNumber\x12 .avb.v1.CreatePhoneNumberRequest\x1a!.avb.v1.CreatePhoneNumberResponse\"M\xc2\xf3\x18\x13\x1a\x11\n" +
 	"\x06tenant\x12\adevelop\xd2\xf3\x18\x12\n" +
@@ -1391,7 +1557,12 @@ const file_avb_v1_telephony_proto_rawDesc = "" +
 	"\r\b\x02\x12\tsip_trunk\x82\xd3\xe4\x93\x02.:\tsip_trunk2!/api/v2/sip-trunks/{sip_trunk_id}\x12\xb4\x01\n" +
 	"\x0eDeleteSipTrunk\x12\x1d.avb.v1.DeleteSipTrunkRequest\x1a\x1e.avb.v1.DeleteSipTrunkResponse\"c\xc2\xf3\x18#\x1a!\n" +
 	"\tsip_trunk\x12\x06manage\x1a\fsip_trunk_id\xd2\xf3\x18\x0f\n" +
-	"\r\b\x03\x12\tsip_trunk\x82\xd3\xe4\x93\x02#*!/api/v2/sip-trunks/{sip_trunk_id}B2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
+	"\r\b\x03\x12\tsip_trunk\x82\xd3\xe4\x93\x02#*!/api/v2/sip-trunks/{sip_trunk_id}2\x7f\n" +
+	"\vCallService\x12p\n" +
+	"\x04Dial\x12\x13.avb.v1.DialRequest\x1a\x14.avb.v1.DialResponse\"=\xc2\xf3\x18\x13\x1a\x11\n" +
+	"\x06tenant\x12\aoperate\xd2\xf3\x18\n" +
+	"\n" +
+	"\b\b\x01\x12\x04call\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/api/v2/callsB2Z0github.com/agentvoicebox/avb/gen/go/avb/v1;avbv1b\x06proto3"
 
 var (
 	file_avb_v1_telephony_proto_rawDescOnce sync.Once
@@ -1405,7 +1576,7 @@ func file_avb_v1_telephony_proto_rawDescGZIP() []byte {
 	return file_avb_v1_telephony_proto_rawDescData
 }
 
-var file_avb_v1_telephony_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_avb_v1_telephony_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_avb_v1_telephony_proto_goTypes = []any{
 	(*PhoneNumber)(nil),               // 0: avb.v1.PhoneNumber
 	(*SipTrunk)(nil),                  // 1: avb.v1.SipTrunk
@@ -1429,56 +1600,62 @@ var file_avb_v1_telephony_proto_goTypes = []any{
 	(*UpdateSipTrunkResponse)(nil),    // 19: avb.v1.UpdateSipTrunkResponse
 	(*DeleteSipTrunkRequest)(nil),     // 20: avb.v1.DeleteSipTrunkRequest
 	(*DeleteSipTrunkResponse)(nil),    // 21: avb.v1.DeleteSipTrunkResponse
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
-	(ResourceOrder)(0),                // 23: avb.v1.ResourceOrder
-	(*fieldmaskpb.FieldMask)(nil),     // 24: google.protobuf.FieldMask
+	(*DialRequest)(nil),               // 22: avb.v1.DialRequest
+	(*DialResponse)(nil),              // 23: avb.v1.DialResponse
+	(*timestamppb.Timestamp)(nil),     // 24: google.protobuf.Timestamp
+	(ResourceOrder)(0),                // 25: avb.v1.ResourceOrder
+	(*fieldmaskpb.FieldMask)(nil),     // 26: google.protobuf.FieldMask
+	(*Session)(nil),                   // 27: avb.v1.Session
 }
 var file_avb_v1_telephony_proto_depIdxs = []int32{
-	22, // 0: avb.v1.PhoneNumber.create_time:type_name -> google.protobuf.Timestamp
-	22, // 1: avb.v1.PhoneNumber.update_time:type_name -> google.protobuf.Timestamp
-	22, // 2: avb.v1.SipTrunk.create_time:type_name -> google.protobuf.Timestamp
-	22, // 3: avb.v1.SipTrunk.update_time:type_name -> google.protobuf.Timestamp
+	24, // 0: avb.v1.PhoneNumber.create_time:type_name -> google.protobuf.Timestamp
+	24, // 1: avb.v1.PhoneNumber.update_time:type_name -> google.protobuf.Timestamp
+	24, // 2: avb.v1.SipTrunk.create_time:type_name -> google.protobuf.Timestamp
+	24, // 3: avb.v1.SipTrunk.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 4: avb.v1.CreatePhoneNumberRequest.phone_number:type_name -> avb.v1.PhoneNumber
 	0,  // 5: avb.v1.CreatePhoneNumberResponse.phone_number:type_name -> avb.v1.PhoneNumber
 	0,  // 6: avb.v1.GetPhoneNumberResponse.phone_number:type_name -> avb.v1.PhoneNumber
-	23, // 7: avb.v1.ListPhoneNumbersRequest.order_by:type_name -> avb.v1.ResourceOrder
+	25, // 7: avb.v1.ListPhoneNumbersRequest.order_by:type_name -> avb.v1.ResourceOrder
 	0,  // 8: avb.v1.ListPhoneNumbersResponse.phone_numbers:type_name -> avb.v1.PhoneNumber
 	0,  // 9: avb.v1.UpdatePhoneNumberRequest.phone_number:type_name -> avb.v1.PhoneNumber
-	24, // 10: avb.v1.UpdatePhoneNumberRequest.update_mask:type_name -> google.protobuf.FieldMask
+	26, // 10: avb.v1.UpdatePhoneNumberRequest.update_mask:type_name -> google.protobuf.FieldMask
 	0,  // 11: avb.v1.UpdatePhoneNumberResponse.phone_number:type_name -> avb.v1.PhoneNumber
 	1,  // 12: avb.v1.CreateSipTrunkRequest.sip_trunk:type_name -> avb.v1.SipTrunk
 	1,  // 13: avb.v1.CreateSipTrunkResponse.sip_trunk:type_name -> avb.v1.SipTrunk
 	1,  // 14: avb.v1.GetSipTrunkResponse.sip_trunk:type_name -> avb.v1.SipTrunk
-	23, // 15: avb.v1.ListSipTrunksRequest.order_by:type_name -> avb.v1.ResourceOrder
+	25, // 15: avb.v1.ListSipTrunksRequest.order_by:type_name -> avb.v1.ResourceOrder
 	1,  // 16: avb.v1.ListSipTrunksResponse.sip_trunks:type_name -> avb.v1.SipTrunk
 	1,  // 17: avb.v1.UpdateSipTrunkRequest.sip_trunk:type_name -> avb.v1.SipTrunk
-	24, // 18: avb.v1.UpdateSipTrunkRequest.update_mask:type_name -> google.protobuf.FieldMask
+	26, // 18: avb.v1.UpdateSipTrunkRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 19: avb.v1.UpdateSipTrunkResponse.sip_trunk:type_name -> avb.v1.SipTrunk
-	2,  // 20: avb.v1.PhoneNumberService.CreatePhoneNumber:input_type -> avb.v1.CreatePhoneNumberRequest
-	4,  // 21: avb.v1.PhoneNumberService.GetPhoneNumber:input_type -> avb.v1.GetPhoneNumberRequest
-	6,  // 22: avb.v1.PhoneNumberService.ListPhoneNumbers:input_type -> avb.v1.ListPhoneNumbersRequest
-	8,  // 23: avb.v1.PhoneNumberService.UpdatePhoneNumber:input_type -> avb.v1.UpdatePhoneNumberRequest
-	10, // 24: avb.v1.PhoneNumberService.DeletePhoneNumber:input_type -> avb.v1.DeletePhoneNumberRequest
-	12, // 25: avb.v1.SipTrunkService.CreateSipTrunk:input_type -> avb.v1.CreateSipTrunkRequest
-	14, // 26: avb.v1.SipTrunkService.GetSipTrunk:input_type -> avb.v1.GetSipTrunkRequest
-	16, // 27: avb.v1.SipTrunkService.ListSipTrunks:input_type -> avb.v1.ListSipTrunksRequest
-	18, // 28: avb.v1.SipTrunkService.UpdateSipTrunk:input_type -> avb.v1.UpdateSipTrunkRequest
-	20, // 29: avb.v1.SipTrunkService.DeleteSipTrunk:input_type -> avb.v1.DeleteSipTrunkRequest
-	3,  // 30: avb.v1.PhoneNumberService.CreatePhoneNumber:output_type -> avb.v1.CreatePhoneNumberResponse
-	5,  // 31: avb.v1.PhoneNumberService.GetPhoneNumber:output_type -> avb.v1.GetPhoneNumberResponse
-	7,  // 32: avb.v1.PhoneNumberService.ListPhoneNumbers:output_type -> avb.v1.ListPhoneNumbersResponse
-	9,  // 33: avb.v1.PhoneNumberService.UpdatePhoneNumber:output_type -> avb.v1.UpdatePhoneNumberResponse
-	11, // 34: avb.v1.PhoneNumberService.DeletePhoneNumber:output_type -> avb.v1.DeletePhoneNumberResponse
-	13, // 35: avb.v1.SipTrunkService.CreateSipTrunk:output_type -> avb.v1.CreateSipTrunkResponse
-	15, // 36: avb.v1.SipTrunkService.GetSipTrunk:output_type -> avb.v1.GetSipTrunkResponse
-	17, // 37: avb.v1.SipTrunkService.ListSipTrunks:output_type -> avb.v1.ListSipTrunksResponse
-	19, // 38: avb.v1.SipTrunkService.UpdateSipTrunk:output_type -> avb.v1.UpdateSipTrunkResponse
-	21, // 39: avb.v1.SipTrunkService.DeleteSipTrunk:output_type -> avb.v1.DeleteSipTrunkResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	27, // 20: avb.v1.DialResponse.session:type_name -> avb.v1.Session
+	2,  // 21: avb.v1.PhoneNumberService.CreatePhoneNumber:input_type -> avb.v1.CreatePhoneNumberRequest
+	4,  // 22: avb.v1.PhoneNumberService.GetPhoneNumber:input_type -> avb.v1.GetPhoneNumberRequest
+	6,  // 23: avb.v1.PhoneNumberService.ListPhoneNumbers:input_type -> avb.v1.ListPhoneNumbersRequest
+	8,  // 24: avb.v1.PhoneNumberService.UpdatePhoneNumber:input_type -> avb.v1.UpdatePhoneNumberRequest
+	10, // 25: avb.v1.PhoneNumberService.DeletePhoneNumber:input_type -> avb.v1.DeletePhoneNumberRequest
+	12, // 26: avb.v1.SipTrunkService.CreateSipTrunk:input_type -> avb.v1.CreateSipTrunkRequest
+	14, // 27: avb.v1.SipTrunkService.GetSipTrunk:input_type -> avb.v1.GetSipTrunkRequest
+	16, // 28: avb.v1.SipTrunkService.ListSipTrunks:input_type -> avb.v1.ListSipTrunksRequest
+	18, // 29: avb.v1.SipTrunkService.UpdateSipTrunk:input_type -> avb.v1.UpdateSipTrunkRequest
+	20, // 30: avb.v1.SipTrunkService.DeleteSipTrunk:input_type -> avb.v1.DeleteSipTrunkRequest
+	22, // 31: avb.v1.CallService.Dial:input_type -> avb.v1.DialRequest
+	3,  // 32: avb.v1.PhoneNumberService.CreatePhoneNumber:output_type -> avb.v1.CreatePhoneNumberResponse
+	5,  // 33: avb.v1.PhoneNumberService.GetPhoneNumber:output_type -> avb.v1.GetPhoneNumberResponse
+	7,  // 34: avb.v1.PhoneNumberService.ListPhoneNumbers:output_type -> avb.v1.ListPhoneNumbersResponse
+	9,  // 35: avb.v1.PhoneNumberService.UpdatePhoneNumber:output_type -> avb.v1.UpdatePhoneNumberResponse
+	11, // 36: avb.v1.PhoneNumberService.DeletePhoneNumber:output_type -> avb.v1.DeletePhoneNumberResponse
+	13, // 37: avb.v1.SipTrunkService.CreateSipTrunk:output_type -> avb.v1.CreateSipTrunkResponse
+	15, // 38: avb.v1.SipTrunkService.GetSipTrunk:output_type -> avb.v1.GetSipTrunkResponse
+	17, // 39: avb.v1.SipTrunkService.ListSipTrunks:output_type -> avb.v1.ListSipTrunksResponse
+	19, // 40: avb.v1.SipTrunkService.UpdateSipTrunk:output_type -> avb.v1.UpdateSipTrunkResponse
+	21, // 41: avb.v1.SipTrunkService.DeleteSipTrunk:output_type -> avb.v1.DeleteSipTrunkResponse
+	23, // 42: avb.v1.CallService.Dial:output_type -> avb.v1.DialResponse
+	32, // [32:43] is the sub-list for method output_type
+	21, // [21:32] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_avb_v1_telephony_proto_init() }
@@ -1489,15 +1666,16 @@ func file_avb_v1_telephony_proto_init() {
 	file_avb_v1_common_proto_init()
 	file_avb_v1_options_proto_init()
 	file_avb_v1_rules_proto_init()
+	file_avb_v1_session_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_avb_v1_telephony_proto_rawDesc), len(file_avb_v1_telephony_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_avb_v1_telephony_proto_goTypes,
 		DependencyIndexes: file_avb_v1_telephony_proto_depIdxs,

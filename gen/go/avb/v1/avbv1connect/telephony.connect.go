@@ -25,6 +25,8 @@ const (
 	PhoneNumberServiceName = "avb.v1.PhoneNumberService"
 	// SipTrunkServiceName is the fully-qualified name of the SipTrunkService service.
 	SipTrunkServiceName = "avb.v1.SipTrunkService"
+	// CallServiceName is the fully-qualified name of the CallService service.
+	CallServiceName = "avb.v1.CallService"
 )
 
 // These constants are the fully-qualified names of the RPCs defined in this package. They're
@@ -65,6 +67,8 @@ const (
 	// SipTrunkServiceDeleteSipTrunkProcedure is the fully-qualified name of the SipTrunkService's
 	// DeleteSipTrunk RPC.
 	SipTrunkServiceDeleteSipTrunkProcedure = "/avb.v1.SipTrunkService/DeleteSipTrunk"
+	// CallServiceDialProcedure is the fully-qualified name of the CallService's Dial RPC.
+	CallServiceDialProcedure = "/avb.v1.CallService/Dial"
 )
 
 // PhoneNumberServiceClient is a client for the avb.v1.PhoneNumberService service.
@@ -441,4 +445,84 @@ func (UnimplementedSipTrunkServiceHandler) UpdateSipTrunk(context.Context, *conn
 
 func (UnimplementedSipTrunkServiceHandler) DeleteSipTrunk(context.Context, *connect.Request[v1.DeleteSipTrunkRequest]) (*connect.Response[v1.DeleteSipTrunkResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.SipTrunkService.DeleteSipTrunk is not implemented"))
+}
+
+// CallServiceClient is a client for the avb.v1.CallService service.
+type CallServiceClient interface {
+	// Dial calls a number (or a SIP URI) through one of the tenant's trunks
+	// and returns its session at once; the agent speaks when the far end
+	// answers. The session's events tell the progress: phone.ringing, then
+	// phone.answered, or phone.busy, phone.no_answer or phone.failed (which
+	// end the session as error with that reason).
+	Dial(context.Context, *connect.Request[v1.DialRequest]) (*connect.Response[v1.DialResponse], error)
+}
+
+// NewCallServiceClient constructs a client for the avb.v1.CallService service. By default, it uses
+// the Connect protocol with the binary Protobuf Codec, asks for gzipped responses, and sends
+// uncompressed requests. To use the gRPC or gRPC-Web protocols, supply the connect.WithGRPC() or
+// connect.WithGRPCWeb() options.
+//
+// The URL supplied here should be the base URL for the Connect or gRPC server (for example,
+// http://api.acme.com or https://acme.com/grpc).
+func NewCallServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...connect.ClientOption) CallServiceClient {
+	baseURL = strings.TrimRight(baseURL, "/")
+	callServiceMethods := v1.File_avb_v1_telephony_proto.Services().ByName("CallService").Methods()
+	return &callServiceClient{
+		dial: connect.NewClient[v1.DialRequest, v1.DialResponse](
+			httpClient,
+			baseURL+CallServiceDialProcedure,
+			connect.WithSchema(callServiceMethods.ByName("Dial")),
+			connect.WithClientOptions(opts...),
+		),
+	}
+}
+
+// callServiceClient implements CallServiceClient.
+type callServiceClient struct {
+	dial *connect.Client[v1.DialRequest, v1.DialResponse]
+}
+
+// Dial calls avb.v1.CallService.Dial.
+func (c *callServiceClient) Dial(ctx context.Context, req *connect.Request[v1.DialRequest]) (*connect.Response[v1.DialResponse], error) {
+	return c.dial.CallUnary(ctx, req)
+}
+
+// CallServiceHandler is an implementation of the avb.v1.CallService service.
+type CallServiceHandler interface {
+	// Dial calls a number (or a SIP URI) through one of the tenant's trunks
+	// and returns its session at once; the agent speaks when the far end
+	// answers. The session's events tell the progress: phone.ringing, then
+	// phone.answered, or phone.busy, phone.no_answer or phone.failed (which
+	// end the session as error with that reason).
+	Dial(context.Context, *connect.Request[v1.DialRequest]) (*connect.Response[v1.DialResponse], error)
+}
+
+// NewCallServiceHandler builds an HTTP handler from the service implementation. It returns the path
+// on which to mount the handler and the handler itself.
+//
+// By default, handlers support the Connect, gRPC, and gRPC-Web protocols with the binary Protobuf
+// and JSON codecs. They also support gzip compression.
+func NewCallServiceHandler(svc CallServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
+	callServiceMethods := v1.File_avb_v1_telephony_proto.Services().ByName("CallService").Methods()
+	callServiceDialHandler := connect.NewUnaryHandler(
+		CallServiceDialProcedure,
+		svc.Dial,
+		connect.WithSchema(callServiceMethods.ByName("Dial")),
+		connect.WithHandlerOptions(opts...),
+	)
+	return "/avb.v1.CallService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case CallServiceDialProcedure:
+			callServiceDialHandler.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// UnimplementedCallServiceHandler returns CodeUnimplemented from all methods.
+type UnimplementedCallServiceHandler struct{}
+
+func (UnimplementedCallServiceHandler) Dial(context.Context, *connect.Request[v1.DialRequest]) (*connect.Response[v1.DialResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("avb.v1.CallService.Dial is not implemented"))
 }
