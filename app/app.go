@@ -788,15 +788,23 @@ func (a *App) Serve(ctx context.Context, ready func(addr net.Addr)) error {
 	a.log.Info("listening", "addr", ln.Addr().String(), "version", Version, "profile", a.cfg.Profile,
 		"tls", a.server.TLS(), "services", a.server.Services())
 	if a.sip != nil {
+		listening := make(chan error, 1)
 		go func() {
 			err := a.sip.Listen(ctx, func(addr netip.AddrPort) {
 				a.sipAddr.Store(addr)
 				a.log.Info("sip listening", "addr", addr.String())
+				listening <- nil
 			})
 			if err != nil {
 				a.log.Error("sip endpoint stopped", "error", err.Error())
+				listening <- err
 			}
 		}()
+		// The phone endpoint listens before the server says it is up.
+		if err := <-listening; err != nil {
+			_ = ln.Close()
+			return err
+		}
 	}
 	if ready != nil {
 		ready(ln.Addr())

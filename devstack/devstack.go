@@ -94,6 +94,9 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintf(o.Out, "  try: curl -s %s/health/ready/\n", base)
 		fmt.Fprintf(o.Out, "       curl -s -H 'Content-Type: application/json' -d '{}' %s/avb.v1.SystemService/GetServerInfo\n", base)
 		creds.print(o.Out, base)
+		if sip := a.SIPAddr(); sip.IsValid() {
+			fmt.Fprintf(o.Out, "  phone: a softphone on this machine calls the demo project at sip:%s@%s\n", DemoNumber, sip)
+		}
 		fmt.Fprintf(o.Out, "\nCtrl-C stops everything. Logs of the started services are in %s\n\n", cfg.Dev.DataDir)
 	})
 }

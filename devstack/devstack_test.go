@@ -6,9 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/agentvoicebox/avb/devstack"
 	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/loadtest"
 	"github.com/agentvoicebox/avb/platform/config"
 )
 
@@ -28,6 +31,7 @@ func TestDevStackServesTheReadmeAndCleansUp(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		out, err := runDevStack(t, func(base, printed string) {
 			checkDemoProject(t, base, exports(printed)["AVB_API_KEY"])
+			checkDemoPhone(t, printed)
 			t.Logf("%d curl commands of the README ran against avb dev", runExamples(t, base, printed))
 		})
 		if err == nil {
@@ -43,11 +47,13 @@ func TestDevStackServesTheReadmeAndCleansUp(t *testing.T) {
 // runDevStack runs avb dev until it is ready, calls whileUp with its address
 // and what it printed, then stops it.
 func runDevStack(t *testing.T, whileUp func(base, printed string)) (string, error) {
-	temporalPort, spicePort, httpPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
+	temporalPort, spicePort, httpPort, sipPort := testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)
 	dbURL := testenv.Postgres(t)
 	env := map[string]string{
 		"AVB_PROFILE":                "dev",
 		"AVB_HTTP_ADDR":              fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"AVB_SIP_ADDR":               fmt.Sprintf("127.0.0.1:%d", sipPort),
+		"AVB_SIP_RTP_PORTS":          "36000-36999",
 		"AVB_DATABASE_URL":           testenv.AppURL(dbURL),
 		"AVB_DATABASE_MIGRATION_URL": dbURL,
 		"AVB_REDIS_URL":              testenv.RedisURL(t),
@@ -151,5 +157,29 @@ func checkDemoProject(t *testing.T, base, key string) {
 	body, _ := io.ReadAll(res.Body)
 	if res.StatusCode != 200 || !strings.Contains(string(body), `"name":"Demo"`) || !strings.Contains(string(body), "please book a meeting for tomorrow at ten") {
 		t.Fatalf("demo project: %d %s", res.StatusCode, body)
+	}
+}
+
+// checkDemoPhone: the number make dev prints answers a softphone on this
+// machine, with no credentials.
+func checkDemoPhone(t *testing.T, printed string) {
+	t.Helper()
+	m := regexp.MustCompile(`sip:(\+[0-9]+)@([0-9.:]+)`).FindStringSubmatch(printed)
+	if m == nil {
+		t.Fatalf("no phone number printed:\n%s", printed)
+	}
+	ph, err := loadtest.NewSoftphone(netip.MustParseAddrPort(m[2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ph.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := ph.Call(ctx, m[1], "", "")
+	if err != nil {
+		t.Fatalf("calling %s: %v", m[0], err)
+	}
+	if err := d.Bye(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -124,6 +124,40 @@ func seedProject(ctx context.Context, a *app.App, t *store.Tenant) error {
 	if err := a.Grants().ResourceCreated(tctx, "project", row.ID, t.ID, nil); err != nil {
 		return fmt.Errorf("demo project grants: %w", err)
 	}
+	return seedPhone(tctx, a, t, row.ID)
+}
+
+// DemoNumber is the phone number make dev gives the demo project: a
+// softphone on this machine calls it without credentials.
+const DemoNumber = "+15550100"
+
+// seedPhone gives the demo project a phone number, and a trunk that takes
+// calls from this machine.
+func seedPhone(tctx context.Context, a *app.App, t *store.Tenant, project uuid.UUID) error {
+	trunk, err := protojson.Marshal(&avbv1.SipTrunk{AllowedSources: []string{"127.0.0.1/32", "::1/128"}})
+	if err != nil {
+		return err
+	}
+	for _, r := range []struct {
+		kind    store.ResourceKind
+		obj     string
+		row     *store.Resource
+		project *uuid.UUID
+	}{
+		{store.SipTrunks, "sip_trunk", &store.Resource{Name: "this machine", Spec: trunk}, nil},
+		{store.PhoneNumbers, "phone_number", &store.Resource{Name: DemoNumber, ProjectID: &project, Spec: []byte("{}")}, &project},
+	} {
+		_, err := a.DB().Resources(r.kind).Create(tctx, r.row)
+		if errors.Is(err, store.ErrAlreadyExists) {
+			continue // taken (another tenant's number): the demo goes without
+		}
+		if err != nil {
+			return fmt.Errorf("demo %s: %w", r.obj, err)
+		}
+		if err := a.Grants().ResourceCreated(tctx, r.obj, r.row.ID, t.ID, r.project); err != nil {
+			return fmt.Errorf("demo %s grants: %w", r.obj, err)
+		}
+	}
 	return nil
 }
 

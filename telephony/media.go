@@ -351,15 +351,18 @@ func (s *Session) pop(now time.Time, quiet []byte) ([]byte, bool) {
 func (s *Session) send(ctx context.Context) {
 	quiet := silence(s.codec)
 	next := time.Now()
+	wait := time.NewTimer(Ptime)
+	defer wait.Stop()
 	for {
 		next = next.Add(Ptime)
 		if d := time.Until(next); d > 0 {
+			wait.Reset(d)
 			select {
 			case <-ctx.Done():
 				return
 			case <-s.done:
 				return
-			case <-time.After(d):
+			case <-wait.C:
 			}
 		} else if d < -5*Ptime {
 			next = time.Now() // fell far behind (a stall): restart the clock

@@ -168,15 +168,17 @@ func (s *Server) Listen(ctx context.Context, ready func(addr netip.AddrPort)) er
 	if s.host.IsUnspecified() {
 		s.host = outboundAddr()
 	}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("avb"), sipgo.WithUserAgentHostname(s.host.String()))
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("avb"), sipgo.WithUserAgentHostname(s.host.String()),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(s.log)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.log)))
 	if err != nil {
 		return err
 	}
 	s.ua = ua
-	if s.srv, err = sipgo.NewServer(ua); err != nil {
+	if s.srv, err = sipgo.NewServer(ua, sipgo.WithServerLogger(s.log)); err != nil {
 		return err
 	}
-	if s.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(s.host.String())); err != nil {
+	if s.client, err = sipgo.NewClient(ua, sipgo.WithClientHostname(s.host.String()), sipgo.WithClientLogger(s.log)); err != nil {
 		return err
 	}
 	contact := sip.ContactHeader{Address: sip.Uri{Host: s.host.String(), Port: s.port}}
