@@ -58,6 +58,7 @@ func (e phoneEngine) open(ctx context.Context, c telephony.Call, direction strin
 	if err != nil {
 		return nil, phoneRefusal(err)
 	}
+	l.pinned = true
 	info, _ := json.Marshal(map[string]any{"direction": direction, "from": c.From, "to": c.Route.Number, "trunk": c.Trunk,
 		"codec": c.Codec.Name, "sip_call_id": c.CallID})
 	if err := e.s.DB.Sessions().AddEvents(ctx, []store.SessionEvent{{SessionID: sess.ID, Type: "phone.call", Data: info}}); err != nil {

@@ -199,6 +199,9 @@ type liveCall struct {
 	// resumedTurns turns of its conversation.
 	resumed      bool
 	resumedTurns int
+	// pinned: the call cannot move to another instance (a phone call: its
+	// media goes to this one's address).
+	pinned bool
 	// moving: the instance drains and the call was told to move; its end
 	// here is not the session's end.
 	moving atomic.Bool
@@ -525,7 +528,7 @@ func (s *voiceServer) pump(ctx context.Context, l *liveCall, send func(*avbv1.Vo
 	// Only a call whose session a workflow keeps can move: without one,
 	// its end here would be the session's end.
 	var draining <-chan struct{}
-	if l.workflow {
+	if l.workflow && !l.pinned {
 		draining = s.Draining
 	}
 	for {
