@@ -65,7 +65,12 @@ func dial(ph *loadtest.Softphone, number, user, password string) (*loadtest.Dial
 func recognizedPCMU(t *testing.T, b []byte, phrases ...string) string {
 	t.Helper()
 	s, _ := audio.Decode(audio.Format{Encoding: audio.MuLaw, SampleRate: 8000}, b, nil)
-	s = audio.NewResampler(8000, 16000).Process(s, nil)
+	return recognized16(t, audio.NewResampler(8000, 16000).Process(s, nil), phrases...)
+}
+
+// recognized16 is what pocketsphinx hears in 16 kHz audio, among phrases.
+func recognized16(t *testing.T, s []int16, phrases ...string) string {
+	t.Helper()
 	sess, err := stt.NewPocketsphinx("", 1).Start(context.Background(), stt.Options{Phrases: phrases})
 	if err != nil {
 		t.Fatal(err)

@@ -75,13 +75,14 @@ ensure_speech() {
 }
 
 # The README's examples use curl, jq and espeak-ng (to say something to the
-# agent); the tests also drive the console in headless Chromium.
+# agent); the tests also drive the console in headless Chromium and call avb
+# from baresip, a real softphone.
 ensure_tools() {
   local need=()
   command -v curl >/dev/null || need+=(curl)
   command -v jq >/dev/null || need+=(jq)
   command -v espeak-ng >/dev/null || need+=(espeak-ng)
-  if [ "${1:-}" = test ]; then command -v chromium >/dev/null || need+=(chromium); fi
+  if [ "${1:-}" = test ]; then command -v chromium >/dev/null || need+=(chromium); command -v baresip >/dev/null || need+=(baresip); fi
   if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 }
 
