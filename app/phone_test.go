@@ -162,6 +162,17 @@ func TestPhoneCallThroughATrunk(t *testing.T) {
 		return str(s, "session", "status") == "SESSION_STATUS_COMPLETED"
 	})
 	waitFor(t, 5*time.Second, func() bool { return strings.Contains(events(), "phone.quality") })
+	for _, e := range items(wantOK(t, p.call("/avb.v1.SessionService/ListSessionEvents", `{"sessionId":"`+sid+`","pageSize":200}`, admin...)), "events") {
+		if ev := e.(map[string]any); ev["type"] == "phone.quality" {
+			t.Logf("call quality: %v", ev["data"])
+		}
+	}
+	// Phone minutes are a usage metric of their own.
+	waitFor(t, 5*time.Second, func() bool {
+		usage := wantOK(t, p.call("/avb.v1.BillingService/GetUsage", `{}`, admin...))["usage"].(map[string]any)
+		m, _ := usage["phoneMinutes"].(float64)
+		return m > 0 && m < 1
+	})
 
 	// A call the platform ends (TerminateSession) is hung up from avb.
 	if _, err := dial(ph2, "+15550100", "trunk1", "s3cret"); err != nil {

@@ -37,6 +37,9 @@ type Usage struct {
 	InputTokens     float64
 	OutputTokens    float64
 	APICalls        float64
+	// PhoneMinutes are the minutes of phone (SIP) calls: their own metric,
+	// not priced yet.
+	PhoneMinutes float64
 }
 
 // FromLedger reads the usage ledger's totals (kinds as the ledger names them).
@@ -48,6 +51,7 @@ func FromLedger(totals map[string]float64) Usage {
 		InputTokens:     totals["input_tokens"],
 		OutputTokens:    totals["output_tokens"],
 		APICalls:        totals["api_calls"],
+		PhoneMinutes:    totals["phone_seconds"] / 60,
 	}
 }
 

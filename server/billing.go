@@ -66,6 +66,7 @@ func usageToProto(start, end time.Time, totals map[string]float64) *avbv1.Usage 
 		StartTime: ts(start), EndTime: ts(end), Sessions: int64(u.Sessions),
 		AudioInputMinutes: u.AudioInMinutes, AudioOutputMinutes: u.AudioOutMinutes,
 		InputTokens: int64(u.InputTokens), OutputTokens: int64(u.OutputTokens), ApiCalls: int64(u.APICalls),
+		PhoneMinutes: u.PhoneMinutes,
 	}
 }
 

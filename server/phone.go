@@ -122,8 +122,14 @@ func (p *phoneCall) Run(ctx context.Context, leg telephony.Leg) error {
 		}
 		return nil
 	}
+	answered := time.Now()
 	err := p.s.converse(ctx, p.l, p.begun, next, send)
 	p.quality(ctx, leg.Stats())
+	// Phone minutes are their own usage: answered to hung up, once.
+	usage := []store.UsageEntry{{SessionID: p.l.session.ID, Kind: "phone_seconds", Quantity: time.Since(answered).Seconds()}}
+	if err := p.s.DB.Sessions().RecordUsage(context.WithoutCancel(ctx), usage); err != nil {
+		p.s.Log.WarnContext(ctx, "phone minutes not recorded", "session_id", p.SessionID(), "error", err.Error())
+	}
 	if errors.Is(err, io.EOF) {
 		return nil
 	}

@@ -47,3 +47,8 @@ CREATE FUNCTION phone_number_route(number text)
     AS $$ SELECT id, tenant_id, project_id, spec FROM phone_numbers WHERE name = number $$;
 REVOKE ALL ON FUNCTION phone_number_route(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION phone_number_route(text) TO avb_app;
+
+-- Phone minutes are a usage metric of their own (seconds, per session).
+ALTER TABLE usage_ledger DROP CONSTRAINT usage_ledger_kind_check;
+ALTER TABLE usage_ledger ADD CONSTRAINT usage_ledger_kind_check
+    CHECK (kind IN ('session', 'audio_in_seconds', 'audio_out_seconds', 'input_tokens', 'output_tokens', 'api_calls', 'phone_seconds'));

@@ -13,6 +13,7 @@ const metrics: [key: keyof Usage, label: string][] = [
   ["inputTokens", "Input tokens"],
   ["outputTokens", "Output tokens"],
   ["apiCalls", "API calls"],
+  ["phoneMinutes", "Phone (minutes)"],
 ];
 
 let days: Usage[] = [];

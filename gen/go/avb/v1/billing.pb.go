@@ -92,7 +92,9 @@ type Usage struct {
 	OutputTokens       int64                  `protobuf:"varint,7,opt,name=output_tokens,json=outputTokens,proto3" json:"output_tokens,omitempty"`
 	// api_calls are the requests the tenant's API keys made (flushed to the
 	// ledger every AVB_APIKEY_USAGE_FLUSH_INTERVAL).
-	ApiCalls      int64 `protobuf:"varint,8,opt,name=api_calls,json=apiCalls,proto3" json:"api_calls,omitempty"`
+	ApiCalls int64 `protobuf:"varint,8,opt,name=api_calls,json=apiCalls,proto3" json:"api_calls,omitempty"`
+	// phone_minutes are the minutes of phone calls (SIP), answered to hung up.
+	PhoneMinutes  float64 `protobuf:"fixed64,9,opt,name=phone_minutes,json=phoneMinutes,proto3" json:"phone_minutes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +181,13 @@ func (x *Usage) GetOutputTokens() int64 {
 func (x *Usage) GetApiCalls() int64 {
 	if x != nil {
 		return x.ApiCalls
+	}
+	return 0
+}
+
+func (x *Usage) GetPhoneMinutes() float64 {
+	if x != nil {
+		return x.PhoneMinutes
 	}
 	return 0
 }
@@ -738,7 +747,7 @@ var File_avb_v1_billing_proto protoreflect.FileDescriptor
 
 const file_avb_v1_billing_proto_rawDesc = "" +
 	"\n" +
-	"\x14avb/v1/billing.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x02\n" +
+	"\x14avb/v1/billing.proto\x12\x06avb.v1\x1a\x14avb/v1/options.proto\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x03\n" +
 	"\x05Usage\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
@@ -748,7 +757,8 @@ const file_avb_v1_billing_proto_rawDesc = "" +
 	"\x14audio_output_minutes\x18\x05 \x01(\x01R\x12audioOutputMinutes\x12!\n" +
 	"\finput_tokens\x18\x06 \x01(\x03R\vinputTokens\x12#\n" +
 	"\routput_tokens\x18\a \x01(\x03R\foutputTokens\x12\x1b\n" +
-	"\tapi_calls\x18\b \x01(\x03R\bapiCalls\"\xc2\x02\n" +
+	"\tapi_calls\x18\b \x01(\x03R\bapiCalls\x12#\n" +
+	"\rphone_minutes\x18\t \x01(\x01R\fphoneMinutes\"\xc2\x02\n" +
 	"\x0fGetUsageRequest\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
