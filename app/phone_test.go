@@ -69,7 +69,7 @@ func recognizedPCMU(t *testing.T, b []byte, phrases ...string) string {
 }
 
 // recognized16 is what pocketsphinx hears in 16 kHz audio, among phrases.
-func recognized16(t *testing.T, s []int16, phrases ...string) string {
+func recognized16(t testing.TB, s []int16, phrases ...string) string {
 	t.Helper()
 	sess, err := stt.NewPocketsphinx("", 1).Start(context.Background(), stt.Options{Phrases: phrases})
 	if err != nil {

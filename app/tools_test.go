@@ -25,7 +25,6 @@ import (
 	"github.com/agentvoicebox/avb/platform/signature"
 	"github.com/agentvoicebox/avb/store"
 	"github.com/agentvoicebox/avb/voice/audio"
-	"github.com/agentvoicebox/avb/voice/stt"
 )
 
 // converseTools says the request into a session in real time and lets
@@ -40,14 +39,7 @@ func converseTools(t testing.TB, client avbv1connect.VoiceServiceClient, start *
 func recognized(t testing.TB, pcm24k []byte, phrases ...string) string {
 	t.Helper()
 	s, _ := audio.Decode(audio.Format{Encoding: audio.PCM16, SampleRate: 24000}, pcm24k, nil)
-	s = audio.NewResampler(24000, 16000).Process(s, nil)
-	sess, err := stt.NewPocketsphinx("", 1).Start(context.Background(), stt.Options{Phrases: phrases})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = sess.Write(s)
-	text, _ := sess.Finish()
-	return text
+	return recognized16(t, audio.NewResampler(24000, 16000).Process(s, nil), phrases...)
 }
 
 const bookMeetingTool = `{"name":"book_meeting","description":"Books a meeting.","kind":"TOOL_KIND_CLIENT","timeoutMs":5000,
