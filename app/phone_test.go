@@ -297,3 +297,45 @@ func TestDialPlacesACallThroughATrunk(t *testing.T) {
 		t.Fatalf("busy events: %s", ev)
 	}
 }
+
+// The transfer tool on a phone call: the caller asks for a human ("i want
+// to talk to a human": at 8 kHz pocketsphinx does not hear espeak-ng say
+// "transfer me to a human"), the
+// agent says it transfers, then avb sends a REFER to the trunk with the
+// tool's target and hangs up once it is accepted; the session records it.
+func TestTransferOnAPhoneCallSendsARefer(t *testing.T) {
+	t.Parallel()
+	p, _, admin, project := phonePlatform(t, nil)
+	persona := str(wantOK(t, p.call("/avb.v1.PersonaService/CreatePersona",
+		`{"persona":{"name":"desk","tools":[{"name":"transfer","kind":"TOOL_KIND_TRANSFER","transferTarget":"+15550177"}]}}`, admin...)), "persona", "id")
+	wantOK(t, p.call("/avb.v1.PhoneNumberService/CreatePhoneNumber", `{"phoneNumber":{"name":"+15550111","projectId":"`+project+`","personaId":"`+persona+`"}}`, admin...))
+	ph := softphone(t, p)
+	if _, err := dial(ph, "+15550111", "trunk1", "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ph.Say(ctx, loadtest.PCMU(spokenPCM(t, "i want to talk to a human", 0)))
+	go ph.Say(ctx, loadtest.PCMU(make([]int16, 16000*8)))
+	select {
+	case to := <-ph.Refers():
+		if !strings.Contains(to, "sip:+15550177@") {
+			t.Fatalf("Refer-To %s", to)
+		}
+	case <-time.After(20 * time.Second):
+		sessions := items(wantOK(t, p.call("/avb.v1.SessionService/ListSessions", `{"projectId":"`+project+`"}`, admin...)), "sessions")
+		sid := sessions[0].(map[string]any)["id"].(string)
+		t.Fatalf("no REFER; events %v", items(wantOK(t, p.call("/avb.v1.SessionService/ListSessionEvents", `{"sessionId":"`+sid+`","pageSize":200}`, admin...)), "events"))
+	}
+	select {
+	case <-ph.Byes():
+	case <-time.After(5 * time.Second):
+		t.Fatal("avb kept the call after the transfer was accepted")
+	}
+	sessions := items(wantOK(t, p.call("/avb.v1.SessionService/ListSessions", `{"projectId":"`+project+`"}`, admin...)), "sessions")
+	sid := sessions[0].(map[string]any)["id"].(string)
+	waitFor(t, 5*time.Second, func() bool {
+		ev := fmt.Sprint(items(wantOK(t, p.call("/avb.v1.SessionService/ListSessionEvents", `{"sessionId":"`+sid+`","pageSize":200}`, admin...)), "events"))
+		return strings.Contains(ev, "phone.transferred") && strings.Contains(ev, "Transferring you now")
+	})
+}

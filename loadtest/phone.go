@@ -36,6 +36,7 @@ type Softphone struct {
 	// (200 answers, after ringing), rings tells each INVITE.
 	answer atomic.Int32
 	rings  chan *sip.Request
+	refers chan string // the Refer-To of each transfer avb asked for
 	server *sipgo.DialogServerCache
 
 	mu    sync.Mutex
@@ -76,7 +77,7 @@ func NewSoftphone(avb netip.AddrPort) (*Softphone, error) {
 	if err != nil {
 		return nil, err
 	}
-	ph := &Softphone{avb: avb, ua: ua, sig: sig, byes: make(chan struct{}, 4), rings: make(chan *sip.Request, 4)}
+	ph := &Softphone{avb: avb, ua: ua, sig: sig, byes: make(chan struct{}, 4), rings: make(chan *sip.Request, 4), refers: make(chan string, 4)}
 	contact := sip.ContactHeader{Address: sip.Uri{User: "caller", Host: host, Port: port}}
 	ph.dialogs = sipgo.NewDialogClientCache(cli, contact)
 	ph.server = sipgo.NewDialogServerCache(cli, contact)
@@ -87,6 +88,15 @@ func NewSoftphone(avb netip.AddrPort) (*Softphone, error) {
 		}
 	})
 	srv.OnInvite(ph.onInvite)
+	srv.OnRefer(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusAccepted, "Accepted", nil))
+		if h := req.GetHeader("Refer-To"); h != nil {
+			select {
+			case ph.refers <- h.Value():
+			default:
+			}
+		}
+	})
 	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
 	go func() { _ = srv.ServeUDP(sig) }()
 	if ph.rtp, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(host)}); err != nil {
@@ -115,6 +125,10 @@ func (ph *Softphone) Addr() netip.AddrPort {
 // AnswerWith sets how the phone answers the calls it gets: 200 (the
 // default) answers after a ring, 486 is busy, and so on.
 func (ph *Softphone) AnswerWith(status int) { ph.answer.Store(int32(status)) }
+
+// Refers tells where avb asked the phone to transfer the caller (each
+// REFER's Refer-To; the phone accepts them all).
+func (ph *Softphone) Refers() <-chan string { return ph.refers }
 
 // Rings tells each call the phone gets (its INVITE).
 func (ph *Softphone) Rings() <-chan *sip.Request { return ph.rings }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -96,9 +97,13 @@ func dtmfText(d rune) string { return fmt.Sprintf("The caller pressed %c on the 
 
 func (p *phoneCall) Run(ctx context.Context, leg telephony.Leg) error {
 	ctx = tenancy.With(ctx, p.l.tenant)
+	transferred := make(chan struct{})
+	var transferring atomic.Bool
 	next := func() (*avbv1.ConverseRequest, error) {
 		for {
 			select {
+			case <-transferred:
+				return nil, io.EOF // the caller went to the transfer's target
 			case f, ok := <-leg.Frames():
 				if !ok {
 					return nil, io.EOF
@@ -119,6 +124,10 @@ func (p *phoneCall) Run(ctx context.Context, leg telephony.Leg) error {
 			leg.Play(e.ResponseAudioDelta.GetAudio())
 		case *avbv1.VoiceEvent_SpeechStarted:
 			leg.Flush() // barge-in: what is not sent yet is not said
+		case *avbv1.VoiceEvent_Transfer:
+			if transferring.CompareAndSwap(false, true) {
+				go p.transfer(ctx, leg, e.Transfer.GetTarget(), transferred, &transferring)
+			}
 		}
 		return nil
 	}
@@ -134,6 +143,43 @@ func (p *phoneCall) Run(ctx context.Context, leg telephony.Leg) error {
 		return nil
 	}
 	return err
+}
+
+// transferSettle is how long the agent's audio must have been quiet (all
+// sent) before the caller is handed over; transferWait bounds the wait.
+const (
+	transferSettle = 600 * time.Millisecond
+	transferWait   = 15 * time.Second
+)
+
+// transfer lets the agent finish what it says ("Transferring you now."),
+// then asks the far end to take the caller to target (a SIP REFER). Once
+// it accepts, the call ends here; if it refuses, the call goes on.
+func (p *phoneCall) transfer(ctx context.Context, leg telephony.Leg, target string, done chan<- struct{}, busy *atomic.Bool) {
+	quietSince := time.Now()
+	for deadline := time.Now().Add(transferWait); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if leg.Queued() > 0 {
+			quietSince = time.Now()
+		} else if time.Since(quietSince) >= transferSettle {
+			break
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := leg.Transfer(rctx, target)
+	cancel()
+	typ, data := "phone.transferred", map[string]any{"target": target}
+	if err != nil {
+		typ, data["error"] = "phone.transfer_failed", err.Error()
+	}
+	b, _ := json.Marshal(data)
+	if rerr := p.s.DB.Sessions().AddEvents(context.WithoutCancel(ctx), []store.SessionEvent{{SessionID: p.l.session.ID, Type: typ, Data: b}}); rerr != nil {
+		p.s.Log.WarnContext(ctx, "transfer not recorded", "error", rerr.Error())
+	}
+	if err != nil {
+		busy.Store(false) // the agent may try again
+		return
+	}
+	close(done)
 }
 
 // digit records a key the caller pressed and gives it to the model.

@@ -137,7 +137,7 @@ func (s *Server) Dial(ctx context.Context, o Outbound, conv Placed, progress fun
 		}
 		media.Close()
 	}()
-	err = conv.Run(callCtx, media)
+	err = conv.Run(callCtx, callLeg{Session: media, dialog: d, contact: to})
 	media.Close()
 	if d.LoadState() < sip.DialogStateEnded {
 		bctx, bcancel := context.WithTimeout(context.Background(), 5*time.Second)

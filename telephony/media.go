@@ -140,6 +140,13 @@ func (s *Session) Play(b []byte) {
 	s.outMu.Unlock()
 }
 
+// Queued is the audio not sent yet.
+func (s *Session) Queued() time.Duration {
+	s.outMu.Lock()
+	defer s.outMu.Unlock()
+	return time.Duration(len(s.out)) * time.Second / 8000
+}
+
 // Flush drops the audio not sent yet (the caller barged in).
 func (s *Session) Flush() {
 	s.outMu.Lock()

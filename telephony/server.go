@@ -59,6 +59,41 @@ type Leg interface {
 	Stats() Stats
 	// Done is closed when the phone side ended (a BYE, or its media).
 	Done() <-chan struct{}
+	// Queued is the agent's audio not sent yet.
+	Queued() time.Duration
+	// Transfer asks the far end to take the caller to target (a number
+	// or a SIP URI) with a SIP REFER; nil once it accepted.
+	Transfer(ctx context.Context, target string) error
+}
+
+// ErrNoTransfer: the far end refused to transfer the call.
+var ErrNoTransfer = errors.New("the far end did not accept the transfer")
+
+// callLeg is a call's media with the dialog that can move it.
+type callLeg struct {
+	*Session
+	dialog interface {
+		Do(ctx context.Context, req *sip.Request) (*sip.Response, error)
+	}
+	contact sip.Uri // the far end's
+}
+
+// Transfer sends a REFER in the call's dialog (RFC 3515).
+func (l callLeg) Transfer(ctx context.Context, target string) error {
+	refer := target
+	if !strings.HasPrefix(target, "sip:") && !strings.HasPrefix(target, "sips:") {
+		refer = (&sip.Uri{Scheme: "sip", User: target, Host: l.contact.Host, Port: l.contact.Port}).String()
+	}
+	req := sip.NewRequest(sip.REFER, l.contact)
+	req.AppendHeader(sip.NewHeader("Refer-To", "<"+refer+">"))
+	res, err := l.dialog.Do(ctx, req)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode/100 != 2 {
+		return fmt.Errorf("%w: %d %s", ErrNoTransfer, res.StatusCode, res.Reason)
+	}
+	return nil
 }
 
 // Conversation is a call the engine admitted.
@@ -148,15 +183,9 @@ func NewServer(cfg Config, routes Routes, engine Engine, limit Limiter, log *slo
 // Listen binds the SIP address (UDP and TCP on the same port) and serves
 // until ctx ends. ready is called with the bound address.
 func (s *Server) Listen(ctx context.Context, ready func(addr netip.AddrPort)) error {
-	udp, err := net.ListenPacket("udp", s.cfg.Listen)
+	udp, tcp, addr, err := listenBoth(s.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("telephony: listen udp %s: %w", s.cfg.Listen, err)
-	}
-	addr := netip.MustParseAddrPort(udp.LocalAddr().String())
-	tcp, err := net.Listen("tcp", addr.String())
-	if err != nil {
-		_ = udp.Close()
-		return fmt.Errorf("telephony: listen tcp %s: %w", addr, err)
+		return err
 	}
 	s.port = int(addr.Port())
 	s.host = addr.Addr()
@@ -203,6 +232,31 @@ func (s *Server) Listen(ctx context.Context, ready func(addr netip.AddrPort)) er
 	_ = tcp.Close()
 	s.wg.Wait()
 	return ua.Close()
+}
+
+// listenBoth binds UDP and TCP on one port. With port 0 it looks for a
+// port free in both (the one UDP is given may be taken for TCP).
+func listenBoth(addr string) (net.PacketConn, net.Listener, netip.AddrPort, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	tries := 1
+	if port == "0" {
+		tries = 20
+	}
+	var err error
+	for range tries {
+		var udp net.PacketConn
+		if udp, err = net.ListenPacket("udp", addr); err != nil {
+			return nil, nil, netip.AddrPort{}, fmt.Errorf("telephony: listen udp %s: %w", addr, err)
+		}
+		bound := netip.MustParseAddrPort(udp.LocalAddr().String())
+		tcp, terr := net.Listen("tcp", bound.String())
+		if terr == nil {
+			return udp, tcp, bound, nil
+		}
+		_ = udp.Close()
+		err = fmt.Errorf("telephony: listen tcp %s: %w", bound, terr)
+	}
+	return nil, nil, netip.AddrPort{}, err
 }
 
 // outboundAddr is the machine's address towards the outside (for a
@@ -373,7 +427,11 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			}
 			media.Close()
 		}()
-		err := conv.Run(callCtx, media)
+		contact := req.From().Address
+		if c := req.Contact(); c != nil {
+			contact = c.Address
+		}
+		err := conv.Run(callCtx, callLeg{Session: media, dialog: dialog, contact: contact})
 		media.Close()
 		s.mu.Lock()
 		delete(s.calls, callID)
@@ -394,12 +452,14 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 // closedLeg is the leg of a call that never got its media: Run ends at once.
 type closedLeg struct{}
 
-func (closedLeg) Frames() <-chan []byte { c := make(chan []byte); close(c); return c }
-func (closedLeg) Digits() <-chan rune   { return nil }
-func (closedLeg) Play([]byte)           {}
-func (closedLeg) Flush()                {}
-func (closedLeg) Stats() Stats          { return Stats{} }
-func (closedLeg) Done() <-chan struct{} { c := make(chan struct{}); close(c); return c }
+func (closedLeg) Frames() <-chan []byte                  { c := make(chan []byte); close(c); return c }
+func (closedLeg) Digits() <-chan rune                    { return nil }
+func (closedLeg) Play([]byte)                            {}
+func (closedLeg) Flush()                                 {}
+func (closedLeg) Stats() Stats                           { return Stats{} }
+func (closedLeg) Done() <-chan struct{}                  { c := make(chan struct{}); close(c); return c }
+func (closedLeg) Queued() time.Duration                  { return 0 }
+func (closedLeg) Transfer(context.Context, string) error { return ErrNoTransfer }
 
 // authenticate admits a request from a trunk of the route: by its source
 // address, or by digest credentials (challenged with 401 first). It
