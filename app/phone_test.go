@@ -300,9 +300,9 @@ func TestDialPlacesACallThroughATrunk(t *testing.T) {
 
 // The transfer tool on a phone call: the caller asks for a human ("i want
 // to talk to a human": at 8 kHz pocketsphinx does not hear espeak-ng say
-// "transfer me to a human"), the
-// agent says it transfers, then avb sends a REFER to the trunk with the
-// tool's target and hangs up once it is accepted; the session records it.
+// "transfer me to a human"), the agent says it transfers, then avb sends a
+// REFER to the trunk with the tool's target and hangs up once it is
+// accepted; the session records it.
 func TestTransferOnAPhoneCallSendsARefer(t *testing.T) {
 	t.Parallel()
 	p, _, admin, project := phonePlatform(t, nil)
