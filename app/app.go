@@ -819,6 +819,14 @@ func (a *App) SIPAddr() netip.AddrPort {
 	return addr
 }
 
+// SIPTLSAddr is where SIP over TLS listens (invalid: it does not).
+func (a *App) SIPTLSAddr() netip.AddrPort {
+	if a.sip == nil || !a.SIPAddr().IsValid() {
+		return netip.AddrPort{}
+	}
+	return a.sip.TLSAddr()
+}
+
 // Close flushes API key usage and releases every client.
 func (a *App) Close() {
 	if a.usage != nil {

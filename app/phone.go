@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"strconv"
 	"strings"
@@ -29,6 +30,16 @@ func (a *App) phone(cfg *config.Config, identity server.Identity, voice avbv1con
 	m := hmac.New(sha256.New, []byte(a.secrets.ClientToken.Get()))
 	m.Write([]byte("avb sip nonces"))
 	sc := telephony.Config{Listen: cfg.SIP.Addr, Host: cfg.SIP.Host, RTPPorts: ports, Realm: server.SIPRealm, NonceKey: m.Sum(nil)}
+	if cfg.SIP.TLSAddr != "" {
+		if cfg.SIP.TLSCert == "" || cfg.SIP.TLSKey == "" {
+			return nil, fmt.Errorf("AVB_SIP_TLS_ADDR needs AVB_SIP_TLS_CERT_FILE and AVB_SIP_TLS_KEY_FILE")
+		}
+		cert, err := tls.LoadX509KeyPair(cfg.SIP.TLSCert, cfg.SIP.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("SIP over TLS: %w", err)
+		}
+		sc.TLSListen, sc.TLS = cfg.SIP.TLSAddr, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	var limit telephony.Limiter
 	if cfg.SIP.Rate > 0 {
 		limit = sipLimit{a.limiter, ratelimit.Limit{Rate: cfg.SIP.Rate, Period: time.Second}}

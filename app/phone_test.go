@@ -1,7 +1,10 @@
 package app_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -338,4 +341,74 @@ func TestTransferOnAPhoneCallSendsARefer(t *testing.T) {
 		ev := fmt.Sprint(items(wantOK(t, p.call("/avb.v1.SessionService/ListSessionEvents", `{"sessionId":"`+sid+`","pageSize":200}`, admin...)), "events"))
 		return strings.Contains(ev, "phone.transferred") && strings.Contains(ev, "Transferring you now")
 	})
+}
+
+// A trunk's OPTIONS keepalive is answered; a re-INVITE offering sendonly
+// holds the call (avb sends no RTP meanwhile) and one offering sendrecv
+// resumes it.
+func TestOptionsAndHold(t *testing.T) {
+	t.Parallel()
+	p, _, _, _ := phonePlatform(t, nil)
+	ph := softphone(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := ph.Options(ctx)
+	if err != nil || res.StatusCode != 200 || res.GetHeader("Allow") == nil || !strings.Contains(res.GetHeader("Allow").Value(), "INVITE") {
+		t.Fatalf("OPTIONS: %v %v", res, err)
+	}
+	d, err := dial(ph, "+15550100", "trunk1", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ph.Say(ctx, loadtest.PCMU(make([]int16, 16000*10)))
+	waitFor(t, 3*time.Second, func() bool { return ph.Packets() > 10 })
+	if st, err := ph.Hold(ctx, d, true); err != nil || st != 200 {
+		t.Fatalf("hold: %d %v", st, err)
+	}
+	time.Sleep(100 * time.Millisecond) // packets already on their way
+	held := ph.Packets()
+	time.Sleep(500 * time.Millisecond)
+	if n := ph.Packets() - held; n > 0 {
+		t.Fatalf("%d RTP packets sent while on hold", n)
+	}
+	if st, err := ph.Hold(ctx, d, false); err != nil || st != 200 {
+		t.Fatalf("resume: %d %v", st, err)
+	}
+	resumed := ph.Packets()
+	waitFor(t, 3*time.Second, func() bool { return ph.Packets() > resumed+10 })
+	_ = d.Bye(ctx)
+}
+
+// SIP over TLS: a trunk that encrypts its signalling reaches avb on the
+// TLS port with avb's certificate; a request over it is answered on the
+// same connection.
+func TestSIPOverTLS(t *testing.T) {
+	t.Parallel()
+	cert, key := testenv.SelfSigned(t)
+	p, _, _, _ := phonePlatform(t, map[string]string{"AVB_SIP_TLS_ADDR": "127.0.0.1:0", "AVB_SIP_TLS_CERT_FILE": cert, "AVB_SIP_TLS_KEY_FILE": key})
+	pemBytes, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pemBytes)
+	addr := p.app.SIPTLSAddr()
+	conn, err := tls.Dial("tcp", addr.String(), &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	local := conn.LocalAddr().String()
+	req := "OPTIONS sip:" + addr.String() + ";transport=tls SIP/2.0\r\n" +
+		"Via: SIP/2.0/TLS " + local + ";branch=z9hG4bK-tls-1\r\n" +
+		"From: <sip:trunk@127.0.0.1>;tag=t1\r\nTo: <sip:avb@127.0.0.1>\r\nCall-ID: tls-1@test\r\n" +
+		"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "SIP/2.0 200") {
+		t.Fatalf("over TLS: %q %v", line, err)
+	}
 }

@@ -29,15 +29,17 @@ type Softphone struct {
 	avb     netip.AddrPort
 	ua      *sipgo.UserAgent
 	dialogs *sipgo.DialogClientCache
+	client  *sipgo.Client
 	sig     net.PacketConn
 	rtp     *net.UDPConn
 	byes    chan struct{}
 	// Answering calls avb places: answer is the status the phone gives
 	// (200 answers, after ringing), rings tells each INVITE.
-	answer atomic.Int32
-	rings  chan *sip.Request
-	refers chan string // the Refer-To of each transfer avb asked for
-	server *sipgo.DialogServerCache
+	answer  atomic.Int32
+	rings   chan *sip.Request
+	refers  chan string
+	packets atomic.Int64 // the Refer-To of each transfer avb asked for
+	server  *sipgo.DialogServerCache
 
 	mu    sync.Mutex
 	heard []byte    // what avb sent since the first speech after Reset, in PCMU
@@ -77,7 +79,7 @@ func NewSoftphone(avb netip.AddrPort) (*Softphone, error) {
 	if err != nil {
 		return nil, err
 	}
-	ph := &Softphone{avb: avb, ua: ua, sig: sig, byes: make(chan struct{}, 4), rings: make(chan *sip.Request, 4), refers: make(chan string, 4)}
+	ph := &Softphone{avb: avb, ua: ua, sig: sig, client: cli, byes: make(chan struct{}, 4), rings: make(chan *sip.Request, 4), refers: make(chan string, 4)}
 	contact := sip.ContactHeader{Address: sip.Uri{User: "caller", Host: host, Port: port}}
 	ph.dialogs = sipgo.NewDialogClientCache(cli, contact)
 	ph.server = sipgo.NewDialogServerCache(cli, contact)
@@ -185,6 +187,7 @@ func (ph *Softphone) listen() {
 		if p.Unmarshal(buf[:n]) != nil {
 			continue
 		}
+		ph.packets.Add(1)
 		speech := false
 		for _, b := range p.Payload {
 			if b != 0xFF && b != 0x7F { // mu-law silence
@@ -249,7 +252,7 @@ type Dialog = sipgo.DialogClientSession
 func (ph *Softphone) Call(ctx context.Context, number, user, password string) (*Dialog, error) {
 	local := netip.MustParseAddrPort(ph.rtp.LocalAddr().String())
 	offer := telephony.Describe(local, 42, nil)
-	to := sip.Uri{User: number, Host: ph.avb.Addr().String(), Port: int(ph.avb.Port())}
+	to := sip.Uri{Scheme: "sip", User: number, Host: ph.avb.Addr().String(), Port: int(ph.avb.Port())}
 	d, err := ph.dialogs.Invite(ctx, to, offer, sip.NewHeader("Content-Type", "application/sdp"))
 	if err != nil {
 		return nil, err
@@ -269,6 +272,37 @@ func (ph *Softphone) Call(ctx context.Context, number, user, password string) (*
 	ph.out.Unlock()
 	return d, nil
 }
+
+// Options asks avb's endpoint what it supports (a trunk's keepalive).
+func (ph *Softphone) Options(ctx context.Context) (*sip.Response, error) {
+	req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: ph.avb.Addr().String(), Port: int(ph.avb.Port())})
+	return ph.client.Do(ctx, req)
+}
+
+// Hold puts the call on hold (a re-INVITE offering sendonly) or takes it
+// off (sendrecv); it returns avb's answer's status.
+func (ph *Softphone) Hold(ctx context.Context, d *Dialog, hold bool) (int, error) {
+	local := netip.MustParseAddrPort(ph.rtp.LocalAddr().String())
+	offer := string(telephony.Describe(local, 42, nil))
+	if hold {
+		offer = strings.Replace(offer, "a=sendrecv", "a=sendonly", 1)
+	}
+	target := d.InviteRequest.Recipient
+	if c := d.InviteResponse.Contact(); c != nil {
+		target = c.Address
+	}
+	req := sip.NewRequest(sip.INVITE, target)
+	req.SetBody([]byte(offer))
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res, err := d.Do(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	return res.StatusCode, nil
+}
+
+// Packets is how many RTP packets avb has sent the phone.
+func (ph *Softphone) Packets() int64 { return ph.packets.Load() }
 
 // SIPStatus is the SIP status that refused a call (0: not refused).
 func SIPStatus(err error) int {

@@ -2,6 +2,7 @@ package telephony
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -133,6 +134,10 @@ type Config struct {
 	// Realm and NonceKey make digest challenges.
 	Realm    string
 	NonceKey []byte
+	// TLSListen, with TLS, serves SIP over TLS too (trunks that encrypt
+	// their signalling).
+	TLSListen string
+	TLS       *tls.Config
 }
 
 // Server is avb's SIP endpoint.
@@ -151,6 +156,7 @@ type Server struct {
 	placed  *sipgo.DialogClientCache // the calls avb places
 	host    netip.Addr
 	port    int
+	tlsAddr netip.AddrPort // SIP over TLS, when it listens
 
 	// Outcome, when set, counts each call: "answered", or the SIP status
 	// that refused it.
@@ -223,6 +229,17 @@ func (s *Server) Listen(ctx context.Context, ready func(addr netip.AddrPort)) er
 	})
 	go func() { _ = s.srv.ServeUDP(udp) }()
 	go func() { _ = s.srv.ServeTCP(tcp) }()
+	if s.cfg.TLSListen != "" && s.cfg.TLS != nil {
+		tl, err := tls.Listen("tcp", s.cfg.TLSListen, s.cfg.TLS)
+		if err != nil {
+			_ = udp.Close()
+			_ = tcp.Close()
+			return fmt.Errorf("telephony: listen tls %s: %w", s.cfg.TLSListen, err)
+		}
+		s.tlsAddr = netip.MustParseAddrPort(tl.Addr().String())
+		defer tl.Close()
+		go func() { _ = s.srv.ServeTLS(tl) }()
+	}
 	if ready != nil {
 		ready(netip.AddrPortFrom(s.host, uint16(s.port)))
 	}
@@ -258,6 +275,9 @@ func listenBoth(addr string) (net.PacketConn, net.Listener, netip.AddrPort, erro
 	}
 	return nil, nil, netip.AddrPort{}, err
 }
+
+// TLSAddr is where SIP over TLS listens (invalid: it does not).
+func (s *Server) TLSAddr() netip.AddrPort { return s.tlsAddr }
 
 // outboundAddr is the machine's address towards the outside (for a
 // wildcard listen address), or loopback.

@@ -153,6 +153,9 @@ type SIP struct {
 	Addr     string `env:"AVB_SIP_ADDR" default:"" dev:"127.0.0.1:5060" hostport:"" desc:"listen address (host:port, UDP and TCP) of the SIP endpoint trunks send calls to; empty: no phone calls"`
 	Host     string `env:"AVB_SIP_HOST" default:"" desc:"the address avb gives trunks in SIP Contact headers and SDP (where they send signalling and media); empty: the listen address, or the machine's outbound address when it listens on all"`
 	RTPPorts string `env:"AVB_SIP_RTP_PORTS" default:"10000-20000" desc:"UDP port range of call media (RTP), first-last: two ports a call, open them to the trunks"`
+	TLSAddr  string `env:"AVB_SIP_TLS_ADDR" default:"" hostport:"" desc:"listen address (host:port) of SIP over TLS, with AVB_SIP_TLS_CERT_FILE and AVB_SIP_TLS_KEY_FILE; empty: no SIP over TLS"`
+	TLSCert  string `env:"AVB_SIP_TLS_CERT_FILE" default:"" file:"" desc:"PEM certificate of SIP over TLS"`
+	TLSKey   string `env:"AVB_SIP_TLS_KEY_FILE" default:"" file:"" desc:"PEM private key of AVB_SIP_TLS_CERT_FILE"`
 	Rate     int    `env:"AVB_SIP_RATE_LIMIT" default:"20" min:"0" desc:"SIP calls a second one source address may start (0: no limit): a flood beyond it is answered 503"`
 }
 
