@@ -412,3 +412,26 @@ func TestSIPOverTLS(t *testing.T) {
 		t.Fatalf("over TLS: %q %v", line, err)
 	}
 }
+
+// An offer with no codec avb speaks is refused 488; a source that starts
+// calls faster than AVB_SIP_RATE_LIMIT is answered 503.
+func TestNoCommonCodecAndFloods(t *testing.T) {
+	t.Parallel()
+	p, _, _, _ := phonePlatform(t, map[string]string{"AVB_SIP_RATE_LIMIT": "3"})
+	ph := softphone(t, p)
+	ph.Offer = []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n")
+	if _, err := dial(ph, "+15550100", "trunk1", "s3cret"); loadtest.SIPStatus(err) != 488 {
+		t.Fatalf("G.729 only: %v", err)
+	}
+	// Each call is two INVITEs (the challenge, then the answer to it):
+	// the next ones within the second are over the limit.
+	refused := 0
+	for range 3 {
+		if _, err := dial(ph, "+15550100", "trunk1", "s3cret"); loadtest.SIPStatus(err) == 503 {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("a flood was not limited")
+	}
+}

@@ -38,8 +38,10 @@ type Softphone struct {
 	answer  atomic.Int32
 	rings   chan *sip.Request
 	refers  chan string
-	packets atomic.Int64 // the Refer-To of each transfer avb asked for
-	server  *sipgo.DialogServerCache
+	packets atomic.Int64
+	// Offer, when set, is the SDP the phone offers instead of its own.
+	Offer  []byte // the Refer-To of each transfer avb asked for
+	server *sipgo.DialogServerCache
 
 	mu    sync.Mutex
 	heard []byte    // what avb sent since the first speech after Reset, in PCMU
@@ -252,6 +254,9 @@ type Dialog = sipgo.DialogClientSession
 func (ph *Softphone) Call(ctx context.Context, number, user, password string) (*Dialog, error) {
 	local := netip.MustParseAddrPort(ph.rtp.LocalAddr().String())
 	offer := telephony.Describe(local, 42, nil)
+	if ph.Offer != nil {
+		offer = ph.Offer
+	}
 	to := sip.Uri{Scheme: "sip", User: number, Host: ph.avb.Addr().String(), Port: int(ph.avb.Port())}
 	d, err := ph.dialogs.Invite(ctx, to, offer, sip.NewHeader("Content-Type", "application/sdp"))
 	if err != nil {
