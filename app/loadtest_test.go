@@ -135,18 +135,25 @@ func TestLoadCapacity(t *testing.T) {
 			t.Logf("\nbaseline (bare connect-go echo):\n%s", rep)
 			time.Sleep(2 * time.Second)
 		}
-		rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: c, Duration: 20 * time.Second,
-			Ramp: 2 * time.Second, Mode: mode, Utterance: utt, Phrases: phrases, MetricsURL: base + "/metrics",
-			Lockstep: os.Getenv("AVB_LOADTEST_LOCKSTEP") != ""})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("\n%s", rep)
-		if rep.Failed > 0 {
-			t.Fatalf("server log:\n%s", logs)
-		}
-		time.Sleep(2 * time.Second)
+		measure(t, loadtest.Config{Server: base, APIKey: key, Calls: c, Mode: mode, Utterance: utt, Phrases: phrases,
+			Lockstep: os.Getenv("AVB_LOADTEST_LOCKSTEP") != ""}, logs)
 	}
+}
+
+// measure runs 20 s of calls (after a 2 s ramp) against cfg's server and
+// logs the report; a failed call fails the test with the server's log.
+func measure(t *testing.T, cfg loadtest.Config, logs *testenv.LogBuffer) {
+	t.Helper()
+	cfg.Duration, cfg.Ramp, cfg.MetricsURL = 20*time.Second, 2*time.Second, cfg.Server+"/metrics"
+	rep, err := loadtest.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep)
+	if rep.Failed > 0 {
+		t.Fatalf("server log:\n%s", logs)
+	}
+	time.Sleep(2 * time.Second)
 }
 
 func splitInts(t *testing.T, s string) []int {

@@ -219,17 +219,8 @@ func TestPhoneLoad(t *testing.T) {
 	utt := spokenPCM(t, ask, 3500)
 	for _, c := range splitInts(t, counts) {
 		for _, mode := range []loadtest.Mode{loadtest.Phone, loadtest.Full} {
-			rep, err := loadtest.Run(context.Background(), loadtest.Config{Server: base, APIKey: key, Calls: c, Duration: 20 * time.Second,
-				Ramp: 2 * time.Second, Mode: mode, Utterance: utt, Phrases: callConfig.PhraseHints, MetricsURL: base + "/metrics",
-				SIP: sip, Number: "+15550100", SIPUser: "trunk1", SIPPassword: "s3cret"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("\n%s", rep)
-			if rep.Failed > 0 {
-				t.Fatalf("server log:\n%s", logs)
-			}
-			time.Sleep(2 * time.Second)
+			measure(t, loadtest.Config{Server: base, APIKey: key, Calls: c, Mode: mode, Utterance: utt, Phrases: callConfig.PhraseHints,
+				SIP: sip, Number: "+15550100", SIPUser: "trunk1", SIPPassword: "s3cret"}, logs)
 		}
 	}
 }
