@@ -15,8 +15,8 @@ import (
 
 	avbv1 "github.com/agentvoicebox/avb/gen/go/avb/v1"
 	"github.com/agentvoicebox/avb/gen/go/avb/v1/avbv1connect"
-	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/internal/testenv"
+	"github.com/agentvoicebox/avb/platform/metrics"
 	"github.com/agentvoicebox/avb/server"
 )
 
