@@ -1,5 +1,5 @@
 // Clients of every AgentVoiceBox service over one transport.
-import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-web";
 import type { DescService } from "@bufbuild/protobuf";
 
@@ -42,6 +42,33 @@ export interface ClientOptions {
   fetch?: typeof globalThis.fetch;
   /** More interceptors, run after the SDK's own. */
   interceptors?: Interceptor[];
+  /**
+   * Bounds each unary call, in milliseconds (30 000 by default; 0: no
+   * bound): a server that does not answer fails the call with
+   * deadline_exceeded instead of leaving it waiting. Streams (a call's
+   * events, a subscription) are not bounded: they live as long as they are
+   * used. A call's own `timeoutMs` option wins.
+   */
+  unaryTimeoutMs?: number;
+}
+
+/** The bound of unary calls when ClientOptions.unaryTimeoutMs is not set. */
+export const defaultUnaryTimeoutMs = 30_000;
+
+// unaryDeadline gives every unary call a deadline.
+function unaryDeadline(ms: number): Interceptor {
+  return (next) => async (req) => {
+    if (req.stream || ms <= 0) return next(req);
+    const timer = AbortSignal.timeout(ms);
+    try {
+      return await next({ ...req, signal: AbortSignal.any([req.signal, timer]) });
+    } catch (e) {
+      if (timer.aborted && !req.signal.aborted) {
+        throw new ConnectError(`no answer from the server within ${ms} ms`, Code.DeadlineExceeded);
+      }
+      throw e;
+    }
+  };
 }
 
 // credentials adds the caller's credentials to every request.
@@ -83,7 +110,7 @@ const typedErrors: Interceptor = (next) => async (req) => {
 export function createAvbTransport(opts: ClientOptions): Transport {
   const common = {
     baseUrl: opts.baseUrl.replace(/\/+$/, ""),
-    interceptors: [typedErrors, credentials(opts), ...(opts.interceptors ?? [])],
+    interceptors: [typedErrors, unaryDeadline(opts.unaryTimeoutMs ?? defaultUnaryTimeoutMs), credentials(opts), ...(opts.interceptors ?? [])],
     fetch: opts.fetch,
     useBinaryFormat: opts.binary ?? false,
   };

@@ -152,3 +152,24 @@ test("a client tool on the browser path: toolCall event in, toolResult by SendCo
   assert.equal(reply?.event.value && "text" in reply.event.value ? reply.event.value.text : "", "Booked for tomorrow at 10:00.");
   assert.ok(refused instanceof AvbError && refused.reason === "tool_call_not_open", `refused: ${String(refused)}`);
 });
+
+test("a server that never answers fails a unary call with deadline_exceeded in its bound; a refused one at once", async () => {
+  const { createServer } = await import("node:http");
+  const hung = createServer(() => undefined); // accepts, never answers
+  await new Promise<void>((r) => hung.listen(0, "127.0.0.1", r));
+  const port = (hung.address() as { port: number }).port;
+  try {
+    const client = createAvbClient({ baseUrl: `http://127.0.0.1:${port}`, apiKey: "avb_x", unaryTimeoutMs: 300 });
+    const started = Date.now();
+    await assert.rejects(client.tenant.getTenant({}), (e: AvbError) => e.code === Code.DeadlineExceeded);
+    const took = Date.now() - started;
+    assert.ok(took >= 250 && took < 2000, `took ${took} ms`);
+  } finally {
+    hung.closeAllConnections();
+    hung.close();
+  }
+  const refused = createAvbClient({ baseUrl: `http://127.0.0.1:${port}`, apiKey: "avb_x", unaryTimeoutMs: 300 });
+  const started = Date.now();
+  await assert.rejects(refused.tenant.getTenant({}), (e: AvbError) => e.code !== Code.DeadlineExceeded);
+  assert.ok(Date.now() - started < 1000);
+});
