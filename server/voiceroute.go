@@ -121,8 +121,11 @@ func forward[Req, Res any](ctx context.Context, s *voiceServer, req *connect.Req
 	if err == nil {
 		return connect.NewResponse(res.Msg), nil
 	}
-	if ce := new(connect.Error); errors.As(err, &ce) && ce.Code() != connect.CodeUnavailable && ce.Code() != connect.CodeDeadlineExceeded && ce.Code() != connect.CodeUnknown {
-		return nil, err // the holder's own answer
+	// The holder's own answer (a wire error) goes back as it is; a holder
+	// that failed to answer at all (refused, reset, hung: an error of the
+	// transport, whatever code it maps to) is unavailable.
+	if ce := new(connect.Error); errors.As(err, &ce) && connect.IsWireError(ce) && ce.Code() != connect.CodeUnavailable {
+		return nil, err
 	}
 	s.Log.WarnContext(ctx, "forward to the call's instance", "session_id", sessionID, "instance", addr, "error", err.Error())
 	return nil, apierror.New(connect.CodeUnavailable, avbv1.ErrorReason_ERROR_REASON_SESSION_NOT_LIVE,
