@@ -87,9 +87,10 @@ type phoneCall struct {
 
 func (p *phoneCall) SessionID() string { return p.l.session.ID.String() }
 
-// Fail ends a placed call that was never answered (busy, no answer).
+// Fail ends a call that never got its media (a placed call not answered,
+// no media port).
 func (p *phoneCall) Fail(reason string) {
-	p.s.finish(p.ctx, p.l, store.SessionError, "the call was not answered: "+reason)
+	p.s.finish(p.ctx, p.l, store.SessionError, reason)
 }
 
 // dtmfText is how a key the caller pressed reaches the model.
@@ -211,7 +212,7 @@ func (p *phoneCall) quality(ctx context.Context, st telephony.Stats) {
 
 // Dialer places calls (the SIP endpoint).
 type Dialer interface {
-	Dial(ctx context.Context, o telephony.Outbound, conv telephony.Placed, progress func(state string, status int)) error
+	Dial(ctx context.Context, o telephony.Outbound, conv telephony.Conversation, progress func(state string, status int)) error
 }
 
 // NewCallServer returns the CallService handler: calls placed through the

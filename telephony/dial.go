@@ -34,13 +34,6 @@ const (
 	Failed   = "failed"
 )
 
-// Placed is a call avb places: Run bridges it once answered; Fail ends it
-// when it never was.
-type Placed interface {
-	Conversation
-	Fail(reason string)
-}
-
 // DefaultRing is how long a placed call rings when the caller gives no bound.
 const DefaultRing = 30 * time.Second
 
@@ -48,10 +41,10 @@ const DefaultRing = 30 * time.Second
 // progress hears each state (ringing, then answered, or the end: busy,
 // no_answer or failed with the SIP status). It returns when the call is
 // over.
-func (s *Server) Dial(ctx context.Context, o Outbound, conv Placed, progress func(state string, status int)) error {
+func (s *Server) Dial(ctx context.Context, o Outbound, conv Conversation, progress func(state string, status int)) error {
 	fail := func(state string, status int, err error) error {
 		progress(state, status)
-		conv.Fail(state)
+		conv.Fail("the call was not answered: " + state)
 		s.outcomeOut(state)
 		return err
 	}

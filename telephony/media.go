@@ -16,6 +16,10 @@ import (
 // frameBytes is 20 ms of G.711 at 8 kHz (one byte a sample).
 const frameBytes = 160
 
+// rtpHeaderBytes is the header of the packets avb sends (no CSRC, no
+// extension).
+const rtpHeaderBytes = 12
+
 // The jitter buffer's playout delay stays between these (phone networks:
 // tens of milliseconds of jitter, bursts up to a hundred).
 const (
@@ -81,7 +85,8 @@ type Session struct {
 	lastDigit  uint32 // the RTP timestamp of the last digit told
 	heard      time.Time
 
-	out      []byte // codec bytes to send
+	out      []byte // codec bytes to send, from head on
+	head     int
 	outMu    sync.Mutex
 	speaking bool
 	ssrc     uint32
@@ -136,6 +141,10 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 // Play queues the agent's audio (codec bytes) to be sent.
 func (s *Session) Play(b []byte) {
 	s.outMu.Lock()
+	if s.head > 0 && len(s.out)+len(b) > cap(s.out) {
+		// What was sent makes room, rather than growing the queue.
+		s.out, s.head = s.out[:copy(s.out, s.out[s.head:])], 0
+	}
 	s.out = append(s.out, b...)
 	s.outMu.Unlock()
 }
@@ -144,13 +153,13 @@ func (s *Session) Play(b []byte) {
 func (s *Session) Queued() time.Duration {
 	s.outMu.Lock()
 	defer s.outMu.Unlock()
-	return time.Duration(len(s.out)) * time.Second / 8000
+	return time.Duration(len(s.out)-s.head) * time.Second / 8000
 }
 
 // Flush drops the audio not sent yet (the caller barged in).
 func (s *Session) Flush() {
 	s.outMu.Lock()
-	s.out = s.out[:0]
+	s.out, s.head = s.out[:0], 0
 	s.outMu.Unlock()
 }
 
@@ -357,6 +366,7 @@ func (s *Session) pop(now time.Time, quiet []byte) ([]byte, bool) {
 // replies keeps the stream (and NAT bindings) alive.
 func (s *Session) send(ctx context.Context) {
 	quiet := silence(s.codec)
+	pkt := make([]byte, rtpHeaderBytes+frameBytes)
 	next := time.Now()
 	wait := time.NewTimer(Ptime)
 	defer wait.Stop()
@@ -375,14 +385,15 @@ func (s *Session) send(ctx context.Context) {
 			next = time.Now() // fell far behind (a stall): restart the clock
 		}
 		s.outMu.Lock()
-		n := min(len(s.out), frameBytes)
-		frame := quiet
+		n := min(len(s.out)-s.head, frameBytes)
 		speech := n > 0
-		if speech {
-			frame = make([]byte, frameBytes)
-			copy(frame, s.out[:n])
-			copy(frame[n:], quiet[n:])
-			s.out = s.out[:copy(s.out, s.out[n:])]
+		// The packet is built in place: header, then 20 ms of the reply or
+		// of silence (the reply's last frame padded with it).
+		frame := pkt[rtpHeaderBytes:]
+		copy(frame, s.out[s.head:s.head+n])
+		copy(frame[n:], quiet[n:])
+		if s.head += n; s.head == len(s.out) {
+			s.out, s.head = s.out[:0], 0
 		}
 		s.outMu.Unlock()
 		marker := speech && !s.speaking
@@ -396,12 +407,11 @@ func (s *Session) send(ctx context.Context) {
 		if peer == nil {
 			continue
 		}
-		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: s.codec.PayloadType, SequenceNumber: s.seq,
-			Timestamp: s.ts, SSRC: s.ssrc, Marker: marker}, Payload: frame}
-		b, err := pkt.Marshal()
-		if err != nil {
+		h := rtp.Header{Version: 2, PayloadType: s.codec.PayloadType, SequenceNumber: s.seq, Timestamp: s.ts, SSRC: s.ssrc, Marker: marker}
+		if _, err := h.MarshalTo(pkt[:rtpHeaderBytes]); err != nil {
 			continue
 		}
+		b := pkt
 		if _, err := s.conn.WriteToUDPAddrPort(b, *peer); err != nil && errors.Is(err, net.ErrClosed) {
 			return
 		}

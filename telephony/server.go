@@ -103,6 +103,9 @@ type Conversation interface {
 	// Run bridges the leg to the agent until the call ends; it returns
 	// when the caller hung up (nil) or the agent or platform ended it.
 	Run(ctx context.Context, leg Leg) error
+	// Fail ends, as an error with reason, a call that never got its media
+	// (not answered, no media port).
+	Fail(reason string)
 }
 
 // Engine takes calls: Open admits one (a busy tenant gets ErrBusy), or
@@ -417,7 +420,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.log.WarnContext(ctx, "sip: no media port", "error", err.Error())
 		_ = dialog.Respond(sip.StatusServiceUnavailable, "Service Unavailable", nil)
 		end()
-		_ = conv.Run(callCtx, closedLeg{})
+		conv.Fail("no media port free")
 		return
 	}
 	media := NewSession(callCtx, conn, peer)
@@ -426,7 +429,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if err := dialog.RespondSDP(answer); err != nil {
 		end()
 		media.Close()
-		_ = conv.Run(callCtx, closedLeg{})
+		conv.Fail("the answer could not be sent")
 		return
 	}
 	s.outcome("answered")
@@ -468,18 +471,6 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}()
 }
-
-// closedLeg is the leg of a call that never got its media: Run ends at once.
-type closedLeg struct{}
-
-func (closedLeg) Frames() <-chan []byte                  { c := make(chan []byte); close(c); return c }
-func (closedLeg) Digits() <-chan rune                    { return nil }
-func (closedLeg) Play([]byte)                            {}
-func (closedLeg) Flush()                                 {}
-func (closedLeg) Stats() Stats                           { return Stats{} }
-func (closedLeg) Done() <-chan struct{}                  { c := make(chan struct{}); close(c); return c }
-func (closedLeg) Queued() time.Duration                  { return 0 }
-func (closedLeg) Transfer(context.Context, string) error { return ErrNoTransfer }
 
 // authenticate admits a request from a trunk of the route: by its source
 // address, or by digest credentials (challenged with 401 first). It
