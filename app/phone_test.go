@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -33,9 +34,7 @@ func phonePlatform(t *testing.T, extra map[string]string) (*platform, *store.Ten
 	p := startPlatform(t, identityConfig(t, owner, issuer.Issuer(), env), issuer, owner)
 	ten := p.tenant("phone", store.TierPro)
 	admin := bearer(p.token("ada", ten.ID.String(), "admin"))
-	project := str(wantOK(t, p.call("/avb.v1.ProjectService/CreateProject", `{"name":"Phones"}`, admin...)), "project", "id")
-	wantOK(t, p.call("/avb.v1.SipTrunkService/CreateSipTrunk", `{"sipTrunk":{"name":"carrier","username":"trunk1","password":"s3cret"}}`, admin...))
-	wantOK(t, p.call("/avb.v1.PhoneNumberService/CreatePhoneNumber", `{"phoneNumber":{"name":"+15550100","projectId":"`+project+`"}}`, admin...))
+	project := givePhone(t, p, admin, `{"name":"Phones"}`)
 	deadline := time.Now().Add(10 * time.Second)
 	for !p.app.SIPAddr().IsValid() {
 		if time.Now().After(deadline) {
@@ -44,6 +43,16 @@ func phonePlatform(t *testing.T, extra map[string]string) (*platform, *store.Ten
 		time.Sleep(20 * time.Millisecond)
 	}
 	return p, ten, admin, project
+}
+
+// givePhone creates the project (as JSON), the trunk "carrier"
+// (trunk1/s3cret) and the number +15550100 ringing the project.
+func givePhone(t *testing.T, p *platform, admin []string, project string) string {
+	t.Helper()
+	id := str(wantOK(t, p.call("/avb.v1.ProjectService/CreateProject", project, admin...)), "project", "id")
+	wantOK(t, p.call("/avb.v1.SipTrunkService/CreateSipTrunk", `{"sipTrunk":{"name":"carrier","username":"trunk1","password":"s3cret"}}`, admin...))
+	wantOK(t, p.call("/avb.v1.PhoneNumberService/CreatePhoneNumber", `{"phoneNumber":{"name":"+15550100","projectId":"`+id+`"}}`, admin...))
+	return id
 }
 
 // softphone is a phone calling the platform's SIP endpoint.
@@ -213,9 +222,7 @@ func TestPhoneLoad(t *testing.T) {
 	// The phone calls' project listens for the same phrases as the
 	// Converse calls: the recognizer's grammar is most of a call's CPU.
 	hints, _ := json.Marshal(callConfig.PhraseHints)
-	project := str(wantOK(t, p.call("/avb.v1.ProjectService/CreateProject", `{"name":"Phones","voiceDefaults":{"phraseHints":`+string(hints)+`}}`, admin...)), "project", "id")
-	wantOK(t, p.call("/avb.v1.SipTrunkService/CreateSipTrunk", `{"sipTrunk":{"name":"carrier","username":"trunk1","password":"s3cret"}}`, admin...))
-	wantOK(t, p.call("/avb.v1.PhoneNumberService/CreatePhoneNumber", `{"phoneNumber":{"name":"+15550100","projectId":"`+project+`"}}`, admin...))
+	givePhone(t, p, admin, `{"name":"Phones","voiceDefaults":{"phraseHints":`+string(hints)+`}}`)
 	utt := spokenPCM(t, ask, 3500)
 	for _, c := range splitInts(t, counts) {
 		for _, mode := range []loadtest.Mode{loadtest.Phone, loadtest.Full} {
@@ -299,14 +306,7 @@ func TestDialPlacesACallThroughATrunk(t *testing.T) {
 // accepted; the session records it.
 func TestTransferOnAPhoneCallSendsARefer(t *testing.T) {
 	t.Parallel()
-	p, _, admin, project := phonePlatform(t, nil)
-	persona := str(wantOK(t, p.call("/avb.v1.PersonaService/CreatePersona",
-		`{"persona":{"name":"desk","tools":[{"name":"transfer","kind":"TOOL_KIND_TRANSFER","transferTarget":"+15550177"}]}}`, admin...)), "persona", "id")
-	wantOK(t, p.call("/avb.v1.PhoneNumberService/CreatePhoneNumber", `{"phoneNumber":{"name":"+15550111","projectId":"`+project+`","personaId":"`+persona+`"}}`, admin...))
-	ph := softphone(t, p)
-	if _, err := dial(ph, "+15550111", "trunk1", "s3cret"); err != nil {
-		t.Fatal(err)
-	}
+	p, admin, project, ph := transferLine(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ph.Say(ctx, loadtest.PCMU(spokenPCM(t, "i want to talk to a human", 0)))
@@ -424,5 +424,76 @@ func TestNoCommonCodecAndFloods(t *testing.T) {
 	}
 	if refused == 0 {
 		t.Fatal("a flood was not limited")
+	}
+}
+
+// A trunk that answers nothing (hung) and an address where nothing
+// listens (refused): a placed call ends within its ring bound, as an error
+// the session says (no_answer or failed), and never hangs.
+func TestDialToATrunkThatIsHungOrGone(t *testing.T) {
+	t.Parallel()
+	p, _, admin, project := phonePlatform(t, nil)
+	hung, err := net.ListenPacket("udp", "127.0.0.1:0") // reads nothing, answers nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	gone, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goneAddr := gone.LocalAddr().String()
+	gone.Close()
+	for name, addr := range map[string]string{"hung": hung.LocalAddr().String(), "refused": goneAddr} {
+		trunk := str(wantOK(t, p.call("/avb.v1.SipTrunkService/CreateSipTrunk", `{"sipTrunk":{"name":"`+name+`","outboundAddress":"`+addr+`"}}`, admin...)), "sipTrunk", "id")
+		start := time.Now()
+		sid := str(wantOK(t, p.call("/avb.v1.CallService/Dial", `{"sipTrunkId":"`+trunk+`","to":"+15550142","projectId":"`+project+`","ringTimeoutSeconds":1}`, admin...)), "session", "id")
+		waitFor(t, 6*time.Second, func() bool {
+			s := wantOK(t, p.call("/avb.v1.SessionService/GetSession", `{"sessionId":"`+sid+`"}`, admin...))
+			return str(s, "session", "status") == "SESSION_STATUS_ERROR" && strings.Contains(str(s, "session", "error"), "not answered")
+		})
+		t.Logf("%s trunk: the placed call ended in %s", name, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// transferLine is a call, through the trunk, to +15550111, answered by a
+// persona whose transfer tool's target is +15550177.
+func transferLine(t *testing.T) (*platform, []string, string, *loadtest.Softphone) {
+	t.Helper()
+	p, _, admin, project := phonePlatform(t, nil)
+	persona := str(wantOK(t, p.call("/avb.v1.PersonaService/CreatePersona",
+		`{"persona":{"name":"desk","tools":[{"name":"transfer","kind":"TOOL_KIND_TRANSFER","transferTarget":"+15550177"}]}}`, admin...)), "persona", "id")
+	wantOK(t, p.call("/avb.v1.PhoneNumberService/CreatePhoneNumber", `{"phoneNumber":{"name":"+15550111","projectId":"`+project+`","personaId":"`+persona+`"}}`, admin...))
+	ph := softphone(t, p)
+	if _, err := dial(ph, "+15550111", "trunk1", "s3cret"); err != nil {
+		t.Fatal(err)
+	}
+	return p, admin, project, ph
+}
+
+// A transfer the far end declines (603), or never answers: the REFER fails
+// within its 5 s bound, phone.transfer_failed says why, and the call goes
+// on (the caller may ask again).
+func TestTransferDeclinedOrUnanswered(t *testing.T) {
+	t.Parallel()
+	p, admin, project, ph := transferLine(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	failures := func() int {
+		sessions := items(wantOK(t, p.call("/avb.v1.SessionService/ListSessions", `{"projectId":"`+project+`"}`, admin...)), "sessions")
+		ev := fmt.Sprint(items(wantOK(t, p.call("/avb.v1.SessionService/ListSessionEvents", `{"sessionId":"`+sessions[0].(map[string]any)["id"].(string)+`","pageSize":200}`, admin...)), "events"))
+		return strings.Count(ev, "phone.transfer_failed")
+	}
+	for i, answer := range []int{603, 0} {
+		ph.ReferWith(answer)
+		start := time.Now()
+		ph.Say(ctx, loadtest.PCMU(spokenPCM(t, "i want to talk to a human", 1500)))
+		waitFor(t, 15*time.Second, func() bool { return failures() == i+1 })
+		t.Logf("REFER answered %d: the transfer failed %s after the ask", answer, time.Since(start).Round(time.Millisecond))
+	}
+	select {
+	case <-ph.Byes():
+		t.Fatal("a failed transfer hung up the call")
+	default:
 	}
 }

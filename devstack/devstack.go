@@ -66,6 +66,12 @@ func Run(ctx context.Context, o Options) error {
 			children = append(children, c)
 		}
 	}
+	if cfg.SIP.Addr == defaultSIPAddr && os.Getenv("AVB_SIP_ADDR") == "" && !portFree(cfg.SIP.Addr) {
+		// Another SIP program holds 5060 here: the demo number still works,
+		// on a port of its own (printed below).
+		fmt.Fprintf(o.Out, "sip: %s is taken on this machine; the demo number listens on another port\n", cfg.SIP.Addr)
+		cfg.SIP.Addr = "127.0.0.1:0"
+	}
 	var a *app.App
 	if err := step(o.Out, "migrations", func() error {
 		var err error
@@ -311,4 +317,21 @@ func (c *child) stop(out io.Writer) {
 		<-c.exited
 	}
 	fmt.Fprintf(out, "  stopped %s\n", c.name)
+}
+
+// defaultSIPAddr is where make dev listens for SIP unless told otherwise.
+const defaultSIPAddr = "127.0.0.1:5060"
+
+// portFree reports whether addr can be bound for UDP and TCP.
+func portFree(addr string) bool {
+	u, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	defer u.Close()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	return l.Close() == nil
 }

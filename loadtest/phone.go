@@ -35,10 +35,12 @@ type Softphone struct {
 	byes    chan struct{}
 	// Answering calls avb places: answer is the status the phone gives
 	// (200 answers, after ringing), rings tells each INVITE.
-	answer  atomic.Int32
-	rings   chan *sip.Request
-	refers  chan string
-	packets atomic.Int64
+	answer atomic.Int32
+	rings  chan *sip.Request
+	refers chan string
+	// referWith is how the phone answers a REFER (202 by default; 0: never).
+	referWith atomic.Int32
+	packets   atomic.Int64
 	// Offer, when set, is the SDP the phone offers instead of its own.
 	Offer  []byte // the Refer-To of each transfer avb asked for
 	server *sipgo.DialogServerCache
@@ -92,8 +94,13 @@ func NewSoftphone(avb netip.AddrPort) (*Softphone, error) {
 		}
 	})
 	srv.OnInvite(ph.onInvite)
+	ph.referWith.Store(sip.StatusAccepted)
 	srv.OnRefer(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, sip.StatusAccepted, "Accepted", nil))
+		code := int(ph.referWith.Load())
+		if code == 0 {
+			return // a far end that never answers
+		}
+		_ = tx.Respond(sip.NewResponseFromRequest(req, code, "Refer", nil))
 		if h := req.GetHeader("Refer-To"); h != nil {
 			select {
 			case ph.refers <- h.Value():
@@ -130,8 +137,12 @@ func (ph *Softphone) Addr() netip.AddrPort {
 // default) answers after a ring, 486 is busy, and so on.
 func (ph *Softphone) AnswerWith(status int) { ph.answer.Store(int32(status)) }
 
+// ReferWith sets how the phone answers transfers: 202 accepts (the
+// default), 603 declines, 0 never answers.
+func (ph *Softphone) ReferWith(status int) { ph.referWith.Store(int32(status)) }
+
 // Refers tells where avb asked the phone to transfer the caller (each
-// REFER's Refer-To; the phone accepts them all).
+// REFER's Refer-To, answered as ReferWith says).
 func (ph *Softphone) Refers() <-chan string { return ph.refers }
 
 // Rings tells each call the phone gets (its INVITE).

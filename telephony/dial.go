@@ -82,13 +82,28 @@ func (s *Server) Dial(ctx context.Context, o Outbound, conv Conversation, progre
 		return fail(Failed, 0, err)
 	}
 	rang := false
-	err = d.WaitAnswer(rctx, sipgo.AnswerOptions{OnResponse: func(r *sip.Response) error {
-		if (r.StatusCode == sip.StatusRinging || r.StatusCode == sip.StatusSessionInProgress) && !rang {
-			rang = true
-			progress(Ringing, r.StatusCode)
+	answered := make(chan error, 1)
+	go func() {
+		answered <- d.WaitAnswer(rctx, sipgo.AnswerOptions{OnResponse: func(r *sip.Response) error {
+			if (r.StatusCode == sip.StatusRinging || r.StatusCode == sip.StatusSessionInProgress) && !rang {
+				rang = true
+				progress(Ringing, r.StatusCode)
+			}
+			return nil
+		}})
+	}()
+	select {
+	case err = <-answered:
+	case <-rctx.Done():
+		// Past the ring bound. sipgo cancels the INVITE in the background
+		// (a CANCEL waits for a provisional answer, up to SIP's timer B):
+		// the call is over here whatever it does.
+		select {
+		case err = <-answered:
+		case <-time.After(time.Second):
+			err = rctx.Err()
 		}
-		return nil
-	}})
+	}
 	if err != nil {
 		_ = conn.Close()
 		_ = d.Close()

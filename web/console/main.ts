@@ -144,19 +144,22 @@ async function loadProjects() {
     li.textContent = p.name;
     li.dataset.id = p.id;
     li.classList.toggle("selected", p.id === state.project?.id);
-    li.addEventListener("click", () => selectProject(p, li));
+    li.addEventListener("click", () => {
+      selectProject(p);
+      void loadSessions();
+    });
     $("projects").append(li);
   }
   projectsToken = res.nextPageToken;
   $("projects-more").hidden = projectsToken === "";
 }
 
-function selectProject(p: Project, li: HTMLElement) {
+// selectProject makes p the project calls are made in, and shows it.
+function selectProject(p: Project) {
   state.project = p;
-  for (const el of $("projects").children) el.classList.toggle("selected", el === li);
+  for (const li of $("projects").querySelectorAll("li")) li.classList.toggle("selected", li.dataset.id === p.id);
   $("call-project").textContent = "· " + p.name;
   $<HTMLButtonElement>("call-start").disabled = call !== undefined;
-  void loadSessions();
 }
 
 // sessionsToken is the next page of the session list ("" at its end).
@@ -583,14 +586,13 @@ initAudit();
 // one picked, or the first.
 async function tryPersona(p: Persona) {
   await showPage("calls");
-  if (p.projectId && state.project?.id !== p.projectId) {
-    const { project } = await state.avb!.projects.getProject({ projectId: p.projectId });
-    state.project = project;
+  let project = state.project;
+  if (p.projectId && project?.id !== p.projectId) {
+    project = (await state.avb!.projects.getProject({ projectId: p.projectId })).project;
   }
-  state.project ??= (await state.avb!.projects.listProjects({ pageSize: 1 })).projects[0];
-  if (!state.project) throw new Error("Create a project first: a call belongs to a project.");
-  for (const li of $("projects").querySelectorAll("li")) li.classList.toggle("selected", li.dataset.id === state.project.id);
-  $("call-project").textContent = "· " + state.project.name;
+  project ??= (await state.avb!.projects.listProjects({ pageSize: 1 })).projects[0];
+  if (!project) throw new Error("Create a project first: a call belongs to a project.");
+  selectProject(project);
   await startCall(p);
 }
 $("call-end").addEventListener("click", () => void endCall());
