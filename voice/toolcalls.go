@@ -150,7 +150,13 @@ func (c *Call) runTools(ctx context.Context, r *response, cfg Config, calls []ll
 func (c *Call) runTool(ctx context.Context, r *response, cfg Config, tc llm.ToolCall) string {
 	start := time.Now()
 	info := ToolEvent{ID: tc.ID, Name: tc.Name, Arguments: tc.Arguments}
+	opened := false
 	finish := func(outcome, output string) string {
+		if opened {
+			// Closed before it is reported done: a result sent on hearing
+			// so is refused (ErrToolCallNotOpen), never taken silently.
+			c.closeToolCall(info.ID)
+		}
 		info.Outcome, info.Output, info.Latency = outcome, output, time.Since(start)
 		// Not held back with the reply: the client hears of a cancelled
 		// call even though the reply it belonged to was cut.
@@ -174,7 +180,7 @@ func (c *Call) runTool(ctx context.Context, r *response, cfg Config, tc llm.Tool
 	if t.Kind == tools.Client {
 		// Open before the client hears of it: its answer may be quick.
 		info.ID, answer = c.openToolCall(tc.ID)
-		defer c.closeToolCall(info.ID)
+		opened = true
 	}
 	started := info
 	c.emitFor(r, Event{Type: ToolCallStarted, ResponseID: r.id, Tool: &started})
